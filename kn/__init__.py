@@ -1,0 +1,16 @@
+"""kn: find, test and edit knowledge neurons in transformer language models."""
+__version__ = "0.1.0"
+
+from .arch import FAMILIES, Family, UnsupportedModelError  # noqa: E402
+from .models import LM, ModelNotFoundError, load, wrap  # noqa: E402
+from .attribution import activations, attribute  # noqa: E402
+from .probing import answer_prob, answer_rank, probe  # noqa: E402
+from .interventions import amplify, scaled, suppress  # noqa: E402
+from .locate import coarse, locate, refine, tune_share  # noqa: E402
+from .verify import Verification, ratio_of_means, verify  # noqa: E402
+
+__all__ = [
+    "FAMILIES", "Family", "UnsupportedModelError", "LM", "ModelNotFoundError", "load", "wrap",
+    "activations", "attribute", "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
+    "coarse", "locate", "refine", "tune_share", "Verification", "ratio_of_means", "verify",
+]

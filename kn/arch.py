@@ -1,0 +1,117 @@
+"""The per-family table: where each architecture keeps its FFN neurons.
+
+Every kernel reaches into a model through one `Family` row. The neuron site is always the
+*input* of the FFN output projection (post-activation; for gated FFNs act(gate) * up), and the
+value slot of neuron i is the i-th input column of that projection.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture family.
+
+    name: display name.
+    model_types: `config.model_type` values that belong to the family.
+    layers: attribute path from the LM-head model to the list of transformer blocks.
+    down_proj: attribute path inside a block to the FFN output projection (the neuron site is its input).
+    weight_layout: "out_in" for `nn.Linear` (weight [hidden, width]) or "in_out" for GPT-2's Conv1D
+        (weight [width, hidden]).
+    masked: masked LM (predicts at `[MASK]`) or causal LM (predicts the next token).
+    post_ffn_norm: attribute path inside a block to a norm applied to the FFN output before it joins
+        the residual stream (Gemma-2/3), or None. Its scale is frozen along the IG path (see attribution).
+    fanout: the block accepts a batch-1 residual stream expanded to the path batch at any layer (its
+        per-layer extras, e.g. attention masks and rotary tables, broadcast). BLOOM's alibi does not.
+    flat_ffn: the FFN sees the block's input flattened to [batch * seq, hidden] (OPT).
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    layers: str
+    down_proj: str
+    weight_layout: str = "out_in"
+    masked: bool = False
+    post_ffn_norm: str | None = None
+    fanout: bool = True
+    flat_ffn: bool = False
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("BERT", ("bert",), "bert.encoder.layer", "output.dense", masked=True),
+    Family("RoBERTa", ("roberta",), "roberta.encoder.layer", "output.dense", masked=True),
+    Family("XLM-R", ("xlm-roberta",), "roberta.encoder.layer", "output.dense", masked=True),
+    Family("DistilBERT", ("distilbert",), "distilbert.transformer.layer", "ffn.lin2", masked=True),
+    Family("ELECTRA", ("electra",), "electra.encoder.layer", "output.dense", masked=True),
+    Family("GPT-2", ("gpt2",), "transformer.h", "mlp.c_proj", weight_layout="in_out"),
+    Family("GPT-NeoX", ("gpt_neox",), "gpt_neox.layers", "mlp.dense_4h_to_h"),
+    Family("BLOOM", ("bloom",), "transformer.h", "mlp.dense_4h_to_h", fanout=False),
+    Family("OPT", ("opt",), "model.decoder.layers", "fc2", flat_ffn=True),
+    Family("Llama", ("llama",), "model.layers", "mlp.down_proj"),
+    Family("Mistral", ("mistral",), "model.layers", "mlp.down_proj"),
+    Family("Qwen2", ("qwen2",), "model.layers", "mlp.down_proj"),
+    Family("Gemma", ("gemma",), "model.layers", "mlp.down_proj"),
+    Family("Gemma-2", ("gemma2",), "model.layers", "mlp.down_proj", post_ffn_norm="post_feedforward_layernorm"),
+    Family("Gemma-3", ("gemma3_text",), "model.layers", "mlp.down_proj", post_ffn_norm="post_feedforward_layernorm"),
+)
+
+
+class UnsupportedModelError(ValueError):
+    """The model's architecture has no row in the family table."""
+
+
+def supported() -> str:
+    return ", ".join(f.name for f in FAMILIES)
+
+
+def family_of(model: nn.Module) -> Family:
+    """The family row for `model` (an LM-head model: *ForMaskedLM / *ForCausalLM)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for fam in FAMILIES:
+        if model_type in fam.model_types:
+            try:
+                get_path(model, fam.layers)
+            except AttributeError:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__} is a {fam.name} model but not the LM-head class kn needs "
+                    f"(no `{fam.layers}`); load it with AutoModelFor{'MaskedLM' if fam.masked else 'CausalLM'}."
+                ) from None
+            return fam
+    raise UnsupportedModelError(
+        f"model_type {model_type!r} ({type(model).__name__}) is not supported; supported families: {supported()}. "
+        "A new family is one row in kn.arch.FAMILIES."
+    )
+
+
+def get_path(root: nn.Module, path: str) -> nn.Module:
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def blocks(model: nn.Module, fam: Family) -> list[nn.Module]:
+    return list(get_path(model, fam.layers))
+
+
+def down_proj(model: nn.Module, fam: Family, layer: int) -> nn.Module:
+    return get_path(blocks(model, fam)[layer], fam.down_proj)
+
+
+def post_ffn_norm(model: nn.Module, fam: Family, layer: int) -> nn.Module | None:
+    return None if fam.post_ffn_norm is None else get_path(blocks(model, fam)[layer], fam.post_ffn_norm)
+
+
+def width(model: nn.Module, fam: Family) -> int:
+    w = down_proj(model, fam, 0).weight
+    return w.shape[1] if fam.weight_layout == "out_in" else w.shape[0]
+
+
+def value_slots(model: nn.Module, fam: Family, layer: int) -> torch.Tensor:
+    """Value slots of a layer as a view [width, hidden]: row i is what neuron i writes (per unit activation)."""
+    w = down_proj(model, fam, layer).weight
+    return w.t() if fam.weight_layout == "out_in" else w

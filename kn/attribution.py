@@ -1,0 +1,256 @@
+"""Integrated-gradients attribution of a fact to FFN neurons (Dai et al. 2022, eq. 3-4).
+
+For layer l, neuron site activation x (at the answer-predicting position) and baseline b (zero by
+default):  score_l = (x - b) / m * sum_k dP(gold | b + a_k (x - b)) / d(site),  a_k = k / m, k = 0..m-1
+("riemann_left", the paper's), or a_k = linspace(0, 1, m) ("linspace", the EleutherAI package's).
+P is the softmax probability of the gold token. Only the attributed layer's site is scaled; every
+other layer and position runs normally. A multi-token answer is teacher-forced: each answer token is
+attributed at the position that predicts it, and the per-token score matrices are summed.
+
+Fast path (default): the clean run is done once per answer token; a path batch enters the model with
+batch size 1 and fans out to the path rows only at the lowest attributed layer of the batch, rows of
+several layers share a batch, and only the answer position reaches the output layer. For causal LMs
+the prompt's key/value cache is reused, so only the answer-predicting token runs. `reference=True`
+is the plain definition (full recomputation, one layer at a time), kept as the oracle of the tests.
+
+Post-FFN norms (Gemma-2/3): an RMSNorm on the FFN output cancels the path's scaling and makes the
+gradient near a = 0 explode. With `freeze_norm=True` (default) the attributed layer's norm scale is
+held at its clean value along the path, so the norm becomes a fixed linear map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from . import arch
+from .hooks import frozen_params, hooked, site_hooks
+from .models import LM
+from .tokens import Target, targets
+
+METHODS = ("riemann_left", "linspace")
+
+
+def alphas(steps: int, method: str = "riemann_left") -> torch.Tensor:
+    """Path points [steps] of a quadrature rule."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if method == "riemann_left":
+        return torch.arange(steps, dtype=torch.float32) / steps
+    if method == "linspace":
+        return torch.linspace(0, 1, steps)
+    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def check_layers(lm: LM, layers) -> list[int]:
+    n = lm.n_layers
+    if layers is None:
+        return list(range(n))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = []
+    for l in layers:
+        if not isinstance(l, int) or not -n <= l < n:
+            raise ValueError(f"layer {l!r} is out of range: {lm.name} has {n} layers (0..{n - 1})")
+        out.append(l % n)
+    return sorted(set(out))
+
+
+@dataclass
+class Clean:
+    """The clean run of one answer token: site activations [L, W], P(gold), what the path reuses."""
+
+    acts: torch.Tensor
+    prob: float
+    rms: dict  # layer -> clean rsqrt(mean(x^2) + eps) of the post-FFN norm input at the position, [1]
+    cache: list | None  # per-layer (keys, values) of the prompt minus its last token (causal LMs)
+
+
+def _head_hook(lm: LM, pos: int):
+    """Only position `pos` reaches the output layer: [B, T, d] -> [B, 1, d]."""
+    def fn(module, args, kwargs):
+        h = args[0]
+        return (h[:, pos:pos + 1] if pos != -1 else h[:, -1:], *args[1:]), kwargs
+    return (lm.model.get_output_embeddings(), "pre", fn)
+
+
+def _rsqrt(norm, x: torch.Tensor) -> torch.Tensor:
+    return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + norm.eps)
+
+
+def _fresh_cache(lm: LM, stored, batch: int, from_layer: int):
+    """A new cache holding the stored prompt keys/values, expanded to `batch` from `from_layer` up."""
+    if stored is None:
+        return None
+    cache = DynamicCache(config=lm.model.config)
+    for i, (k, v) in enumerate(stored):
+        if i >= from_layer:
+            k, v = k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])
+        cache.update(k, v, i)
+    return cache
+
+
+def _uses_cache(lm: LM, reference: bool) -> bool:
+    return not lm.masked and not reference
+
+
+def _softmax_gold(logits: torch.Tensor, gold: int) -> torch.Tensor:
+    return torch.softmax(logits[:, -1].float(), dim=-1)[:, gold]
+
+
+def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
+    """Run the unmodified model once, recording what the path needs."""
+    model, fam = lm.model, lm.family
+    acts: dict[int, torch.Tensor] = {}
+    rms: dict[int, torch.Tensor] = {}
+    use_cache = _uses_cache(lm, reference)
+    pos = -1 if use_cache else t.pos
+
+    def read(layer, act):
+        acts[layer] = act[0, pos].detach()
+
+    def norm_reader(layer):
+        def fn(module, args, output):
+            rms[layer] = _rsqrt(module, args[0][0, pos]).detach()
+        return fn
+
+    hooks = site_hooks(lm, read) + [_head_hook(lm, pos)]
+    if fam.post_ffn_norm:
+        hooks += [(arch.post_ffn_norm(model, fam, l), "post", norm_reader(l)) for l in range(lm.n_layers)]
+    stored = None
+    with torch.no_grad():
+        if use_cache:
+            if t.ids.shape[1] > 1:
+                out = model(input_ids=t.ids[:, :-1], use_cache=True)
+                stored = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            with hooked(hooks):
+                logits = model(input_ids=t.ids[:, -1:], past_key_values=_fresh_cache(lm, stored, 1, 0),
+                               use_cache=True).logits
+        else:
+            with hooked(hooks):
+                logits = model(input_ids=t.ids, use_cache=False).logits
+    prob = _softmax_gold(logits, t.gold).item()
+    return Clean(torch.stack([acts[l] for l in range(lm.n_layers)]), prob, rms, stored)
+
+
+def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: list[int],
+                row_alpha: torch.Tensor, *, freeze: bool, reference: bool) -> dict[int, torch.Tensor]:
+    """Sum over the rows of each layer of dP(gold)/d(site) at the path points: {layer: [W]}."""
+    model, fam = lm.model, lm.family
+    B = len(row_layer)
+    layer_t = torch.tensor(row_layer)
+    layers = sorted(set(row_layer))
+    use_cache = _uses_cache(lm, reference)
+    pos = -1 if use_cache else t.pos
+    fan = layers[0] if (fam.fanout and not reference) else None
+
+    x, b = clean.acts, base
+    rows = {l: (layer_t == l).nonzero().squeeze(1).to(x.device) for l in layers}
+    leaves = {
+        l: (b[l] + row_alpha[rows[l].cpu()].to(x)[:, None] * (x[l] - b[l])).requires_grad_(True)
+        for l in layers
+    }
+
+    def replace(layer, act):
+        act = act.clone()
+        act[rows[layer], pos] = leaves[layer].to(act.dtype)
+        return act
+
+    def fan_out(module, args, kwargs):
+        if args:
+            h = args[0]
+            return (h.expand(B, *h.shape[1:]), *args[1:]), kwargs
+        h = kwargs["hidden_states"]
+        return args, {**kwargs, "hidden_states": h.expand(B, *h.shape[1:])}
+
+    def freezer(layer):
+        def fn(module, args, output):
+            r = rows[layer]
+            out = output.clone()
+            scale = clean.rms[layer] / _rsqrt(module, args[0][r, pos])
+            out[r, pos] = (output[r, pos].float() * scale).to(out.dtype)
+            return out
+        return fn
+
+    hooks = [] if fan is None else [(arch.blocks(model, fam)[fan], "pre", fan_out)]  # first: it sets the batch
+    hooks += site_hooks(lm, replace, layers) + [_head_hook(lm, pos)]
+    if freeze and fam.post_ffn_norm:
+        hooks += [(arch.post_ffn_norm(model, fam, l), "post", freezer(l)) for l in layers]
+
+    ids = t.ids[:, -1:] if use_cache else t.ids
+    if fan is None:
+        ids = ids.expand(B, -1)
+    cache = _fresh_cache(lm, clean.cache, B, fan if fan is not None else 0) if use_cache else None
+    with torch.enable_grad(), hooked(hooks):
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=use_cache).logits
+        probs = _softmax_gold(logits, t.gold)
+        grads = torch.autograd.grad(probs.sum(), [leaves[l] for l in layers])
+    return {l: g.float().sum(0) for l, g in zip(layers, grads)}
+
+
+def auto_batch(lm: LM, steps: int, seq: int) -> int:
+    """Path rows per forward pass so that one pass stays near 1 GB."""
+    cfg = lm.model.config
+    vocab = lm.model.get_output_embeddings().weight.shape[0]
+    hidden = getattr(cfg, "hidden_size", None) or lm.model.get_input_embeddings().weight.shape[1]
+    per_row = 12 * vocab + 64 * seq * (hidden + lm.width)
+    return max(steps, min(steps * lm.n_layers, int(1e9 // per_row)))
+
+
+def _attribute_target(lm: LM, t: Target, *, steps, layers, method, baseline, freeze_norm, batch_size,
+                      reference) -> torch.Tensor:
+    clean = clean_run(lm, t, reference=reference)
+    x = clean.acts
+    base = torch.zeros_like(x) if baseline is None else baseline.to(x)
+    a = alphas(steps, method)
+    gsum = torch.zeros(lm.n_layers, lm.width, dtype=torch.float32, device=x.device)
+    bs = batch_size or auto_batch(lm, steps, t.ids.shape[1])
+    if reference:
+        bs = min(bs, steps)
+    row_layer = [l for l in layers for _ in range(steps)]
+    row_alpha = a.repeat(len(layers))
+    chunks = []
+    if reference:  # one layer at a time
+        for i, l in enumerate(layers):
+            for s in range(0, steps, bs):
+                chunks.append(slice(i * steps + s, i * steps + min(s + bs, steps)))
+    else:
+        chunks = [slice(s, min(s + bs, len(row_layer))) for s in range(0, len(row_layer), bs)]
+    with frozen_params(lm.model):
+        for c in chunks:
+            for l, g in _path_grads(lm, t, clean, base, row_layer[c], row_alpha[c],
+                                    freeze=freeze_norm, reference=reference).items():
+                gsum[l] += g
+    scores = (x.float() - base.float()) * gsum / steps
+    mask = torch.zeros(lm.n_layers, 1, dtype=torch.bool, device=x.device)
+    mask[layers] = True
+    return torch.where(mask, scores, torch.zeros_like(scores)).cpu()
+
+
+def attribute(lm: LM, prompt: str, answer: str, *, steps: int = 20, layers=None,
+              method: str = "riemann_left", baseline: torch.Tensor | None = None,
+              freeze_norm: bool = True, batch_size: int | None = None,
+              reference: bool = False) -> torch.Tensor:
+    """IG attribution scores [n_layers, width] of `answer` after / in `prompt`.
+
+    steps: m path points; layers: layers to attribute (others are zero rows); method: "riemann_left"
+    (Dai et al.) or "linspace" (EleutherAI); baseline: [n_layers, width] (None = zero; AMIG passes
+    its own); freeze_norm: hold post-FFN norm scales at their clean values (families with such a
+    norm); batch_size: path rows per forward pass (None = sized to memory); reference: run the plain
+    definition instead of the fast path.
+    """
+    alphas(steps, method)  # validate before any model work
+    layers = check_layers(lm, layers)
+    if baseline is not None and tuple(baseline.shape) != (lm.n_layers, lm.width):
+        raise ValueError(f"baseline must have shape [{lm.n_layers}, {lm.width}], got {list(baseline.shape)}")
+    total = torch.zeros(lm.n_layers, lm.width)
+    for t in targets(lm, prompt, answer):
+        total += _attribute_target(lm, t, steps=steps, layers=layers, method=method, baseline=baseline,
+                                   freeze_norm=freeze_norm, batch_size=batch_size, reference=reference)
+    return total
+
+
+def activations(lm: LM, prompt: str, answer: str) -> torch.Tensor:
+    """Neuron-site activations [n_layers, width] at the answer-predicting position(s), summed over answer tokens."""
+    return sum(clean_run(lm, t).acts.float().cpu() for t in targets(lm, prompt, answer))

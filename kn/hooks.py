@@ -1,0 +1,88 @@
+"""The one hook primitive: every kernel reads, replaces and restores activations through it."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from . import arch
+
+# (module, "pre" | "post", fn). pre: fn(module, args, kwargs) -> None | (args, kwargs);
+# post: fn(module, args, output) -> None | output.
+Hook = tuple[nn.Module, str, Callable]
+
+
+@contextmanager
+def hooked(hooks: Iterable[Hook]) -> Iterator[None]:
+    """Register forward hooks for the duration of the block; they are removed in `finally`."""
+    handles = []
+    try:
+        for module, kind, fn in hooks:
+            if kind == "pre":
+                handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
+            elif kind == "post":
+                handles.append(module.register_forward_hook(fn))
+            else:
+                raise ValueError(f"hook kind must be 'pre' or 'post', not {kind!r}")
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def site_hooks(lm, edit: Callable[[int, torch.Tensor], torch.Tensor | None], layers=None) -> list[Hook]:
+    """Hooks on the neuron site (input of the FFN output projection) of `layers` (default all).
+
+    edit(layer, act) gets the site tensor [batch, seq, width] and returns a replacement or None (read only).
+    """
+    fam = lm.family
+    shapes: dict[int, torch.Size] = {}  # flat_ffn families: the block input's [batch, seq] per layer
+
+    def make(layer: int):
+        def fn(module, args, kwargs):
+            act = args[0]
+            if fam.flat_ffn:
+                act = act.view(*shapes[layer][:2], act.shape[-1])
+            new = edit(layer, act)
+            if new is None:
+                return None
+            return (new.reshape(args[0].shape), *args[1:]), kwargs
+        return fn
+
+    def shape_reader(layer: int):
+        def fn(module, args, kwargs):
+            shapes[layer] = (args[0] if args else kwargs["hidden_states"]).shape
+        return fn
+
+    layers = range(lm.n_layers) if layers is None else layers
+    hooks = [(arch.down_proj(lm.model, fam, l), "pre", make(l)) for l in layers]
+    if fam.flat_ffn:
+        hooks += [(arch.blocks(lm.model, fam)[l], "pre", shape_reader(l)) for l in layers]
+    return hooks
+
+
+def input_ids_hook(lm, store: dict) -> Hook:
+    """A hook that records the input ids of each forward pass in store["ids"] [batch, seq]."""
+    def fn(module, args, kwargs):
+        store["ids"] = args[0] if args else kwargs.get("input")
+    return (lm.model.get_input_embeddings(), "pre", fn)
+
+
+def count(model: nn.Module) -> int:
+    """Number of forward hooks on any submodule (0 when kn left nothing behind)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@contextmanager
+def frozen_params(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad inside the block (gradients flow to activations only)."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in saved:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)

@@ -1,0 +1,69 @@
+"""Suppress or amplify neurons while a block runs (Dai et al. 2022, section 4.2)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+
+from .attribution import check_layers
+from .hooks import hooked, input_ids_hook, site_hooks
+from .models import LM
+
+Neuron = tuple[int, int]
+
+
+def check_neurons(lm: LM, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
+    """Neurons grouped by layer {layer: [index, ...]}, with a clear error for anything out of range."""
+    by_layer: dict[int, list[int]] = {}
+    for n in neurons:
+        try:
+            layer, index = n
+        except (TypeError, ValueError):
+            raise ValueError(f"a neuron is a (layer, index) pair, got {n!r}") from None
+        (layer,) = check_layers(lm, [int(layer)])
+        if not 0 <= int(index) < lm.width:
+            raise ValueError(f"neuron index {index} is out of range: the FFN width of {lm.name} is {lm.width}")
+        by_layer.setdefault(layer, []).append(int(index))
+    return by_layer
+
+
+@contextmanager
+def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "answer") -> Iterator[None]:
+    """Multiply the neurons' activations by `factor` in every forward pass inside the block.
+
+    positions: "answer" (the answer-predicting position: the [MASK] tokens of a masked LM, the last
+    position of a causal LM) or "all". All layers act in one pass; hooks are removed on exit.
+    """
+    if positions not in ("answer", "all"):
+        raise ValueError(f"positions must be 'answer' or 'all', got {positions!r}")
+    by_layer = {l: torch.tensor(ix) for l, ix in check_neurons(lm, neurons).items()}
+    seen: dict = {}
+    mask_id = lm.tokenizer.mask_token_id if lm.masked else None
+
+    def edit(layer, act):
+        act = act.clone()
+        ix = by_layer[layer].to(act.device)
+        if positions == "all":
+            act[..., ix] *= factor
+        elif lm.masked:
+            where = seen["ids"] == mask_id  # [batch, seq]
+            sub = act[where]
+            sub[:, ix] *= factor
+            act[where] = sub
+        else:
+            act[:, -1, ix] *= factor
+        return act
+
+    with hooked([input_ids_hook(lm, seen)] + site_hooks(lm, edit, list(by_layer))):
+        yield
+
+
+def suppress(lm: LM, neurons: Iterable[Neuron], positions: str = "answer"):
+    """Set the neurons to 0 inside the block."""
+    return scaled(lm, neurons, 0.0, positions)
+
+
+def amplify(lm: LM, neurons: Iterable[Neuron], factor: float = 2.0, positions: str = "answer"):
+    """Multiply the neurons by `factor` (default 2) inside the block."""
+    return scaled(lm, neurons, factor, positions)

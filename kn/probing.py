@@ -1,0 +1,45 @@
+"""What the model predicts: top-k answers and the probability of a given answer."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .models import LM
+from .tokens import query, targets
+
+
+class Prediction(NamedTuple):
+    token: str
+    prob: float
+    id: int
+
+
+def _probs_at(lm: LM, ids: torch.Tensor, pos: int) -> torch.Tensor:
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids, use_cache=False).logits
+    return torch.softmax(logits[0, pos].float(), dim=-1)
+
+
+def probe(lm: LM, prompt: str, k: int = 10) -> list[Prediction]:
+    """Top-k predictions at the answer position (masked: the [MASK]; causal: the next token)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    ids, pos = query(lm, prompt)
+    p, i = _probs_at(lm, ids, pos).topk(k)
+    return [Prediction(lm.tokenizer.decode([j]).strip(), float(q), int(j)) for q, j in zip(p, i)]
+
+
+def answer_prob(lm: LM, prompt: str, answer: str) -> float:
+    """P(answer | prompt): the product of the teacher-forced probabilities of its tokens."""
+    prob = 1.0
+    for t in targets(lm, prompt, answer):
+        prob *= float(_probs_at(lm, t.ids, t.pos)[t.gold])
+    return prob
+
+
+def answer_rank(lm: LM, prompt: str, answer: str) -> int:
+    """Rank (0 = top-1) of the answer's first token among the predictions."""
+    t = targets(lm, prompt, answer)[0]
+    p = _probs_at(lm, t.ids, t.pos)
+    return int((p > p[t.gold]).sum())

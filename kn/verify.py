@@ -1,0 +1,72 @@
+"""Do the located neurons carry the fact? Suppress and amplify them (Dai et al. 2022, section 4.2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .interventions import amplify, suppress
+from .models import LM
+from .probing import answer_prob
+
+
+@dataclass
+class Effect:
+    """Per-prompt P(gold) before and after each intervention, [n_prompts] each."""
+
+    before: np.ndarray
+    suppressed: np.ndarray
+    amplified: np.ndarray
+
+    @property
+    def suppression(self) -> float:
+        """Relative change of mean P(gold) under suppression (ratio of means)."""
+        return ratio_of_means(self.before, self.suppressed)
+
+    @property
+    def amplification(self) -> float:
+        return ratio_of_means(self.before, self.amplified)
+
+
+@dataclass
+class Verification:
+    fact: Effect
+    control: Effect | None = None
+    neurons: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        out = {"n_neurons": len(self.neurons), "suppression": self.fact.suppression,
+               "amplification": self.fact.amplification}
+        if self.control is not None:
+            out |= {"control_suppression": self.control.suppression,
+                    "control_amplification": self.control.amplification}
+        return out
+
+
+def ratio_of_means(before, after) -> float:
+    """mean(after - before) / mean(before): the paper's relative change."""
+    before, after = np.asarray(before, float), np.asarray(after, float)
+    return float(np.mean(after - before) / np.mean(before)) if len(before) and np.mean(before) > 0 else float("nan")
+
+
+def effect(lm: LM, prompts: Sequence[str], answer: str, neurons, factor: float = 2.0) -> Effect:
+    before = [answer_prob(lm, p, answer) for p in prompts]
+    with suppress(lm, neurons):
+        sup = [answer_prob(lm, p, answer) for p in prompts]
+    with amplify(lm, neurons, factor):
+        amp = [answer_prob(lm, p, answer) for p in prompts]
+    return Effect(np.array(before), np.array(sup), np.array(amp))
+
+
+def verify(lm: LM, prompts: Sequence[str], answer: str, neurons, *, control_prompts: Sequence[str] | None = None,
+           control_answer: str | None = None, factor: float = 2.0) -> Verification:
+    """The effect of suppressing (x0) and amplifying (x factor) `neurons` on the fact, and on a control fact."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    control = None
+    if control_prompts is not None:
+        if control_answer is None:
+            raise ValueError("control_prompts need their control_answer")
+        control = effect(lm, list(control_prompts), control_answer, neurons, factor)
+    return Verification(effect(lm, prompts, answer, neurons, factor), control, list(neurons))
