@@ -22,7 +22,7 @@ _CONTRACTIONS = {
     "fr": (("de le ", "du "), ("de les ", "des "), ("à le ", "au "), ("à les ", "aux ")),
     "es": (("de el ", "del "), ("a el ", "al ")),
 }
-_FR_VOWELS = "AEIOUYÉÈÊÂÎÔÛaeiouyéèêâîôûœŒ"
+_FR_VOWELS = "AEIOUÉÈÊÂÎÔÛaeiouéèêâîôûœŒ"
 
 
 def _ignorable(ch: str) -> bool:

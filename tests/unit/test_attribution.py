@@ -1,0 +1,155 @@
+"""The IG kernel against independent oracles: captum, the plain definition, completeness, a planted neuron."""
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+
+import kn
+from kn import arch
+from kn.attribution import clean_run
+from kn.hooks import hooked, site_hooks
+from kn.testing import MASKED, TINY, tiny_lm
+from kn.tokens import targets
+
+PROMPT = {True: "Paris is the capital of [MASK] .", False: "Paris is the capital of"}
+
+
+def prompt_of(lm):
+    return PROMPT[lm.masked]
+
+
+def site_function(lm, t, layer):
+    """f(v) = P(gold) with the answer-position site of `layer` set to v [n, width] (captum's forward)."""
+    def f(v):
+        def put(l, act):
+            act = act.expand(v.shape[0], *act.shape[1:]).clone()
+            act[:, t.pos] = v
+            return act
+        ids = t.ids.expand(v.shape[0], -1)
+        with hooked(site_hooks(lm, put, [layer])):
+            logits = lm.model(input_ids=ids, use_cache=False).logits
+        return torch.softmax(logits[:, t.pos].float(), -1)[:, t.gold]
+    return f
+
+
+@pytest.mark.parametrize("family", ["BERT", "GPT-2", "Llama"])
+def test_agrees_with_captum(family):
+    lm = tiny_lm(family)
+    t = targets(lm, prompt_of(lm), "France")[0]
+    x = clean_run(lm, t, reference=True).acts
+    ours = kn.attribute(lm, prompt_of(lm), "France", steps=20)
+    for layer in range(lm.n_layers):
+        ig = IntegratedGradients(site_function(lm, t, layer))
+        theirs = ig.attribute(x[layer][None], baselines=torch.zeros_like(x[layer][None]),
+                              n_steps=20, method="riemann_left")[0]
+        rel = (ours[layer] - theirs).abs().max() / theirs.abs().max()
+        assert rel < 1e-5, (family, layer, float(rel))
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_fast_path_equals_reference(family):
+    lm = tiny_lm(family)
+    for answer in ("France", "France Germany"):  # one token, and a teacher-forced two-token answer
+        fast = kn.attribute(lm, prompt_of(lm), answer, steps=8)
+        ref = kn.attribute(lm, prompt_of(lm), answer, steps=8, reference=True)
+        assert ref.abs().max() > 0
+        assert ((fast - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+def test_batching_does_not_change_scores():
+    lm = tiny_lm("Llama")
+    a = kn.attribute(lm, prompt_of(lm), "France", steps=10)
+    b = kn.attribute(lm, prompt_of(lm), "France", steps=10, batch_size=7)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+
+
+def test_layers_subset_and_linspace():
+    lm = tiny_lm("GPT-2")
+    full = kn.attribute(lm, prompt_of(lm), "France", steps=6)
+    sub = kn.attribute(lm, prompt_of(lm), "France", steps=6, layers=[1])
+    assert sub[0].abs().sum() == 0 and sub[2].abs().sum() == 0
+    torch.testing.assert_close(sub[1], full[1], rtol=1e-5, atol=1e-9)
+    lin = kn.attribute(lm, prompt_of(lm), "France", steps=6, method="linspace")
+    assert not torch.allclose(lin, full)
+
+
+def _completeness_gap(lm, layer, steps, freeze):
+    prompt = prompt_of(lm)
+    p_clean = kn.answer_prob(lm, prompt, "France")
+    with kn.suppress(lm, [(layer, i) for i in range(lm.width)]):
+        p_base = kn.answer_prob(lm, prompt, "France")
+    s = kn.attribute(lm, prompt, "France", steps=steps, layers=[layer], freeze_norm=freeze)
+    delta = p_clean - p_base
+    return abs(float(s.sum()) - delta) / abs(delta)
+
+
+@pytest.mark.parametrize("family", ["BERT", "GPT-2", "Llama", "Gemma-3"])
+def test_completeness_improves_with_steps(family):
+    lm = tiny_lm(family)
+    gaps = [_completeness_gap(lm, 1, m, freeze=True) for m in (4, 32, 256)]
+    assert gaps[2] < gaps[0] and gaps[2] < 0.02, gaps
+
+
+def test_gemma3_needs_the_norm_freeze():
+    lm = tiny_lm("Gemma-3")
+    assert lm.family.post_ffn_norm
+    # Real Gemma-3 FFN outputs are large against the norm's eps (where the norm is scale-invariant);
+    # a random tiny model's are not, so give it outputs of that scale.
+    with torch.no_grad():
+        for layer in range(lm.n_layers):
+            arch.down_proj(lm.model, lm.family, layer).weight.mul_(1000)
+    frozen = _completeness_gap(lm, 1, 128, freeze=True)
+    plain = _completeness_gap(lm, 1, 128, freeze=False)
+    assert frozen < 0.02 and plain > 1.0, (frozen, plain)
+
+
+def plant(lm, layer, answer="France"):
+    """Make the most active neuron of `layer` write along d log P(answer) / d(FFN output), strongly
+    enough that P(answer) > 0.5 where the model allows; returns (layer, index)."""
+    t = targets(lm, prompt_of(lm), answer)[0]
+    act = clean_run(lm, t).acts[layer]
+    idx = int(act.abs().argmax())
+    seen = {}
+
+    def keep(module, args, output):
+        output.retain_grad()
+        seen["y"] = output
+
+    with hooked([(arch.down_proj(lm.model, lm.family, layer), "post", keep)]):
+        logits = lm.model(input_ids=t.ids).logits
+    torch.log_softmax(logits[0, t.pos], -1)[t.gold].backward()
+    direction = seen["y"].grad[0, t.pos]
+    slots = arch.value_slots(lm.model, lm.family, layer)
+    unit = torch.sign(act[idx]) * direction / direction.norm() / act[idx].abs()
+    best = (0.0, 0.0)
+    for strength in (1.5 ** k for k in range(30)):  # a post-LN model saturates: keep the best strength
+        with torch.no_grad():
+            slots[idx] = strength * unit
+        best = max(best, (kn.answer_prob(lm, prompt_of(lm), answer), strength))
+        if best[0] > 0.5:
+            break
+    with torch.no_grad():
+        slots[idx] = best[1] * unit
+    return layer, idx
+
+
+@pytest.mark.parametrize("family", ["BERT", "GPT-2", "Llama"])
+def test_planted_neuron_scores_top(family):
+    lm = tiny_lm(family, initializer_range=0.2)  # default init cannot express a confident prediction
+    before = kn.answer_prob(lm, prompt_of(lm), "France")
+    planted = plant(lm, 1)
+    assert before < 0.1 and kn.answer_prob(lm, prompt_of(lm), "France") > 3 * before
+    scores = kn.attribute(lm, prompt_of(lm), "France")
+    top = divmod(int(scores.argmax()), lm.width)
+    assert top == planted
+    assert kn.coarse(scores, 0.2) >= {planted}
+
+
+def test_activations_match_site():
+    lm = tiny_lm("Llama")
+    t = targets(lm, prompt_of(lm), "France")[0]
+    seen = {}
+    with hooked(site_hooks(lm, lambda l, a: seen.__setitem__(l, a[0, t.pos].clone()))):
+        lm.model(input_ids=t.ids)
+    acts = kn.activations(lm, prompt_of(lm), "France")
+    for l in range(lm.n_layers):
+        torch.testing.assert_close(acts[l], seen[l])

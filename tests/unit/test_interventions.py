@@ -1,0 +1,101 @@
+"""Suppress / amplify: what they change, and that everything comes back exactly."""
+import pytest
+import torch
+
+import kn
+from kn import arch, hooks
+from kn.testing import tiny_lm
+from kn.tokens import query
+
+NEURONS = [(0, 3), (1, 7), (2, 11)]
+
+
+def logits(lm, prompt):
+    ids, _ = query(lm, prompt)
+    with torch.no_grad():
+        return lm.model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("family", ["BERT", "GPT-2", "Llama", "Gemma-3"])
+def test_suppress_all_positions_equals_zeroed_value_slots(family):
+    lm = tiny_lm(family)
+    prompt = "Paris is the capital of [MASK] ." if lm.masked else "Paris is the capital of"
+    with kn.suppress(lm, NEURONS, positions="all"):
+        hooked = logits(lm, prompt)
+    saved = {(l, i): arch.value_slots(lm.model, lm.family, l)[i].clone() for l, i in NEURONS}
+    with torch.no_grad():
+        for l, i in NEURONS:
+            arch.value_slots(lm.model, lm.family, l)[i] = 0
+    zeroed = logits(lm, prompt)
+    with torch.no_grad():
+        for (l, i), v in saved.items():
+            arch.value_slots(lm.model, lm.family, l)[i] = v
+    torch.testing.assert_close(hooked, zeroed, rtol=1e-5, atol=1e-6)
+
+
+def test_answer_position_only_causal():
+    lm = tiny_lm("Llama")
+    clean = logits(lm, "Paris is the capital of")
+    with kn.amplify(lm, NEURONS, 3.0):
+        amped = logits(lm, "Paris is the capital of")
+    torch.testing.assert_close(amped[:, :-1], clean[:, :-1])  # earlier positions untouched
+    assert not torch.allclose(amped[:, -1], clean[:, -1])
+
+
+def test_answer_position_only_masked():
+    lm = tiny_lm("BERT")
+    ids, pos = query(lm, "Paris is the capital of [MASK] .")
+    with torch.no_grad():
+        clean = lm.model(input_ids=ids, output_hidden_states=True).hidden_states
+    with kn.suppress(lm, [(1, i) for i in range(lm.width)]), torch.no_grad():
+        sup = lm.model(input_ids=ids, output_hidden_states=True).hidden_states
+    # below and at layer 1's input nothing changes; layer 1's output changes at the mask only
+    torch.testing.assert_close(sup[1], clean[1])
+    changed = (sup[2] - clean[2]).abs().amax(-1)[0]
+    assert changed[pos] > 0 and changed[torch.arange(len(changed)) != pos].max() == 0
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "BERT"])
+def test_everything_restored_also_after_an_exception(family):
+    lm = tiny_lm(family)
+    prompt = "Paris is the capital of [MASK] ." if lm.masked else "Paris is the capital of"
+    state = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    before = logits(lm, prompt)
+    with kn.suppress(lm, NEURONS):
+        during = logits(lm, prompt)
+    assert not torch.equal(during, before)
+    with pytest.raises(RuntimeError, match="boom"):
+        with kn.amplify(lm, NEURONS):
+            raise RuntimeError("boom")
+    assert hooks.count(lm.model) == 0
+    assert torch.equal(logits(lm, prompt), before)
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_suppression_lowers_a_planted_fact():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_attribution import plant
+
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    neuron = plant(lm, 1)
+    v = kn.verify(lm, ["Paris is the capital of"], "France", [neuron],
+                  control_prompts=["Tokyo is the capital of"], control_answer="Japan")
+    assert v.fact.suppression < -0.5 and v.fact.amplification > 0.1
+    assert abs(v.control.suppression) < abs(v.fact.suppression)
+
+
+def test_bad_neurons():
+    lm = tiny_lm("GPT-2")
+    with pytest.raises(ValueError, match="out of range"):
+        with kn.suppress(lm, [(5, 0)]):
+            pass
+    with pytest.raises(ValueError, match="FFN width"):
+        with kn.suppress(lm, [(0, 10_000)]):
+            pass
+    with pytest.raises(ValueError, match="pair"):
+        with kn.suppress(lm, [7]):
+            pass
+    assert hooks.count(lm.model) == 0
