@@ -79,15 +79,13 @@ def _rsqrt(norm, x: torch.Tensor) -> torch.Tensor:
     return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + norm.eps)
 
 
-def _fresh_cache(lm: LM, stored, batch: int, from_layer: int):
-    """A new cache holding the stored prompt keys/values, expanded to `batch` from `from_layer` up."""
+def _fresh_cache(lm: LM, stored, sizes: list[int]):
+    """A new cache holding the stored prompt keys/values, expanded to batch sizes[i] at layer i."""
     if stored is None:
         return None
     cache = DynamicCache(config=lm.model.config)
     for i, (k, v) in enumerate(stored):
-        if i >= from_layer:
-            k, v = k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])
-        cache.update(k, v, i)
+        cache.update(k.expand(sizes[i], *k.shape[1:]), v.expand(sizes[i], *v.shape[1:]), i)
     return cache
 
 
@@ -125,7 +123,7 @@ def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
                 out = model(input_ids=t.ids[:, :-1], use_cache=True)
                 stored = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
             with hooked(hooks):
-                logits = model(input_ids=t.ids[:, -1:], past_key_values=_fresh_cache(lm, stored, 1, 0),
+                logits = model(input_ids=t.ids[:, -1:], past_key_values=_fresh_cache(lm, stored, [1] * lm.n_layers),
                                use_cache=True).logits
         else:
             with hooked(hooks):
@@ -136,33 +134,46 @@ def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
 
 def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: list[int],
                 row_alpha: torch.Tensor, *, freeze: bool, reference: bool) -> dict[int, torch.Tensor]:
-    """Sum over the rows of each layer of dP(gold)/d(site) at the path points: {layer: [W]}."""
+    """Sum over the rows of each layer of dP(gold)/d(site) at the path points: {layer: [W]}.
+
+    Rows are sorted by layer. Fast path: the batch starts as one clean row and, at the block of each
+    attributed layer, grows by that layer's rows (copies of the clean row), so a row runs only the
+    layers from its own up. Reference path (and families without `fanout`): all rows from the input.
+    """
     model, fam = lm.model, lm.family
-    B = len(row_layer)
-    layer_t = torch.tensor(row_layer)
     layers = sorted(set(row_layer))
+    counts = {l: row_layer.count(l) for l in layers}
+    grow = fam.fanout and not reference
     use_cache = _uses_cache(lm, reference)
     pos = -1 if use_cache else t.pos
-    fan = layers[0] if (fam.fanout and not reference) else None
+
+    first, rows, size = {}, {}, int(grow)  # row 0 is the clean row when growing
+    for l in layers:
+        first[l] = size
+        rows[l] = torch.arange(size, size + counts[l], device=clean.acts.device)
+        size += counts[l]
+    # batch size present at each block: what has been added up to it
+    sizes = [size] * lm.n_layers if not grow else \
+        [1 + sum(c for l, c in counts.items() if l <= i) for i in range(lm.n_layers)]
 
     x, b = clean.acts, base
-    rows = {l: (layer_t == l).nonzero().squeeze(1).to(x.device) for l in layers}
-    leaves = {
-        l: (b[l] + row_alpha[rows[l].cpu()].to(x)[:, None] * (x[l] - b[l])).requires_grad_(True)
-        for l in layers
-    }
+    a = row_alpha.to(x)
+    leaves, k = {}, 0
+    for l in layers:
+        leaves[l] = (b[l] + a[k:k + counts[l], None] * (x[l] - b[l])).requires_grad_(True)
+        k += counts[l]
 
     def replace(layer, act):
         act = act.clone()
         act[rows[layer], pos] = leaves[layer].to(act.dtype)
         return act
 
-    def fan_out(module, args, kwargs):
-        if args:
-            h = args[0]
-            return (h.expand(B, *h.shape[1:]), *args[1:]), kwargs
-        h = kwargs["hidden_states"]
-        return args, {**kwargs, "hidden_states": h.expand(B, *h.shape[1:])}
+    def grower(layer):
+        def fn(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            h = torch.cat([h, h[:1].expand(counts[layer], *h.shape[1:])])
+            return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
+        return fn
 
     def freezer(layer):
         def fn(module, args, output):
@@ -173,18 +184,18 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
             return out
         return fn
 
-    hooks = [] if fan is None else [(arch.blocks(model, fam)[fan], "pre", fan_out)]  # first: it sets the batch
+    blocks = arch.blocks(model, fam)
+    hooks = [(blocks[l], "pre", grower(l)) for l in layers] if grow else []  # first: they set the batch
     hooks += site_hooks(lm, replace, layers) + [_head_hook(lm, pos)]
     if freeze and fam.post_ffn_norm:
         hooks += [(arch.post_ffn_norm(model, fam, l), "post", freezer(l)) for l in layers]
 
     ids = t.ids[:, -1:] if use_cache else t.ids
-    if fan is None:
-        ids = ids.expand(B, -1)
-    cache = _fresh_cache(lm, clean.cache, B, fan if fan is not None else 0) if use_cache else None
+    ids = ids.expand(1 if grow else size, -1)
+    cache = _fresh_cache(lm, clean.cache, sizes) if use_cache else None
     with torch.enable_grad(), hooked(hooks):
         logits = model(input_ids=ids, past_key_values=cache, use_cache=use_cache).logits
-        probs = _softmax_gold(logits, t.gold)
+        probs = _softmax_gold(logits[int(grow):], t.gold)
         grads = torch.autograd.grad(probs.sum(), [leaves[l] for l in layers])
     return {l: g.float().sum(0) for l, g in zip(layers, grads)}
 
