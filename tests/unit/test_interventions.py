@@ -99,3 +99,38 @@ def test_bad_neurons():
         with kn.suppress(lm, [7]):
             pass
     assert hooks.count(lm.model) == 0
+
+
+def test_update_fact_and_erase_restore_bit_identically():
+    from kn import editing
+
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    prompt = "Paris is the capital of"
+    state = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    neurons = [(1, i) for i in range(0, 48, 2)]
+    before = kn.answer_prob(lm, prompt, "Japan")
+    with editing.update_fact(lm, neurons, prompt, "France", "Japan", lambda2=8.0):
+        during = kn.answer_prob(lm, prompt, "Japan")
+        assert not torch.equal(lm.model.transformer.h[1].mlp.c_proj.weight, state["transformer.h.1.mlp.c_proj.weight"])
+    assert during > before
+    with pytest.raises(KeyError):
+        with editing.erase(lm, neurons):
+            assert lm.model.transformer.h[1].mlp.c_proj.weight[0].abs().sum() == 0
+            raise KeyError("inside")
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_edit_formula_on_one_slot():
+    from kn import editing
+
+    lm = tiny_lm("Llama")
+    prompt, l, i = "Paris is the capital of", 2, 5
+    v = arch.value_slots(lm.model, lm.family, l)[i].clone()
+    e_old = editing.word_embedding(lm, prompt, "France")
+    e_new = editing.word_embedding(lm, prompt, "Japan")
+    with editing.update_fact(lm, [(l, i)], prompt, "France", "Japan", lambda1=1.0, lambda2=8.0):
+        got = arch.value_slots(lm.model, lm.family, l)[i].clone()
+    want = v - v.norm() * e_old / e_old.norm() + 8 * v.norm() * e_new / e_new.norm()
+    torch.testing.assert_close(got, want)
+    assert not torch.equal(e_old, e_new)
