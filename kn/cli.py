@@ -1,4 +1,5 @@
-"""Command line: `kn probe "Paris is the capital of"`, `kn locate -a France PROMPT ...`."""
+"""Command line: `kn probe "Paris is the capital of"`, `kn locate -a France PROMPT ...`,
+`kn run --data builtin --relations P36 --facts-per-relation 20 --out runs/x`."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +64,55 @@ def cmd_locate(args) -> None:
         print(f"suppress: {v.fact.suppression:+.1%}   amplify x2: {v.fact.amplification:+.1%}")
 
 
+def load_data(spec: str, language: str = "en", relations: list[str] | None = None):
+    """A FactSet from a --data spec: "builtin", "pararel:PATH_OR_URL" or "bmlama:PATH_OR_URL"."""
+    from . import data
+
+    kind, _, source = spec.partition(":")
+    if kind == "builtin" and not source:
+        return data.builtin()
+    if kind == "pararel" and source:
+        return data.load_pararel(source, relations=relations)
+    if kind == "bmlama" and source:
+        return data.load_bmlama(source, languages=[language])
+    raise ValueError(f"--data must be builtin, pararel:PATH or bmlama:PATH (a directory or a URL), got {spec!r}")
+
+
+def _fmt(x: float, spec: str) -> str:
+    return "-" if x != x else format(x, spec)  # NaN: nothing verified
+
+
+def cmd_run(args) -> None:
+    from .run import run, select_facts
+
+    relations = [r.strip() for r in args.relations.split(",") if r.strip()] if args.relations else None
+    try:  # before the model: a bad path fails fast
+        facts = load_data(args.data, args.language, relations)
+    except OSError as err:  # missing files, offline download: one readable line
+        raise ValueError(f"cannot load --data {args.data!r}: {err}") from err
+    lm = _load(args)
+    t0 = time.perf_counter()
+    facts = select_facts(facts, relations=relations, per_relation=args.facts_per_relation, language=args.language,
+                         lm=lm, known=args.known, seed=args.seed)
+    if not len(facts):
+        raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, language {args.language!r})")
+    print(f"{lm.name}: {len(facts)} facts of {len(facts.relations)} relations -> {args.out}", file=sys.stderr)
+    res = run(lm, facts, args.out, language=args.language, method=args.method, steps=args.steps,
+              threshold=args.threshold, share=args.share, min_prompts=args.min_prompts,
+              controls=not args.no_controls, seed=args.seed, resume=not args.fresh)
+    rows = [(r.relation, r.facts, r.errors, _fmt(r.neurons_per_fact, ".2f"), _fmt(r.share, ".2f"),
+             _fmt(r.suppression, "+.1%"), _fmt(r.amplification, "+.1%"), _fmt(r.control_other_suppression, "+.1%"),
+             _fmt(r.control_other_amplification, "+.1%")) for r in res.relations.itertuples()]
+    print(_table(rows, ("relation", "facts", "errors", "KNs/fact", "share", "suppress", "amplify",
+                        "ctrl suppress", "ctrl amplify")))
+    h = res.headline()
+    print(f"mean over relations: suppress {_fmt(h['suppression'], '+.1%')}, "
+          f"amplify {_fmt(h['amplification'], '+.1%')} "
+          f"(other-relation control {_fmt(h['control_other_suppression'], '+.1%')} / "
+          f"{_fmt(h['control_other_amplification'], '+.1%')}); "
+          f"{time.perf_counter() - t0:.0f} s; tables in {args.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kn", description="Knowledge neurons in transformer language models.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -90,6 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify", action="store_true", help="also suppress / amplify them")
     common(p)
     p.set_defaults(func=cmd_locate)
+
+    p = sub.add_parser("run", help="locate and verify knowledge neurons over a fact dataset (kill-safe, resumable)")
+    p.add_argument("--data", default="builtin", help="builtin, pararel:PATH or bmlama:PATH (directory or URL)")
+    p.add_argument("--relations", default=None, help="comma-separated relation ids, e.g. P36,P1376 (default: all)")
+    p.add_argument("--facts-per-relation", type=int, default=None, help="seeded sample per relation (default: all)")
+    p.add_argument("--known", action="store_true",
+                   help="only facts the model knows (gold in its top 10 on at least half the prompts)")
+    p.add_argument("--out", "-o", required=True, help="run directory (created; an existing run there is resumed)")
+    p.add_argument("--language", default="en")
+    p.add_argument("--method", choices=["ig", "activation"], default="ig")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--threshold", type=float, default=None, help="coarse filter t (default 0.2 ig, 0.5 activation)")
+    p.add_argument("--share", type=float, default=0.7, help="starting refinement share p (tuned per relation)")
+    p.add_argument("--min-prompts", type=int, default=3)
+    p.add_argument("--no-controls", action="store_true", help="skip the other- and same-relation controls")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="replace a run already in --out instead of resuming it")
+    common(p)
+    p.set_defaults(func=cmd_run)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")

@@ -1,0 +1,264 @@
+"""kn.run: dataset runs on a tiny model: tidy tables, errors recorded, kill -9 and resume, config checks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from kn.data.schema import Fact, FactSet
+from kn.run import JOURNAL, RunConfigError, load_run, run
+from kn.testing import tiny_lm
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 4
+CAPITAL = ["the capital of [X] is [Y]", "[X] capital city is [Y]", "in [X] the capital is [Y]",
+           "[X] has its capital in [Y]"]
+LANGUAGE = ["[X] speaks [Y]", "the official language of [X] is [Y]", "in [X] the language is [Y]",
+            "[X] language is [Y]"]
+PAIRS = {"capital": (CAPITAL, [("France", "Paris"), ("Germany", "Berlin"), ("Portugal", "Lisbon"),
+                               ("Italy", "Rome"), ("Spain", "Madrid")]),
+         "language": (LANGUAGE, [("France", "French"), ("Germany", "German"), ("Italy", "Italian"),
+                                 ("Japan", "Japanese")])}
+
+
+def tiny_facts() -> FactSet:
+    """9 facts of 2 relations in the tiny tokenizer's words, but "Lisbon" (unknown: an error fact)."""
+    return FactSet([Fact(f"{rel}/{s}", rel, {"en": s}, {"en": o}, {"en": ts})
+                    for rel, (ts, pairs) in PAIRS.items() for s, o in pairs], "tiny")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """A tiny model on a busy 2-core machine is ~30x faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm("GPT-2")
+
+
+@pytest.fixture(scope="module")
+def baseline(lm, tmp_path_factory):
+    """One uninterrupted run: the reference every other run must reproduce."""
+    return run(lm, tiny_facts(), tmp_path_factory.mktemp("baseline"), steps=STEPS, progress=False)
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(l) for l in (out / JOURNAL).read_text().splitlines() if l.strip()]
+
+
+def assert_same_results(a, b) -> None:
+    for name in ("facts", "neurons", "relations", "prompts"):
+        x, y = getattr(a, name), getattr(b, name)
+        if name == "facts":
+            x, y = x.drop(columns="seconds"), y.drop(columns="seconds")
+        pd.testing.assert_frame_equal(x.reset_index(drop=True), y.reset_index(drop=True), obj=name)
+
+
+def assert_each_once(out: Path, facts: FactSet) -> None:
+    recs = records(out)
+    located = [r["fact_id"] for r in recs if r["type"] == "fact"]
+    verified = [r["fact_id"] for r in recs if r["type"] == "verify"]
+    relations = [r["relation"] for r in recs if r["type"] == "relation"]
+    assert sorted(located) == sorted(f.fact_id for f in facts)
+    assert len(verified) == len(set(verified)) and len(relations) == len(set(relations)) == len(facts.relations)
+
+
+def test_tables_and_outputs(baseline):
+    facts = tiny_facts()
+    res, out = baseline, baseline.out_dir
+    assert res.complete
+    assert list(res.facts.fact_id) == [f.fact_id for f in facts]  # every fact exactly once, in order
+    ok = res.facts[res.facts.error.isna()]
+    assert len(ok) == 8 and (ok.n_prompts == 4).all() and (ok.n_neurons > 0).all()
+    # the relation's share is the tuned one, the same for all its facts
+    for rel in res.relations.itertuples():
+        assert set(res.facts[(res.facts.relation == rel.relation) & res.facts.error.isna()].share) == {rel.share}
+    # ratio of means over facts (the paper's), recomputed from the fact rows
+    cap = ok[ok.relation == "capital"]
+    row = res.relations.set_index("relation").loc["capital"]
+    assert row.facts == 5 and row.errors == 1 and row.facts_verified == 4
+    assert row.suppression == pytest.approx((cap.p_suppressed - cap.p_before).mean() / cap.p_before.mean())
+    assert row.amplification == pytest.approx((cap.p_amplified - cap.p_before).mean() / cap.p_before.mean())
+    # controls: other relation for the paper's control, same relation for ours, never the fact itself
+    rel_of = dict(zip(res.facts.fact_id, res.facts.relation))
+    assert all(rel_of[o] != r for o, r in zip(ok.control_other_fact, ok.relation))
+    assert all(rel_of[s] == r and s != f for s, r, f in zip(ok.control_same_fact, ok.relation, ok.fact_id))
+    assert ok.control_other_suppression.notna().all() and ok.control_same_suppression.notna().all()
+    # neurons: one row per fact x neuron; n_facts_sharing counts the relation's facts holding it
+    n = res.neurons
+    assert len(n) == ok.n_neurons.sum()
+    sharing = n.groupby(["relation", "layer", "index"]).fact_id.transform("count")
+    assert (n.n_facts_sharing == sharing).all() and (n.n_prompts_found >= 3).all()
+    # parquet files hold the same tables; load_run rebuilds them from the journal alone
+    for name in ("facts", "neurons", "relations", "prompts"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"), getattr(res, name),
+                                      check_dtype=False)
+    assert_same_results(load_run(out), res)
+    cfg = json.loads((out / "config.json").read_text())
+    import kn
+
+    assert cfg["kn_version"] == kn.__version__ and cfg["model"]["model"] == "tiny-GPT-2"
+    assert cfg["data"] == {"name": "tiny", "fingerprint": tiny_facts().fingerprint(), "n_facts": 9,
+                           "relations": ["capital", "language"]}
+    assert cfg["settings"]["steps"] == STEPS and cfg["settings"]["threshold"] == 0.2
+
+
+def test_error_recorded_and_run_goes_on(baseline):
+    row = baseline.facts.set_index("fact_id").loc["capital/Portugal"]
+    assert row.error.startswith("ValueError: ") and "Lisbon" in row.error
+    err = next(r for r in records(baseline.out_dir) if r["fact_id"] == "capital/Portugal")["error"]
+    assert err["type"] == "ValueError" and "cannot represent" in err["message"]
+    # facts after it were processed
+    assert baseline.facts.set_index("fact_id").loc["capital/Italy"].n_neurons > 0
+
+
+def test_any_exception_is_recorded(lm, tmp_path, monkeypatch):
+    import kn.run  # noqa: F401
+    R = sys.modules["kn.run"]
+    real = R.prompt_sets
+
+    def flaky(lm_, prompts, answer, **kw):
+        if answer == "German":
+            raise RuntimeError("simulated failure")
+        return real(lm_, prompts, answer, **kw)
+
+    monkeypatch.setattr(R, "prompt_sets", flaky)
+    res = run(lm, tiny_facts(), tmp_path, steps=STEPS, progress=False)
+    errors = res.facts.set_index("fact_id").error.dropna()
+    assert errors["language/Germany"] == "RuntimeError: simulated failure"
+    assert set(errors.index) == {"capital/Portugal", "language/Germany"}
+    assert res.complete and res.facts.n_neurons.notna().sum() == 7
+
+
+def test_resume_of_finished_run_is_a_no_op(lm, baseline):
+    before = (baseline.out_dir / JOURNAL).read_bytes()
+    again = run(lm, tiny_facts(), baseline.out_dir, steps=STEPS, progress=False)
+    assert (baseline.out_dir / JOURNAL).read_bytes() == before
+    assert_same_results(again, baseline)
+
+
+def test_torn_last_line_is_cut_and_redone(lm, baseline, tmp_path):
+    lines = (baseline.out_dir / JOURNAL).read_bytes().splitlines(keepends=True)
+    (tmp_path / "config.json").write_bytes((baseline.out_dir / "config.json").read_bytes())
+    (tmp_path / JOURNAL).write_bytes(b"".join(lines[:3]) + lines[3][: len(lines[3]) // 2])  # killed mid-write
+    res = run(lm, tiny_facts(), tmp_path, steps=STEPS, progress=False)
+    assert_each_once(tmp_path, tiny_facts())
+    assert_same_results(res, baseline)
+
+
+def test_config_mismatch_refuses_to_resume(lm, baseline):
+    with pytest.raises(RunConfigError, match=r"(?s)different configuration.*settings\.share: 0\.5 now, 0\.7.*--fresh"):
+        run(lm, tiny_facts(), baseline.out_dir, steps=STEPS, share=0.5, progress=False)
+    with pytest.raises(RunConfigError, match=r"data\.fingerprint"):
+        run(lm, tiny_facts()[:4], baseline.out_dir, steps=STEPS, progress=False)
+    with pytest.raises(RunConfigError, match=r"model\.model"):
+        run(tiny_lm("Llama"), tiny_facts(), baseline.out_dir, steps=STEPS, progress=False)
+
+
+def test_fresh_replaces_a_run(lm, tmp_path):
+    facts = tiny_facts().filter(relation="language")
+    run(lm, facts, tmp_path, steps=2, controls=False, progress=False)
+    res = run(lm, facts, tmp_path, steps=STEPS, controls=False, progress=False, resume=False)
+    assert json.loads((tmp_path / "config.json").read_text())["settings"]["steps"] == STEPS
+    assert len(records(tmp_path)) == 4 + 1 + 4 and res.facts.control_other_fact.isna().all()
+
+
+CHILD = textwrap.dedent("""
+    import sys, time, torch
+    torch.set_num_threads(1)
+    import kn.run
+    from kn.data.schema import FactSet
+    from kn.testing import tiny_lm
+    R = sys.modules["kn.run"]
+    def slow(f, pause):  # slow enough to be killed part-way
+        def g(*a, **k):
+            time.sleep(pause)
+            return f(*a, **k)
+        return g
+    R.prompt_sets, R.effect = slow(R.prompt_sets, 0.3), slow(R.effect, 0.3)
+    R.run(tiny_lm("GPT-2"), FactSet.load(sys.argv[1], name="tiny"), sys.argv[2], steps=%d, progress=False)
+    print("finished")
+""") % STEPS
+
+
+def test_kill_9_and_resume(lm, baseline, tmp_path):
+    """kill -9 in the middle of phase 2 of the first relation (the torn-line test resumes phase 1)."""
+    facts = tiny_facts()
+    data, out = facts.save(tmp_path / "facts.jsonl"), tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(data), str(out)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 90
+    try:
+        while time.time() < deadline and child.poll() is None:  # wait until phase 2 has begun
+            if (out / JOURNAL).exists() and any(l.startswith(b'{"type": "verify"')
+                                                for l in (out / JOURNAL).read_bytes().splitlines(keepends=True)
+                                                if l.endswith(b"\n")):
+                break
+            time.sleep(0.05)
+        assert child.poll() is None, f"the child ended before the kill: {child.communicate()}"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    partial = records(out)
+    assert 1 <= sum(r["type"] == "verify" for r in partial) < 4  # killed while verifying the first relation
+    assert sum(r["type"] == "fact" for r in partial) == 5
+    res = run(lm, FactSet.load(data, name="tiny"), out, steps=STEPS, progress=False)
+    assert_each_once(out, facts)
+    assert_same_results(res, baseline)
+
+
+def test_masked_lm_run(tmp_path):
+    res = run(tiny_lm("BERT"), tiny_facts(), tmp_path, steps=2, progress=False)
+    assert res.complete and res.facts.error.notna().sum() == 1
+    assert res.facts.n_neurons.notna().sum() == 8 and len(res.relations) == 2
+
+
+def test_cli_run(lm, tmp_path, monkeypatch, capsys):
+    from kn import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    out = tmp_path / "cli"
+    code = cli.main(["run", "--data", "builtin", "--relations", "P36,official_language", "--facts-per-relation",
+                     "2", "--steps", "2", "--out", str(out)])
+    assert code == 0
+    res = load_run(out)
+    assert set(res.facts.relation) == {"capital", "official_language"} and len(res.facts) == 4
+    assert res.complete and "mean over relations" in capsys.readouterr().out
+    assert cli.main(["run", "--data", "builtin", "--relations", "P36", "--steps", "3", "--out", str(out)]) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert cli.main(["run", "--data", f"pararel:{tmp_path / 'nowhere'}", "--out", str(out)]) == 2
+    assert "cannot load --data" in capsys.readouterr().err
+
+
+def test_select_facts_is_seeded_and_capped(lm):
+    from kn.data import builtin
+    from kn.run import select_facts
+
+    a = select_facts(builtin(), relations=["P36", "sport"], per_relation=3, seed=1)
+    assert a == select_facts(builtin(), relations=["capital", "sport"], per_relation=3, seed=1)
+    assert a.relations == ("capital", "sport") and len(a) == 6
+    assert len(select_facts(tiny_facts(), lm=lm, known=True, k=1, min_fraction=1.0)) < 8  # a random model
+    everything = len(lm.tokenizer)  # gold always in the top-k: every fact the model can write is known
+    known = select_facts(tiny_facts(), per_relation=4, lm=lm, known=True, k=everything)
+    assert len(known) == 8 and "capital/Portugal" not in known  # "Lisbon" is [UNK]
+    assert len(select_facts(tiny_facts(), per_relation=2, lm=lm, known=True, k=everything)) == 4
+    with pytest.raises(ValueError, match="not in the data"):
+        select_facts(builtin(), relations=["P9999"])
