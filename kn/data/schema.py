@@ -125,7 +125,8 @@ def _as_set(x: str | Iterable[str] | None) -> set[str] | None:
 
 
 class FactSet(Sequence[Fact]):
-    """An ordered collection of facts with unique ids: iterate, index, `len()`, filter, tabulate.
+    """An ordered collection of facts with unique ids: iterate, `len()`, index by position, slice, or
+    by fact id (``facts["capital/france"]``), filter, sample, tabulate, save.
 
     `info` carries loader notes (dropped relations, block boundaries, ...); it is not part of the data.
     """
