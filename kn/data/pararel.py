@@ -81,6 +81,8 @@ def load_pararel(source: str | os.PathLike = URL, relations=None, *, min_pattern
     min_patterns: keep relations with at least this many patterns (4: drop those with <= 3, as in the paper).
     `FactSet.info` lists ``dropped`` relations (id -> number of patterns) and ``patterns`` per relation.
     """
+    if isinstance(relations, str):
+        relations = [relations]
     kw = {"cache": cache, "timeout": timeout}
     remote = F.is_url(source)
     if remote:
