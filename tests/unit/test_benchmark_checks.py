@@ -1,0 +1,100 @@
+"""The attribution benchmark's correctness checks on tiny models (benchmarks/bench_attribution.py).
+
+No timing here, ever: speed targets live in the benchmark, not in tests. kn fast vs reference
+always runs; kn vs the EleutherAI package runs only when the benchmark's peer environment exists
+(benchmarks/.peer-venv, made by `python benchmarks/bench_attribution.py --setup-peer`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks" / "bench_attribution.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_attribution", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_attribution", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "gemma"])
+def test_fast_path_equals_reference_on_tiny_models(bench, family):
+    errs = bench.check_fast_vs_reference(family, tiny=True, n_prompts=3)
+    assert len(errs) == 3
+    assert max(errs) <= bench.REL_TOL_REF_TINY, errs
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "gemma"])
+def test_offline_tokenizer_makes_every_answer_one_token(bench, family):
+    tok = bench.hf_tokenizer(family, vocab_size=bench.model_config(family, tiny=True).vocab_size)
+    for prompt, answer in bench.prompts(family):
+        text = answer if family == "bert" else " " + answer
+        assert len(tok(text, add_special_tokens=False)["input_ids"]) == 1
+        ids = tok(prompt)["input_ids"]
+        assert tok.unk_token_id not in ids or family == "gpt2"  # GPT-2's unk is <|endoftext|>, never made
+        if family == "bert":
+            assert ids.count(tok.mask_token_id) == 1
+        if family == "gemma":
+            assert ids[0] == tok.bos_token_id
+
+
+def test_real_size_configs_are_the_published_ones(bench):
+    bert = bench.model_config("bert", tiny=False)
+    assert (bert.vocab_size, bert.hidden_size, bert.num_hidden_layers, bert.intermediate_size) == (28996, 768, 12, 3072)
+    gpt2 = bench.model_config("gpt2", tiny=False)
+    assert (gpt2.vocab_size, gpt2.n_embd, gpt2.n_layer) == (50257, 768, 12)
+    gemma = bench.model_config("gemma", tiny=False)
+    assert (gemma.vocab_size, gemma.hidden_size, gemma.intermediate_size, gemma.num_hidden_layers) == (
+        262144, 640, 2048, 18)
+    assert gemma.layer_types == (["sliding_attention"] * 5 + ["full_attention"]) * 3
+    assert gemma.tie_word_embeddings
+
+
+def test_saved_checkpoint_reloads_to_the_same_model(bench, tmp_path):
+    model, tok = bench.build_model("gpt2", tiny=True)
+    bench.save_checkpoint("gpt2", True, tmp_path / "ck")
+    family, again, tok2 = bench.load_checkpoint(tmp_path / "ck")
+    assert family == "gpt2"
+    prompt, answer = bench.prompts("gpt2")[0]
+    assert bench.plain_prob(model, tok, family, prompt, answer) == bench.plain_prob(again, tok2, family, prompt, answer)
+    for (n, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_rel_err(bench):
+    b = torch.tensor([[1.0, -2.0], [0.5, 0.0]])
+    assert bench.rel_err(b, b) == 0.0
+    assert bench.rel_err(b + torch.tensor([[0.0, 0.0], [0.02, 0.0]]), b) == pytest.approx(0.01)
+    assert bench.rel_err(torch.zeros(2), torch.zeros(2)) == 0.0
+
+
+def test_kn_matches_the_package_on_tiny_bert(bench, tmp_path):
+    if not bench.peer_ready():
+        pytest.skip(f"peer environment {bench.PEER_VENV} missing: "
+                    "python benchmarks/bench_attribution.py --setup-peer")
+    ckpt = bench.save_checkpoint("bert", True, tmp_path / "bert")
+    peer = bench.Worker("peer", bench.peer_python(), ckpt, 2, tmp_path, side="peer")
+    try:
+        local = bench.Side("kn", ckpt)
+        for i, (prompt, answer) in enumerate(bench.prompts("bert", 3)):
+            a = peer.ask(op="prob", prompt=prompt, answer=answer)
+            b = local.ask(op="prob", prompt=prompt, answer=answer)
+            assert (a["ids"], a["gold"]) == (b["ids"], b["gold"])
+            peer.ask(op="score", prompt=prompt, answer=answer, steps=20, batch_size=20, out=str(tmp_path / f"p{i}.pt"))
+            local.ask(op="score", prompt=prompt, answer=answer, steps=20, batch_size=20, out=str(tmp_path / f"k{i}.pt"))
+            ps, ks = torch.load(tmp_path / f"p{i}.pt"), torch.load(tmp_path / f"k{i}.pt")
+            assert ps.shape == ks.shape
+            assert ps.abs().max() > 0
+            assert bench.rel_err(ks, ps) <= bench.REL_TOL_PEER
+        peer.close()
+    finally:
+        peer.kill()
