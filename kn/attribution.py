@@ -25,7 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from . import arch
-from .hooks import frozen_params, hooked, site_hooks
+from .hooks import frozen_params, head_at, hooked, site_hooks
 from .models import LM
 from .tokens import Target, targets
 
@@ -67,14 +67,6 @@ class Clean:
     cache: list | None  # per-layer (keys, values) of the prompt minus its last token (causal LMs)
 
 
-def _head_hook(lm: LM, pos: int):
-    """Only position `pos` reaches the output layer: [B, T, d] -> [B, 1, d]."""
-    def fn(module, args, kwargs):
-        h = args[0]
-        return (h[:, pos:pos + 1] if pos != -1 else h[:, -1:], *args[1:]), kwargs
-    return (lm.model.get_output_embeddings(), "pre", fn)
-
-
 def _rsqrt(norm, x: torch.Tensor) -> torch.Tensor:
     return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + norm.eps)
 
@@ -113,7 +105,7 @@ def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
             rms[layer] = _rsqrt(module, args[0][0, pos]).detach()
         return fn
 
-    hooks = site_hooks(lm, read) + [_head_hook(lm, pos)]
+    hooks = site_hooks(lm, read) + [head_at(lm, pos)]
     if fam.post_ffn_norm:
         hooks += [(arch.post_ffn_norm(model, fam, l), "post", norm_reader(l)) for l in range(lm.n_layers)]
     stored = None
@@ -186,7 +178,7 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
 
     blocks = arch.blocks(model, fam)
     hooks = [(blocks[l], "pre", grower(l)) for l in layers] if grow else []  # first: they set the batch
-    hooks += site_hooks(lm, replace, layers) + [_head_hook(lm, pos)]
+    hooks += site_hooks(lm, replace, layers) + [head_at(lm, pos)]
     if freeze and fam.post_ffn_norm:
         hooks += [(arch.post_ffn_norm(model, fam, l), "post", freezer(l)) for l in layers]
 

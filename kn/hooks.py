@@ -63,6 +63,14 @@ def site_hooks(lm, edit: Callable[[int, torch.Tensor], torch.Tensor | None], lay
     return hooks
 
 
+def head_at(lm, pos: int) -> Hook:
+    """Only position `pos` reaches the output layer: its input [B, T, d] becomes [B, 1, d]."""
+    def fn(module, args, kwargs):
+        h = args[0]
+        return (h[:, pos:pos + 1] if pos != -1 else h[:, -1:], *args[1:]), kwargs
+    return (lm.model.get_output_embeddings(), "pre", fn)
+
+
 def input_ids_hook(lm, store: dict) -> Hook:
     """A hook that records the input ids of each forward pass in store["ids"] [batch, seq]."""
     def fn(module, args, kwargs):

@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import torch
 
+from .hooks import head_at, hooked
 from .models import LM
 from .tokens import query, targets
 
@@ -16,9 +17,10 @@ class Prediction(NamedTuple):
 
 
 def _probs_at(lm: LM, ids: torch.Tensor, pos: int) -> torch.Tensor:
-    with torch.no_grad():
+    """Next-token / [MASK] distribution [vocab] at `pos` (only that position reaches the output layer)."""
+    with torch.no_grad(), hooked([head_at(lm, pos)]):
         logits = lm.model(input_ids=ids, use_cache=False).logits
-    return torch.softmax(logits[0, pos].float(), dim=-1)
+    return torch.softmax(logits[0, -1].float(), dim=-1)
 
 
 def probe(lm: LM, prompt: str, k: int = 10) -> list[Prediction]:
