@@ -68,23 +68,28 @@ def supported() -> str:
     return ", ".join(f.name for f in FAMILIES)
 
 
-def family_of(model: nn.Module) -> Family:
-    """The family row for `model` (an LM-head model: *ForMaskedLM / *ForCausalLM)."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+def family_for_type(model_type: str | None) -> Family:
+    """The family row for a `config.model_type`; UnsupportedModelError names the supported families."""
     for fam in FAMILIES:
         if model_type in fam.model_types:
-            try:
-                get_path(model, fam.layers)
-            except AttributeError:
-                raise UnsupportedModelError(
-                    f"{type(model).__name__} is a {fam.name} model but not the LM-head class kn needs "
-                    f"(no `{fam.layers}`); load it with AutoModelFor{'MaskedLM' if fam.masked else 'CausalLM'}."
-                ) from None
             return fam
     raise UnsupportedModelError(
-        f"model_type {model_type!r} ({type(model).__name__}) is not supported; supported families: {supported()}. "
+        f"model_type {model_type!r} is not supported; supported families: {supported()}. "
         "A new family is one row in kn.arch.FAMILIES."
     )
+
+
+def family_of(model: nn.Module) -> Family:
+    """The family row for `model` (an LM-head model: *ForMaskedLM / *ForCausalLM)."""
+    fam = family_for_type(getattr(getattr(model, "config", None), "model_type", None))
+    try:
+        get_path(model, fam.layers)
+    except AttributeError:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is a {fam.name} model but not the LM-head class kn needs "
+            f"(no `{fam.layers}`); load it with AutoModelFor{'MaskedLM' if fam.masked else 'CausalLM'}."
+        ) from None
+    return fam
 
 
 def get_path(root: nn.Module, path: str) -> nn.Module:

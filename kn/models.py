@@ -149,12 +149,7 @@ def load(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None
 def _auto_class(config):
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-    for fam in arch.FAMILIES:
-        if config.model_type in fam.model_types:
-            return AutoModelForMaskedLM if fam.masked else AutoModelForCausalLM
-    raise arch.UnsupportedModelError(
-        f"model_type {config.model_type!r} is not supported; supported families: {arch.supported()}"
-    )
+    return AutoModelForMaskedLM if arch.family_for_type(config.model_type).masked else AutoModelForCausalLM
 
 
 def _packaged_fp32(spec: Packaged) -> Path:
