@@ -9,8 +9,9 @@ attributed at the position that predicts it, and the per-token score matrices ar
 
 Fast path (default): the clean run is done once per answer token; a path batch enters the model with
 batch size 1 and fans out to the path rows only at the lowest attributed layer of the batch, rows of
-several layers share a batch, and only the answer position reaches the output layer. For causal LMs
-the prompt's key/value cache is reused, so only the answer-predicting token runs. `reference=True`
+several layers share a batch, and only the answer position reaches the output layer, which the fast
+path computes itself in vocabulary chunks (online softmax: the [rows, vocab] logits are never stored).
+For causal LMs the prompt's key/value cache is reused, so only the answer-predicting token runs. `reference=True`
 is the plain definition (full recomputation, one layer at a time), kept as the oracle of the tests.
 
 Post-FFN norms (Gemma-2/3): an RMSNorm on the FFN output cancels the path's scaling and makes the
@@ -25,7 +26,7 @@ import torch
 from transformers import DynamicCache
 
 from . import arch
-from .hooks import frozen_params, head_at, hooked, site_hooks
+from .hooks import HeadReached, frozen_params, head_at, hooked, site_hooks, stop_at_head
 from .models import LM
 from .tokens import Target, targets
 
@@ -89,6 +90,62 @@ def _softmax_gold(logits: torch.Tensor, gold: int) -> torch.Tensor:
     return torch.softmax(logits[:, -1].float(), dim=-1)[:, gold]
 
 
+def _run_to_head(model, hooks, **inputs) -> None:
+    """Run `model(**inputs)` under `hooks`, one of which is a `stop_at_head`."""
+    with hooked(hooks):
+        try:
+            model(**inputs)
+        except HeadReached:
+            return
+    raise RuntimeError("the forward pass ended without reaching the output layer")
+
+
+def _head_cotangent(lm: LM, h: torch.Tensor, gold: int, skip: int) -> torch.Tensor:
+    """d P(gold) / d h [B, d] of each row of h [B, d] (the output layer's input), zero on rows < skip.
+
+    P = softmax(z), z = cap * tanh(u / cap) (cap: the config's final logit softcap, if any),
+    u = h W^T + b. Then dP_g/dh = P_g (z'_g W_g - sum_v p_v z'_v W_v): the vocabulary is walked in
+    chunks with a running max (online softmax), so the [B, vocab] logits are never stored.
+    """
+    head = lm.model.get_output_embeddings()
+    cfg = lm.model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    W, bias = head.weight, head.bias
+    h = h.detach().float()
+    B, V = h.shape[0], W.shape[0]
+
+    def logits(w, b):  # -> z, dz/du
+        u = h @ w.float().T
+        if b is not None:
+            u = u + b.float()
+        if cap is None:
+            return u, None
+        t = torch.tanh(u / cap)
+        return cap * t, 1 - t * t
+
+    chunk = max(1024, min(8192, 2 ** 21 // max(B, 1)))
+    m = torch.full((B,), float("-inf"), device=h.device)
+    total = torch.zeros(B, device=h.device)
+    acc = torch.zeros_like(h)
+    with torch.no_grad():
+        for c in range(0, V, chunk):
+            w = W[c:c + chunk]
+            z, dz = logits(w, None if bias is None else bias[c:c + chunk])
+            m_new = torch.maximum(m, z.amax(-1))
+            rescale = torch.exp(m - m_new)
+            e = torch.exp(z - m_new[:, None])
+            total = total * rescale + e.sum(-1)
+            acc = torch.addmm(acc * rescale[:, None], e if dz is None else e * dz, w.float())
+            m = m_new
+        zg, dzg = logits(W[gold:gold + 1], None if bias is None else bias[gold:gold + 1])
+        pg = torch.exp(zg[:, 0] - m) / total
+        wg = W[gold].float() * (1 if dzg is None else dzg)
+        grad = pg[:, None] * (wg - acc / total[:, None])
+        grad[:skip] = 0
+    return grad
+
+
 def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
     """Run the unmodified model once, recording what the path needs."""
     model, fam = lm.model, lm.family
@@ -112,8 +169,10 @@ def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
     with torch.no_grad():
         if use_cache:
             if t.ids.shape[1] > 1:
-                out = model(input_ids=t.ids[:, :-1], use_cache=True)
-                stored = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+                cache = DynamicCache(config=model.config)
+                _run_to_head(model, [stop_at_head(lm, -1, {})], input_ids=t.ids[:, :-1], past_key_values=cache,
+                             use_cache=True)
+                stored = [(layer.keys, layer.values) for layer in cache.layers]
             with hooked(hooks):
                 logits = model(input_ids=t.ids[:, -1:], past_key_values=_fresh_cache(lm, stored, [1] * lm.n_layers),
                                use_cache=True).logits
@@ -163,7 +222,7 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
     def grower(layer):
         def fn(module, args, kwargs):
             h = args[0] if args else kwargs["hidden_states"]
-            h = torch.cat([h, h[:1].expand(counts[layer], *h.shape[1:])])
+            h = torch.cat([h, h[:1].detach().expand(counts[layer], *h.shape[1:])])  # row 0 holds no leaf
             return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
         return fn
 
@@ -177,18 +236,25 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
         return fn
 
     blocks = arch.blocks(model, fam)
+    head: dict = {}
     hooks = [(blocks[l], "pre", grower(l)) for l in layers] if grow else []  # first: they set the batch
-    hooks += site_hooks(lm, replace, layers) + [head_at(lm, pos)]
+    hooks += site_hooks(lm, replace, layers) + [head_at(lm, pos) if reference else stop_at_head(lm, pos, head)]
     if freeze and fam.post_ffn_norm:
         hooks += [(arch.post_ffn_norm(model, fam, l), "post", freezer(l)) for l in layers]
 
     ids = t.ids[:, -1:] if use_cache else t.ids
     ids = ids.expand(1 if grow else size, -1)
     cache = _fresh_cache(lm, clean.cache, sizes) if use_cache else None
-    with torch.enable_grad(), hooked(hooks):
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=use_cache).logits
-        probs = _softmax_gold(logits[int(grow):], t.gold)
-        grads = torch.autograd.grad(probs.sum(), [leaves[l] for l in layers])
+    inputs = [leaves[l] for l in layers]
+    with torch.enable_grad():
+        if reference:  # the plain definition: the model's logits, softmax, autograd
+            with hooked(hooks):
+                logits = model(input_ids=ids, past_key_values=cache, use_cache=use_cache).logits
+            grads = torch.autograd.grad(_softmax_gold(logits, t.gold).sum(), inputs)
+        else:
+            _run_to_head(model, hooks, input_ids=ids, past_key_values=cache, use_cache=use_cache)
+            h = head["h"]
+            grads = torch.autograd.grad(h, inputs, grad_outputs=_head_cotangent(lm, h, t.gold, int(grow)).to(h.dtype))
     return {l: g.float().sum(0) for l, g in zip(layers, grads)}
 
 

@@ -67,7 +67,20 @@ def head_at(lm, pos: int) -> Hook:
     """Only position `pos` reaches the output layer: its input [B, T, d] becomes [B, 1, d]."""
     def fn(module, args, kwargs):
         h = args[0]
-        return (h[:, pos:pos + 1] if pos != -1 else h[:, -1:], *args[1:]), kwargs
+        h = h[:, pos:pos + 1] if pos != -1 else h[:, -1:]
+        return (h.contiguous(), *args[1:]), kwargs  # a strided slice would send linear to a slow bmm
+    return (lm.model.get_output_embeddings(), "pre", fn)
+
+
+class HeadReached(Exception):
+    """Raised by the `stop_at_head` hook: the forward pass ends where the output layer would start."""
+
+
+def stop_at_head(lm, pos: int, store: dict) -> Hook:
+    """Record the output layer's input at position `pos` in store["h"] [B, d], then end the pass."""
+    def fn(module, args, kwargs):
+        store["h"] = args[0][:, pos]
+        raise HeadReached
     return (lm.model.get_output_embeddings(), "pre", fn)
 
 

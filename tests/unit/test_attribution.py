@@ -55,6 +55,18 @@ def test_fast_path_equals_reference(family):
         assert ((fast - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
+def test_fast_head_matches_model_logits_with_a_strong_softcap():
+    # the fast path computes the output layer itself (chunked online softmax); a small final-logit
+    # softcap makes tanh bend, so a wrong softcap derivative would show
+    lm = tiny_lm("Gemma-2", final_logit_softcapping=0.5)
+    with torch.no_grad():
+        lm.model.get_output_embeddings().weight.mul_(20)
+    fast = kn.attribute(lm, prompt_of(lm), "France", steps=8)
+    ref = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=True)
+    assert ref.abs().max() > 0
+    assert ((fast - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
 def test_batching_does_not_change_scores():
     lm = tiny_lm("Llama")
     a = kn.attribute(lm, prompt_of(lm), "France", steps=10)
