@@ -32,12 +32,20 @@ def probe(lm: LM, prompt: str, k: int = 10) -> list[Prediction]:
     return [Prediction(lm.tokenizer.decode([j]).strip(), float(q), int(j)) for q, j in zip(p, i)]
 
 
+def answer_stats(lm: LM, prompt: str, answer: str) -> tuple[float, int]:
+    """(P(answer | prompt), rank of its first token (0 = top-1)) from one pass per answer token."""
+    prob, rank = 1.0, -1
+    for t in targets(lm, prompt, answer):
+        p = _probs_at(lm, t.ids, t.pos)
+        prob *= float(p[t.gold])
+        if rank < 0:
+            rank = int((p > p[t.gold]).sum())
+    return prob, rank
+
+
 def answer_prob(lm: LM, prompt: str, answer: str) -> float:
     """P(answer | prompt): the product of the teacher-forced probabilities of its tokens."""
-    prob = 1.0
-    for t in targets(lm, prompt, answer):
-        prob *= float(_probs_at(lm, t.ids, t.pos)[t.gold])
-    return prob
+    return answer_stats(lm, prompt, answer)[0]
 
 
 def answer_rank(lm: LM, prompt: str, answer: str) -> int:
