@@ -28,6 +28,10 @@ class Family:
     fanout: the block accepts a batch-1 residual stream expanded to the path batch at any layer (its
         per-layer extras, e.g. attention masks and rotary tables, broadcast). BLOOM's alibi does not.
     flat_ffn: the FFN sees the block's input flattened to [batch * seq, hidden] (OPT).
+    residual_norm: attribute path inside a block to a norm applied *after* the FFN output is added to
+        the residual stream (post-LN blocks: BERT's output LayerNorm), or None (pre-LN blocks).
+    residual_norm_off: a block attribute that, when true, makes the block pre-LN after all (OPT's
+        `do_layer_norm_before`; the post-LN variant is OPT-350m).
     """
 
     name: str
@@ -39,18 +43,26 @@ class Family:
     post_ffn_norm: str | None = None
     fanout: bool = True
     flat_ffn: bool = False
+    residual_norm: str | None = None
+    residual_norm_off: str | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("BERT", ("bert",), "bert.encoder.layer", "output.dense", masked=True),
-    Family("RoBERTa", ("roberta",), "roberta.encoder.layer", "output.dense", masked=True),
-    Family("XLM-R", ("xlm-roberta",), "roberta.encoder.layer", "output.dense", masked=True),
-    Family("DistilBERT", ("distilbert",), "distilbert.transformer.layer", "ffn.lin2", masked=True),
-    Family("ELECTRA", ("electra",), "electra.encoder.layer", "output.dense", masked=True),
+    Family("BERT", ("bert",), "bert.encoder.layer", "output.dense", masked=True,
+           residual_norm="output.LayerNorm"),
+    Family("RoBERTa", ("roberta",), "roberta.encoder.layer", "output.dense", masked=True,
+           residual_norm="output.LayerNorm"),
+    Family("XLM-R", ("xlm-roberta",), "roberta.encoder.layer", "output.dense", masked=True,
+           residual_norm="output.LayerNorm"),
+    Family("DistilBERT", ("distilbert",), "distilbert.transformer.layer", "ffn.lin2", masked=True,
+           residual_norm="output_layer_norm"),
+    Family("ELECTRA", ("electra",), "electra.encoder.layer", "output.dense", masked=True,
+           residual_norm="output.LayerNorm"),
     Family("GPT-2", ("gpt2",), "transformer.h", "mlp.c_proj", weight_layout="in_out"),
     Family("GPT-NeoX", ("gpt_neox",), "gpt_neox.layers", "mlp.dense_4h_to_h"),
     Family("BLOOM", ("bloom",), "transformer.h", "mlp.dense_4h_to_h", fanout=False),
-    Family("OPT", ("opt",), "model.decoder.layers", "fc2", flat_ffn=True),
+    Family("OPT", ("opt",), "model.decoder.layers", "fc2", flat_ffn=True,
+           residual_norm="final_layer_norm", residual_norm_off="do_layer_norm_before"),
     Family("Llama", ("llama",), "model.layers", "mlp.down_proj"),
     Family("Mistral", ("mistral",), "model.layers", "mlp.down_proj"),
     Family("Qwen2", ("qwen2",), "model.layers", "mlp.down_proj"),
@@ -109,6 +121,20 @@ def down_proj(model: nn.Module, fam: Family, layer: int) -> nn.Module:
 
 def post_ffn_norm(model: nn.Module, fam: Family, layer: int) -> nn.Module | None:
     return None if fam.post_ffn_norm is None else get_path(blocks(model, fam)[layer], fam.post_ffn_norm)
+
+
+def residual_norm(model: nn.Module, fam: Family, layer: int) -> nn.Module | None:
+    """The norm a block applies after adding its FFN output to the residual stream (post-LN), or None.
+
+    A block's output at a position is `N(r + T(site))`: r the residual part, T the FFN tail (output
+    projection, then `post_ffn_norm` if any), N this norm (identity when None).
+    """
+    if fam.residual_norm is None:
+        return None
+    block = blocks(model, fam)[layer]
+    if fam.residual_norm_off and getattr(block, fam.residual_norm_off, False):
+        return None
+    return get_path(block, fam.residual_norm)
 
 
 def width(model: nn.Module, fam: Family) -> int:

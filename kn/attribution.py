@@ -7,12 +7,14 @@ P is the softmax probability of the gold token. Only the attributed layer's site
 other layer and position runs normally. A multi-token answer is teacher-forced: each answer token is
 attributed at the position that predicts it, and the per-token score matrices are summed.
 
-Fast path (default): the clean run is done once per answer token; a path batch enters the model with
-batch size 1 and fans out to the path rows only at the lowest attributed layer of the batch, rows of
-several layers share a batch, and only the answer position reaches the output layer, which the fast
-path computes itself in vocabulary chunks (online softmax: the [rows, vocab] logits are never stored).
-For causal LMs the prompt's key/value cache is reused, so only the answer-predicting token runs. `reference=True`
-is the plain definition (full recomputation, one layer at a time), kept as the oracle of the tests.
+Fast path (default): one clean run per answer token; a path batch enters the model as the clean row
+alone, and the rows of layer l join it right after block l, their block output rebuilt from the
+path point through the FFN's tail (so a row runs only the blocks above its own layer); rows of several
+layers share a batch; only the answer position reaches the output layer, which the fast path
+computes itself in vocabulary chunks (online softmax: the [rows, vocab] logits are never stored).
+For causal LMs the clean run's key/value cache is reused, so only the answer-predicting token runs.
+`reference=True` is the plain definition (full recomputation, one layer at a time, the site replaced
+inside the block), kept as the oracle of the tests.
 
 Post-FFN norms (Gemma-2/3): an RMSNorm on the FFN output cancels the path's scaling and makes the
 gradient near a = 0 explode. With `freeze_norm=True` (default) the attributed layer's norm scale is
@@ -60,10 +62,9 @@ def check_layers(lm: LM, layers) -> list[int]:
 
 @dataclass
 class Clean:
-    """The clean run of one answer token: site activations [L, W], P(gold), what the path reuses."""
+    """The clean run of one answer token: site activations [L, W] and what the path reuses."""
 
     acts: torch.Tensor
-    prob: float
     rms: dict  # layer -> clean rsqrt(mean(x^2) + eps) of the post-FFN norm input at the position, [1]
     cache: list | None  # per-layer (keys, values) of the prompt minus its last token (causal LMs)
 
@@ -112,38 +113,46 @@ def _head_cotangent(lm: LM, h: torch.Tensor, gold: int, skip: int) -> torch.Tens
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     cap = getattr(cfg, "final_logit_softcapping", None)
     W, bias = head.weight, head.bias
-    h = h.detach().float()
+    out = torch.zeros(h.shape, dtype=torch.float32, device=h.device)
+    h = h[skip:].detach().float()
     B, V = h.shape[0], W.shape[0]
 
-    def logits(w, b):  # -> z, dz/du
-        u = h @ w.float().T
-        if b is not None:
-            u = u + b.float()
-        if cap is None:
-            return u, None
-        t = torch.tanh(u / cap)
-        return cap * t, 1 - t * t
-
     chunk = max(1024, min(8192, 2 ** 21 // max(B, 1)))
+    buf = torch.empty(B * min(chunk, V), device=h.device)  # reused: fresh large tensors cost page faults
     m = torch.full((B,), float("-inf"), device=h.device)
     total = torch.zeros(B, device=h.device)
     acc = torch.zeros_like(h)
     with torch.no_grad():
         for c in range(0, V, chunk):
-            w = W[c:c + chunk]
-            z, dz = logits(w, None if bias is None else bias[c:c + chunk])
+            w = W[c:c + chunk].float()
+            z = torch.mm(h, w.T, out=buf[:B * w.shape[0]].view(B, w.shape[0]))
+            if bias is not None:
+                z += bias[c:c + chunk].float()
+            if cap is not None:  # z <- cap * tanh(u / cap); dz/du = 1 - tanh^2 comes back from z below
+                z.div_(cap).tanh_().mul_(cap)
             m_new = torch.maximum(m, z.amax(-1))
             rescale = torch.exp(m - m_new)
-            e = torch.exp(z - m_new[:, None])
-            total = total * rescale + e.sum(-1)
-            acc = torch.addmm(acc * rescale[:, None], e if dz is None else e * dz, w.float())
+            if cap is None:
+                e = z.sub_(m_new[:, None]).exp_()
+                total = total * rescale + e.sum(-1)
+            else:
+                dz = 1 - (z / cap).pow_(2)
+                e = z.sub_(m_new[:, None]).exp_()
+                total = total * rescale + e.sum(-1)
+                e = e.mul_(dz)
+            acc.mul_(rescale[:, None]).addmm_(e, w)
             m = m_new
-        zg, dzg = logits(W[gold:gold + 1], None if bias is None else bias[gold:gold + 1])
-        pg = torch.exp(zg[:, 0] - m) / total
-        wg = W[gold].float() * (1 if dzg is None else dzg)
-        grad = pg[:, None] * (wg - acc / total[:, None])
-        grad[:skip] = 0
-    return grad
+        ug = h @ W[gold].float()
+        if bias is not None:
+            ug = ug + bias[gold].float()
+        if cap is None:
+            zg, dzg = ug, 1.0
+        else:
+            t = torch.tanh(ug / cap)
+            zg, dzg = cap * t, (1 - t * t)[:, None]
+        pg = torch.exp(zg - m) / total
+        out[skip:] = pg[:, None] * (W[gold].float() * dzg - acc / total[:, None])
+    return out
 
 
 def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
@@ -162,34 +171,52 @@ def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
             rms[layer] = _rsqrt(module, args[0][0, pos]).detach()
         return fn
 
-    hooks = site_hooks(lm, read) + [head_at(lm, pos)]
+    hooks = site_hooks(lm, read) + [stop_at_head(lm, pos, {})]
     if fam.post_ffn_norm:
         hooks += [(arch.post_ffn_norm(model, fam, l), "post", norm_reader(l)) for l in range(lm.n_layers)]
     stored = None
     with torch.no_grad():
-        if use_cache:
-            if t.ids.shape[1] > 1:
+        if use_cache:  # one pass over the whole prompt; the path reuses its cache minus the last token
+            n = t.ids.shape[1]
+            cache = DynamicCache(config=model.config)
+            _run_to_head(model, hooks, input_ids=t.ids, past_key_values=cache, use_cache=True)
+            stored = [(layer.keys[:, :, :-1], layer.values[:, :, :-1]) for layer in cache.layers]
+            if any(k.shape[2] != n - 1 for k, _ in stored):  # a sliding window dropped the prompt's start
                 cache = DynamicCache(config=model.config)
                 _run_to_head(model, [stop_at_head(lm, -1, {})], input_ids=t.ids[:, :-1], past_key_values=cache,
                              use_cache=True)
                 stored = [(layer.keys, layer.values) for layer in cache.layers]
-            with hooked(hooks):
-                logits = model(input_ids=t.ids[:, -1:], past_key_values=_fresh_cache(lm, stored, [1] * lm.n_layers),
-                               use_cache=True).logits
+            if n == 1:
+                stored = None
         else:
-            with hooked(hooks):
-                logits = model(input_ids=t.ids, use_cache=False).logits
-    prob = _softmax_gold(logits, t.gold).item()
-    return Clean(torch.stack([acts[l] for l in range(lm.n_layers)]), prob, rms, stored)
+            _run_to_head(model, hooks, input_ids=t.ids, use_cache=False)
+    return Clean(torch.stack([acts[l] for l in range(lm.n_layers)]), rms, stored)
+
+
+def _ffn_tail(lm: LM, layer: int, clean: Clean, freeze: bool):
+    """T: site values [n, W] -> what the FFN adds to the residual stream [n, d] (output projection,
+    then the post-FFN norm if any, its scale held at the clean value when `freeze`)."""
+    down = arch.down_proj(lm.model, lm.family, layer)
+    norm = arch.post_ffn_norm(lm.model, lm.family, layer)
+
+    def tail(v: torch.Tensor) -> torch.Tensor:
+        u = down(v.to(down.weight.dtype))
+        if norm is None:
+            return u
+        out = norm(u)
+        return (out.float() * (clean.rms[layer] / _rsqrt(norm, u))).to(out.dtype) if freeze else out
+    return tail
 
 
 def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: list[int],
                 row_alpha: torch.Tensor, *, freeze: bool, reference: bool) -> dict[int, torch.Tensor]:
     """Sum over the rows of each layer of dP(gold)/d(site) at the path points: {layer: [W]}.
 
-    Rows are sorted by layer. Fast path: the batch starts as one clean row and, at the block of each
-    attributed layer, grows by that layer's rows (copies of the clean row), so a row runs only the
-    layers from its own up. Reference path (and families without `fanout`): all rows from the input.
+    Rows are sorted by layer. Fast path: the batch starts as one clean row; after the block of each
+    attributed layer it grows by that layer's rows, whose block output is the clean row's with the
+    answer position rebuilt from the path point, N(r + T(site)) (see `arch.residual_norm`), so a row
+    runs only the layers above its own. Reference path (and families without `fanout`): all rows
+    from the input, the site replaced inside the block.
     """
     model, fam = lm.model, lm.family
     layers = sorted(set(row_layer))
@@ -198,14 +225,13 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
     use_cache = _uses_cache(lm, reference)
     pos = -1 if use_cache else t.pos
 
-    first, rows, size = {}, {}, int(grow)  # row 0 is the clean row when growing
+    rows, size = {}, int(grow)  # row 0 is the clean row when growing
     for l in layers:
-        first[l] = size
         rows[l] = torch.arange(size, size + counts[l], device=clean.acts.device)
         size += counts[l]
-    # batch size present at each block: what has been added up to it
+    # batch size present at each block: the rows of the layers below it
     sizes = [size] * lm.n_layers if not grow else \
-        [1 + sum(c for l, c in counts.items() if l <= i) for i in range(lm.n_layers)]
+        [1 + sum(c for l, c in counts.items() if l < i) for i in range(lm.n_layers)]
 
     x, b = clean.acts, base
     a = row_alpha.to(x)
@@ -219,11 +245,27 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
         act[rows[layer], pos] = leaves[layer].to(act.dtype)
         return act
 
-    def grower(layer):
+    norm_in: dict[int, torch.Tensor] = {}  # the clean row's residual-norm input at the position, [1, d]
+
+    def norm_reader(layer):
         def fn(module, args, kwargs):
-            h = args[0] if args else kwargs["hidden_states"]
-            h = torch.cat([h, h[:1].detach().expand(counts[layer], *h.shape[1:])])  # row 0 holds no leaf
-            return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
+            norm_in[layer] = (args[0] if args else kwargs["input"])[:1, pos].detach()
+        return fn
+
+    def joiner(layer):
+        tail, norm = _ffn_tail(lm, layer, clean, freeze), arch.residual_norm(model, fam, layer)
+
+        def fn(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            y = norm_in[layer] if norm is not None else h[:1, pos].detach()  # = r + T(x), clean row
+            tx = tail(torch.cat([x[layer][None].to(leaves[layer].dtype), leaves[layer]])).float()  # one matmul
+            new_pos = (y.float() - tx[:1]) + tx[1:]
+            if norm is not None:
+                new_pos = norm(new_pos.to(h.dtype))
+            new = h[:1].detach().expand(counts[layer], *h.shape[1:]).clone()
+            new[:, pos] = new_pos.to(h.dtype)
+            h = torch.cat([h, new])
+            return (h, *output[1:]) if isinstance(output, tuple) else h
         return fn
 
     def freezer(layer):
@@ -237,10 +279,15 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
 
     blocks = arch.blocks(model, fam)
     head: dict = {}
-    hooks = [(blocks[l], "pre", grower(l)) for l in layers] if grow else []  # first: they set the batch
-    hooks += site_hooks(lm, replace, layers) + [head_at(lm, pos) if reference else stop_at_head(lm, pos, head)]
-    if freeze and fam.post_ffn_norm:
-        hooks += [(arch.post_ffn_norm(model, fam, l), "post", freezer(l)) for l in layers]
+    if grow:
+        hooks = [(blocks[l], "post", joiner(l)) for l in layers]
+        hooks += [(n, "pre", norm_reader(l)) for l in layers
+                  if (n := arch.residual_norm(model, fam, l)) is not None]
+    else:
+        hooks = site_hooks(lm, replace, layers)
+        if freeze and fam.post_ffn_norm:
+            hooks += [(arch.post_ffn_norm(model, fam, l), "post", freezer(l)) for l in layers]
+    hooks.append(head_at(lm, pos) if reference else stop_at_head(lm, pos, head))
 
     ids = t.ids[:, -1:] if use_cache else t.ids
     ids = ids.expand(1 if grow else size, -1)
