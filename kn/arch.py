@@ -32,6 +32,9 @@ class Family:
         the residual stream (post-LN blocks: BERT's output LayerNorm), or None (pre-LN blocks).
     residual_norm_off: a block attribute that, when true, makes the block pre-LN after all (OPT's
         `do_layer_norm_before`; the post-LN variant is OPT-350m).
+    ffn_in: masked LMs: attribute path inside a block to the FFN's first module, whose input is the
+        stream after attention and whose output is added back per position; in the last block the
+        fast path feeds it the answer position only.
     """
 
     name: str
@@ -45,19 +48,20 @@ class Family:
     flat_ffn: bool = False
     residual_norm: str | None = None
     residual_norm_off: str | None = None
+    ffn_in: str | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("BERT", ("bert",), "bert.encoder.layer", "output.dense", masked=True,
-           residual_norm="output.LayerNorm"),
+           residual_norm="output.LayerNorm", ffn_in="intermediate"),
     Family("RoBERTa", ("roberta",), "roberta.encoder.layer", "output.dense", masked=True,
-           residual_norm="output.LayerNorm"),
+           residual_norm="output.LayerNorm", ffn_in="intermediate"),
     Family("XLM-R", ("xlm-roberta",), "roberta.encoder.layer", "output.dense", masked=True,
-           residual_norm="output.LayerNorm"),
+           residual_norm="output.LayerNorm", ffn_in="intermediate"),
     Family("DistilBERT", ("distilbert",), "distilbert.transformer.layer", "ffn.lin2", masked=True,
-           residual_norm="output_layer_norm"),
+           residual_norm="output_layer_norm", ffn_in="ffn"),
     Family("ELECTRA", ("electra",), "electra.encoder.layer", "output.dense", masked=True,
-           residual_norm="output.LayerNorm"),
+           residual_norm="output.LayerNorm", ffn_in="intermediate"),
     Family("GPT-2", ("gpt2",), "transformer.h", "mlp.c_proj", weight_layout="in_out"),
     Family("GPT-NeoX", ("gpt_neox",), "gpt_neox.layers", "mlp.dense_4h_to_h"),
     Family("BLOOM", ("bloom",), "transformer.h", "mlp.dense_4h_to_h", fanout=False),
@@ -135,6 +139,10 @@ def residual_norm(model: nn.Module, fam: Family, layer: int) -> nn.Module | None
     if fam.residual_norm_off and getattr(block, fam.residual_norm_off, False):
         return None
     return get_path(block, fam.residual_norm)
+
+
+def ffn_in(model: nn.Module, fam: Family, layer: int) -> nn.Module | None:
+    return None if fam.ffn_in is None else get_path(blocks(model, fam)[layer], fam.ffn_in)
 
 
 def width(model: nn.Module, fam: Family) -> int:

@@ -277,17 +277,32 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
             return out
         return fn
 
+    def to_answer(module, args, kwargs):  # the last block's FFN: only the answer position matters
+        a = args[0] if args else kwargs["hidden_states"]
+        a = a[:, pos:pos + 1]
+        return ((a, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": a})
+
+    def keep_answer(module, args, output):  # the last block's output: the answer position only
+        h = output[0] if isinstance(output, tuple) else output
+        h = h[:, pos:pos + 1]
+        return (h, *output[1:]) if isinstance(output, tuple) else h
+
     blocks = arch.blocks(model, fam)
     head: dict = {}
+    head_pos = pos
     if grow:
         hooks = [(blocks[l], "post", joiner(l)) for l in layers]
         hooks += [(n, "pre", norm_reader(l)) for l in layers
                   if (n := arch.residual_norm(model, fam, l)) is not None]
+        last = lm.n_layers - 1
+        if not use_cache and (ffn := arch.ffn_in(model, fam, last)) is not None:
+            hooks += [(ffn, "pre", to_answer), (blocks[last], "post", keep_answer)]
+            head_pos = 0  # what reaches the output layer is that position alone
     else:
         hooks = site_hooks(lm, replace, layers)
         if freeze and fam.post_ffn_norm:
             hooks += [(arch.post_ffn_norm(model, fam, l), "post", freezer(l)) for l in layers]
-    hooks.append(head_at(lm, pos) if reference else stop_at_head(lm, pos, head))
+    hooks.append(head_at(lm, pos) if reference else stop_at_head(lm, head_pos, head))
 
     ids = t.ids[:, -1:] if use_cache else t.ids
     ids = ids.expand(1 if grow else size, -1)
