@@ -165,3 +165,14 @@ def test_activations_match_site():
     acts = kn.activations(lm, prompt_of(lm), "France")
     for l in range(lm.n_layers):
         torch.testing.assert_close(acts[l], seen[l])
+
+
+def test_fast_path_equals_reference_on_a_post_ln_opt():
+    # OPT-350m-style blocks normalise after the residual add (do_layer_norm_before=False): the fast
+    # path must rebuild the joining rows through that norm (arch.residual_norm), not add to it
+    lm = tiny_lm("OPT", do_layer_norm_before=False)
+    assert arch.residual_norm(lm.model, lm.family, 0) is not None
+    fast = kn.attribute(lm, prompt_of(lm), "France", steps=8)
+    ref = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=True)
+    assert ref.abs().max() > 0
+    assert ((fast - ref).abs().max() / ref.abs().max()) < 1e-5
