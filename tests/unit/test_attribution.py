@@ -176,3 +176,16 @@ def test_fast_path_equals_reference_on_a_post_ln_opt():
     ref = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=True)
     assert ref.abs().max() > 0
     assert ((fast - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-3", "BERT"])
+def test_bfloat16_model_stays_close_to_float32(family):
+    # the lower-precision option (meant for CUDA): scores come back as float32 and stay within
+    # bf16 rounding of the float32 result, on both paths
+    lm = tiny_lm(family)
+    exact = kn.attribute(lm, prompt_of(lm), "France", steps=8)
+    lm.model.to(torch.bfloat16)
+    for reference in (False, True):
+        low = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=reference)
+        assert low.dtype == torch.float32
+        assert ((low - exact).abs().max() / exact.abs().max()) < 5e-2
