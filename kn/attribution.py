@@ -73,6 +73,11 @@ def _rsqrt(norm, x: torch.Tensor) -> torch.Tensor:
     return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + norm.eps)
 
 
+def _frozen(norm, x: torch.Tensor, out: torch.Tensor, clean_rms: torch.Tensor) -> torch.Tensor:
+    """norm's output `out` for input x, rescaled as if x had the clean input's RMS (the freeze)."""
+    return (out.float() * (clean_rms / _rsqrt(norm, x))).to(out.dtype)
+
+
 def _fresh_cache(lm: LM, stored, sizes: list[int]):
     """A new cache holding the stored prompt keys/values, expanded to batch sizes[i] at layer i."""
     if stored is None:
@@ -83,8 +88,16 @@ def _fresh_cache(lm: LM, stored, sizes: list[int]):
     return cache
 
 
-def _uses_cache(lm: LM, reference: bool) -> bool:
-    return not lm.masked and not reference
+def _uses_cache(lm: LM, t: Target, reference: bool) -> bool:
+    """The fast path of a causal LM runs the answer-predicting token over the prompt's key/value cache,
+    unless a sliding window is shorter than the prompt: its cache would hold only the window's last
+    tokens and the model would place the new token by the cache's length. Then the whole prompt runs."""
+    if lm.masked or reference:
+        return False
+    cfg = lm.model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    window = getattr(cfg, "sliding_window", None)
+    return window is None or t.ids.shape[1] <= window
 
 
 def _softmax_gold(logits: torch.Tensor, gold: int) -> torch.Tensor:
@@ -160,7 +173,7 @@ def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
     model, fam = lm.model, lm.family
     acts: dict[int, torch.Tensor] = {}
     rms: dict[int, torch.Tensor] = {}
-    use_cache = _uses_cache(lm, reference)
+    use_cache = _uses_cache(lm, t, reference)
     pos = -1 if use_cache else t.pos
 
     def read(layer, act):
@@ -177,17 +190,10 @@ def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
     stored = None
     with torch.no_grad():
         if use_cache:  # one pass over the whole prompt; the path reuses its cache minus the last token
-            n = t.ids.shape[1]
             cache = DynamicCache(config=model.config)
             _run_to_head(model, hooks, input_ids=t.ids, past_key_values=cache, use_cache=True)
-            stored = [(layer.keys[:, :, :-1], layer.values[:, :, :-1]) for layer in cache.layers]
-            if any(k.shape[2] != n - 1 for k, _ in stored):  # a sliding window dropped the prompt's start
-                cache = DynamicCache(config=model.config)
-                _run_to_head(model, [stop_at_head(lm, -1, {})], input_ids=t.ids[:, :-1], past_key_values=cache,
-                             use_cache=True)
-                stored = [(layer.keys, layer.values) for layer in cache.layers]
-            if n == 1:
-                stored = None
+            if t.ids.shape[1] > 1:
+                stored = [(layer.keys[:, :, :-1], layer.values[:, :, :-1]) for layer in cache.layers]
         else:
             _run_to_head(model, hooks, input_ids=t.ids, use_cache=False)
     return Clean(torch.stack([acts[l] for l in range(lm.n_layers)]), rms, stored)
@@ -204,7 +210,7 @@ def _ffn_tail(lm: LM, layer: int, clean: Clean, freeze: bool):
         if norm is None:
             return u
         out = norm(u)
-        return (out.float() * (clean.rms[layer] / _rsqrt(norm, u))).to(out.dtype) if freeze else out
+        return _frozen(norm, u, out, clean.rms[layer]) if freeze else out
     return tail
 
 
@@ -222,7 +228,7 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
     layers = sorted(set(row_layer))
     counts = {l: row_layer.count(l) for l in layers}
     grow = fam.fanout and not reference
-    use_cache = _uses_cache(lm, reference)
+    use_cache = _uses_cache(lm, t, reference)
     pos = -1 if use_cache else t.pos
 
     rows, size = {}, int(grow)  # row 0 is the clean row when growing
@@ -272,8 +278,7 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
         def fn(module, args, output):
             r = rows[layer]
             out = output.clone()
-            scale = clean.rms[layer] / _rsqrt(module, args[0][r, pos])
-            out[r, pos] = (output[r, pos].float() * scale).to(out.dtype)
+            out[r, pos] = _frozen(module, args[0][r, pos], output[r, pos], clean.rms[layer])
             return out
         return fn
 

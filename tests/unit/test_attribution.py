@@ -189,3 +189,14 @@ def test_bfloat16_model_stays_close_to_float32(family):
         low = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=reference)
         assert low.dtype == torch.float32
         assert ((low - exact).abs().max() / exact.abs().max()) < 5e-2
+
+
+def test_fast_path_equals_reference_when_the_prompt_outgrows_a_sliding_window():
+    # a sliding-window cache keeps only the window's last tokens; reusing it would misplace the answer
+    # token (this failed at 0.44 relative before the fast path fell back to running the whole prompt)
+    lm = tiny_lm("Gemma-3", sliding_window=3)
+    assert len(targets(lm, prompt_of(lm), "France")[0].ids[0]) > 3
+    fast = kn.attribute(lm, prompt_of(lm), "France", steps=8)
+    ref = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=True)
+    assert ref.abs().max() > 0
+    assert ((fast - ref).abs().max() / ref.abs().max()) < 1e-5
