@@ -22,6 +22,7 @@ held at its clean value along the path, so the norm becomes a fixed linear map.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,15 @@ def _fresh_cache(lm: LM, stored, sizes: list[int]):
     for i, (k, v) in enumerate(stored):
         cache.update(k.expand(sizes[i], *k.shape[1:]), v.expand(sizes[i], *v.shape[1:]), i)
     return cache
+
+
+def _with_cache(model, cache) -> dict:
+    """The key/value-cache keyword of `model.forward`: `cache` in newer transformers 5.x, where
+    `past_key_values` is deprecated (a FutureWarning per call), `past_key_values` before."""
+    if cache is None:
+        return {}
+    params = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
 
 
 def _uses_cache(lm: LM, t: Target, reference: bool) -> bool:
@@ -191,7 +201,7 @@ def clean_run(lm: LM, t: Target, *, reference: bool = False) -> Clean:
     with torch.no_grad():
         if use_cache:  # one pass over the whole prompt; the path reuses its cache minus the last token
             cache = DynamicCache(config=model.config)
-            _run_to_head(model, hooks, input_ids=t.ids, past_key_values=cache, use_cache=True)
+            _run_to_head(model, hooks, input_ids=t.ids, use_cache=True, **_with_cache(model, cache))
             if t.ids.shape[1] > 1:
                 stored = [(layer.keys[:, :, :-1], layer.values[:, :, :-1]) for layer in cache.layers]
         else:
@@ -316,10 +326,10 @@ def _path_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, row_layer: 
     with torch.enable_grad():
         if reference:  # the plain definition: the model's logits, softmax, autograd
             with hooked(hooks):
-                logits = model(input_ids=ids, past_key_values=cache, use_cache=use_cache).logits
+                logits = model(input_ids=ids, use_cache=use_cache, **_with_cache(model, cache)).logits
             grads = torch.autograd.grad(_softmax_gold(logits, t.gold).sum(), inputs)
         else:
-            _run_to_head(model, hooks, input_ids=ids, past_key_values=cache, use_cache=use_cache)
+            _run_to_head(model, hooks, input_ids=ids, use_cache=use_cache, **_with_cache(model, cache))
             h = head["h"]
             grads = torch.autograd.grad(h, inputs, grad_outputs=_head_cotangent(lm, h, t.gold, int(grow)).to(h.dtype))
     return {l: g.float().sum(0) for l, g in zip(layers, grads)}

@@ -200,3 +200,16 @@ def test_fast_path_equals_reference_when_the_prompt_outgrows_a_sliding_window():
     ref = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=True)
     assert ref.abs().max() > 0
     assert ((fast - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BERT"])
+@pytest.mark.parametrize("reference", [False, True])
+def test_attribution_emits_no_library_warning(family, reference, recwarn):
+    """kn calls the model with the cache keyword the installed transformers expects (no FutureWarning
+    about the deprecated `past_key_values`), on both paths."""
+    import warnings
+
+    warnings.simplefilter("always")
+    lm = tiny_lm(family)
+    kn.attribute(lm, prompt_of(lm), "France", steps=2, reference=reference)
+    assert not [str(w.message) for w in recwarn if "transformers" in w.filename], [str(w.message) for w in recwarn]
