@@ -64,30 +64,17 @@ def cmd_locate(args) -> None:
         print(f"suppress: {v.fact.suppression:+.1%}   amplify x2: {v.fact.amplification:+.1%}")
 
 
-def load_data(spec: str, language: str = "en", relations: list[str] | None = None):
-    """A FactSet from a --data spec: "builtin", "pararel:PATH_OR_URL" or "bmlama:PATH_OR_URL"."""
-    from . import data
-
-    kind, _, source = spec.partition(":")
-    if kind == "builtin" and not source:
-        return data.builtin()
-    if kind == "pararel" and source:
-        return data.load_pararel(source, relations=relations)
-    if kind == "bmlama" and source:
-        return data.load_bmlama(source, languages=[language])
-    raise ValueError(f"--data must be builtin, pararel:PATH or bmlama:PATH (a directory or a URL), got {spec!r}")
-
-
 def _fmt(x: float, spec: str) -> str:
     return "-" if x != x else format(x, spec)  # NaN: nothing verified
 
 
 def cmd_run(args) -> None:
+    from .data import load
     from .run import run, select_facts
 
     relations = [r.strip() for r in args.relations.split(",") if r.strip()] if args.relations else None
     try:  # before the model: a bad path fails fast
-        facts = load_data(args.data, args.language, relations)
+        facts = load(args.data, relations=relations, languages=[args.language])
     except OSError as err:  # missing files, offline download: one readable line
         raise ValueError(f"cannot load --data {args.data!r}: {err}") from err
     lm = _load(args)
@@ -111,6 +98,13 @@ def cmd_run(args) -> None:
           f"(other-relation control {_fmt(h['control_other_suppression'], '+.1%')} / "
           f"{_fmt(h['control_other_amplification'], '+.1%')}); "
           f"{time.perf_counter() - t0:.0f} s; tables in {args.out}")
+
+
+def cmd_record(args) -> None:
+    from .recording import record_run
+
+    dest = record_run(args.run_dir, args.dest, args.command_line, seconds=args.seconds, kn_commit=args.commit)
+    print(f"recorded {args.run_dir} -> {dest}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="replace a run already in --out instead of resuming it")
     common(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("record", help="record a finished run's tables with their provenance (for book/results)")
+    p.add_argument("run_dir")
+    p.add_argument("dest")
+    p.add_argument("--command", dest="command_line", required=True, help="the command that made the run")
+    p.add_argument("--seconds", type=float, default=None, help="wall-clock seconds (default: the facts' own)")
+    p.add_argument("--commit", default=None, help="kn commit the run used (default: this checkout's)")
+    p.set_defaults(func=cmd_record)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")

@@ -6,5 +6,6 @@ from .schema import Fact, FactSet
 from .builtin_set import builtin
 from .pararel import load_pararel
 from .bmlama import load_bmlama
+from .spec import load
 
-__all__ = ["DataUnavailableError", "Fact", "FactSet", "builtin", "cache_dir", "load_bmlama", "load_pararel"]
+__all__ = ["DataUnavailableError", "Fact", "FactSet", "builtin", "cache_dir", "load", "load_bmlama", "load_pararel"]
