@@ -27,11 +27,15 @@ EXECUTED := $(CHAPTERS:%=_build/executed/book/%.ipynb)
 # A change to kn must re-run the chapters (they call into it): no cache keyed on cells alone.
 KN_SRC   := $(shell find kn -name '*.py' -o -name '*.json' 2>/dev/null)
 
+# Offline assets: the ipywidgets HTML manager (npm only; ipywidgets 8 renders with 1.x), pinned.
+HTML_MANAGER := 1.0.15
+WIDGETS      := _build/assets/html-manager-$(HTML_MANAGER)
+
 # The notebook kernel (argv "python") and the CLIs must come from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help book test html execute venv clean clean-venv
+.PHONY: help book test html execute venv assets clean clean-venv
 
 help:
 	@echo "make book   # set up .venv, execute the chapters, build the book into _build/html"
@@ -71,6 +75,25 @@ $(STAMP): pyproject.toml
 	touch $@; \
 	echo "setup: done in $$(( $$(date +%s) - start )) s"
 
+# ---- offline assets --------------------------------------------------------------------------
+assets: $(WIDGETS)/embed.js
+
+# The built pages open from file:// with no network: nothing comes from a CDN (_config.yml says
+# where each asset goes). MathJax 3.2.2 is the book extra's sphinx-mathjax-offline (a Sphinx
+# extension that copies it into _static/mathjax). The widget manager that renders the chapters'
+# saved widget state exists only on npm: `npm pack` fetches the pinned tarball once (npm checks its
+# integrity hash) and embed.js with its fonts is kept here; the html target copies it, with this
+# repository's _assets/ (the manager's MathJax 2 -> 3 bridge), into the staged sources.
+$(WIDGETS)/embed.js:
+	@command -v npm >/dev/null || { echo "assets: npm (Node.js) is needed once, to fetch @jupyter-widgets/html-manager@$(HTML_MANAGER), which renders the book's widgets offline (Debian: apt-get install npm)" >&2; exit 1; }
+	@rm -rf $(@D) $(@D).tmp && mkdir -p $(@D).tmp
+	@cd $(@D).tmp && npm pack --loglevel=error @jupyter-widgets/html-manager@$(HTML_MANAGER) >/dev/null
+	@tar -xzf $(@D).tmp/jupyter-widgets-html-manager-$(HTML_MANAGER).tgz -C $(@D).tmp
+	@mkdir -p $(@D).tmp/keep && cd $(@D).tmp/package/dist && \
+	  cp embed.js embed.js.LICENSE.txt *.woff2 *.woff *.ttf *.eot *.svg ../../keep/
+	@mv $(@D).tmp/keep $(@D) && rm -rf $(@D).tmp
+	@echo "assets: @jupyter-widgets/html-manager@$(HTML_MANAGER) (npm) -> $(@D)"
+
 # ---- the book -------------------------------------------------------------------------------
 # 1. each chapter is executed once, by papermill with its default parameters (cwd: book/);
 #    on failure the partly executed notebook is kept as *.failed.ipynb for reading.
@@ -90,9 +113,10 @@ _build/executed/book/%.ipynb: book/%.md $(KN_SRC)
 
 # 2. the book is built from a staged copy of the sources in which each chapter is its executed
 #    notebook, so nothing runs twice; the build is strict (-W -n: warnings are errors).
-html: $(EXECUTED)
+html: $(EXECUTED) $(WIDGETS)/embed.js
 	@rm -rf _build/src && mkdir -p _build/src
 	@cp _config.yml _toc.yml _build/src/
+	@cp -R _assets _build/src/_assets && cp -R $(WIDGETS) _build/src/_assets/widgets
 	@cp -R book _build/src/book
 	@rm -f _build/src/book/*.ipynb $(CHAPTERS:%=_build/src/book/%.md)
 	@cp $(EXECUTED) _build/src/book/
