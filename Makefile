@@ -35,11 +35,12 @@ WIDGETS      := _build/assets/html-manager-$(HTML_MANAGER)
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help book test html execute venv assets clean clean-venv
+.PHONY: help book test html execute chapter venv assets clean clean-venv
 
 help:
 	@echo "make book   # set up .venv, execute the chapters, build the book into _build/html"
 	@echo "make test   # set up .venv, run tests/unit, tests/integration and tests/book"
+	@echo "make chapter NAME=dai_pararel PARAMS='-p model smollm2-135m'   # rerun one chapter, rebuild the book"
 
 # ---- the two README commands ------------------------------------------------------------------
 book: $(STAMP)
@@ -125,6 +126,25 @@ html: $(EXECUTED) $(WIDGETS)/embed.js
 	@start=$$(date +%s); \
 	$(BIN)/jupyter-book build _build/src --path-output . -W -n --keep-going; \
 	echo "built the book in $$(( $$(date +%s) - start )) s"
+
+# ---- one chapter with other parameters --------------------------------------------------------
+# make chapter NAME=dai_pararel PARAMS='-p model smollm2-135m -y "relations: [capital]"'
+# executes book/NAME.md with papermill's PARAMS into the notebook the book is built from, then
+# rebuilds the book (other chapters run only if they never ran). `make clean` returns to the defaults.
+chapter: $(STAMP)
+	@test -n "$(NAME)" -a -f "book/$(NAME).md" || { echo "usage: make chapter NAME=<one of: $(CHAPTERS)> PARAMS='-p name value ...'" >&2; exit 2; }
+	@mkdir -p _build/executed/book
+	@out=_build/executed/book/$(NAME); start=$$(date +%s); \
+	$(BIN)/jupytext --quiet --to ipynb --output $$out.src.ipynb book/$(NAME).md; \
+	if $(BIN)/papermill --cwd book --kernel python3 --no-progress-bar --log-level WARNING --execution-timeout 86400 \
+	     $$out.src.ipynb $$out.failed.ipynb $(PARAMS); then \
+	  mv $$out.failed.ipynb $$out.ipynb; rm -f $$out.src.ipynb; \
+	  echo "executed book/$(NAME).md with [$(PARAMS)] in $$(( $$(date +%s) - start )) s"; \
+	else \
+	  echo "FAILED: book/$(NAME).md (partly executed notebook: $$out.failed.ipynb)" >&2; exit 1; \
+	fi
+	@$(MAKE) --no-print-directory html
+	@echo "book: $(abspath _build/html/book/$(NAME).html)"
 
 clean:
 	rm -rf _build
