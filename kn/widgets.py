@@ -246,8 +246,14 @@ class FactExplorer:
             self.table_html,
         ])
 
+    def __repr__(self) -> str:
+        located = "not located" if self.neurons is None else f"{len(self.neurons)} neurons"
+        return (f"FactExplorer(model={self.model_select.value!r}, prompt={self.prompt_text.value!r}, "
+                f"answer={self.answer_text.value!r}, {located})")
+
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        """Jupyter shows the widget; text/plain (no widget manager) is the repr."""
+        return {**self.widget._repr_mimebundle_(**kwargs), "text/plain": repr(self)}
 
     # ---- the model ----
     @property

@@ -275,6 +275,7 @@ def test_a_given_lm_is_selected_and_displayed(gpt2):
     assert ex.model_select.value == gpt2.name and ex.lm is gpt2
     bundle = ex._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
+    assert bundle["text/plain"] == repr(ex) and "not located" in repr(ex) and "'France'" in repr(ex)
 
 
 def test_without_ipywidgets_the_error_says_how_to_install(monkeypatch, gpt2):
