@@ -202,9 +202,9 @@ class FactExplorer:
         self.paraphrases_text = w.Textarea(value="\n".join(paraphrases), description="paraphrases",
                                            placeholder="one prompt per line",
                                            layout=w.Layout(width="98%", height="96px"))
-        self.threshold_slider = w.FloatSlider(value=threshold, min=0.05, max=1.0, step=0.05, description="threshold",
+        self.threshold_slider = w.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.05, description="threshold",
                                               continuous_update=False, readout_format=".2f")
-        self.share_slider = w.FloatSlider(value=share, min=0.05, max=1.0, step=0.05, description="share",
+        self.share_slider = w.FloatSlider(value=share, min=0.0, max=1.0, step=0.05, description="share",
                                           continuous_update=False, readout_format=".2f")
         self.locate_button = w.Button(description="Locate", icon="crosshairs",
                                       tooltip="knowledge neurons shared by the paraphrases (as kn.locate)")
