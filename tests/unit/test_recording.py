@@ -81,3 +81,33 @@ def test_cli_records_a_run(finished, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads((dest / "provenance.json").read_text())["tables"]["facts"] == len(PAIRS)
+
+
+def test_a_format_1_run_loads_and_records(tmp_path):
+    """A run directory written by the code before kn.runs (the book's recorded runs) still loads and records."""
+    from format1 import write_format1_run
+
+    old = write_format1_run(tmp_path / "old")
+    res = load_run(old)
+    assert res.complete and res.config["format"] == 1
+    f = res.facts.set_index("fact_id")
+    assert list(f.index) == ["capital/France", "capital/Germany", "capital/Portugal", "language/Italy"]
+    assert f.error.dropna().to_dict() == {
+        "capital/Germany": "verify: RuntimeError: boom",
+        "capital/Portugal": "ValueError: the tokenizer cannot represent the answer 'Lisbon'"}
+    assert f.loc["capital/France", "suppression"] == pytest.approx((0.6 - 0.9) / 0.9)
+    assert f.loc["capital/France", "control_same_fact"] == "capital/Germany"
+    assert f.loc["capital/France", "control_other_amplification"] == pytest.approx(0.3 / 1.5)
+    assert f.n_neurons.tolist() == [2, 1, pd.NA, 0] and f.seconds.sum() == 5.0
+    r = res.relations.set_index("relation")
+    expected = {"facts": 3, "errors": 2, "facts_located": 2, "facts_with_neurons": 2, "facts_verified": 1,
+                "neurons_per_fact": 1.5, "share": 0.7, "relation_neurons": 2, "max_facts_sharing": 2}
+    assert r.loc["capital", list(expected)].to_dict() == expected
+    assert r.loc["capital", "suppression"] == pytest.approx((0.6 - 0.9) / 0.9)
+    assert r.loc["language", "facts_with_neurons"] == 0 and r.loc["language", "share"] == 0.65
+    assert res.neurons[["fact_id", "layer", "index", "n_prompts_found", "n_facts_sharing"]].values.tolist() == [
+        ["capital/France", 2, 5, 3, 2], ["capital/France", 2, 7, 2, 1], ["capital/Germany", 2, 5, 3, 2]]
+    assert res.prompts.p_suppressed.tolist()[:3] == [0.1, 0.2, 0.3] and len(res.prompts) == 9
+    rec = recording.read(recording.record_run(old, tmp_path / "rec", "kn run (format 1)", kn_commit="abc1234"))
+    assert rec.provenance["run_config"]["settings"]["method"] == "ig" and rec.provenance["seconds"] == 5.0
+    assert rec["facts"].fact_id.tolist() == list(f.index) and len(rec["neurons"]) == 3
