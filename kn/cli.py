@@ -69,8 +69,8 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def cmd_run(args) -> None:
-    from .data import load
-    from .run import run, select_facts
+    from .data import load, select_facts
+    from .run import run
 
     relations = [r.strip() for r in args.relations.split(",") if r.strip()] if args.relations else None
     try:  # before the model: a bad path fails fast

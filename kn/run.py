@@ -46,8 +46,9 @@ from tqdm.auto import tqdm
 
 from .locate import THRESHOLDS, prompt_sets, shared_counts, tune_share
 from .models import LM
-from .probing import answer_prob, probe
+from .probing import answer_prob
 from .tokens import targets
+from .data.select import resolve_relations, select_facts  # noqa: F401  (moved to kn.data.select)
 from .verify import effect, ratio_of_means
 
 log = logging.getLogger(__name__)
@@ -581,58 +582,3 @@ def _go(lm: LM, selected: list, st: _State, journal: Journal, out: Path, *, lang
                         st.verified, "fact_id")
             _write_tables(out, _tables(st))  # tidy results as we go
             last = time.monotonic()
-
-
-# -- choosing facts (CLI, book) --------------------------------------------------------------------
-def resolve_relations(facts, relations: Iterable[str]) -> list[str]:
-    """Relation ids of `facts` for the requested names; Wikidata ids (P36) also name built-in relations."""
-    have = list(facts.relations) if hasattr(facts, "relations") else list(dict.fromkeys(f.relation for f in facts))
-    wiki = {d.get("wikidata"): r for r, d in (getattr(facts, "info", {}) or {}).get("relations", {}).items()
-            if isinstance(d, dict)}
-    out = []
-    for r in relations:
-        if r in have:
-            out.append(r)
-        elif r in wiki and wiki[r] in have:
-            out.append(wiki[r])
-        else:
-            raise ValueError(f"relation {r!r} is not in the data; it has {', '.join(have)}")
-    return out
-
-
-def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation: int | None = None,
-                 language: str = "en", lm: LM | None = None, known: bool = False, k: int = 10,
-                 min_fraction: float = 0.5, seed: int = 0):
-    """A deterministic selection from a FactSet: the given relations, facts with a `language` version,
-    at most `per_relation` of each (seeded sample, original order kept); with `known`, only facts
-    whose gold token `lm` ranks in its top-`k` on at least `min_fraction` of their prompts (probed in
-    the sample's order until `per_relation` are found)."""
-    from .data.prepare import filter_known, prepare_fact
-
-    rels = resolve_relations(facts, relations) if relations else list(facts.relations)
-    pool = facts.filter(relation=rels, language=language)
-    if known and lm is None:
-        raise ValueError("known=True needs the model (lm=...)")
-    chosen: set[str] = set()
-    for r in rels:
-        ids = [f.fact_id for f in pool if f.relation == r]
-        random.Random(f"{seed}|{r}").shuffle(ids)
-        if not known:
-            chosen.update(ids if per_relation is None else ids[:per_relation])
-            continue
-        n = 0
-        for fid in ids:
-            if per_relation is not None and n >= per_relation:
-                break
-            try:
-                p = prepare_fact(pool[fid], lm, language)
-                if p is None or not p.prompts:
-                    continue
-                targets(lm, p.prompts[0], p.object)  # raises for an answer the tokenizer cannot write
-            except ValueError:
-                continue
-            if filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction).kept:
-                chosen.add(fid)
-                n += 1
-        log.info("relation %s: %d known facts selected", r, n)
-    return pool.filter(ids=chosen)

@@ -249,8 +249,7 @@ def test_cli_run(lm, tmp_path, monkeypatch, capsys):
 
 
 def test_select_facts_is_seeded_and_capped(lm):
-    from kn.data import builtin
-    from kn.run import select_facts
+    from kn.data import builtin, select_facts
 
     a = select_facts(builtin(), relations=["P36", "sport"], per_relation=3, seed=1)
     assert a == select_facts(builtin(), relations=["capital", "sport"], per_relation=3, seed=1)
