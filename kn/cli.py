@@ -68,25 +68,32 @@ def _fmt(x: float, spec: str) -> str:
     return "-" if x != x else format(x, spec)  # NaN: nothing verified
 
 
+def run_settings(args):
+    """The RunSettings of `kn run`'s arguments (the one place they meet)."""
+    from .runs import RunSettings
+
+    return RunSettings(language=args.language, method=args.method, steps=args.steps, threshold=args.threshold,
+                       share=args.share, min_prompts=args.min_prompts, controls=not args.no_controls, seed=args.seed)
+
+
 def cmd_run(args) -> None:
     from .data import load, select_facts
-    from .run import run
+    from .runs import run
 
+    settings = run_settings(args)  # before the data and the model: bad settings fail fast
     relations = [r.strip() for r in args.relations.split(",") if r.strip()] if args.relations else None
     try:  # before the model: a bad path fails fast
-        facts = load(args.data, relations=relations, languages=[args.language])
+        facts = load(args.data, relations=relations, languages=[settings.language])
     except OSError as err:  # missing files, offline download: one readable line
         raise ValueError(f"cannot load --data {args.data!r}: {err}") from err
     lm = _load(args)
     t0 = time.perf_counter()
-    facts = select_facts(facts, relations=relations, per_relation=args.facts_per_relation, language=args.language,
-                         lm=lm, known=args.known, seed=args.seed)
+    facts = select_facts(facts, relations=relations, per_relation=args.facts_per_relation, language=settings.language,
+                         lm=lm, known=args.known, seed=settings.seed)
     if not len(facts):
-        raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, language {args.language!r})")
+        raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, language {settings.language!r})")
     print(f"{lm.name}: {len(facts)} facts of {len(facts.relations)} relations -> {args.out}", file=sys.stderr)
-    res = run(lm, facts, args.out, language=args.language, method=args.method, steps=args.steps,
-              threshold=args.threshold, share=args.share, min_prompts=args.min_prompts,
-              controls=not args.no_controls, seed=args.seed, resume=not args.fresh)
+    res = run(lm, facts, args.out, settings, resume=not args.fresh)
     rows = [(r.relation, r.facts, r.errors, _fmt(r.neurons_per_fact, ".2f"), _fmt(r.share, ".2f"),
              _fmt(r.suppression, "+.1%"), _fmt(r.amplification, "+.1%"), _fmt(r.control_other_suppression, "+.1%"),
              _fmt(r.control_other_amplification, "+.1%")) for r in res.relations.itertuples()]
@@ -108,6 +115,9 @@ def cmd_record(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .locate import THRESHOLDS
+    from .runs import RunSettings
+
     parser = argparse.ArgumentParser(prog="kn", description="Knowledge neurons in transformer language models.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,15 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--known", action="store_true",
                    help="only facts the model knows (gold in its top 10 on at least half the prompts)")
     p.add_argument("--out", "-o", required=True, help="run directory (created; an existing run there is resumed)")
-    p.add_argument("--language", default="en")
-    p.add_argument("--method", choices=["ig", "activation"], default="ig")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--threshold", type=float, default=None, help="coarse filter t (default 0.2 ig, 0.5 activation)")
-    p.add_argument("--share", type=float, default=0.7, help="starting refinement share p (tuned per relation)")
-    p.add_argument("--min-prompts", type=int, default=3)
+    D = RunSettings()  # the defaults live there
+    p.add_argument("--language", default=D.language)
+    p.add_argument("--method", choices=list(THRESHOLDS), default=D.method)
+    p.add_argument("--steps", type=int, default=D.steps)
+    p.add_argument("--threshold", type=float, default=D.threshold,
+                   help=f"coarse filter t (default {', '.join(f'{t} {m}' for m, t in THRESHOLDS.items())})")
+    p.add_argument("--share", type=float, default=D.share, help="starting refinement share p (tuned per relation)")
+    p.add_argument("--min-prompts", type=int, default=D.min_prompts)
     p.add_argument("--no-controls", action="store_true", help="skip the other- and same-relation controls")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="replace a run already in --out instead of resuming it")
+    p.add_argument("--seed", type=int, default=D.seed)
+    p.add_argument("--fresh", action="store_true",
+                   help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
     common(p)
     p.set_defaults(func=cmd_run)
 

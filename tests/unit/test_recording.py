@@ -12,7 +12,7 @@ import torch
 
 from kn import recording
 from kn.data.schema import Fact, FactSet
-from kn.run import CONFIG, JOURNAL, load_run, run
+from kn.runs import CONFIG, JOURNAL, load_run, run
 from kn.testing import tiny_lm
 
 TEMPLATES = ["the capital of [X] is [Y]", "[X] capital city is [Y]", "in [X] the capital is [Y]",

@@ -1,4 +1,4 @@
-"""kn.run: dataset runs on a tiny model: tidy tables, errors recorded, kill -9 and resume, config checks."""
+"""kn.runs: dataset runs on a tiny model: tidy tables, errors recorded, kill -9 and resume, config checks."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from kn.data.schema import Fact, FactSet
-from kn.run import JOURNAL, RunConfigError, load_run, run
+from kn.runs import JOURNAL, RunConfigError, RunSettings, load_run, run
 from kn.testing import tiny_lm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,16 +127,16 @@ def test_error_recorded_and_run_goes_on(baseline):
 
 
 def test_any_exception_is_recorded(lm, tmp_path, monkeypatch):
-    import kn.run  # noqa: F401
-    R = sys.modules["kn.run"]
-    real = R.prompt_sets
+    from kn.runs.phases import locate as L
+
+    real = L.prompt_sets
 
     def flaky(lm_, prompts, answer, **kw):
         if answer == "German":
             raise RuntimeError("simulated failure")
         return real(lm_, prompts, answer, **kw)
 
-    monkeypatch.setattr(R, "prompt_sets", flaky)
+    monkeypatch.setattr(L, "prompt_sets", flaky)
     res = run(lm, tiny_facts(), tmp_path, steps=STEPS, progress=False)
     errors = res.facts.set_index("fact_id").error.dropna()
     assert errors["language/Germany"] == "RuntimeError: simulated failure"
@@ -169,6 +169,102 @@ def test_config_mismatch_refuses_to_resume(lm, baseline):
         run(tiny_lm("Llama"), tiny_facts(), baseline.out_dir, steps=STEPS, progress=False)
 
 
+# one other valid value per setting: a run must notice a change of any of them
+CHANGED = {"phases": ("locate",), "language": "de", "method": "activation", "steps": STEPS + 1, "threshold": 0.3,
+           "share": 0.6, "min_prompts": 2, "kns_per_fact": (1, 4), "share_step": 0.1, "share_tries": 3,
+           "relation_neuron_share": 0.2, "controls": False, "seed": 1, "suppress_factor": 0.5, "amplify_factor": 3.0}
+
+
+def test_config_records_the_settings_the_run_used(baseline):
+    from kn.runs.settings import field_names
+
+    cfg = json.loads((baseline.out_dir / "config.json").read_text())
+    settings = RunSettings(steps=STEPS)
+    assert cfg["settings"] == settings.asdict() and list(cfg["settings"]) == field_names()
+    assert RunSettings.from_dict(cfg["settings"]).asdict() == cfg["settings"] and baseline.settings.steps == STEPS
+    assert cfg["settings"]["threshold"] == 0.2  # resolved: the value the run used, not "the default"
+    assert cfg["kind"] == "kn run" and cfg["format"] == 2
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED))
+def test_any_changed_setting_refuses_to_resume(lm, baseline, name):
+    from kn.runs.settings import field_names
+
+    assert set(CHANGED) == set(field_names()), "a new setting needs a changed value here"
+    before = (baseline.out_dir / JOURNAL).read_bytes()
+    changed = RunSettings.make(RunSettings(steps=STEPS), **{name: CHANGED[name]})
+    with pytest.raises(RunConfigError, match=rf"(?s)cannot be resumed:.*settings\.{name}: "):
+        run(lm, tiny_facts(), baseline.out_dir, changed, progress=False)
+    assert (baseline.out_dir / JOURNAL).read_bytes() == before
+
+
+def test_settings_are_checked_once_with_clear_errors(lm, tmp_path):
+    for bad, message in [(dict(share=1.5), "share must be in"), (dict(steps=0), "steps must be an int >= 1"),
+                         (dict(phases=("verify",)), "needs \\['locate'\\] before it"),
+                         (dict(phases=("locate", "nope")), "unknown phase 'nope'"),
+                         (dict(kns_per_fact=(5, 2)), "kns_per_fact must be"), (dict(method="x"), "method must be")]:
+        with pytest.raises(ValueError, match=message):
+            RunSettings(**bad)
+    with pytest.raises(TypeError, match="unknown run setting.*stepz"):
+        run(lm, tiny_facts(), tmp_path, stepz=3, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing written before the settings are valid
+
+
+def test_a_format_1_run_resumes(lm, baseline, tmp_path):
+    """A directory the code before kn.runs wrote (config format 1, same journal) resumes as a no-op."""
+    for name in ("config.json", JOURNAL):
+        (tmp_path / name).write_bytes((baseline.out_dir / name).read_bytes())
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    old = {k: v for k, v in cfg["settings"].items() if k not in ("phases", "relation_neuron_share")}
+    (tmp_path / "config.json").write_text(json.dumps({**{k: v for k, v in cfg.items() if k != "kind"},
+                                                      "format": 1, "settings": old}))
+    res = run(lm, tiny_facts(), tmp_path, steps=STEPS, progress=False)
+    assert (tmp_path / JOURNAL).read_bytes() == (baseline.out_dir / JOURNAL).read_bytes()
+    assert_same_results(res, baseline)
+    assert res.config["format"] == 1 and res.settings == RunSettings(steps=STEPS, threshold=0.2)
+    with pytest.raises(RunConfigError, match=r"settings\.seed: 1 now, 0"):
+        run(lm, tiny_facts(), tmp_path, steps=STEPS, seed=1, progress=False)
+
+
+def test_a_new_phase_is_one_class(lm, tmp_path, monkeypatch):
+    """A phase added without touching the others: its records, its fact column, its own table; resumable."""
+    from kn.runs import phases
+    from kn.runs.phases.locate import knowledge_neurons
+
+    class Layers(phases.Phase):
+        name, fact_record, needs = "layers", "layers", ("locate",)
+        fact_columns, table_names = ("top_layer",), ("layers",)
+
+        def wants(self, fact_id, state):
+            return knowledge_neurons(state, fact_id, state.get("fact", fact_id)["relation"]) is not None
+
+        def run_fact(self, lm, fact, state):
+            kns = knowledge_neurons(state, fact.fact_id, fact.relation)
+            return {"type": self.fact_record, "fact_id": fact.fact_id, "relation": fact.relation,
+                    "layers": sorted({l for l, _ in kns})}
+
+        def fact_row(self, fact_id, state):
+            rec = state.get(self.fact_record, fact_id)
+            return {"top_layer": max(rec["layers"], default=None) if rec else None}
+
+        def tables(self, state):
+            rows = [{"fact_id": f, "layer": l} for f, r in state.all(self.fact_record).items() for l in r["layers"]]
+            return {"layers": pd.DataFrame(rows, columns=["fact_id", "layer"])}
+
+    monkeypatch.setitem(phases.PHASES, "layers", Layers)
+    facts = tiny_facts().filter(relation="language")
+    res = run(lm, facts, tmp_path, steps=2, phases=("locate", "layers"), progress=False)
+    assert list(res.facts.columns[-3:]) == ["top_layer", "seconds", "error"] and "suppression" not in res.facts
+    by_fact = res.neurons.groupby("fact_id").layer.max()
+    assert res.facts.set_index("fact_id").top_layer.to_dict() == by_fact.to_dict()
+    assert set(res.layers.fact_id) == set(by_fact.index) and (tmp_path / "layers.parquet").exists()
+    assert [r["type"] for r in records(tmp_path)] == ["fact"] * 4 + ["relation"] + ["layers"] * 4
+    assert_same_results(load_run(tmp_path), res)
+    journal = (tmp_path / JOURNAL).read_bytes()
+    assert_same_results(run(lm, facts, tmp_path, steps=2, phases=("locate", "layers"), progress=False), res)
+    assert (tmp_path / JOURNAL).read_bytes() == journal
+
+
 def test_fresh_replaces_a_run(lm, tmp_path):
     facts = tiny_facts().filter(relation="language")
     run(lm, facts, tmp_path, steps=2, controls=False, progress=False)
@@ -180,17 +276,17 @@ def test_fresh_replaces_a_run(lm, tmp_path):
 CHILD = textwrap.dedent("""
     import sys, time, torch
     torch.set_num_threads(1)
-    import kn.run
+    import kn
     from kn.data.schema import FactSet
+    from kn.runs.phases import locate as L, verify as V
     from kn.testing import tiny_lm
-    R = sys.modules["kn.run"]
     def slow(f, pause):  # slow enough to be killed part-way
         def g(*a, **k):
             time.sleep(pause)
             return f(*a, **k)
         return g
-    R.prompt_sets, R.effect = slow(R.prompt_sets, 0.3), slow(R.effect, 0.3)
-    R.run(tiny_lm("GPT-2"), FactSet.load(sys.argv[1], name="tiny"), sys.argv[2], steps=%d, progress=False)
+    L.prompt_sets, V.Verify._effect = slow(L.prompt_sets, 0.3), slow(V.Verify._effect, 0.3)
+    kn.run(tiny_lm("GPT-2"), FactSet.load(sys.argv[1], name="tiny"), sys.argv[2], steps=%d, progress=False)
     print("finished")
 """) % STEPS
 
@@ -261,3 +357,36 @@ def test_select_facts_is_seeded_and_capped(lm):
     assert len(select_facts(tiny_facts(), per_relation=2, lm=lm, known=True, k=everything)) == 4
     with pytest.raises(ValueError, match="not in the data"):
         select_facts(builtin(), relations=["P9999"])
+
+
+def test_fresh_never_replaces_what_is_not_a_run(lm, tmp_path, monkeypatch, capsys):
+    """--fresh on a model directory (its own config.json) or any other non-empty non-run directory:
+    refused with a clear error, nothing deleted; an empty directory is fine."""
+    from kn import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    files = {"config.json": '{"model_type": "gpt2", "n_layer": 3}', "model.safetensors": "weights",
+             "journal.jsonl": '{"not": "a kn journal"}\n'}
+    for name, text in files.items():
+        (model_dir / name).write_text(text)
+    args = ["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "1", "--steps", "2",
+            "--no-controls", "--out"]
+    assert cli.main(args + [str(model_dir), "--fresh"]) == 2
+    err = capsys.readouterr().err
+    assert "not a kn run" in err and "config.json" in err and "nothing was deleted" in err
+    assert {p.name: p.read_text() for p in model_dir.iterdir() if p.name != ".lock"} == files
+    assert cli.main(args + [str(model_dir)]) == 2  # resuming into it is refused too, without suggesting --fresh
+    err = capsys.readouterr().err
+    assert "not a kn run" in err and "--fresh" not in err
+    assert {p.name: p.read_text() for p in model_dir.iterdir() if p.name != ".lock"} == files
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunConfigError, match="not a kn run"):
+        run(lm, tiny_facts()[:1], other, steps=2, controls=False, progress=False, resume=False)
+    assert [p.name for p in other.iterdir() if p.name != ".lock"] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(args + [str(empty), "--fresh"]) == 0

@@ -1,0 +1,28 @@
+"""Dataset runs: knowledge neurons located and verified over relations x facts, kill-safe, with tidy
+results (Dai et al. 2022, sections 3-4; algorithms.md section 1).
+
+A run lives in one directory:
+
+- ``config.json``: what was run (`RunSettings`, ``lm.describe()``, the data's name and fingerprint,
+  ``kn.__version__``; `kn.runs.config`). A run resumes only into a directory whose config is the same.
+- ``journal.jsonl``: the source of truth (`kn.runs.journal`). Append-only, one JSON record per line,
+  each flushed and fsynced before the run moves on. A restart reads it, cuts off a torn last line (a
+  kill during a write) and skips the work it holds, so no fact is lost or done twice.
+- ``facts.parquet``, ``relations.parquet``, ``prompts.parquet`` and the phases' own tables
+  (``neurons.parquet``): tidy tables, rebuilt from the journal after each relation and at the end
+  (`load_run` rebuilds them anywhere; `kn.runs.tables`).
+
+The work is done by phases (`kn.runs.phases`: "locate", then "verify"), each with its own journal
+records and table columns. Controls are picked by a seeded RNG keyed on the fact id, so a resumed run
+equals an uninterrupted one.
+"""
+from .config import FORMAT
+from .directory import CONFIG, JOURNAL, RunConfigError
+from .engine import run
+from .journal import Journal
+from .phases import PHASES, Phase
+from .result import RunResult, load_run
+from .settings import RunSettings
+
+__all__ = ["CONFIG", "FORMAT", "JOURNAL", "PHASES", "Journal", "Phase", "RunConfigError", "RunResult",
+           "RunSettings", "load_run", "run"]

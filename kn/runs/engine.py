@@ -1,0 +1,117 @@
+"""The run loop: relation by relation, each phase's work journaled record by record (kill-safe)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from . import config as C
+from . import tables as T
+from .directory import JOURNAL, locked, read_config, start
+from .journal import Journal
+from .phases import Phase, make_phases, record_keys, table_names
+from .result import RunResult
+from .settings import RunSettings
+from .state import State
+
+log = logging.getLogger(__name__)
+
+TABLES_EVERY = 60.0  # seconds: the tidy tables are also rewritten this often during a long relation
+
+
+def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = None, *, progress: bool = True,
+        resume: bool = True, **changes) -> RunResult:
+    """Locate and verify the knowledge neurons of every fact in `facts` (a FactSet or Facts), kill-safe.
+
+    settings: a `kn.RunSettings` (default: the paper's); `changes` override its fields
+    (`kn.run(lm, facts, out, steps=4, share=0.5)`). Facts without a `settings.language` version are
+    left out. The run's phases (`settings.phases`) work relation by relation: "locate" finds each
+    fact's coarse sets, then tunes the relation's share and fixes each fact's knowledge neurons;
+    "verify" suppresses / amplifies them on the fact and, with `controls`, on a random fact of
+    another relation and of the same relation. Results go to `out_dir` (kn.runs): an interrupted run
+    restarted with the same arguments resumes; `resume=False` replaces a run there (or fills an empty
+    directory; anything else is refused). A fact that raises is recorded with its error.
+    """
+    settings = RunSettings.make(settings, **changes)
+    facts = facts if hasattr(facts, "__len__") else list(facts)
+    selected = [f for f in facts if f.has(settings.language)]
+    if len(selected) < len(facts):
+        log.info("%d of %d facts have no %r version; left out", len(facts) - len(selected), len(facts),
+                 settings.language)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    phases = make_phases(settings)
+    with locked(out):
+        start(out, C.make(lm, facts, selected, settings), resume, table_names())
+        journal = Journal(out / JOURNAL)
+        try:
+            _work(lm, selected, phases, State(record_keys(phases), journal.read()), journal, out, progress)
+        finally:
+            journal.close()
+        # the final tables come from the journal as it stands on disk
+        tables = T.build(State(record_keys(phases), journal.read()), phases)
+        T.write(out, tables)
+    return RunResult(out, read_config(out), tables)
+
+
+def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Journal, out: Path,
+          progress: bool) -> None:
+    root = phases[0]
+    for p in phases:
+        p.start(lm, selected)
+    done = sum(state.has(root.fact_record, f.fact_id) for f in selected)
+    if done:
+        log.info("resuming: %d of %d facts already %sd", done, len(selected), root.name)
+    writer = _Writer(out, state, phases)
+    with tqdm(total=len(selected), initial=done, desc="facts", unit="fact", disable=not progress) as bar:
+        for relation, rel_facts in _grouped(selected).items():
+            if all(_finished(p, relation, rel_facts, state) for p in phases):
+                continue  # finished before a restart
+            for p in phases:
+                bar.set_postfix_str(relation if p is root else f"{relation}: {p.name}")
+                for f in _todo(p, rel_facts, state):
+                    writer.add(journal, p.run_fact(lm, f, state))
+                    if p is root:
+                        bar.update()
+                if p.relation_record and not state.has(p.relation_record, relation):
+                    writer.add(journal, p.run_relation(lm, relation, rel_facts, state))
+            writer.write()  # tidy results as we go
+
+
+def _todo(p: Phase, facts: Sequence, state: State) -> list:
+    if not p.fact_record:
+        return []
+    return [f for f in facts if not state.has(p.fact_record, f.fact_id) and p.wants(f.fact_id, state)]
+
+
+def _finished(p: Phase, relation: str, facts: Sequence, state: State) -> bool:
+    return not _todo(p, facts, state) and (not p.relation_record or state.has(p.relation_record, relation))
+
+
+def _grouped(facts: Sequence) -> dict[str, list]:
+    groups: dict[str, list] = {}
+    for f in facts:
+        groups.setdefault(f.relation, []).append(f)
+    return groups
+
+
+class _Writer:
+    """Journals records into the state, rewriting the tables at most every TABLES_EVERY seconds."""
+
+    def __init__(self, out: Path, state: State, phases: list[Phase]):
+        self.out, self.state, self.phases = out, state, phases
+        self.last = time.monotonic()
+
+    def add(self, journal: Journal, record: dict) -> None:
+        journal.append(record)
+        self.state.add(record)
+        if time.monotonic() - self.last > TABLES_EVERY:
+            self.write()
+
+    def write(self) -> None:
+        T.write(self.out, T.build(self.state, self.phases))
+        self.last = time.monotonic()

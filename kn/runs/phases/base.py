@@ -1,0 +1,98 @@
+"""The unit of a run: a `Phase` does one kind of work per fact and/or per relation, journals one
+record type for each, and adds its columns (and tables of its own) to the run's tidy tables.
+
+A run's phases run in order, relation by relation: for each phase, every fact it wants
+(`run_fact`), then the relation (`run_relation`). A phase may read the records of the phases it
+`needs` (they come earlier). Tables: the facts table has a row per fact of the first phase's fact
+records, the prompts table a row per prompt the first phase counts (`n_prompts`), the relations table
+a row per relation with a relation record; each phase adds its columns to those rows, in phase order
+(`follows` places a column right after another one), and `tables` returns its own tables.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from ...verify import ratio_of_means
+from ..settings import RunSettings
+from ..state import State
+
+
+class Phase:
+    """Base class of the run phases (subclasses set the class attributes and override what they do)."""
+
+    name: ClassVar[str]
+    fact_record: ClassVar[str | None] = None  # journal record type of its per-fact records
+    relation_record: ClassVar[str | None] = None  # ... of its per-relation records
+    needs: ClassVar[tuple[str, ...]] = ()  # phases whose records it reads (they run before it)
+    fact_columns: ClassVar[tuple[str, ...]] = ()  # columns it adds to the facts table
+    prompt_columns: ClassVar[tuple[str, ...]] = ()  # ... to the prompts table
+    relation_columns: ClassVar[tuple[str, ...]] = ()  # ... to the relations table
+    follows: ClassVar[Mapping[str, str]] = {}  # column -> the column it comes right after
+    dtypes: ClassVar[Mapping[str, str]] = {}  # facts-table column -> pandas dtype
+    table_names: ClassVar[tuple[str, ...]] = ()  # its own tables (`tables`)
+    headline: ClassVar[tuple[str, ...]] = ()  # relations-table columns `RunResult.headline` averages
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings
+
+    # -- the work (a model at hand) ------------------------------------------------------------
+    def start(self, lm, facts: Sequence) -> None:
+        """Called once before the run's loop, with the run's facts."""
+
+    def wants(self, fact_id: str, state: State) -> bool:
+        """Whether the fact gets a record of this phase (once the phases it needs are done)."""
+        return True
+
+    def run_fact(self, lm, fact, state: State) -> dict:
+        """The journal record of one fact (an `error` field rather than an exception)."""
+        raise NotImplementedError
+
+    def run_relation(self, lm, relation: str, facts: Sequence, state: State) -> dict:
+        """The journal record of one relation, once all its facts have this phase's records."""
+        raise NotImplementedError
+
+    # -- the tables (journal records only) -----------------------------------------------------
+    def fact_row(self, fact_id: str, state: State) -> dict:
+        return {}
+
+    def n_prompts(self, fact_id: str, state: State) -> int:
+        """How many prompt rows the fact has (asked of the first phase only)."""
+        return 0
+
+    def prompt_row(self, fact_id: str, index: int, state: State) -> dict:
+        return {}
+
+    def relation_row(self, relation: str, facts, state: State) -> dict:
+        """Its relations-table columns; `facts` is the relation's rows of the facts table."""
+        return {}
+
+    def tables(self, state: State) -> dict:
+        """Its own tables {name: DataFrame} (names in `table_names`)."""
+        return {}
+
+    def error(self, fact_id: str, state: State) -> dict | None:
+        """The {type, message} its record of the fact holds, if any."""
+        rec = state.get(self.fact_record, fact_id)
+        return rec.get("error") if rec else None
+
+
+def record(kind: str, **fields: Any) -> dict:
+    """A journal record: its type first (the line starts with it)."""
+    return {"type": kind, **fields}
+
+
+def error_of(err: BaseException) -> dict:
+    return {"type": type(err).__name__, "message": str(err)}
+
+
+def mean(x) -> float:
+    """The mean, NaN for nothing."""
+    return float(np.mean(x)) if x is not None and len(x) else math.nan
+
+
+def ratio(before: Sequence[float], after: Sequence[float]) -> float:
+    """The paper's relative change mean(after - before) / mean(before), NaN for nothing."""
+    return ratio_of_means(before, after) if len(before) else math.nan

@@ -1,0 +1,151 @@
+"""Phase "locate" (Dai et al. 2022, section 3.2): per fact, each prompt's coarse neuron set and
+P(gold); per relation, the tuned refinement share and each located fact's knowledge neurons.
+
+Records: ``fact`` = {fact_id, relation, subject, answer, prompts, sets (per prompt, [[layer, index],
+...]), p_before (per prompt), seconds}, or the same with ``error`` = {type, message};
+``relation`` = {relation, share (None if no fact was located), facts (ids located), neurons
+{fact_id: [[layer, index], ...]}}. Own table: ``neurons``, a row per (fact, knowledge neuron).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Sequence
+
+from ...locate import prompt_sets, shared_counts, tune_share
+from ...probing import answer_prob
+from ..state import State
+from .base import Phase, error_of, mean, record
+
+log = logging.getLogger(__name__)
+
+Neuron = tuple[int, int]
+NEURON_COLUMNS = ["fact_id", "relation", "layer", "index", "n_prompts_found", "n_facts_sharing"]
+
+
+def fact_prompts(lm, fact, language: str = "en") -> tuple[list[str], str]:
+    """The fact's prompts for `lm` (masked: cloze with [MASK]; causal: object-last prefixes) and its answer."""
+    from ...data.prepare import prepare_fact
+
+    p = prepare_fact(fact, lm, language)
+    if p is None or not p.prompts:
+        kind = "masked" if lm.masked else "causal (object-last templates only)"
+        raise ValueError(f"fact {fact.fact_id!r} has no {language!r} prompt usable by a {kind} LM")
+    return list(p.prompts), p.object
+
+
+# -- what later phases read ----------------------------------------------------------------------
+def located(state: State, fact_id: str) -> dict | None:
+    """The fact's record if it was located without error: prompts, answer, sets, p_before."""
+    rec = state.get(Locate.fact_record, fact_id)
+    return rec if rec is not None and "error" not in rec else None
+
+
+def knowledge_neurons(state: State, fact_id: str, relation: str) -> list[Neuron] | None:
+    """The fact's knowledge neurons; None before its relation is tuned or if it was not located."""
+    rel = state.get(Locate.relation_record, relation)
+    kns = rel["neurons"].get(fact_id) if rel else None
+    return None if kns is None else [tuple(n) for n in kns]
+
+
+def located_facts(state: State, relation: str) -> list[str]:
+    """The relation's facts located without error (empty before it is tuned)."""
+    rel = state.get(Locate.relation_record, relation)
+    return list(rel["facts"]) if rel else []
+
+
+class Locate(Phase):
+    name = "locate"
+    fact_record = "fact"
+    relation_record = "relation"
+    fact_columns = ("subject", "answer", "n_prompts", "n_coarse", "n_neurons", "share", "p_before")
+    prompt_columns = ("prompt", "n_coarse", "p_before")
+    relation_columns = ("facts_located", "facts_with_neurons", "neurons_per_fact", "share", "relation_neurons",
+                        "max_facts_sharing")
+    dtypes = {"n_prompts": "Int64", "n_neurons": "Int64"}
+    table_names = ("neurons",)
+    headline = ("neurons_per_fact", "share")
+
+    # -- the work ------------------------------------------------------------------------------
+    def run_fact(self, lm, fact, state: State) -> dict:
+        s = self.settings
+        t0 = time.perf_counter()
+        rec = record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation,
+                     subject=fact.subject.get(s.language))
+        try:
+            prompts, answer = fact_prompts(lm, fact, s.language)
+            rec |= {"answer": answer, "prompts": prompts}
+            if len(prompts) < s.min_prompts:
+                raise ValueError(f"{len(prompts)} usable prompt(s), fewer than min_prompts={s.min_prompts}: "
+                                 f"no neuron could pass the refinement")
+            sets = prompt_sets(lm, prompts, answer, threshold=s.coarse_threshold, method=s.method, steps=s.steps)
+            rec["sets"] = [sorted([l, i] for l, i in p) for p in sets]
+            rec["p_before"] = [answer_prob(lm, p, answer) for p in prompts]
+        except Exception as err:  # recorded; the run goes on
+            log.warning("fact %s failed: %s: %s", fact.fact_id, type(err).__name__, err)
+            rec["error"] = error_of(err)
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        return rec
+
+    def run_relation(self, lm, relation: str, facts: Sequence, state: State) -> dict:
+        s = self.settings
+        ok = [r for r in (located(state, f.fact_id) for f in facts) if r is not None]
+        rec = record(self.relation_record, relation=relation, share=None, facts=[r["fact_id"] for r in ok],
+                     neurons={})
+        if ok:
+            low, high = s.kns_per_fact
+            share, kns = tune_share([[{tuple(n) for n in p} for p in r["sets"]] for r in ok], s.share, low=low,
+                                    high=high, step=s.share_step, tries=s.share_tries, min_prompts=s.min_prompts)
+            rec["share"] = share
+            rec["neurons"] = {r["fact_id"]: [list(n) for n in k] for r, k in zip(ok, kns)}
+        return rec
+
+    # -- the tables ----------------------------------------------------------------------------
+    def fact_row(self, fact_id: str, state: State) -> dict:
+        r = state.get(self.fact_record, fact_id)
+        rel = state.get(self.relation_record, r["relation"])
+        kns = knowledge_neurons(state, fact_id, r["relation"])
+        sets = r.get("sets")
+        return {"subject": r.get("subject"), "answer": r.get("answer"),
+                "n_prompts": len(r["prompts"]) if "prompts" in r else None,
+                "n_coarse": mean([len(p) for p in sets]) if sets else math.nan,
+                "n_neurons": len(kns) if kns is not None else None,
+                "share": rel["share"] if rel and kns is not None else math.nan,
+                "p_before": mean(r.get("p_before"))}
+
+    def n_prompts(self, fact_id: str, state: State) -> int:
+        return len(state.get(self.fact_record, fact_id).get("prompts") or [])
+
+    def prompt_row(self, fact_id: str, index: int, state: State) -> dict:
+        r = state.get(self.fact_record, fact_id)
+        sets = r.get("sets")
+        return {"prompt": r["prompts"][index], "n_coarse": len(sets[index]) if sets else None,
+                "p_before": r["p_before"][index] if "p_before" in r else math.nan}
+
+    def relation_row(self, relation: str, facts, state: State) -> dict:
+        rel = state.get(self.relation_record, relation)
+        if rel is None:
+            return {}
+        kns = rel["neurons"]
+        counts = shared_counts([[tuple(n) for n in k] for k in kns.values()])
+        n_loc = len(rel["facts"])
+        return {"facts_located": n_loc, "facts_with_neurons": sum(1 for k in kns.values() if k),
+                "neurons_per_fact": mean([len(k) for k in kns.values()]),
+                "share": rel["share"] if rel["share"] is not None else math.nan,
+                "relation_neurons": sum(c >= self.settings.relation_neuron_share * n_loc for c in counts.values()),
+                "max_facts_sharing": max(counts.values(), default=0)}
+
+    def tables(self, state: State) -> dict:
+        import pandas as pd
+
+        rows = []
+        for relation, rel in state.all(self.relation_record).items():
+            counts = shared_counts([[tuple(n) for n in k] for k in rel["neurons"].values()])
+            for fid, kns in rel["neurons"].items():
+                found = [{tuple(n) for n in p} for p in state.get(self.fact_record, fid)["sets"]]
+                for l, i in kns:
+                    rows.append({"fact_id": fid, "relation": relation, "layer": l, "index": i,
+                                 "n_prompts_found": sum((l, i) in p for p in found),
+                                 "n_facts_sharing": counts[(l, i)]})
+        return {"neurons": pd.DataFrame(rows, columns=NEURON_COLUMNS)}

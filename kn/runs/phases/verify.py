@@ -1,0 +1,113 @@
+"""Phase "verify" (Dai et al. 2022, section 4.2): each fact's knowledge neurons suppressed and
+amplified on its own prompts and, with controls, on a fact of another relation and of the same one.
+
+Record: ``verify`` = {fact_id, relation, fact / other / same = {fact_id, before, suppressed,
+amplified} (P(gold) per prompt; other / same may be null)}, or {fact_id, relation, error}.
+Relation columns are ratios of means over the relation's verified facts.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+from ...interventions import scaled
+from ...probing import answer_prob
+from ..state import State
+from .base import Phase, error_of, mean, ratio, record
+from .controls import Controls
+from .locate import knowledge_neurons, located, located_facts
+
+log = logging.getLogger(__name__)
+
+CONTROLS = ("other", "same")
+EFFECT = ("p_before", "p_suppressed", "p_amplified", "suppression", "amplification")
+
+
+class Verify(Phase):
+    name = "verify"
+    fact_record = "verify"
+    needs = ("locate",)
+    fact_columns = ("p_suppressed", "p_amplified", "suppression", "amplification",
+                    *[f"control_{c}_{k}" for c in CONTROLS for k in ("fact", *EFFECT)])
+    prompt_columns = ("p_suppressed", "p_amplified")
+    relation_columns = ("facts_verified", "p_before", "suppression", "amplification",
+                        *[f"control_{c}_{k}" for c in CONTROLS for k in ("suppression", "amplification")])
+    follows = {"facts_verified": "facts_with_neurons"}
+    headline = ("suppression", "amplification",
+                *[f"control_{c}_{k}" for c in CONTROLS for k in ("suppression", "amplification")])
+
+    controls: Controls | None = None
+
+    # -- the work ------------------------------------------------------------------------------
+    def start(self, lm, facts: Sequence) -> None:
+        s = self.settings
+        self.controls = Controls(lm, facts, s.language, s.seed) if s.controls else None
+
+    def wants(self, fact_id: str, state: State) -> bool:
+        rec = located(state, fact_id)
+        return rec is not None and bool(knowledge_neurons(state, fact_id, rec["relation"]))
+
+    def run_fact(self, lm, fact, state: State) -> dict:
+        rec = located(state, fact.fact_id)
+        out = record(self.fact_record, fact_id=rec["fact_id"], relation=rec["relation"])
+        neurons = knowledge_neurons(state, rec["fact_id"], rec["relation"])
+        try:
+            out["fact"] = {"fact_id": rec["fact_id"], **self._effect(lm, rec["prompts"], rec["answer"], neurons)}
+            out["other"] = out["same"] = None
+            if self.controls is not None:
+                o = self.controls.other(rec["fact_id"], rec["relation"])
+                if o is not None:
+                    prompts, answer = self.controls.prompts(o)
+                    out["other"] = {"fact_id": o, **self._effect(lm, prompts, answer, neurons)}
+                same = self.controls.same(rec["fact_id"], located_facts(state, rec["relation"]))
+                if same is not None:
+                    s = located(state, same)
+                    out["same"] = {"fact_id": same, **self._effect(lm, s["prompts"], s["answer"], neurons)}
+        except Exception as err:
+            log.warning("verifying %s failed: %s: %s", rec["fact_id"], type(err).__name__, err)
+            out = {k: out[k] for k in ("type", "fact_id", "relation")} | {"error": error_of(err)}
+        return out
+
+    def _effect(self, lm, prompts: Sequence[str], answer: str, neurons) -> dict:
+        """P(gold) per prompt before, and with the neurons multiplied by the suppress / amplify factors."""
+        s = self.settings
+        out = {"before": [answer_prob(lm, p, answer) for p in prompts]}
+        for key, factor in (("suppressed", s.suppress_factor), ("amplified", s.amplify_factor)):
+            with scaled(lm, neurons, factor):
+                out[key] = [answer_prob(lm, p, answer) for p in prompts]
+        return out
+
+    # -- the tables ----------------------------------------------------------------------------
+    def fact_row(self, fact_id: str, state: State) -> dict:
+        v = state.get(self.fact_record, fact_id) or {}
+        row = _effect_columns("", v.get("fact"))
+        del row["p_before"]  # the fact's own P(gold) before is the locate phase's column
+        for c in CONTROLS:
+            e = v.get(c)
+            row |= {f"control_{c}_fact": e and e["fact_id"], **_effect_columns(f"control_{c}_", e)}
+        return row
+
+    def prompt_row(self, fact_id: str, index: int, state: State) -> dict:
+        eff = (state.get(self.fact_record, fact_id) or {}).get("fact")
+        return {"p_suppressed": eff["suppressed"][index] if eff else math.nan,
+                "p_amplified": eff["amplified"][index] if eff else math.nan}
+
+    def relation_row(self, relation: str, facts, state: State) -> dict:
+        ver = facts[facts.suppression.notna()]
+        row = {"facts_verified": len(ver), "p_before": mean(ver.p_before),
+               "suppression": ratio(ver.p_before, ver.p_suppressed),
+               "amplification": ratio(ver.p_before, ver.p_amplified)}
+        for c in CONTROLS:
+            cv = facts[facts[f"control_{c}_suppression"].notna()]
+            row[f"control_{c}_suppression"] = ratio(cv[f"control_{c}_p_before"], cv[f"control_{c}_p_suppressed"])
+            row[f"control_{c}_amplification"] = ratio(cv[f"control_{c}_p_before"], cv[f"control_{c}_p_amplified"])
+        return row
+
+
+def _effect_columns(prefix: str, e: dict | None) -> dict:
+    """Mean P(gold) before / suppressed / amplified and the two relative changes of one effect record."""
+    return {f"{prefix}p_before": mean(e and e["before"]), f"{prefix}p_suppressed": mean(e and e["suppressed"]),
+            f"{prefix}p_amplified": mean(e and e["amplified"]),
+            f"{prefix}suppression": ratio(e["before"], e["suppressed"]) if e else math.nan,
+            f"{prefix}amplification": ratio(e["before"], e["amplified"]) if e else math.nan}
