@@ -6,13 +6,15 @@ and towards the new one's:
 Relation erasing zeroes the value slots of a relation's most frequent knowledge neurons.
 Both are context managers: the slots are restored bit-identically on exit, also after an exception.
 Objects of several tokens are represented by their first token (the one that must become top-1).
-`update_facts` and `erase_relations` run the paper's two experiments over a dataset run (kn.run).
+`update_facts` and `erase_relations` run the paper's two experiments over a dataset run (a `kn.RunResult`,
+read through its methods): each plans its edits first (seeded), then measures them.
 """
 from __future__ import annotations
 
 import math
 import random
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import torch
@@ -96,101 +98,182 @@ def most_frequent(kns: Sequence[Sequence[tuple[int, int]]], k: int = 20) -> list
     return [n for n, _ in shared_counts(kns).most_common(k)]
 
 
-# -- the paper's experiments over a dataset run (kn.run) -------------------------------------------
-def _run_items(run) -> tuple[dict, dict]:
-    """{fact_id: [(prompt, answer)]} and {fact_id: relation} of the run's facts located without error."""
-    ok = run.facts[run.facts.error.isna() & run.facts.answer.notna()]
-    answer = dict(zip(ok.fact_id, ok.answer))
-    items: dict[str, list] = {}
-    for fid, prompt in zip(run.prompts.fact_id, run.prompts.prompt):
-        if fid in answer:
-            items.setdefault(fid, []).append((prompt, answer[fid]))
-    return items, dict(zip(ok.fact_id, ok.relation))
+# -- the paper's experiments over a dataset run (a kn.RunResult) ------------------------------------
+Neuron = tuple[int, int]
+Item = tuple[str, str]  # (prompt, answer)
+
+UPDATE_COLUMNS = ["relation", "fact_id", "old", "new", "n_neurons", "n_prompts", "success", "changed",
+                  "random_success", "random_changed", "intra_acc_before", "intra_acc_after", "intra_ppl_before",
+                  "intra_ppl_after", "inter_acc_before", "inter_acc_after", "inter_ppl_before", "inter_ppl_after"]
+ERASE_COLUMNS = ["relation", "n_neurons", "n_prompts", "n_other_prompts", "acc_before", "ppl_before",
+                 "other_acc_before", "other_ppl_before", "acc_after", "ppl_after", "other_acc_after", "other_ppl_after"]
+
+
+@dataclass(frozen=True)
+class Update:
+    """One planned fact update: move `fact_id`'s answer from `old` to `new` through `neurons`.
+
+    prompts: the fact's prompts where `old` is top-1 before the edit (where it is measured);
+    random_neurons: the control, one random neuron in the layer of each of `neurons` (duplicates
+    merged); intra / inter: (prompt, answer) pairs of other facts of the relation / of other relations.
+    """
+
+    relation: str
+    fact_id: str
+    old: str
+    new: str
+    neurons: tuple[Neuron, ...]
+    random_neurons: tuple[Neuron, ...]
+    prompts: tuple[str, ...]
+    intra: tuple[Item, ...]
+    inter: tuple[Item, ...]
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One planned relation erasure: zero `neurons`; measured on the relation's (prompt, answer)
+    pairs (`items`) and on all other relations' (`other_items`)."""
+
+    relation: str
+    neurons: tuple[Neuron, ...]
+    items: tuple[Item, ...]
+    other_items: tuple[Item, ...]
+
+
+def _items(run) -> dict[str, list[Item]]:
+    """{fact_id: [(prompt, answer), ...]} of the run's facts with no error, in run order."""
+    return {f: [(p, run.fact_answer(f)) for p in run.fact_prompts(f)] for f in run.error_free_facts()}
 
 
 def _first_token(lm: LM, prompt: str, answer: str) -> int:
     return answer_ids(lm, prompt.split(MASK)[0] if lm.masked else prompt, answer)[0]
 
 
+def plan_updates(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1, side_facts: int = 5,
+                 seed: int = 0) -> list[Update]:
+    """Which facts `update_facts` edits, towards which objects, through which neurons (seeded).
+
+    Per relation, up to `per_relation` facts (seeded order) with knowledge neurons left after those
+    shared by more than `max_share` of the relation's located facts are dropped (a neuron of the fact
+    alone is always kept), whose answer `lm` ranks top-1 on at least one prompt, and whose relation
+    has another object; that object is drawn (seeded), as are `side_facts` facts of the relation and of
+    other relations for the side effects and the random control neurons.
+    """
+    items = _items(run)
+    by_rel: dict[str, list[str]] = {}
+    for fid in items:
+        by_rel.setdefault(run.fact_relation(fid), []).append(fid)
+    planner = _Planner(lm, items, by_rel, side_facts, seed, torch.Generator().manual_seed(seed))
+    plan = []
+    for rel, fids in by_rel.items():
+        order = sorted(fids)
+        random.Random(f"{seed}|update|{rel}").shuffle(order)
+        counts, n_loc = run.relation_neuron_counts(rel), max(len(run.located_facts(rel)), 1)
+        planned = 0
+        for fid in order:
+            if planned >= per_relation:
+                break
+            kns = [n for n in run.fact_neurons(fid) if counts[n] <= max_share * n_loc or counts[n] == 1]
+            u = planner.update(rel, fid, kns) if kns else None
+            if u is not None:
+                plan.append(u)
+                planned += 1
+    return plan
+
+
+@dataclass
+class _Planner:
+    """The draws of `plan_updates`; `gen` (random neurons) runs on across the run's edits."""
+
+    lm: LM
+    items: dict[str, list[Item]]
+    by_rel: dict[str, list[str]]
+    side_facts: int
+    seed: int
+    gen: torch.Generator
+
+    def update(self, rel: str, fid: str, kns: list[Neuron]) -> Update | None:
+        """The fact's edit, None if `lm` answers none of its prompts right or the relation has no other object."""
+        items, lm = self.items, self.lm
+        old = items[fid][0][1]
+        right = [p for p, a in items[fid] if answer_stats(lm, p, a)[1] == 0]
+        if not right:
+            return None
+        rng = random.Random(f"{self.seed}|update|{fid}")
+        others = [f for f in self.by_rel[rel] if f != fid]
+        news = [items[f][0][1] for f in others
+                if _first_token(lm, right[0], items[f][0][1]) != _first_token(lm, right[0], old)]
+        if not news:
+            return None
+        new = rng.choice(sorted(set(news)))
+        intra = [x for f in rng.sample(others, min(self.side_facts, len(others))) for x in items[f]]
+        other_rel = sorted(f for r, fs in self.by_rel.items() if r != rel for f in fs)
+        inter = [x for f in rng.sample(other_rel, min(self.side_facts, len(other_rel))) for x in items[f]]
+        rand = sorted({(l, int(torch.randint(lm.width, (1,), generator=self.gen))) for l, _ in kns})
+        return Update(rel, fid, old, new, tuple(kns), tuple(rand), tuple(right), tuple(intra), tuple(inter))
+
+
+def measure_update(lm: LM, u: Update, *, lambda1: float = 1.0, lambda2: float = 8.0) -> dict:
+    """One row of `update_facts`: the edit through the fact's neurons and through the random ones."""
+    row = {"relation": u.relation, "fact_id": u.fact_id, "old": u.old, "new": u.new, "n_neurons": len(u.neurons),
+           "n_prompts": len(u.prompts)}
+    row["intra_acc_before"], row["intra_ppl_before"] = scores(lm, u.intra)
+    row["inter_acc_before"], row["inter_ppl_before"] = scores(lm, u.inter)
+    for tag, chosen in (("", u.neurons), ("random_", u.random_neurons)):
+        with update_fact(lm, chosen, u.prompts[0], u.old, u.new, lambda1=lambda1, lambda2=lambda2):
+            row[f"{tag}success"] = sum(answer_stats(lm, p, u.new)[1] == 0 for p in u.prompts) / len(u.prompts)
+            row[f"{tag}changed"] = sum(answer_stats(lm, p, u.old)[1] != 0 for p in u.prompts) / len(u.prompts)
+            if not tag:
+                row["intra_acc_after"], row["intra_ppl_after"] = scores(lm, u.intra)
+                row["inter_acc_after"], row["inter_ppl_after"] = scores(lm, u.inter)
+    return row
+
+
 def update_facts(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1, side_facts: int = 5,
                  lambda1: float = 1.0, lambda2: float = 8.0, seed: int = 0, progress: bool = True):
     """Fact updating over a run (Dai et al. 2022, 5.1): one row per edit (pandas DataFrame).
 
-    Per relation, up to `per_relation` facts (seeded order) whose answer is top-1 on at least one of
-    their prompts; knowledge neurons shared by more than `max_share` of the relation's located facts
-    are left out (a neuron of the fact alone is always kept); the new object is that of another fact
-    of the relation (seeded). Measured on the prompts where the old answer was top-1: `success`, the
-    share where the new object is top-1 after the edit, and `changed`, where the old one no longer is;
-    then accuracy and perplexity of `side_facts` other facts of the same relation (intra) and of
-    other relations (inter), before and after. The same edit through as many random neurons of the
-    same layers is the control (`random_success`, `random_changed`). The model is restored after each.
+    The edits are `plan_updates`' (see there: which facts, new objects, side facts, random neurons).
+    Measured on the prompts where the old answer was top-1: `success`, the share where the new object
+    is top-1 after the edit, and `changed`, where the old one no longer is; then accuracy and
+    perplexity of the side facts of the same relation (intra) and of other relations (inter), before
+    and after. The same edit through the random neurons is the control (`random_success`,
+    `random_changed`). The model is restored after each edit.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
-    items, relation_of = _run_items(run)
-    neurons = run.neurons
-    located = run.relations.set_index("relation").facts_located
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    by_rel: dict[str, list] = {}
-    for fid, rel in relation_of.items():
-        by_rel.setdefault(rel, []).append(fid)
-    work = []
-    for rel, fids in by_rel.items():
-        order = sorted(fids)
-        random.Random(f"{seed}|update|{rel}").shuffle(order)
-        work.append((rel, order))
-    bar = tqdm(total=sum(min(per_relation, len(o)) for _, o in work), desc="edits", disable=not progress)
-    for rel, order in work:
-        nb = neurons[neurons.relation == rel]
-        n_loc = max(int(located.get(rel, 0)), 1)
-        done = 0
-        for fid in order:
-            if done >= per_relation:
-                break
-            mine = nb[nb.fact_id == fid]
-            keep = mine[(mine.n_facts_sharing <= max_share * n_loc) | (mine.n_facts_sharing == 1)]
-            kns = [(int(l), int(i)) for l, i in zip(keep.layer, keep["index"])]
-            if not kns:
-                continue
-            old = items[fid][0][1]
-            right = [(p, a) for p, a in items[fid] if answer_stats(lm, p, a)[1] == 0]
-            if not right:
-                continue
-            rng = random.Random(f"{seed}|update|{fid}")
-            others = [f for f in by_rel[rel] if f != fid]
-            news = [items[f][0][1] for f in others
-                    if _first_token(lm, right[0][0], items[f][0][1]) != _first_token(lm, right[0][0], old)]
-            if not news:
-                continue
-            new = rng.choice(sorted(set(news)))
-            intra = [x for f in rng.sample(others, min(side_facts, len(others))) for x in items[f]]
-            other_rel = sorted(f for f, r in relation_of.items() if r != rel)
-            inter = [x for f in rng.sample(other_rel, min(side_facts, len(other_rel))) for x in items[f]]
-            layers = [l for l, _ in kns]
-            rand = sorted({(l, int(torch.randint(lm.width, (1,), generator=gen))) for l in layers})
-            row = {"relation": rel, "fact_id": fid, "old": old, "new": new, "n_neurons": len(kns),
-                   "n_prompts": len(right)}
-            row["intra_acc_before"], row["intra_ppl_before"] = scores(lm, intra)
-            row["inter_acc_before"], row["inter_ppl_before"] = scores(lm, inter)
-            for tag, chosen in (("", kns), ("random_", rand)):
-                with update_fact(lm, chosen, right[0][0], old, new, lambda1=lambda1, lambda2=lambda2):
-                    row[f"{tag}success"] = sum(answer_stats(lm, p, new)[1] == 0 for p, _ in right) / len(right)
-                    row[f"{tag}changed"] = sum(answer_stats(lm, p, old)[1] != 0 for p, _ in right) / len(right)
-                    if not tag:
-                        row["intra_acc_after"], row["intra_ppl_after"] = scores(lm, intra)
-                        row["inter_acc_after"], row["inter_ppl_after"] = scores(lm, inter)
-            rows.append(row)
-            done += 1
-            bar.update()
-    bar.close()
+    plan = plan_updates(lm, run, per_relation=per_relation, max_share=max_share, side_facts=side_facts, seed=seed)
+    rows = [measure_update(lm, u, lambda1=lambda1, lambda2=lambda2)
+            for u in tqdm(plan, desc="edits", disable=not progress)]
     return pd.DataFrame(rows, columns=UPDATE_COLUMNS)
 
 
-UPDATE_COLUMNS = ["relation", "fact_id", "old", "new", "n_neurons", "n_prompts", "success", "changed",
-                  "random_success", "random_changed", "intra_acc_before", "intra_acc_after", "intra_ppl_before",
-                  "intra_ppl_after", "inter_acc_before", "inter_acc_after", "inter_ppl_before", "inter_ppl_after"]
+def plan_erasures(run, relations: Sequence[str], *, k: int = 20) -> list[Erasure]:
+    """The `k` most frequent knowledge neurons of each relation and the prompts to measure on."""
+    items = _items(run)
+    have = list(dict.fromkeys(run.fact_relation(f) for f in items))
+    plan = []
+    for rel in relations:
+        if rel not in have:
+            raise ValueError(f"relation {rel!r} has no located fact in this run; it has {', '.join(sorted(have))}")
+        kns = most_frequent([run.fact_neurons(f) for f in sorted(run.located_facts(rel))], k)
+        mine = [x for f, xs in items.items() if run.fact_relation(f) == rel for x in xs]
+        rest = [x for f, xs in items.items() if run.fact_relation(f) != rel for x in xs]
+        plan.append(Erasure(rel, tuple(kns), tuple(mine), tuple(rest)))
+    return plan
+
+
+def measure_erasure(lm: LM, e: Erasure) -> dict:
+    """One row of `erase_relations`: accuracy and perplexity before and after zeroing the neurons."""
+    row = {"relation": e.relation, "n_neurons": len(e.neurons), "n_prompts": len(e.items),
+           "n_other_prompts": len(e.other_items)}
+    row["acc_before"], row["ppl_before"] = scores(lm, e.items)
+    row["other_acc_before"], row["other_ppl_before"] = scores(lm, e.other_items)
+    with erase(lm, e.neurons):
+        row["acc_after"], row["ppl_after"] = scores(lm, e.items)
+        row["other_acc_after"], row["other_ppl_after"] = scores(lm, e.other_items)
+    return row
 
 
 def erase_relations(lm: LM, run, relations: Sequence[str], *, k: int = 20, progress: bool = True):
@@ -203,21 +286,6 @@ def erase_relations(lm: LM, run, relations: Sequence[str], *, k: int = 20, progr
     import pandas as pd
     from tqdm.auto import tqdm
 
-    items, relation_of = _run_items(run)
-    rows = []
-    for rel in tqdm(relations, desc="erasing", disable=not progress):
-        if rel not in set(relation_of.values()):
-            raise ValueError(f"relation {rel!r} has no located fact in this run; it has "
-                             f"{', '.join(sorted(set(relation_of.values())))}")
-        nb = run.neurons[run.neurons.relation == rel]
-        kns = most_frequent([list(zip(g.layer.astype(int), g["index"].astype(int))) for _, g in nb.groupby("fact_id")], k)
-        mine = [x for f, r in relation_of.items() if r == rel for x in items.get(f, [])]
-        rest = [x for f, r in relation_of.items() if r != rel for x in items.get(f, [])]
-        row = {"relation": rel, "n_neurons": len(kns), "n_prompts": len(mine), "n_other_prompts": len(rest)}
-        row["acc_before"], row["ppl_before"] = scores(lm, mine)
-        row["other_acc_before"], row["other_ppl_before"] = scores(lm, rest)
-        with erase(lm, kns):
-            row["acc_after"], row["ppl_after"] = scores(lm, mine)
-            row["other_acc_after"], row["other_ppl_after"] = scores(lm, rest)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    plan = plan_erasures(run, relations, k=k)
+    rows = [measure_erasure(lm, e) for e in tqdm(plan, desc="erasing", disable=not progress)]
+    return pd.DataFrame(rows, columns=ERASE_COLUMNS)
