@@ -68,6 +68,33 @@ def _fmt(x: float, spec: str) -> str:
     return "-" if x != x else format(x, spec)  # NaN: nothing verified
 
 
+def _relations(args) -> list[str] | None:
+    return [r.strip() for r in args.relations.split(",") if r.strip()] if args.relations else None
+
+
+def _facts(args, language: str):
+    """`--data` (before the model: a bad path fails fast)."""
+    from .data import load
+
+    try:
+        return load(args.data, relations=_relations(args), languages=[language])
+    except OSError as err:  # missing files, offline download: one readable line
+        raise ValueError(f"cannot load --data {args.data!r}: {err}") from err
+
+
+def _selected(args, facts, lm, settings):
+    """The facts `kn run` runs on: --relations, --facts-per-relation, --known."""
+    from .data import select_facts
+
+    relations = _relations(args)
+    chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
+                          language=settings.language, lm=lm, known=args.known, seed=settings.seed)
+    if not len(chosen):
+        raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
+                         f"language {settings.language!r})")
+    return chosen
+
+
 def run_settings(args):
     """The RunSettings of `kn run`'s arguments (the one place they meet)."""
     from .runs import RunSettings
@@ -77,21 +104,15 @@ def run_settings(args):
 
 
 def cmd_run(args) -> None:
-    from .data import load, select_facts
     from .runs import run
+    from .runs.directory import check_out
 
-    settings = run_settings(args)  # before the data and the model: bad settings fail fast
-    relations = [r.strip() for r in args.relations.split(",") if r.strip()] if args.relations else None
-    try:  # before the model: a bad path fails fast
-        facts = load(args.data, relations=relations, languages=[settings.language])
-    except OSError as err:  # missing files, offline download: one readable line
-        raise ValueError(f"cannot load --data {args.data!r}: {err}") from err
+    settings = run_settings(args)  # before the data and the model: bad settings and --out fail fast
+    check_out(args.out, resume=not args.fresh)
+    facts = _facts(args, settings.language)
     lm = _load(args)
     t0 = time.perf_counter()
-    facts = select_facts(facts, relations=relations, per_relation=args.facts_per_relation, language=settings.language,
-                         lm=lm, known=args.known, seed=settings.seed)
-    if not len(facts):
-        raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, language {settings.language!r})")
+    facts = _selected(args, facts, lm, settings)
     print(f"{lm.name}: {len(facts)} facts of {len(facts.relations)} relations -> {args.out}", file=sys.stderr)
     res = run(lm, facts, args.out, settings, resume=not args.fresh)
     rows = [(r.relation, r.facts, r.errors, _fmt(r.neurons_per_fact, ".2f"), _fmt(r.share, ".2f"),

@@ -100,8 +100,9 @@ def record(dest: str | os.PathLike, tables: Mapping[str, pd.DataFrame], prov: di
 
 def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str, *,
                seconds: float | None = None, kn_commit: str | None = None) -> Path:
-    """Record a finished `kn.run` directory's relations, facts and neurons tables with its config."""
-    from .run import load_run
+    """Record the relations, facts and neurons tables of a finished run directory (`kn.run`, any
+    format) with its config."""
+    from .runs import load_run
 
     res = load_run(run_dir)
     if not res.complete:

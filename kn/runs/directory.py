@@ -64,11 +64,29 @@ def read_config(out: Path) -> dict:
     return cfg
 
 
+def check_out(out: Path, resume: bool) -> None:
+    """Refuse, before any work, a directory a run may not use: one whose config.json is not a kn
+    run's, or (for a fresh start) one that is neither a kn run nor empty. Nothing is deleted."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    stored = _stored_config(out)
+    if not resume and stored is None:
+        others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise RunConfigError(f"{out} is not a kn run (no {CONFIG}) and not empty ({shown}): a fresh run replaces "
+                                 f"only a kn run or an empty directory, so nothing was deleted; choose another output "
+                                 f"directory")
+
+
 def start(out: Path, config: dict, resume: bool, tables: Iterable[str]) -> None:
     """Write config.json, or check it against the one in `out` (resume), or clear the run in `out` (fresh)."""
+    check_out(out, resume)
     stored = _stored_config(out)
-    if not resume:
-        stored = _clear(out, stored, tables)
+    if not resume and stored is not None:
+        _clear(out, tables)
+        stored = None
     if stored is not None:
         _check_resumable(out, config, stored)
         log.info("resuming the run in %s", out)
@@ -91,20 +109,12 @@ def _stored_config(out: Path) -> dict | None:
     return cfg
 
 
-def _clear(out: Path, stored: dict | None, tables: Iterable[str]) -> None:
-    """Remove the run in `out` (a fresh start); refuse a directory that is neither a run nor empty."""
-    if stored is None:
-        others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
-        if others:
-            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-            raise RunConfigError(f"{out} is not a kn run (no {CONFIG}) and not empty ({shown}): a fresh run replaces "
-                                 f"only a kn run or an empty directory, so nothing was deleted; choose another output "
-                                 f"directory")
+def _clear(out: Path, tables: Iterable[str]) -> None:
+    """Remove the kn run in `out` (a fresh start): its config, journal and tables, nothing else."""
     for name in [CONFIG, JOURNAL, *(f"{t}.parquet" for t in tables)]:
         if (out / name).exists():
             log.warning("resume=False: removing %s", out / name)
             (out / name).unlink()
-    return None
 
 
 def _check_resumable(out: Path, config: dict, stored: dict) -> None:

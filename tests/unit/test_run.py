@@ -364,7 +364,8 @@ def test_fresh_never_replaces_what_is_not_a_run(lm, tmp_path, monkeypatch, capsy
     refused with a clear error, nothing deleted; an empty directory is fine."""
     from kn import cli
 
-    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    loads = []
+    monkeypatch.setattr(cli, "_load", lambda args: loads.append(args.out) or lm)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     files = {"config.json": '{"model_type": "gpt2", "n_layer": 3}', "model.safetensors": "weights",
@@ -389,4 +390,5 @@ def test_fresh_never_replaces_what_is_not_a_run(lm, tmp_path, monkeypatch, capsy
     assert [p.name for p in other.iterdir() if p.name != ".lock"] == ["notes.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert cli.main(args + [str(empty), "--fresh"]) == 0
+    assert not loads  # refused before the model is loaded
+    assert cli.main(args + [str(empty), "--fresh"]) == 0 and loads == [str(empty)]
