@@ -135,10 +135,33 @@ def cmd_record(args) -> None:
     print(f"recorded {args.run_dir} -> {dest}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _add_run(p) -> None:
+    """The arguments of `kn run`; the settings' defaults are RunSettings' (`run_settings` reads them back)."""
     from .locate import THRESHOLDS
     from .runs import RunSettings
 
+    D = RunSettings()
+    p.add_argument("--data", default="builtin", help="builtin, pararel:PATH or bmlama:PATH (directory or URL)")
+    p.add_argument("--relations", default=None, help="comma-separated relation ids, e.g. P36,P1376 (default: all)")
+    p.add_argument("--facts-per-relation", type=int, default=None, help="seeded sample per relation (default: all)")
+    p.add_argument("--known", action="store_true",
+                   help="only facts the model knows (gold in its top 10 on at least half the prompts)")
+    p.add_argument("--out", "-o", required=True, help="run directory (created; an existing run there is resumed)")
+    p.add_argument("--language", default=D.language)
+    p.add_argument("--method", choices=list(THRESHOLDS), default=D.method)
+    p.add_argument("--steps", type=int, default=D.steps)
+    p.add_argument("--threshold", type=float, default=D.threshold,
+                   help=f"coarse filter t (default {', '.join(f'{t} {m}' for m, t in THRESHOLDS.items())})")
+    p.add_argument("--share", type=float, default=D.share, help="starting refinement share p (tuned per relation)")
+    p.add_argument("--min-prompts", type=int, default=D.min_prompts)
+    p.add_argument("--no-controls", action="store_true", help="skip the other- and same-relation controls")
+    p.add_argument("--seed", type=int, default=D.seed)
+    p.add_argument("--fresh", action="store_true",
+                   help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
+    p.set_defaults(func=cmd_run)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kn", description="Knowledge neurons in transformer language models.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,27 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     common(p)
     p.set_defaults(func=cmd_locate)
 
-    p = sub.add_parser("run", help="locate and verify knowledge neurons over a fact dataset (kill-safe, resumable)")
-    p.add_argument("--data", default="builtin", help="builtin, pararel:PATH or bmlama:PATH (directory or URL)")
-    p.add_argument("--relations", default=None, help="comma-separated relation ids, e.g. P36,P1376 (default: all)")
-    p.add_argument("--facts-per-relation", type=int, default=None, help="seeded sample per relation (default: all)")
-    p.add_argument("--known", action="store_true",
-                   help="only facts the model knows (gold in its top 10 on at least half the prompts)")
-    p.add_argument("--out", "-o", required=True, help="run directory (created; an existing run there is resumed)")
-    D = RunSettings()  # the defaults live there
-    p.add_argument("--language", default=D.language)
-    p.add_argument("--method", choices=list(THRESHOLDS), default=D.method)
-    p.add_argument("--steps", type=int, default=D.steps)
-    p.add_argument("--threshold", type=float, default=D.threshold,
-                   help=f"coarse filter t (default {', '.join(f'{t} {m}' for m, t in THRESHOLDS.items())})")
-    p.add_argument("--share", type=float, default=D.share, help="starting refinement share p (tuned per relation)")
-    p.add_argument("--min-prompts", type=int, default=D.min_prompts)
-    p.add_argument("--no-controls", action="store_true", help="skip the other- and same-relation controls")
-    p.add_argument("--seed", type=int, default=D.seed)
-    p.add_argument("--fresh", action="store_true",
-                   help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
-    common(p)
-    p.set_defaults(func=cmd_run)
+    _add_run(sub.add_parser("run", help="locate and verify knowledge neurons over a fact dataset (kill-safe, "
+                                        "resumable)"))
+    common(sub.choices["run"])
 
     p = sub.add_parser("record", help="record a finished run's tables with their provenance (for book/results)")
     p.add_argument("run_dir")
