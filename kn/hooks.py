@@ -7,8 +7,6 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from . import arch
-
 # (module, "pre" | "post", fn). pre: fn(module, args, kwargs) -> None | (args, kwargs);
 # post: fn(module, args, output) -> None | output.
 Hook = tuple[nn.Module, str, Callable]
@@ -57,9 +55,10 @@ def site_hooks(lm, edit: Callable[[int, torch.Tensor], torch.Tensor | None], lay
         return fn
 
     layers = range(lm.n_layers) if layers is None else layers
-    hooks = [(arch.down_proj(lm.model, fam, l), "pre", make(l)) for l in layers]
+    hooks = [(lm.down_proj(l), "pre", make(l)) for l in layers]
     if fam.flat_ffn:
-        hooks += [(arch.blocks(lm.model, fam)[l], "pre", shape_reader(l)) for l in layers]
+        blocks = lm.blocks
+        hooks += [(blocks[l], "pre", shape_reader(l)) for l in layers]
     return hooks
 
 
@@ -69,7 +68,7 @@ def head_at(lm, pos: int) -> Hook:
         h = args[0]
         h = h[:, pos:pos + 1] if pos != -1 else h[:, -1:]
         return (h.contiguous(), *args[1:]), kwargs  # a strided slice would send linear to a slow bmm
-    return (lm.model.get_output_embeddings(), "pre", fn)
+    return (lm.head, "pre", fn)
 
 
 class HeadReached(Exception):
@@ -81,7 +80,7 @@ def stop_at_head(lm, pos: int, store: dict) -> Hook:
     def fn(module, args, kwargs):
         store["h"] = args[0][:, pos]
         raise HeadReached
-    return (lm.model.get_output_embeddings(), "pre", fn)
+    return (lm.head, "pre", fn)
 
 
 def input_ids_hook(lm, store: dict) -> Hook:

@@ -6,7 +6,6 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .attribution import check_layers
 from .hooks import hooked, input_ids_hook, site_hooks
 from .models import LM
 
@@ -21,7 +20,7 @@ def check_neurons(lm: LM, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
             layer, index = n
         except (TypeError, ValueError):
             raise ValueError(f"a neuron is a (layer, index) pair, got {n!r}") from None
-        (layer,) = check_layers(lm, [int(layer)])
+        (layer,) = lm.check_layers([int(layer)])
         if not 0 <= int(index) < lm.width:
             raise ValueError(f"neuron index {index} is out of range: the FFN width of {lm.name} is {lm.width}")
         by_layer.setdefault(layer, []).append(int(index))

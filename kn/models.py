@@ -94,6 +94,58 @@ class LM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    # -- sites, through the family table (kn.arch) -------------------------------------------------
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks, bottom to top."""
+        return arch.blocks(self.model, self.family)
+
+    def down_proj(self, layer: int) -> nn.Module:
+        """The FFN output projection of `layer`; the neuron site is its input [batch, seq, width]."""
+        return arch.down_proj(self.model, self.family, layer)
+
+    def post_ffn_norm(self, layer: int) -> nn.Module | None:
+        """The norm on the FFN output before the residual add (Gemma-2/3), or None."""
+        return arch.post_ffn_norm(self.model, self.family, layer)
+
+    def residual_norm(self, layer: int) -> nn.Module | None:
+        """The norm after the residual add (post-LN blocks), or None; see `arch.residual_norm`."""
+        return arch.residual_norm(self.model, self.family, layer)
+
+    def ffn_in(self, layer: int) -> nn.Module | None:
+        """The FFN's first module (masked LMs), or None."""
+        return arch.ffn_in(self.model, self.family, layer)
+
+    def value_slots(self, layer: int) -> torch.Tensor:
+        """The value slots of `layer` as a view [width, hidden]: row i is what neuron i writes."""
+        return arch.value_slots(self.model, self.family, layer)
+
+    @property
+    def head(self) -> nn.Module:
+        """The output layer (hidden -> vocabulary logits)."""
+        return self.model.get_output_embeddings()
+
+    @property
+    def text_config(self):
+        """The config of the language model itself (multimodal configs hold it inside)."""
+        cfg = self.model.config
+        return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+    def check_layers(self, layers=None) -> list[int]:
+        """Layers as sorted distinct indices 0..n_layers-1: None = all, an int = one, negatives count
+        from the top; ValueError names the valid range."""
+        n = self.n_layers
+        if layers is None:
+            return list(range(n))
+        if isinstance(layers, int):
+            layers = [layers]
+        out = []
+        for l in layers:
+            if not isinstance(l, int) or not -n <= l < n:
+                raise ValueError(f"layer {l!r} is out of range: {self.name} has {n} layers (0..{n - 1})")
+            out.append(l % n)
+        return sorted(set(out))
+
     def describe(self) -> dict:
         """What a result must record about the model."""
         from . import __version__
