@@ -1,0 +1,127 @@
+"""How neurons are scored, as one frozen value: `IG(...)` or `Activation()`.
+
+A value goes to `kn.attribute` (IG), `kn.locate` and `kn.locate.prompt_sets`; each knows its default
+coarse-filter threshold (Dai et al.: 0.2 for IG, 0.5 for raw activation). `dataclasses.asdict(v)`
+or `v.to_dict()` (JSON-safe) records it by value, and `from_dict(d)` rebuilds it:
+
+    >>> ig = IG(steps=20, rule="gauss_legendre")
+    >>> from_dict(ig.to_dict()) == ig
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar, Union
+
+import torch
+
+from . import baselines
+from .quadrature import Quadrature, quadrature
+
+
+@dataclass(frozen=True, eq=False)
+class IG:
+    """Integrated gradients over the neuron site (Dai et al. 2022, eq. 3-4).
+
+    steps: m path points; rule: a quadrature rule of `kn.RULES` ("riemann_left", the paper's;
+    "linspace", EleutherAI's; "riemann_trapezoid"; "gauss_legendre"); baseline: a name of
+    `kn.baselines.BASELINES` ("zero") or a tensor [n_layers, width]; freeze_norm: hold post-FFN norm
+    scales at their clean values along the path (families with such a norm); batch_size: path rows
+    per forward pass (None: sized to memory; changes speed, not scores).
+    """
+
+    steps: int = 20
+    rule: str = "riemann_left"
+    baseline: str | torch.Tensor = "zero"
+    freeze_norm: bool = True
+    batch_size: int | None = None
+    kind: str = field(default="ig", init=False, repr=False)
+    coarse_threshold: ClassVar[float] = 0.2
+
+    def __post_init__(self):
+        quadrature(self.rule, self.steps)  # validates rule and steps
+        object.__setattr__(self, "baseline", baselines.check(self.baseline))
+        if not isinstance(self.freeze_norm, bool):
+            raise TypeError(f"freeze_norm must be True or False, got {self.freeze_norm!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
+                                            or self.batch_size < 1):
+            raise ValueError(f"batch_size must be None or an int >= 1, got {self.batch_size!r}")
+
+    def quadrature(self) -> Quadrature:
+        """Points and weights [steps] of the rule (float64)."""
+        return quadrature(self.rule, self.steps)
+
+    def to_dict(self) -> dict:
+        """A JSON-safe dict; a tensor baseline becomes {"tensor": nested lists, "dtype": ...}."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(self.baseline, torch.Tensor):
+            b = self.baseline.detach().cpu()
+            d["baseline"] = {"tensor": b.tolist(), "dtype": str(b.dtype).removeprefix("torch.")}
+        return d
+
+    def _key(self) -> tuple:
+        b = self.baseline
+        b = ("tensor", tuple(b.shape), str(b.dtype)) if isinstance(b, torch.Tensor) else b
+        return self.steps, self.rule, b, self.freeze_norm, self.batch_size
+
+    def __eq__(self, other) -> bool:  # by value, tensor baselines included
+        if not isinstance(other, IG):
+            return NotImplemented
+        if self._key() != other._key():
+            return False
+        a, b = self.baseline, other.baseline
+        return not isinstance(a, torch.Tensor) or a is b or torch.equal(a.cpu(), b.cpu())
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The activation baseline of Dai et al.: the score is the raw site activation."""
+
+    kind: str = field(default="activation", init=False, repr=False)
+    coarse_threshold: ClassVar[float] = 0.5
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind}
+
+
+Settings = Union[IG, Activation]
+KINDS: dict[str, type] = {"ig": IG, "activation": Activation}
+
+
+def from_dict(d: dict) -> Settings:
+    """The value that `to_dict()` or `dataclasses.asdict()` recorded."""
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind not in KINDS:
+        raise ValueError(f"settings need 'kind' one of {list(KINDS)}, got {kind!r}")
+    b = d.get("baseline")
+    if isinstance(b, dict):
+        d["baseline"] = torch.tensor(b["tensor"], dtype=getattr(torch, b.get("dtype", "float32")))
+    names = {f.name for f in dataclasses.fields(KINDS[kind]) if f.init}
+    if set(d) - names:
+        raise ValueError(f"unknown {kind} settings {sorted(set(d) - names)}; known: {sorted(names)}")
+    return KINDS[kind](**d)
+
+
+def resolve(settings: Settings | None = None, *, method: str | None = None, **overrides) -> Settings:
+    """One settings value from the forms people write: a value, or keywords (`None` = not given)
+    overriding its fields (default `IG()`); `method` "ig" | "activation" is the older string form.
+    """
+    if method is not None:
+        if method not in KINDS:
+            raise ValueError(f"method must be one of {list(KINDS)}, got {method!r}")
+        if settings is not None:
+            raise TypeError("pass either settings (kn.IG(...) / kn.Activation()) or method=, not both")
+        settings = KINDS[method]()
+    settings = IG() if settings is None else settings
+    if not isinstance(settings, (IG, Activation)):
+        raise TypeError(f"settings must be kn.IG(...) or kn.Activation(), got {type(settings).__name__}"
+                        + (" (rebuild a dict with kn.settings.from_dict)" if isinstance(settings, dict) else ""))
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides and isinstance(settings, Activation):
+        raise TypeError(f"{sorted(overrides)} apply to integrated gradients, not to the activation baseline")
+    return dataclasses.replace(settings, **overrides) if overrides else settings
