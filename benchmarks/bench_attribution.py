@@ -11,7 +11,7 @@ size with fixed seeds (bert-base-cased, GPT-2 small and gemma-3-270m configs; of
 saves each once and loads the same weights on both sides, then times, alternating and repeated:
   - the package: KnowledgeNeurons(model, tokenizer, model_type).get_scores(prompt, answer,
     batch_size=20, steps=20), in a worker process of the peer environment;
-  - kn: kn.attribute(lm, prompt, answer, steps=20, method="linspace"), the fast path, in a worker;
+  - kn: kn.attribute(lm, prompt, answer, steps=20, rule="linspace"), the fast path, in a worker;
   - kn reference path (reference=True), in a worker of its own.
 Every side runs in its own process, so each peak RSS is clean. It prints a markdown table and
 writes it to benchmarks/results.md. Correctness checks run on the same outputs:
@@ -320,15 +320,15 @@ def kn_lm(model, tok, name: str):
 
 
 def check_fast_vs_reference(family: str, tiny: bool = True, n_prompts: int | None = None,
-                            method: str = "linspace", steps: int = STEPS) -> list[float]:
+                            rule: str = "linspace", steps: int = STEPS) -> list[float]:
     """kn fast path vs kn reference path, per prompt: relative differences of the score matrices."""
     model, tok = build_model(family, tiny)
     lm = kn_lm(model, tok, f"{'tiny-' if tiny else ''}{family}")
     import kn  # kn_lm has put the repository on the path
     out = []
     for prompt, answer in prompts(family, n_prompts):
-        fast = kn.attribute(lm, prompt, answer, steps=steps, method=method)
-        ref = kn.attribute(lm, prompt, answer, steps=steps, method=method, reference=True)
+        fast = kn.attribute(lm, prompt, answer, steps=steps, rule=rule)
+        ref = kn.attribute(lm, prompt, answer, steps=steps, rule=rule, reference=True)
         if not float(ref.abs().max()) > 0:
             raise AssertionError(f"{family}: reference scores are all zero for {prompt!r}")
         out.append(rel_err(fast, ref))
@@ -395,7 +395,7 @@ class Side:
     """One side with one model loaded: the package ("peer") or kn (fast or reference path)."""
 
     def __init__(self, side: str, ckpt: Path, threads: int | None = None, reference: bool = False,
-                 method: str = "linspace"):
+                 rule: str = "linspace"):
         import torch
         import transformers
 
@@ -418,7 +418,7 @@ class Side:
             import kn
 
             def score(prompt, answer, steps, batch_size):
-                return kn.attribute(lm, prompt, answer, steps=steps, method=method, reference=reference)
+                return kn.attribute(lm, prompt, answer, steps=steps, rule=rule, reference=reference)
 
         self.score = score
         self.info = {"side": side, "family": family, "torch": torch.__version__,
@@ -448,10 +448,10 @@ class Side:
         pass
 
 
-def worker_main(side: str, ckpt: Path, threads: int, reference: bool, method: str) -> None:
+def worker_main(side: str, ckpt: Path, threads: int, reference: bool, rule: str) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
-    handler = Side(side, ckpt, threads, reference, method)
+    handler = Side(side, ckpt, threads, reference, rule)
     proto.write(json.dumps(handler.info) + "\n")
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -464,7 +464,7 @@ class Worker:
     """A worker subprocess: one side (peer, kn fast or kn reference) with one model loaded."""
 
     def __init__(self, name: str, python: Path | str, ckpt: Path, threads: int, logdir: Path, *,
-                 side: str, reference: bool = False, method: str = "linspace"):
+                 side: str, reference: bool = False, rule: str = "linspace"):
         self.name = name
         self.log_path = logdir / f"{name}.log"
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
@@ -475,7 +475,7 @@ class Worker:
         else:
             env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
         cmd = [str(python), str(Path(__file__).resolve()), "--worker", side, "--ckpt", str(ckpt),
-               "--threads", str(threads), "--method", method] + (["--reference"] if reference else [])
+               "--threads", str(threads), "--rule", rule] + (["--reference"] if reference else [])
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      text=True, env=env, cwd=str(REPO))
@@ -756,14 +756,14 @@ def parse_args(argv=None):
     p.add_argument("--build", choices=FAMILIES, help=argparse.SUPPRESS)
     p.add_argument("--ckpt", help=argparse.SUPPRESS)
     p.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--method", default="linspace", help=argparse.SUPPRESS)
+    p.add_argument("--rule", default="linspace", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        worker_main(args.worker, Path(args.ckpt), args.threads, args.reference, args.method)
+        worker_main(args.worker, Path(args.ckpt), args.threads, args.reference, args.rule)
         return 0
     if args.build:
         save_checkpoint(args.build, args.tiny, Path(args.ckpt))

@@ -3,7 +3,11 @@ __version__ = "0.1.0"
 
 from .arch import FAMILIES, Family, UnsupportedModelError  # noqa: E402
 from .models import LM, ModelNotFoundError, load, wrap  # noqa: E402
-from .attribution import activations, attribute  # noqa: E402
+from .quadrature import RULES  # noqa: E402
+from .baselines import BASELINES  # noqa: E402
+from . import settings  # noqa: E402
+from .settings import IG, Activation  # noqa: E402
+from .attribution import activations, attribute, scores  # noqa: E402
 from .probing import answer_prob, answer_rank, probe  # noqa: E402
 from .interventions import amplify, scaled, suppress  # noqa: E402
 from .locate import coarse, locate, refine, tune_share  # noqa: E402
@@ -13,7 +17,8 @@ from .run import RunResult, load_run, run  # noqa: E402  (shadows the module nam
 
 __all__ = [
     "FAMILIES", "Family", "UnsupportedModelError", "LM", "ModelNotFoundError", "load", "wrap",
-    "activations", "attribute", "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
+    "RULES", "BASELINES", "settings", "IG", "Activation", "activations", "attribute", "scores",
+    "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
     "coarse", "locate", "refine", "tune_share", "Verification", "ratio_of_means", "verify",
     "editing", "recording", "widgets", "RunResult", "load_run", "run",
 ]

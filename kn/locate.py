@@ -9,13 +9,14 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .attribution import activations, attribute
+from .attribution import scores as neuron_scores
 from .models import LM
+from .settings import IG, Activation, Settings, resolve
 
 log = logging.getLogger(__name__)
 
 Neuron = tuple[int, int]
-THRESHOLDS = {"ig": 0.2, "activation": 0.5}
+THRESHOLDS = {"ig": IG.coarse_threshold, "activation": Activation.coarse_threshold}  # by the older method names
 
 
 def coarse(scores: torch.Tensor, threshold: float = 0.2) -> set[Neuron]:
@@ -39,37 +40,51 @@ def refine(per_prompt: Sequence[set[Neuron]], share: float = 0.7, min_prompts: i
     return sorted(n for n, c in counts.items() if c >= need)
 
 
-def prompt_sets(lm: LM, prompts: Sequence[str], answer: str, *, threshold: float | None = None,
-                method: str = "ig", steps: int = 20, progress: bool = False, **attribute_kw) -> list[set[Neuron]]:
-    """The coarse set of each prompt."""
-    if method not in THRESHOLDS:
-        raise ValueError(f"method must be one of {list(THRESHOLDS)}, got {method!r}")
-    t = THRESHOLDS[method] if threshold is None else threshold
-    out = []
-    for p in tqdm(prompts, desc="prompts", disable=not progress, leave=False):
-        scores = (attribute(lm, p, answer, steps=steps, **attribute_kw) if method == "ig"
-                  else activations(lm, p, answer))
-        out.append(coarse(scores, t))
-    return out
+def settings_of(settings: Settings | None = None, *, method: str | None = None, steps=None, rule=None,
+                baseline=None, freeze_norm=None, batch_size=None) -> Settings:
+    """The settings value of the keyword forms of `locate` / `prompt_sets` (see `kn.settings.resolve`).
+    With the older `method="activation"`, the IG keywords are ignored, as they always were."""
+    ig_kw = dict(steps=steps, rule=rule, baseline=baseline, freeze_norm=freeze_norm, batch_size=batch_size)
+    if method == "activation" and settings is None:
+        return resolve(method=method)
+    return resolve(settings, method=method, **ig_kw)
 
 
-def locate(lm: LM, prompts: Sequence[str], answer: str, *, threshold: float | None = None, share: float = 0.7,
-           min_prompts: int = 3, method: str = "ig", steps: int = 20, progress: bool = False,
-           **attribute_kw) -> list[Neuron]:
+def prompt_sets(lm: LM, prompts: Sequence[str], answer: str, settings: Settings | None = None, *,
+                threshold: float | None = None, steps: int | None = None, rule: str | None = None,
+                baseline=None, freeze_norm: bool | None = None, batch_size: int | None = None, layers=None,
+                method: str | None = None, progress: bool = False) -> list[set[Neuron]]:
+    """The coarse set of each prompt: neurons scored by `settings` (default `kn.IG()`; the keywords
+    override its fields; `method` "ig" | "activation" is the older form) kept at `threshold` (default:
+    the settings' `coarse_threshold`, 0.2 for IG, 0.5 for activation)."""
+    s = settings_of(settings, method=method, steps=steps, rule=rule, baseline=baseline,
+                    freeze_norm=freeze_norm, batch_size=batch_size)
+    t = s.coarse_threshold if threshold is None else threshold
+    return [coarse(neuron_scores(lm, p, answer, s, layers=layers), t)
+            for p in tqdm(prompts, desc="prompts", disable=not progress, leave=False)]
+
+
+def locate(lm: LM, prompts: Sequence[str], answer: str, settings: Settings | None = None, *,
+           threshold: float | None = None, share: float = 0.7, min_prompts: int = 3, steps: int | None = None,
+           rule: str | None = None, baseline=None, freeze_norm: bool | None = None, batch_size: int | None = None,
+           layers=None, method: str | None = None, progress: bool = False) -> list[Neuron]:
     """The knowledge neurons [(layer, index), ...] of a fact from its paraphrase prompts.
 
-    threshold: coarse filter t (default 0.2 for "ig", 0.5 for "activation"); share: refinement p;
-    min_prompts: the floor of the refinement count (3 in the paper).
+    settings: `kn.IG(...)` (default) or `kn.Activation()`; steps, rule, baseline, freeze_norm,
+    batch_size: override the IG fields; threshold: coarse filter t (default: the settings'
+    `coarse_threshold`, 0.2 for IG, 0.5 for activation); share: refinement p; min_prompts: the floor of
+    the refinement count (3 in the paper); method: the older "ig" | "activation" form of settings.
     """
     if isinstance(prompts, str):
         prompts = [prompts]
+    s = settings_of(settings, method=method, steps=steps, rule=rule, baseline=baseline,
+                    freeze_norm=freeze_norm, batch_size=batch_size)  # validate before any model work
     if len(prompts) < min_prompts:
         raise ValueError(
             f"{len(prompts)} prompt(s) given, but a knowledge neuron must be found in at least min_prompts="
             f"{min_prompts} of them; pass more paraphrases or lower min_prompts"
         )
-    sets = prompt_sets(lm, prompts, answer, threshold=threshold, method=method, steps=steps,
-                       progress=progress, **attribute_kw)
+    sets = prompt_sets(lm, prompts, answer, s, threshold=threshold, layers=layers, progress=progress)
     return refine(sets, share, min_prompts)
 
 

@@ -46,6 +46,27 @@ def test_site_names_and_widths(family):
     assert hooks.count(lm.model) == 0
 
 
+@pytest.mark.parametrize("family", ["BERT", "GPT-2", "OPT", "Gemma-3"])
+def test_lm_site_accessors_follow_the_family_table(family):
+    lm = tiny_lm(family)
+    assert lm.blocks == arch.blocks(lm.model, lm.family) and lm.head is lm.model.get_output_embeddings()
+    for l in range(lm.n_layers):
+        assert lm.down_proj(l) is arch.down_proj(lm.model, lm.family, l)
+        assert lm.post_ffn_norm(l) is arch.post_ffn_norm(lm.model, lm.family, l)
+        assert lm.residual_norm(l) is arch.residual_norm(lm.model, lm.family, l)
+        assert lm.ffn_in(l) is arch.ffn_in(lm.model, lm.family, l)
+        assert torch.equal(lm.value_slots(l), arch.value_slots(lm.model, lm.family, l))
+    assert (lm.post_ffn_norm(0) is not None) == (family == "Gemma-3")
+
+
+def test_check_layers():
+    lm = tiny_lm("GPT-2")
+    assert lm.check_layers() == [0, 1, 2] and lm.check_layers(-1) == [2] and lm.check_layers([2, 0, -3]) == [0, 2]
+    for bad in ([3], [-4], ["1"], [1.0]):
+        with pytest.raises(ValueError, match=r"out of range: tiny-GPT-2 has 3 layers \(0..2\)"):
+            lm.check_layers(bad)
+
+
 def test_gated_site_is_act_gate_times_up():
     lm = tiny_lm("Llama")
     mlp = lm.model.model.layers[0].mlp
@@ -118,12 +139,12 @@ def test_layer_out_of_range():
         kn.attribute(tiny_lm("GPT-2"), "Paris is the capital of", "France", layers=[3])
 
 
-def test_bad_steps_and_method():
+def test_bad_steps_and_rule():
     lm = tiny_lm("GPT-2")
     with pytest.raises(ValueError, match="steps"):
         kn.attribute(lm, "Paris is the capital of", "France", steps=0)
     with pytest.raises(ValueError, match="riemann_left"):
-        kn.attribute(lm, "Paris is the capital of", "France", method="trapezoid")
+        kn.attribute(lm, "Paris is the capital of", "France", rule="trapezoid")
 
 
 def test_unknown_model_name(monkeypatch, tmp_path):

@@ -1,0 +1,65 @@
+"""The fast IG path: one clean run per answer token, then passes of path rows of several layers.
+
+Only the answer position reaches the output layer, whose gradient `head` computes in vocabulary
+chunks; causal LMs run the answer-predicting token alone over the prompt's key/value cache.
+Scores: (x - b) * sum_k w_k dP(gold)/d(site) at b + a_k (x - b) (Dai et al. 2022, eq. 3-4).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import baselines
+from ..hooks import frozen_params, stop_at_head
+from ..models import LM
+from ..settings import IG
+from ..tokens import Target
+from . import joins, kvcache
+from .clean import Clean, clean_run, run_to_head
+from .head import cotangent
+from .plan import Pass, auto_batch, path_points, plan
+
+
+def pass_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, p: Pass, freeze: bool) -> dict[int, torch.Tensor]:
+    """sum over the pass's rows of each layer of w_k dP(gold)/d(site) at the path points: {layer: [W]}."""
+    grow = lm.family.fanout
+    leaves = path_points(p, clean.acts, base)
+    head_pos = clean.pos
+    if grow:
+        hooks = joins.after_blocks(lm, clean, leaves, freeze)
+        if not clean.cached and (trim := joins.answer_only(lm, clean.pos)):
+            hooks, head_pos = hooks + trim, 0
+    else:
+        hooks = joins.inside_blocks(lm, clean, leaves, freeze)
+    store: dict = {}
+    hooks.append(stop_at_head(lm, head_pos, store))
+
+    ids = (t.ids[:, -1:] if clean.cached else t.ids).expand(1 if grow else p.n_rows, -1)
+    cache = kvcache.fresh(lm, clean.cache, p.batch_sizes(lm.n_layers, grow)) if clean.cached else None
+    with torch.enable_grad():
+        run_to_head(lm.model, hooks, input_ids=ids, use_cache=clean.cached, **kvcache.keyword(lm.model, cache))
+        h = store["h"]
+        grads = torch.autograd.grad(h, list(leaves.values()), grad_outputs=cotangent(lm, h, t.gold, skip=int(grow)))
+    weights = p.by_layer(p.weights.to(grads[0].device))
+    return {l: (g.float() * weights[l][:, None]).sum(0) for l, g in zip(leaves, grads)}
+
+
+def scores(x: torch.Tensor, base: torch.Tensor, wgrad: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """(x - b) * wgrad [n_layers, width] (float32, CPU), zero outside `layers`."""
+    s = (x.float() - base.float()) * wgrad
+    mask = torch.zeros(len(s), 1, dtype=torch.bool, device=s.device)
+    mask[layers] = True
+    return torch.where(mask, s, torch.zeros_like(s)).cpu()
+
+
+def attribute_target(lm: LM, t: Target, ig: IG, layers: list[int]) -> torch.Tensor:
+    """IG scores [n_layers, width] of one answer token (layers: checked, ascending)."""
+    clean = clean_run(lm, t)
+    x = clean.acts
+    base = baselines.resolve(lm, t, ig.baseline).to(x)
+    batch = ig.batch_size or auto_batch(lm, ig.steps, t.ids.shape[1])
+    wgrad = torch.zeros(lm.n_layers, lm.width, dtype=torch.float32, device=x.device)
+    with frozen_params(lm.model):
+        for p in plan(layers, ig.quadrature(), batch):
+            for l, g in pass_grads(lm, t, clean, base, p, ig.freeze_norm).items():
+                wgrad[l] += g
+    return scores(x, base, wgrad, layers)

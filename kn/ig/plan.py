@@ -1,0 +1,66 @@
+"""The fast path's row plan: which path rows (layer, point, weight) go into which forward pass.
+
+Rows are the attributed layers' path points, layer by layer ([l0 x m, l1 x m, ...]); a pass takes
+the next `batch` of them, so one pass can hold rows of several layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..models import LM
+from ..quadrature import Quadrature
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward pass: distinct `layers` (ascending) with `counts` rows each; points and weights
+    [n_rows] (float32) in row order."""
+
+    layers: tuple[int, ...]
+    counts: tuple[int, ...]
+    points: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.points)
+
+    def by_layer(self, rows: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Split a per-row tensor [n_rows, ...] into {layer: [count, ...]}."""
+        return dict(zip(self.layers, rows.split(list(self.counts))))
+
+    def batch_sizes(self, n_layers: int, grow: bool) -> list[int]:
+        """The batch present at each block: all rows from the input, or (grow) the clean row plus the
+        rows of the layers below the block."""
+        if not grow:
+            return [self.n_rows] * n_layers
+        return [1 + sum(c for l, c in zip(self.layers, self.counts) if l < i) for i in range(n_layers)]
+
+
+def plan(layers: list[int], q: Quadrature, batch: int) -> list[Pass]:
+    """The passes of one answer token: len(layers) * m rows in passes of at most `batch` rows."""
+    m = len(q.points)
+    row_layer = [l for l in layers for _ in range(m)]
+    points, weights = q.points.float().repeat(len(layers)), q.weights.float().repeat(len(layers))
+    out = []
+    for s in range(0, len(row_layer), batch):
+        ls = row_layer[s:s + batch]
+        distinct = sorted(set(ls))
+        out.append(Pass(tuple(distinct), tuple(ls.count(l) for l in distinct),
+                        points[s:s + batch], weights[s:s + batch]))
+    return out
+
+
+def path_points(p: Pass, x: torch.Tensor, base: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The pass's path points b + a (x - b), {layer: [count, width]} in x's dtype, requiring grad."""
+    a = p.by_layer(p.points.to(x))
+    return {l: (base[l] + a[l][:, None] * (x[l] - base[l])).requires_grad_(True) for l in p.layers}
+
+
+def auto_batch(lm: LM, steps: int, seq: int) -> int:
+    """Path rows per pass so that one pass stays near 1 GB (the output layer is walked in chunks)."""
+    hidden = getattr(lm.model.config, "hidden_size", None) or lm.model.get_input_embeddings().weight.shape[1]
+    per_row = 64 * seq * (hidden + lm.width)
+    return max(steps, min(steps * lm.n_layers, int(1e9 // per_row)))
