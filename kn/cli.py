@@ -99,8 +99,13 @@ def run_settings(args):
     """The RunSettings of `kn run`'s arguments (the one place they meet)."""
     from .runs import RunSettings
 
-    return RunSettings(language=args.language, method=args.method, steps=args.steps, threshold=args.threshold,
-                       share=args.share, min_prompts=args.min_prompts, controls=not args.no_controls, seed=args.seed)
+    from .settings import resolve
+
+    if args.method != "ig" and args.steps is not None:
+        raise ValueError(f"--steps is the integrated-gradients path length; it does not apply to --method {args.method}")
+    return RunSettings(language=args.language, attribution=resolve(method=args.method, steps=args.steps),
+                       threshold=args.threshold, share=args.share, min_prompts=args.min_prompts,
+                       controls=not args.no_controls, seed=args.seed)
 
 
 def cmd_run(args) -> None:
@@ -137,8 +142,8 @@ def cmd_record(args) -> None:
 
 def _add_run(p) -> None:
     """The arguments of `kn run`; the settings' defaults are RunSettings' (`run_settings` reads them back)."""
-    from .locate import THRESHOLDS
     from .runs import RunSettings
+    from .settings import KINDS
 
     D = RunSettings()
     p.add_argument("--data", default="builtin", help="builtin, pararel:PATH or bmlama:PATH (directory or URL)")
@@ -148,10 +153,10 @@ def _add_run(p) -> None:
                    help="only facts the model knows (gold in its top 10 on at least half the prompts)")
     p.add_argument("--out", "-o", required=True, help="run directory (created; an existing run there is resumed)")
     p.add_argument("--language", default=D.language)
-    p.add_argument("--method", choices=list(THRESHOLDS), default=D.method)
-    p.add_argument("--steps", type=int, default=D.steps)
+    p.add_argument("--method", choices=list(KINDS), default=D.attribution.kind)
+    p.add_argument("--steps", type=int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
     p.add_argument("--threshold", type=float, default=D.threshold,
-                   help=f"coarse filter t (default {', '.join(f'{t} {m}' for m, t in THRESHOLDS.items())})")
+                   help=f"coarse filter t (default {', '.join(f'{c.coarse_threshold} {k}' for k, c in KINDS.items())})")
     p.add_argument("--share", type=float, default=D.share, help="starting refinement share p (tuned per relation)")
     p.add_argument("--min-prompts", type=int, default=D.min_prompts)
     p.add_argument("--no-controls", action="store_true", help="skip the other- and same-relation controls")

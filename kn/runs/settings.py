@@ -10,9 +10,11 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ..locate import THRESHOLDS
+from ..settings import IG, Activation, Settings, from_dict as attribution_from_dict, resolve
 
 DEFAULT_PHASES = ("locate", "verify")
+# keywords of `RunSettings.make` / `kn.run` that set the attribution value (the older call forms)
+ATTRIBUTION_KEYWORDS = ("method", "steps", "rule", "baseline", "freeze_norm", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -20,21 +22,20 @@ class RunSettings:
     """Settings of `kn.run` (Dai et al. 2022, sections 3-4; algorithms.md section 1).
 
     phases: the run's units of work, in order (`kn.runs.phases.PHASES`); language: the facts'
-    language; method: "ig" (integrated gradients, `steps` path points) or "activation";
-    threshold: the coarse filter t (None: the method's, 0.2 IG / 0.5 activation, recorded as such
-    in config.json; `coarse_threshold` is the one used); share: the
-    refinement share p the per-relation tuning starts from; min_prompts: the refinement floor;
-    kns_per_fact: the (low, high) mean knowledge neurons per fact the tuning aims for, moving the
-    share by share_step for at most share_tries evaluations; relation_neuron_share: a relation-level
-    neuron is a knowledge neuron of at least this share of the relation's located facts;
-    controls: also verify on a random fact of another relation and of the same relation (chosen by
-    seed); suppress_factor / amplify_factor: what verification multiplies the neurons by.
+    language; attribution: how neurons are scored, `kn.IG(...)` or `kn.Activation()`; threshold:
+    the coarse filter t (None: the attribution's, 0.2 IG / 0.5 activation, recorded as such in
+    config.json; `coarse_threshold` is the one used); share: the refinement share p the per-relation
+    tuning starts from; min_prompts: the refinement floor; kns_per_fact: the (low, high) mean
+    knowledge neurons per fact the tuning aims for, moving the share by share_step for at most
+    share_tries evaluations; relation_neuron_share: a relation-level neuron is a knowledge neuron of
+    at least this share of the relation's located facts; controls: also verify on a random fact of
+    another relation and of the same relation (chosen by seed); suppress_factor / amplify_factor:
+    what verification multiplies the neurons by.
     """
 
     phases: tuple[str, ...] = DEFAULT_PHASES
     language: str = "en"
-    method: str = "ig"
-    steps: int = 20
+    attribution: Settings = IG()
     threshold: float | None = None
     share: float = 0.7
     min_prompts: int = 3
@@ -51,27 +52,37 @@ class RunSettings:
         _set = object.__setattr__
         _set(self, "phases", tuple(self.phases) if not isinstance(self.phases, str) else (self.phases,))
         _set(self, "kns_per_fact", tuple(self.kns_per_fact))
-        if self.method not in THRESHOLDS:
-            raise ValueError(f"method must be one of {list(THRESHOLDS)}, got {self.method!r}")
+        if not isinstance(self.attribution, (IG, Activation)):
+            raise TypeError(f"attribution must be kn.IG(...) or kn.Activation(), got {self.attribution!r}")
         if self.threshold is not None:
             _set(self, "threshold", _number("threshold", self.threshold))
         _check(self)
 
     @property
     def coarse_threshold(self) -> float:
-        """The coarse filter t the run uses: `threshold`, or the method's (0.2 IG, 0.5 activation)."""
-        return THRESHOLDS[self.method] if self.threshold is None else self.threshold
+        """The coarse filter t the run uses: `threshold`, or the attribution's (0.2 IG, 0.5 activation)."""
+        return self.attribution.coarse_threshold if self.threshold is None else self.threshold
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
     def make(cls, settings: RunSettings | None = None, **changes: Any) -> RunSettings:
-        """`settings` (default: the defaults) with `changes` to its fields, checked once."""
+        """`settings` (default: the defaults) with `changes` to its fields, checked once. The
+        attribution may also be given by the keywords of `kn.locate`: `method` ("ig" |
+        "activation"), `steps`, `rule`, `baseline`, `freeze_norm`, `batch_size`."""
         if settings is not None and not isinstance(settings, cls):
             raise TypeError(f"settings must be a kn.RunSettings, got {type(settings).__name__}")
-        unknown = set(changes) - {f.name for f in fields(cls)}
+        base = settings or cls()
+        short = {k: changes.pop(k) for k in ATTRIBUTION_KEYWORDS if k in changes}
+        unknown = set(changes) - set(field_names())
         if unknown:
-            raise TypeError(f"unknown run setting(s) {sorted(unknown)}; the settings are {field_names()}")
-        return dataclasses.replace(settings or cls(), **changes)
+            raise TypeError(f"unknown run setting(s) {sorted(unknown)}; the settings are {field_names()} "
+                            f"(and {list(ATTRIBUTION_KEYWORDS)} for the attribution)")
+        if short:
+            if "attribution" in changes:
+                raise TypeError(f"pass attribution= or its keywords {sorted(short)}, not both")
+            method = short.pop("method", None)
+            changes["attribution"] = resolve(None if method else base.attribution, method=method, **short)
+        return dataclasses.replace(base, **changes)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSettings:
@@ -80,11 +91,18 @@ class RunSettings:
         if unknown:
             raise ValueError(f"unknown run setting(s) {sorted(unknown)} (written by a newer kn?); "
                              f"this kn knows {field_names()}")
+        d = dict(d)
+        if isinstance(d.get("attribution"), Mapping):
+            d["attribution"] = attribution_from_dict(d["attribution"])
         return cls(**d)
 
     @classmethod
     def from_format1(cls, d: Mapping[str, Any]) -> RunSettings:
-        """The settings of a config.json written before kn.runs (format 1: the same names, two phases)."""
+        """The settings of a config.json written before kn.runs (format 1: `method` and `steps` for the
+        attribution, kn's IG defaults otherwise, two phases)."""
+        d = dict(d)
+        method, steps = d.pop("method"), d.pop("steps", None)
+        d["attribution"] = IG(steps=steps) if method == "ig" else resolve(method=method)
         return cls.from_dict({k: v for k, v in d.items() if k in field_names()})
 
     def asdict(self) -> dict:
@@ -98,6 +116,8 @@ def field_names() -> list[str]:
 
 
 def _json(v: Any) -> Any:
+    if isinstance(v, (IG, Activation)):
+        return v.to_dict()
     return list(v) if isinstance(v, tuple) else v
 
 
@@ -114,7 +134,6 @@ def _check(s: RunSettings) -> None:
     check_phases(s.phases)
     if not isinstance(s.language, str) or not s.language:
         raise ValueError(f"language must be a language code such as 'en', got {s.language!r}")
-    _int_at_least("steps", s.steps, 1)
     _int_at_least("min_prompts", s.min_prompts, 1)
     _int_at_least("share_tries", s.share_tries, 1)
     _int_at_least("seed", s.seed, None)

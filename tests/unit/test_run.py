@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from kn.data.schema import Fact, FactSet
+from kn import IG, Activation
 from kn.runs import JOURNAL, RunConfigError, RunSettings, load_run, run
 from kn.testing import tiny_lm
 
@@ -114,7 +115,7 @@ def test_tables_and_outputs(baseline):
     assert cfg["kn_version"] == kn.__version__ and cfg["model"]["model"] == "tiny-GPT-2"
     assert cfg["data"] == {"name": "tiny", "fingerprint": tiny_facts().fingerprint(), "n_facts": 9,
                            "relations": ["capital", "language"]}
-    assert cfg["settings"]["steps"] == STEPS and cfg["settings"]["threshold"] == 0.2
+    assert cfg["settings"]["attribution"]["steps"] == STEPS and cfg["settings"]["threshold"] == 0.2
 
 
 def test_error_recorded_and_run_goes_on(baseline):
@@ -131,10 +132,10 @@ def test_any_exception_is_recorded(lm, tmp_path, monkeypatch):
 
     real = L.prompt_sets
 
-    def flaky(lm_, prompts, answer, **kw):
+    def flaky(lm_, prompts, answer, *a, **kw):
         if answer == "German":
             raise RuntimeError("simulated failure")
-        return real(lm_, prompts, answer, **kw)
+        return real(lm_, prompts, answer, *a, **kw)
 
     monkeypatch.setattr(L, "prompt_sets", flaky)
     res = run(lm, tiny_facts(), tmp_path, steps=STEPS, progress=False)
@@ -170,7 +171,8 @@ def test_config_mismatch_refuses_to_resume(lm, baseline):
 
 
 # one other valid value per setting: a run must notice a change of any of them
-CHANGED = {"phases": ("locate",), "language": "de", "method": "activation", "steps": STEPS + 1, "threshold": 0.3,
+CHANGED = {"phases": ("locate",), "language": "de", "attribution": IG(steps=STEPS, rule="gauss_legendre"),
+           "threshold": 0.3,
            "share": 0.6, "min_prompts": 2, "kns_per_fact": (1, 4), "share_step": 0.1, "share_tries": 3,
            "relation_neuron_share": 0.2, "controls": False, "seed": 1, "suppress_factor": 0.5, "amplify_factor": 3.0}
 
@@ -179,9 +181,11 @@ def test_config_records_the_settings_the_run_used(baseline):
     from kn.runs.settings import field_names
 
     cfg = json.loads((baseline.out_dir / "config.json").read_text())
-    settings = RunSettings(steps=STEPS)
+    settings = RunSettings(attribution=IG(steps=STEPS))
     assert cfg["settings"] == settings.asdict() and list(cfg["settings"]) == field_names()
-    assert RunSettings.from_dict(cfg["settings"]).asdict() == cfg["settings"] and baseline.settings.steps == STEPS
+    assert cfg["settings"]["attribution"] == {**IG().to_dict(), "steps": STEPS} and IG().to_dict()["kind"] == "ig"
+    assert RunSettings.from_dict(cfg["settings"]).asdict() == cfg["settings"]
+    assert baseline.settings.attribution == IG(steps=STEPS)
     assert cfg["settings"]["threshold"] == 0.2  # resolved: the value the run used, not "the default"
     assert cfg["kind"] == "kn run" and cfg["format"] == 2
 
@@ -192,19 +196,26 @@ def test_any_changed_setting_refuses_to_resume(lm, baseline, name):
 
     assert set(CHANGED) == set(field_names()), "a new setting needs a changed value here"
     before = (baseline.out_dir / JOURNAL).read_bytes()
-    changed = RunSettings.make(RunSettings(steps=STEPS), **{name: CHANGED[name]})
-    with pytest.raises(RunConfigError, match=rf"(?s)cannot be resumed:.*settings\.{name}: "):
+    changed = RunSettings.make(RunSettings(attribution=IG(steps=STEPS)), **{name: CHANGED[name]})
+    with pytest.raises(RunConfigError, match=rf"(?s)cannot be resumed:.*settings\.{name}[.:]"):
         run(lm, tiny_facts(), baseline.out_dir, changed, progress=False)
     assert (baseline.out_dir / JOURNAL).read_bytes() == before
 
 
 def test_settings_are_checked_once_with_clear_errors(lm, tmp_path):
-    for bad, message in [(dict(share=1.5), "share must be in"), (dict(steps=0), "steps must be an int >= 1"),
+    for bad, message in [(dict(share=1.5), "share must be in"), (dict(steps=0), "steps"),
                          (dict(phases=("verify",)), "needs \\['locate'\\] before it"),
                          (dict(phases=("locate", "nope")), "unknown phase 'nope'"),
                          (dict(kns_per_fact=(5, 2)), "kns_per_fact must be"), (dict(method="x"), "method must be")]:
         with pytest.raises(ValueError, match=message):
-            RunSettings(**bad)
+            RunSettings.make(**bad)
+    with pytest.raises(TypeError, match="attribution must be kn.IG"):
+        RunSettings(attribution="ig")
+    with pytest.raises(TypeError, match="not both"):
+        RunSettings.make(attribution=IG(), steps=3)
+    assert RunSettings.make(method="activation").attribution == Activation()
+    assert RunSettings.make(method="activation").coarse_threshold == 0.5
+    assert RunSettings.make(RunSettings.make(rule="linspace"), steps=3).attribution == IG(steps=3, rule="linspace")
     with pytest.raises(TypeError, match="unknown run setting.*stepz"):
         run(lm, tiny_facts(), tmp_path, stepz=3, progress=False)
     assert not any(tmp_path.iterdir())  # nothing written before the settings are valid
@@ -215,13 +226,14 @@ def test_a_format_1_run_resumes(lm, baseline, tmp_path):
     for name in ("config.json", JOURNAL):
         (tmp_path / name).write_bytes((baseline.out_dir / name).read_bytes())
     cfg = json.loads((tmp_path / "config.json").read_text())
-    old = {k: v for k, v in cfg["settings"].items() if k not in ("phases", "relation_neuron_share")}
+    old = {k: v for k, v in cfg["settings"].items() if k not in ("phases", "relation_neuron_share", "attribution")}
+    old |= {"method": "ig", "steps": STEPS}
     (tmp_path / "config.json").write_text(json.dumps({**{k: v for k, v in cfg.items() if k != "kind"},
                                                       "format": 1, "settings": old}))
     res = run(lm, tiny_facts(), tmp_path, steps=STEPS, progress=False)
     assert (tmp_path / JOURNAL).read_bytes() == (baseline.out_dir / JOURNAL).read_bytes()
     assert_same_results(res, baseline)
-    assert res.config["format"] == 1 and res.settings == RunSettings(steps=STEPS, threshold=0.2)
+    assert res.config["format"] == 1 and res.settings == RunSettings.make(steps=STEPS, threshold=0.2)
     with pytest.raises(RunConfigError, match=r"settings\.seed: 1 now, 0"):
         run(lm, tiny_facts(), tmp_path, steps=STEPS, seed=1, progress=False)
 
@@ -269,7 +281,7 @@ def test_fresh_replaces_a_run(lm, tmp_path):
     facts = tiny_facts().filter(relation="language")
     run(lm, facts, tmp_path, steps=2, controls=False, progress=False)
     res = run(lm, facts, tmp_path, steps=STEPS, controls=False, progress=False, resume=False)
-    assert json.loads((tmp_path / "config.json").read_text())["settings"]["steps"] == STEPS
+    assert json.loads((tmp_path / "config.json").read_text())["settings"]["attribution"]["steps"] == STEPS
     assert len(records(tmp_path)) == 4 + 1 + 4 and res.facts.control_other_fact.isna().all()
 
 
@@ -342,6 +354,8 @@ def test_cli_run(lm, tmp_path, monkeypatch, capsys):
     assert "different configuration" in capsys.readouterr().err
     assert cli.main(["run", "--data", f"pararel:{tmp_path / 'nowhere'}", "--out", str(out)]) == 2
     assert "cannot load --data" in capsys.readouterr().err
+    assert cli.main(["run", "--method", "activation", "--steps", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "--steps is the integrated-gradients path length" in capsys.readouterr().err
 
 
 def test_select_facts_is_seeded_and_capped(lm):

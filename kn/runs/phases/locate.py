@@ -79,7 +79,7 @@ class Locate(Phase):
             if len(prompts) < s.min_prompts:
                 raise ValueError(f"{len(prompts)} usable prompt(s), fewer than min_prompts={s.min_prompts}: "
                                  f"no neuron could pass the refinement")
-            sets = prompt_sets(lm, prompts, answer, threshold=s.coarse_threshold, method=s.method, steps=s.steps)
+            sets = prompt_sets(lm, prompts, answer, s.attribution, threshold=s.coarse_threshold)
             rec["sets"] = [sorted([l, i] for l, i in p) for p in sets]
             rec["p_before"] = [answer_prob(lm, p, answer) for p in prompts]
         except Exception as err:  # recorded; the run goes on
