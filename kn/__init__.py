@@ -13,12 +13,12 @@ from .interventions import amplify, scaled, suppress  # noqa: E402
 from .locate import coarse, locate, refine, tune_share  # noqa: E402
 from .verify import Verification, ratio_of_means, verify  # noqa: E402
 from . import editing, recording, widgets  # noqa: E402  (widgets imports ipywidgets only when used)
-from .run import RunResult, load_run, run  # noqa: E402  (shadows the module name kn.run: kn.run(...) is the function)
+from .runs import RunResult, RunSettings, load_run, run  # noqa: E402  (the package is kn.runs; kn.run is the function)
 
 __all__ = [
     "FAMILIES", "Family", "UnsupportedModelError", "LM", "ModelNotFoundError", "load", "wrap",
     "RULES", "BASELINES", "settings", "IG", "Activation", "activations", "attribute", "scores",
     "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
     "coarse", "locate", "refine", "tune_share", "Verification", "ratio_of_means", "verify",
-    "editing", "recording", "widgets", "RunResult", "load_run", "run",
+    "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",
 ]
