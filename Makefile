@@ -29,6 +29,8 @@ KN_SRC   := $(shell find kn -name '*.py' -o -name '*.json' 2>/dev/null)
 
 # Offline assets: the ipywidgets HTML manager (npm only; ipywidgets 8 renders with 1.x), pinned.
 HTML_MANAGER := 1.0.15
+# Where a machine has no npm, Node.js itself comes from PyPI (nodejs-bin, its npm included), pinned.
+NODEJS_BIN   := 18.4.0a4
 WIDGETS      := _build/assets/html-manager-$(HTML_MANAGER)
 
 # The notebook kernel (argv "python") and the CLIs must come from the venv.
@@ -86,7 +88,10 @@ assets: $(WIDGETS)/embed.js
 # integrity hash) and embed.js with its fonts is kept here; the html target copies it, with this
 # repository's _assets/ (the manager's MathJax 2 -> 3 bridge), into the staged sources.
 $(WIDGETS)/embed.js:
-	@command -v npm >/dev/null || { echo "assets: npm (Node.js) is needed once, to fetch @jupyter-widgets/html-manager@$(HTML_MANAGER), which renders the book's widgets offline (Debian: apt-get install npm)" >&2; exit 1; }
+	@if ! command -v npm >/dev/null; then \
+	  echo "assets: no npm on PATH: installing Node.js from PyPI (nodejs-bin) into $(VENV) to fetch the widget manager"; \
+	  $(PIP) install --quiet "nodejs-bin[cmd]==$(NODEJS_BIN)" 2>&1 | $(QUIET); \
+	fi
 	@rm -rf $(@D) $(@D).tmp && mkdir -p $(@D).tmp
 	@cd $(@D).tmp && npm pack --loglevel=error @jupyter-widgets/html-manager@$(HTML_MANAGER) >/dev/null
 	@tar -xzf $(@D).tmp/jupyter-widgets-html-manager-$(HTML_MANAGER).tgz -C $(@D).tmp
