@@ -2,8 +2,9 @@
 
 config.json = {"kind": "kn run", "format": 2, "kn_version", "settings": RunSettings.asdict(),
 "model": lm.describe(), "data": {name, fingerprint, n_facts, relations}, "created"}. Format 1 (kn
-before kn.runs) had no "kind" and the same settings minus `phases` and `relation_neuron_share`;
-`upgrade` reads it as the format 2 config it stands for, so such a run loads and resumes.
+before kn.runs) had no "kind", `method` and `steps` where format 2 has `attribution` (the settings
+value's dict), and no `phases` or `relation_neuron_share`; `upgrade` reads it as the format 2 config
+it stands for, so such a run loads and resumes.
 """
 from __future__ import annotations
 
