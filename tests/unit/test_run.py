@@ -38,12 +38,8 @@ def tiny_facts() -> FactSet:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model on a busy 2-core machine is ~30x faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Tiny models on a busy 2-core machine: one thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

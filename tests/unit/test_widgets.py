@@ -17,12 +17,8 @@ STEPS = 4
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run 50x faster on one thread than on two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Tiny models on a busy 2-core machine: one thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
