@@ -48,7 +48,7 @@ def cmd_locate(args) -> None:
     t0 = time.perf_counter()
     scores, sets = [], []
     for p in args.prompts:
-        s = attribute(lm, p, args.answer, steps=args.steps)
+        s = attribute(lm, p, args.answer, steps=args.steps, rule=args.rule)
         scores.append(s)
         sets.append(coarse(s, args.threshold))
         print(f"  {len(sets[-1]):3d} neurons pass the coarse filter: {p!r}", file=sys.stderr)
@@ -101,9 +101,10 @@ def run_settings(args):
 
     from .settings import resolve
 
-    if args.method != "ig" and args.steps is not None:
-        raise ValueError(f"--steps is the integrated-gradients path length; it does not apply to --method {args.method}")
-    return RunSettings(language=args.language, attribution=resolve(method=args.method, steps=args.steps),
+    for flag, value in (("--steps", args.steps), ("--rule", args.rule)):
+        if args.method != "ig" and value is not None:
+            raise ValueError(f"{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
+    return RunSettings(language=args.language, attribution=resolve(method=args.method, steps=args.steps, rule=args.rule),
                        threshold=args.threshold, share=args.share, min_prompts=args.min_prompts,
                        controls=not args.no_controls, seed=args.seed)
 
@@ -143,6 +144,7 @@ def cmd_record(args) -> None:
 def _add_run(p) -> None:
     """The arguments of `kn run`; the settings' defaults are RunSettings' (`run_settings` reads them back)."""
     from .runs import RunSettings
+    from .quadrature import RULES
     from .settings import KINDS
 
     D = RunSettings()
@@ -155,6 +157,8 @@ def _add_run(p) -> None:
     p.add_argument("--language", default=D.language)
     p.add_argument("--method", choices=list(KINDS), default=D.attribution.kind)
     p.add_argument("--steps", type=int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
+    p.add_argument("--rule", choices=list(RULES), default=None,
+                   help=f"IG quadrature rule (default {KINDS['ig']().rule})")
     p.add_argument("--threshold", type=float, default=D.threshold,
                    help=f"coarse filter t (default {', '.join(f'{c.coarse_threshold} {k}' for k, c in KINDS.items())})")
     p.add_argument("--share", type=float, default=D.share, help="starting refinement share p (tuned per relation)")
@@ -167,6 +171,8 @@ def _add_run(p) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .quadrature import RULES
+
     parser = argparse.ArgumentParser(prog="kn", description="Knowledge neurons in transformer language models.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("prompts", nargs="+")
     p.add_argument("--answer", "-a", required=True)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rule", choices=list(RULES), default="riemann_left", help="IG quadrature rule")
     p.add_argument("--threshold", type=float, default=0.2)
     p.add_argument("--share", type=float, default=0.7)
     p.add_argument("--min-prompts", type=int, default=3)

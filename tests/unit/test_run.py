@@ -351,7 +351,20 @@ def test_cli_run(lm, tmp_path, monkeypatch, capsys):
     assert cli.main(["run", "--data", f"pararel:{tmp_path / 'nowhere'}", "--out", str(out)]) == 2
     assert "cannot load --data" in capsys.readouterr().err
     assert cli.main(["run", "--method", "activation", "--steps", "3", "--out", str(tmp_path / "x")]) == 2
-    assert "--steps is the integrated-gradients path length" in capsys.readouterr().err
+    assert "--steps belongs to integrated gradients" in capsys.readouterr().err
+    assert cli.main(["run", "--method", "activation", "--rule", "linspace", "--out", str(tmp_path / "x")]) == 2
+    assert "--rule belongs to integrated gradients" in capsys.readouterr().err
+
+
+def test_cli_run_records_the_rule(lm, tmp_path, monkeypatch):
+    from kn import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    out = tmp_path / "gl"
+    assert cli.main(["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "2", "--steps", "2",
+                     "--rule", "gauss_legendre", "--out", str(out)]) == 0
+    attribution = load_run(out).config["settings"]["attribution"]
+    assert attribution["rule"] == "gauss_legendre" and attribution["steps"] == 2
 
 
 def test_select_facts_is_seeded_and_capped(lm):
