@@ -19,7 +19,6 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from . import arch
 from .interventions import check_neurons
 from .models import LM, MASK
 from .probing import answer_stats
@@ -28,13 +27,13 @@ from .tokens import answer_ids
 
 @contextmanager
 def _slots_restored(lm: LM, layers: Iterable[int]) -> Iterator[None]:
-    saved = {l: arch.value_slots(lm.model, lm.family, l).detach().clone() for l in set(layers)}
+    saved = {l: lm.value_slots(l).detach().clone() for l in set(layers)}
     try:
         yield
     finally:
         with torch.no_grad():
             for l, w in saved.items():
-                arch.value_slots(lm.model, lm.family, l).copy_(w)
+                lm.value_slots(l).copy_(w)
 
 
 def word_embedding(lm: LM, prompt: str, answer: str) -> torch.Tensor:
@@ -52,7 +51,7 @@ def update_fact(lm: LM, neurons, prompt: str, old: str, new: str, *, lambda1: fl
     with _slots_restored(lm, by_layer):
         with torch.no_grad():
             for l, idx in by_layer.items():
-                slots = arch.value_slots(lm.model, lm.family, l)
+                slots = lm.value_slots(l)
                 for i in idx:
                     v = slots[i]
                     size = v.norm()
@@ -67,7 +66,7 @@ def erase(lm: LM, neurons) -> Iterator[None]:
     with _slots_restored(lm, by_layer):
         with torch.no_grad():
             for l, idx in by_layer.items():
-                arch.value_slots(lm.model, lm.family, l)[idx] = 0
+                lm.value_slots(l)[idx] = 0
         yield
 
 
