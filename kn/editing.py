@@ -20,7 +20,8 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from .interventions import check_neurons
-from .models import LM, MASK
+from .data.templates import MASK, Continuation, with_object
+from .models import LM
 from .probing import answer_stats
 from .tokens import answer_ids
 
@@ -99,7 +100,7 @@ def most_frequent(kns: Sequence[Sequence[tuple[int, int]]], k: int = 20) -> list
 
 # -- the paper's experiments over a dataset run (a kn.RunResult) ------------------------------------
 Neuron = tuple[int, int]
-Item = tuple[str, str]  # (prompt, answer)
+Item = tuple[str, Continuation]  # (prompt, answer as it follows the prompt)
 
 UPDATE_COLUMNS = ["relation", "fact_id", "old", "new", "n_neurons", "n_prompts", "success", "changed",
                   "random_success", "random_changed", "intra_acc_before", "intra_acc_after", "intra_ppl_before",
@@ -110,9 +111,10 @@ ERASE_COLUMNS = ["relation", "n_neurons", "n_prompts", "n_other_prompts", "acc_b
 
 @dataclass(frozen=True)
 class Update:
-    """One planned fact update: move `fact_id`'s answer from `old` to `new` through `neurons`.
+    """One planned fact update: move `fact_id`'s answer from the object `old` to `new` through `neurons`.
 
-    prompts: the fact's prompts where `old` is top-1 before the edit (where it is measured);
+    prompts: the fact's (prompt, answer) pairs where the answer is top-1 before the edit (where it is
+    measured; `new` takes the answer's place with its separator);
     random_neurons: the control, one random neuron in the layer of each of `neurons` (duplicates
     merged); intra / inter: (prompt, answer) pairs of other facts of the relation / of other relations.
     """
@@ -123,7 +125,7 @@ class Update:
     new: str
     neurons: tuple[Neuron, ...]
     random_neurons: tuple[Neuron, ...]
-    prompts: tuple[str, ...]
+    prompts: tuple[Item, ...]
     intra: tuple[Item, ...]
     inter: tuple[Item, ...]
 
@@ -141,7 +143,12 @@ class Erasure:
 
 def _items(run) -> dict[str, list[Item]]:
     """{fact_id: [(prompt, answer), ...]} of the run's facts with no error, in run order."""
-    return {f: [(p, run.fact_answer(f)) for p in run.fact_prompts(f)] for f in run.error_free_facts()}
+    return {f: run.fact_queries(f) for f in run.error_free_facts()}
+
+
+def run_object(items: Sequence[Item]) -> str:
+    """The object of a fact's (prompt, answer) pairs (the answer without its separator)."""
+    return items[0][1].strip()
 
 
 def _first_token(lm: LM, prompt: str, answer: str) -> int:
@@ -194,17 +201,18 @@ class _Planner:
     def update(self, rel: str, fid: str, kns: list[Neuron]) -> Update | None:
         """The fact's edit, None if `lm` answers none of its prompts right or the relation has no other object."""
         items, lm = self.items, self.lm
-        old = items[fid][0][1]
-        right = [p for p, a in items[fid] if answer_stats(lm, p, a)[1] == 0]
+        right = [(p, a) for p, a in items[fid] if answer_stats(lm, p, a)[1] == 0]
         if not right:
             return None
         rng = random.Random(f"{self.seed}|update|{fid}")
         others = [f for f in self.by_rel[rel] if f != fid]
-        news = [items[f][0][1] for f in others
-                if _first_token(lm, right[0], items[f][0][1]) != _first_token(lm, right[0], old)]
+        first = _first_token(lm, *right[0])
+        news = [items[f][0][1].strip() for f in others
+                if _first_token(lm, right[0][0], with_object(right[0][1], items[f][0][1])) != first]
         if not news:
             return None
         new = rng.choice(sorted(set(news)))
+        old = run_object(items[fid])
         intra = [x for f in rng.sample(others, min(self.side_facts, len(others))) for x in items[f]]
         other_rel = sorted(f for r, fs in self.by_rel.items() if r != rel for f in fs)
         inter = [x for f in rng.sample(other_rel, min(self.side_facts, len(other_rel))) for x in items[f]]
@@ -218,10 +226,11 @@ def measure_update(lm: LM, u: Update, *, lambda1: float = 1.0, lambda2: float = 
            "n_prompts": len(u.prompts)}
     row["intra_acc_before"], row["intra_ppl_before"] = scores(lm, u.intra)
     row["inter_acc_before"], row["inter_ppl_before"] = scores(lm, u.inter)
+    (p0, a0), n = u.prompts[0], len(u.prompts)
     for tag, chosen in (("", u.neurons), ("random_", u.random_neurons)):
-        with update_fact(lm, chosen, u.prompts[0], u.old, u.new, lambda1=lambda1, lambda2=lambda2):
-            row[f"{tag}success"] = sum(answer_stats(lm, p, u.new)[1] == 0 for p in u.prompts) / len(u.prompts)
-            row[f"{tag}changed"] = sum(answer_stats(lm, p, u.old)[1] != 0 for p in u.prompts) / len(u.prompts)
+        with update_fact(lm, chosen, p0, a0, with_object(a0, u.new), lambda1=lambda1, lambda2=lambda2):
+            row[f"{tag}success"] = sum(answer_stats(lm, p, with_object(a, u.new))[1] == 0 for p, a in u.prompts) / n
+            row[f"{tag}changed"] = sum(answer_stats(lm, p, a)[1] != 0 for p, a in u.prompts) / n
             if not tag:
                 row["intra_acc_after"], row["intra_ppl_after"] = scores(lm, u.intra)
                 row["inter_acc_after"], row["inter_ppl_after"] = scores(lm, u.inter)

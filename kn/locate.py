@@ -50,26 +50,39 @@ def settings_of(settings: Settings | None = None, *, method: str | None = None, 
     return resolve(settings, method=method, **ig_kw)
 
 
-def prompt_sets(lm: LM, prompts: Sequence[str], answer: str, settings: Settings | None = None, *,
+def per_prompt(answer: str | Sequence[str], n: int) -> list[str]:
+    """`answer` for each of `n` prompts: one string for all, or a sequence of `n` (one per prompt)."""
+    if isinstance(answer, str):
+        return [answer] * n
+    answers = list(answer)
+    if len(answers) != n:
+        raise ValueError(f"{len(answers)} answers for {n} prompts: pass one answer, or one per prompt")
+    return answers
+
+
+def prompt_sets(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], settings: Settings | None = None, *,
                 threshold: float | None = None, steps: int | None = None, rule: str | None = None,
                 baseline=None, freeze_norm: bool | None = None, batch_size: int | None = None, layers=None,
                 method: str | None = None, progress: bool = False) -> list[set[Neuron]]:
     """The coarse set of each prompt: neurons scored by `settings` (default `kn.IG()`; the keywords
     override its fields; `method` "ig" | "activation" is the older form) kept at `threshold` (default:
-    the settings' `coarse_threshold`, 0.2 for IG, 0.5 for activation)."""
+    the settings' `coarse_threshold`, 0.2 for IG, 0.5 for activation). `answer`: one for every
+    prompt, or one per prompt (as `kn.data.prepare` gives them)."""
     s = settings_of(settings, method=method, steps=steps, rule=rule, baseline=baseline,
                     freeze_norm=freeze_norm, batch_size=batch_size)
     t = s.coarse_threshold if threshold is None else threshold
-    return [coarse(neuron_scores(lm, p, answer, s, layers=layers), t)
-            for p in tqdm(prompts, desc="prompts", disable=not progress, leave=False)]
+    pairs = list(zip(prompts, per_prompt(answer, len(prompts))))
+    return [coarse(neuron_scores(lm, p, a, s, layers=layers), t)
+            for p, a in tqdm(pairs, desc="prompts", disable=not progress, leave=False)]
 
 
-def locate(lm: LM, prompts: Sequence[str], answer: str, settings: Settings | None = None, *,
+def locate(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], settings: Settings | None = None, *,
            threshold: float | None = None, share: float = 0.7, min_prompts: int = 3, steps: int | None = None,
            rule: str | None = None, baseline=None, freeze_norm: bool | None = None, batch_size: int | None = None,
            layers=None, method: str | None = None, progress: bool = False) -> list[Neuron]:
     """The knowledge neurons [(layer, index), ...] of a fact from its paraphrase prompts.
 
+    answer: the object, for every prompt, or one answer per prompt (`PreparedFact.answers`);
     settings: `kn.IG(...)` (default) or `kn.Activation()`; steps, rule, baseline, freeze_norm,
     batch_size: override the IG fields; threshold: coarse filter t (default: the settings'
     `coarse_threshold`, 0.2 for IG, 0.5 for activation); share: refinement p; min_prompts: the floor of

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +10,10 @@ import torch
 from torch import nn
 
 from . import arch
+from .cache import cache_dir
 
 log = logging.getLogger(__name__)
 
-MASK = "[MASK]"
 DEFAULT_MODEL = "gemma-3-270m"
 
 
@@ -57,11 +56,6 @@ PACKAGED: dict[str, Packaged] = {
 
 class ModelNotFoundError(ValueError):
     """A model name that is neither packaged, a local directory, nor reachable on the hub."""
-
-
-def cache_dir() -> Path:
-    """Where fp32 copies of packaged models live: $KN_CACHE, else ~/.cache/kn."""
-    return Path(os.environ.get("KN_CACHE") or Path.home() / ".cache" / "kn")
 
 
 @dataclass

@@ -3,6 +3,10 @@
 Causal LMs: the answer follows the prompt; a trailing space of the prompt belongs to the answer
 token (" France"). Masked LMs: the prompt holds `[MASK]` once; an answer of k tokens becomes k mask
 tokens. A multi-token answer is teacher-forced: token j is predicted with gold tokens 0..j-1 in place.
+
+The data layer owns the text: an answer prepared from a template (`kn.data.templates.Continuation`,
+separator included) is tokenized as given; a plain string gets its separator from
+`kn.data.templates.continuation`, and `kn.data.prepare.continuation_ids` splits both.
 """
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .models import LM, MASK
+from .data.prepare import continuation_ids, unknown_tokens
+from .data.templates import MASK, continuation
+from .models import LM
 
 
 @dataclass(frozen=True)
@@ -22,34 +28,13 @@ class Target:
     gold: int
 
 
-def _is_cjk(ch: str) -> bool:
-    return ord(ch) >= 0x2E80
-
-
-def _sep(left: str, answer: str) -> str:
-    """What joins a prompt and its answer: the prompt's trailing space, else a space (none around CJK)."""
-    if left != left.rstrip():
-        return " "
-    if not left or _is_cjk(left[-1]) or _is_cjk(answer[0]):
-        return ""
-    return " "
-
-
-def _enc(lm: LM, text: str) -> list[int]:
-    return lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def answer_ids(lm: LM, left: str, answer: str) -> list[int]:
-    """Token ids of `answer` as it follows `left` (tokenized together, so spacing comes out right)."""
+    """Token ids of `answer` as it follows `left` (a `Continuation` as given, a plain string with the
+    separator of `kn.data.templates.continuation`)."""
     if not isinstance(answer, str) or not answer.strip():
         raise ValueError(f"the answer must be a non-empty string, got {answer!r}")
-    answer = answer.strip()
-    left = left.rstrip()
-    head = _enc(lm, left) if left else []
-    full = _enc(lm, left + _sep(left, answer) + answer)
-    ids = full[len(head):] if full[: len(head)] == head else _enc(lm, _sep(left, answer) + answer)
-    unk = getattr(lm.tokenizer, "unk_token_id", None)
-    if not ids or (unk is not None and unk in ids):
+    ids, _ = continuation_ids(lm.tokenizer, left, continuation(left, answer))
+    if unknown_tokens(lm.tokenizer, ids):
         raise ValueError(
             f"the tokenizer of {lm.name} cannot represent the answer {answer!r} (tokens: "
             f"{lm.tokenizer.convert_ids_to_tokens(ids)}); pick an answer made of known words"

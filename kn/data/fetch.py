@@ -1,6 +1,6 @@
 """Where dataset files come from: a local directory, or a URL downloaded once into a user cache.
 
-The cache is ``$KN_DATA_CACHE``, else ``$XDG_CACHE_HOME/kn/data``, else ``~/.cache/kn/data``; a file
+The cache is ``$KN_DATA_CACHE``, else the ``data`` folder of `kn.cache.cache_dir` (``~/.cache/kn/data``); a file
 is fetched with `urllib` the first time and read from the cache afterwards. Without a network the
 loaders raise `DataUnavailableError`, which says which URL failed and to pass a local path instead.
 """
@@ -14,6 +14,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from .. import cache as _cache
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,8 @@ def is_url(source: str | os.PathLike) -> bool:
 
 
 def cache_dir() -> Path:
-    """The download cache for dataset files."""
-    if os.environ.get("KN_DATA_CACHE"):
-        return Path(os.environ["KN_DATA_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "kn" / "data"
+    """The download cache for dataset files (`kn.cache.cache_dir`)."""
+    return _cache.cache_dir("data")
 
 
 def join(base: str, *parts: str) -> str:

@@ -49,16 +49,24 @@ def decode_token(tokenizer: Any, token_id: int) -> str:
 
 
 def continuation_ids(tokenizer: Any, left: str, answer: str) -> tuple[list[int], bool]:
-    """Tokens of `answer` (with its leading space, if any) as it follows `left`, and whether the split
-    was clean (the ids of `left` are a prefix of the ids of ``left + answer``)."""
+    """Tokens of `answer` (a `templates.Continuation`: separator included, taken as given) as it
+    follows `left`, and whether the split was clean.
+
+    Clean: the ids of `left` are a prefix of the ids of ``left + answer``, and the answer's ids are the
+    rest. Otherwise the tokenizer merged across the boundary, and the answer is tokenized on its own.
+    """
+    left = left.rstrip()
     head = encode(tokenizer, left) if left else []
     full = encode(tokenizer, left + answer)
     if full[: len(head)] == head:
         return full[len(head):], True
-    n = 0  # the tokenizer merged across the boundary: keep what differs
-    while n < min(len(head), len(full)) and head[n] == full[n]:
-        n += 1
-    return full[n:], False
+    return encode(tokenizer, answer), False
+
+
+def unknown_tokens(tokenizer: Any, ids: Sequence[int]) -> bool:
+    """True if `ids` is empty or holds the tokenizer's unknown token (the answer cannot be written)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return not ids or (unk is not None and unk in ids)
 
 
 # -- prepared facts --------------------------------------------------------------------------
@@ -67,22 +75,25 @@ class PreparedFact:
     """One fact in one language, ready for one model.
 
     prompts:        cloze texts with ``[MASK]`` (masked LM) or prefixes before the object (causal LM).
-    answers:        per prompt, the text that fills the slot: causal " Paris" (with the template's
-                    space), masked "Paris".
+    answers:        per prompt, the text that fills the slot as it follows the text before it (a
+                    `templates.Continuation`: " Paris" after "is", "Paris" after "l'" or "是"); the
+                    kernels take each prompt with its answer as given.
     answer_ids:     tokens of the gold answer after the first prompt; `consistent` says whether every
                     prompt yields the same tokens.
     distractor_ids: tokens of each same-relation distractor after the first prompt.
+    representable:  no prompt's answer tokens include the tokenizer's unknown token.
     """
 
     fact: Fact
     language: str
     masked: bool
     prompts: tuple[str, ...]
-    answers: tuple[str, ...]
+    answers: tuple[T.Continuation, ...]
     answer_ids: tuple[int, ...]
     gold_token: str
     consistent: bool
     clean_split: bool
+    representable: bool = True
     distractors: tuple[str, ...] = ()
     distractor_ids: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
 
@@ -105,6 +116,11 @@ class PreparedFact:
     @property
     def single_token(self) -> bool:
         return len(self.answer_ids) == 1
+
+    @property
+    def usable(self) -> bool:
+        """The model can be asked this fact: at least one prompt, and an answer its tokenizer can write."""
+        return bool(self.prompts) and self.representable
 
     @property
     def gold_id(self) -> int:
@@ -166,18 +182,18 @@ class Prepared(Sequence[PreparedFact]):
                                            "single_token", "multi_token"])
 
 
-def _slot_pairs(fact: Fact, language: str, masked: bool, mask: str) -> list[tuple[str, str, str]]:
-    """(prompt, left context, answer text) per usable template."""
+def _slot_pairs(fact: Fact, language: str, masked: bool, mask: str) -> list[tuple[str, str, T.Continuation]]:
+    """(prompt, left context, answer as it continues the left context) per usable template."""
     obj = fact.object[language]
     out = []
     if masked:
         for p in fact.prompts(language):
             head = p.split(T.OBJECT, 1)[0]
             left = head.rstrip()
-            out.append((T.cloze(p, mask), left, (T.answer_separator(head) if left else "") + obj))
+            out.append((T.cloze(p, mask), left, T.Continuation((T.answer_separator(head) if left else "") + obj)))
     else:
         for prefix, answer in fact.causal_pairs(language):
-            out.append((prefix, prefix, answer))
+            out.append((prefix, prefix, T.Continuation(answer)))
     return out
 
 
@@ -187,12 +203,12 @@ def prepare_fact(fact: Fact, model: Any, language: str = "en", *, mask: str = T.
     pairs = _slot_pairs(fact, language, masked, mask)
     if not pairs:
         return None
-    ids_per_prompt, clean = [], True
+    tok_ids, clean = [], True
     for _, left, answer in pairs:
         ids, ok = continuation_ids(tok, left, answer)
-        ids_per_prompt.append(tuple(ids))
+        tok_ids.append(tuple(ids))
         clean &= ok
-    answer_ids = ids_per_prompt[0]
+    answer_ids = tok_ids[0]
     if not answer_ids:
         raise ValueError(f"fact {fact.fact_id!r} ({language}): the answer {pairs[0][2]!r} has no tokens")
     sep = pairs[0][2][: len(pairs[0][2]) - len(fact.object[language])]
@@ -202,9 +218,18 @@ def prepare_fact(fact: Fact, model: Any, language: str = "en", *, mask: str = T.
         fact=fact, language=language, masked=masked,
         prompts=tuple(p for p, _, _ in pairs), answers=tuple(a for _, _, a in pairs),
         answer_ids=answer_ids, gold_token=decode_token(tok, answer_ids[0]),
-        consistent=all(i == answer_ids for i in ids_per_prompt), clean_split=clean,
+        consistent=all(i == answer_ids for i in tok_ids), clean_split=clean,
+        representable=not any(unknown_tokens(tok, i) for i in tok_ids),
         distractors=tuple(dis), distractor_ids=dis_ids,
     )
+
+
+def usable(model: Any, fact: Fact, language: str = "en") -> bool:
+    """True if `model` can be asked `fact` in `language` (see `PreparedFact.usable`)."""
+    if not fact.has(language):
+        return False
+    p = prepare_fact(fact, model, language)
+    return p is not None and p.usable
 
 
 def prepare(facts: Iterable[Fact], model: Any, language: str | Iterable[str] = "en", *,

@@ -124,6 +124,15 @@ def _as_set(x: str | Iterable[str] | None) -> set[str] | None:
     return {x} if isinstance(x, str) else set(x)
 
 
+def fingerprint(facts: Iterable[Fact]) -> str:
+    """sha256 of the facts' canonical JSON, in order (what a run records to name its data)."""
+    h = hashlib.sha256()
+    for f in facts:
+        h.update(json.dumps(f.to_dict(), sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 class FactSet(Sequence[Fact]):
     """An ordered collection of facts with unique ids: iterate, `len()`, index by position, slice, or
     by fact id (``facts["capital/france"]``), filter, sample, tabulate, save.
@@ -250,11 +259,7 @@ class FactSet(Sequence[Fact]):
     # -- persistence -------------------------------------------------------------------------
     def fingerprint(self) -> str:
         """sha256 of the facts' canonical JSON: names exactly this data in run records."""
-        h = hashlib.sha256()
-        for f in self._facts:
-            h.update(json.dumps(f.to_dict(), sort_keys=True, ensure_ascii=False).encode())
-            h.update(b"\n")
-        return h.hexdigest()
+        return fingerprint(self._facts)
 
     def save(self, path: str | Path) -> Path:
         """Write the facts as JSON lines (one fact per line)."""

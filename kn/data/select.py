@@ -58,18 +58,13 @@ def _known(pool, ids: list[str], lm, language: str, per_relation: int | None, k:
            min_fraction: float) -> list[str]:
     """The first `per_relation` of `ids` (all, for None) that `lm` knows."""
     from ..probing import probe
-    from ..tokens import targets
 
     out = []
     for fid in ids:
         if per_relation is not None and len(out) >= per_relation:
             break
-        try:
-            p = prepare_fact(pool[fid], lm, language)
-            if p is None or not p.prompts:
-                continue
-            targets(lm, p.prompts[0], p.object)  # raises for an answer the tokenizer cannot write
-        except ValueError:
+        p = prepare_fact(pool[fid], lm, language) if pool[fid].has(language) else None
+        if p is None or not p.usable:
             continue
         if filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction).kept:
             out.append(fid)

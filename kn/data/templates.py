@@ -14,7 +14,7 @@ import unicodedata
 
 SUBJECT = "[X]"
 OBJECT = "[Y]"
-MASK = "[MASK]"  # the placeholder kn's kernels expect in masked-LM prompts (kn.models.MASK)
+MASK = "[MASK]"  # the answer slot of a masked-LM prompt, as kn's kernels read it
 
 # French and Spanish article contractions that appear when an articled subject ("le Japon",
 # "el hierro") follows a preposition in the template ("de [X]" -> "du Japon", "del hierro").
@@ -62,6 +62,30 @@ def answer_separator(prefix_with_space: str) -> str:
     Chinese "是[Y]" and a glued slot such as French "l'[Y]" give "".
     """
     return " " if prefix_with_space[-1:].isspace() else ""
+
+
+class Continuation(str):
+    """An answer exactly as it follows its prompt, separator included (" Paris"; "Paris" after "l'"):
+    what `kn.data.prepare` makes from a template. The kernels tokenize it as given."""
+
+    __slots__ = ()
+
+
+def continuation(left: str, answer: str) -> Continuation:
+    """`answer` as it follows the text `left`: a `Continuation` is kept as it is; a plain string (a
+    person's "Paris") gets the separator a writer would put, a space unless `left` is empty, ends in
+    a space-less script (CJK) or the answer starts in one."""
+    if isinstance(answer, Continuation):
+        return answer
+    answer = answer.strip()
+    left = left.rstrip()
+    glued = not left or is_cjk(left[-1]) or (answer and is_cjk(answer[0]))
+    return Continuation(("" if glued else " ") + answer)
+
+
+def with_object(answer: str, obj: str) -> Continuation:
+    """`obj` in the place of `answer`'s object, `answer`'s separator kept (" Paris" -> " Rome")."""
+    return Continuation(answer[: len(answer) - len(answer.lstrip())] + obj.strip())
 
 
 def _capitalize(text: str) -> str:

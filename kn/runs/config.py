@@ -8,10 +8,10 @@ it stands for, so such a run loads and resumes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any, Sequence
 
+from ..data.schema import fingerprint as schema_fingerprint
 from .settings import RunSettings
 
 FORMAT = 2
@@ -34,13 +34,8 @@ def make(lm, facts, selected: Sequence, settings: RunSettings) -> dict:
 
 
 def fingerprint(facts) -> str:
-    if hasattr(facts, "fingerprint"):
-        return facts.fingerprint()
-    h = hashlib.sha256()
-    for f in facts:
-        h.update(json.dumps(f.to_dict(), sort_keys=True, ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    """The data's fingerprint (`kn.data.schema.fingerprint`; a FactSet's own)."""
+    return facts.fingerprint() if hasattr(facts, "fingerprint") else schema_fingerprint(facts)
 
 
 def is_run_config(config: Any) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from ..data.templates import MASK, Continuation, continuation
 from . import tables as T
 from .config import settings_of
 from .directory import JOURNAL, read_config
@@ -76,6 +77,10 @@ class RunResult:
 
     def fact_prompts(self, fact_id: str) -> list[str]:
         """The fact's prompts, in order ([] for a fact without any)."""
+        return [p for p, _ in self._prompt_index.get(fact_id, [])]
+
+    def fact_queries(self, fact_id: str) -> list[tuple[str, Continuation]]:
+        """The fact's (prompt, answer as it follows the prompt) pairs, in order: what the run asked."""
         return list(self._prompt_index.get(fact_id, []))
 
     def fact_neurons(self, fact_id: str) -> list[Neuron]:
@@ -94,10 +99,13 @@ class RunResult:
         return {i: (r, a) for i, r, a in zip(f.fact_id, f.relation, f.answer)}
 
     @cached_property
-    def _prompt_index(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for fid, prompt in zip(self.prompts.fact_id, self.prompts.prompt):
-            out.setdefault(fid, []).append(prompt)
+    def _prompt_index(self) -> dict[str, list[tuple[str, Continuation]]]:
+        pr, answer_of = self.prompts, {i: a for i, (_, a) in self._fact_index.items()}
+        given = pr["answer"] if "answer" in pr else [None] * len(pr)
+        out: dict[str, list[tuple[str, Continuation]]] = {}
+        for fid, prompt, a in zip(pr.fact_id, pr.prompt, given):
+            a = Continuation(a) if isinstance(a, str) else continuation(prompt.split(MASK)[0], answer_of[fid])
+            out.setdefault(fid, []).append((prompt, a))
         return out
 
     @cached_property

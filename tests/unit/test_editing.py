@@ -26,7 +26,7 @@ ANSWERS = {f: a for f, (*_, a) in FACTS.items()}
 
 
 def _token(tok, answer: str) -> int:
-    return tok(" " + answer, add_special_tokens=False).input_ids[0]
+    return tok(" " + answer.strip(), add_special_tokens=False).input_ids[0]
 
 
 def _plant(lm) -> None:
@@ -114,11 +114,11 @@ def test_plan_updates_is_seeded_and_draws_controls_in_the_same_layers(planted):
     assert plan == editing.plan_updates(lm, res, seed=0)
     assert [u.random_neurons for u in editing.plan_updates(lm, res, seed=1)] != [u.random_neurons for u in plan]
     for u in plan:
-        assert u.neurons == tuple(res.fact_neurons(u.fact_id)) and u.prompts == (PROMPTS[u.fact_id],)
+        assert u.neurons == tuple(res.fact_neurons(u.fact_id)) and u.prompts == ((PROMPTS[u.fact_id], " " + u.old),)
         assert {l for l, _ in u.random_neurons} == {l for l, _ in u.neurons}
         assert 1 <= len(u.random_neurons) <= len(u.neurons)
         other = "b" if u.fact_id == "a" else "a"
-        assert u.intra == ((PROMPTS[other], ANSWERS[other]),) and u.inter == ((PROMPTS["c"], ANSWERS["c"]),)
+        assert u.intra == ((PROMPTS[other], " " + ANSWERS[other]),) and u.inter == ((PROMPTS["c"], " " + ANSWERS["c"]),)
     assert editing.plan_updates(lm, res, per_relation=1, seed=0)[0] in plan
     # a neuron shared by more than max_share of the relation's facts is left out (unless the fact's alone)
     assert editing.plan_updates(lm, res, max_share=0.0) == plan  # every planted neuron is one fact's
@@ -133,8 +133,8 @@ def test_measure_update_against_a_hand_edited_copy(planted):
     assert math.isclose(row["inter_ppl_before"], _oracle(lm.model, tok, u.inter)[1], rel_tol=1e-4)
     for tag, neurons in (("", u.neurons), ("random_", u.random_neurons)):
         edited = _hand_edited(lm, neurons, u.old, u.new, 1.0, 8.0)
-        new_acc = _oracle(edited, tok, [(p, u.new) for p in u.prompts])[0]
-        old_acc = _oracle(edited, tok, [(p, u.old) for p in u.prompts])[0]
+        new_acc = _oracle(edited, tok, [(p, u.new) for p, _ in u.prompts])[0]
+        old_acc = _oracle(edited, tok, [(p, u.old) for p, _ in u.prompts])[0]
         assert row[f"{tag}success"] == new_acc and row[f"{tag}changed"] == 1 - old_acc, tag
         if not tag:
             acc, ppl = _oracle(edited, tok, u.intra)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from ...tokens import targets
-from .locate import fact_prompts
+from ...data.prepare import prepare_fact
 
 DRAWS = 64  # random draws among the other relations' facts before a seeded scan
 
@@ -18,17 +17,14 @@ class Controls:
         self.lm, self.language, self.seed = lm, language, seed
         self.ids = sorted(f.fact_id for f in facts)
         self.by_id = {f.fact_id: f for f in facts}
-        self._usable: dict[str, tuple[list[str], str] | None] = {}
+        self._usable: dict[str, tuple[list[str], list[str]] | None] = {}
 
-    def prompts(self, fact_id: str) -> tuple[list[str], str] | None:
-        """The fact's prompts and answer, None if the model cannot be asked it."""
+    def prompts(self, fact_id: str) -> tuple[list[str], list[str]] | None:
+        """The fact's prompts and their answers, None if the model cannot be asked it."""
         if fact_id not in self._usable:
-            try:
-                prompts, answer = fact_prompts(self.lm, self.by_id[fact_id], self.language)
-                targets(self.lm, prompts[0], answer)  # raises for an answer the tokenizer cannot write
-                self._usable[fact_id] = (prompts, answer)
-            except ValueError:
-                self._usable[fact_id] = None
+            fact = self.by_id[fact_id]
+            p = prepare_fact(fact, self.lm, self.language) if fact.has(self.language) else None
+            self._usable[fact_id] = (list(p.prompts), list(p.answers)) if p is not None and p.usable else None
         return self._usable[fact_id]
 
     def other(self, fact_id: str, relation: str) -> str | None:

@@ -1,8 +1,9 @@
 """Phase "locate" (Dai et al. 2022, section 3.2): per fact, each prompt's coarse neuron set and
 P(gold); per relation, the tuned refinement share and each located fact's knowledge neurons.
 
-Records: ``fact`` = {fact_id, relation, subject, answer, prompts, sets (per prompt, [[layer, index],
-...]), p_before (per prompt), seconds}, or the same with ``error`` = {type, message};
+Records: ``fact`` = {fact_id, relation, subject, answer (the object), prompts, answers (per prompt,
+the answer as it follows the prompt), sets (per prompt, [[layer, index], ...]), p_before (per
+prompt), seconds}, or the same with ``error`` = {type, message};
 ``relation`` = {relation, share (None if no fact was located), facts (ids located), neurons
 {fact_id: [[layer, index], ...]}}. Own table: ``neurons``, a row per (fact, knowledge neuron).
 """
@@ -13,6 +14,8 @@ import math
 import time
 from typing import Sequence
 
+from ...data.prepare import prepare_fact
+from ...data.templates import MASK, Continuation, continuation
 from ...locate import prompt_sets, shared_counts, tune_share
 from ...probing import answer_prob
 from ..state import State
@@ -24,15 +27,21 @@ Neuron = tuple[int, int]
 NEURON_COLUMNS = ["fact_id", "relation", "layer", "index", "n_prompts_found", "n_facts_sharing"]
 
 
-def fact_prompts(lm, fact, language: str = "en") -> tuple[list[str], str]:
-    """The fact's prompts for `lm` (masked: cloze with [MASK]; causal: object-last prefixes) and its answer."""
-    from ...data.prepare import prepare_fact
-
-    p = prepare_fact(fact, lm, language)
+def fact_queries(lm, fact, language: str = "en") -> tuple[list[str], list[Continuation], str]:
+    """The fact's prompts for `lm` (masked: cloze with [MASK]; causal: object-last prefixes), each
+    prompt's answer as it follows it (`kn.data.prepare`), and the object."""
+    p = prepare_fact(fact, lm, language) if fact.has(language) else None
     if p is None or not p.prompts:
         kind = "masked" if lm.masked else "causal (object-last templates only)"
         raise ValueError(f"fact {fact.fact_id!r} has no {language!r} prompt usable by a {kind} LM")
-    return list(p.prompts), p.object
+    return list(p.prompts), list(p.answers), p.object
+
+
+def answers(rec: dict) -> list[Continuation]:
+    """Each prompt's answer in a fact record (records before kn 0.1.0's "answers": from the object)."""
+    if "answers" in rec:
+        return [Continuation(a) for a in rec["answers"]]
+    return [continuation(p.split(MASK)[0], rec["answer"]) for p in rec["prompts"]]
 
 
 # -- what later phases read ----------------------------------------------------------------------
@@ -60,7 +69,7 @@ class Locate(Phase):
     fact_record = "fact"
     relation_record = "relation"
     fact_columns = ("subject", "answer", "n_prompts", "n_coarse", "n_neurons", "share", "p_before")
-    prompt_columns = ("prompt", "n_coarse", "p_before")
+    prompt_columns = ("prompt", "answer", "n_coarse", "p_before")
     relation_columns = ("facts_located", "facts_with_neurons", "neurons_per_fact", "share", "relation_neurons",
                         "max_facts_sharing")
     dtypes = {"n_prompts": "Int64", "n_neurons": "Int64"}
@@ -74,14 +83,14 @@ class Locate(Phase):
         rec = record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation,
                      subject=fact.subject.get(s.language))
         try:
-            prompts, answer = fact_prompts(lm, fact, s.language)
-            rec |= {"answer": answer, "prompts": prompts}
+            prompts, answers, answer = fact_queries(lm, fact, s.language)
+            rec |= {"answer": answer, "prompts": prompts, "answers": [str(a) for a in answers]}
             if len(prompts) < s.min_prompts:
                 raise ValueError(f"{len(prompts)} usable prompt(s), fewer than min_prompts={s.min_prompts}: "
                                  f"no neuron could pass the refinement")
-            sets = prompt_sets(lm, prompts, answer, s.attribution, threshold=s.coarse_threshold)
+            sets = prompt_sets(lm, prompts, answers, s.attribution, threshold=s.coarse_threshold)
             rec["sets"] = [sorted([l, i] for l, i in p) for p in sets]
-            rec["p_before"] = [answer_prob(lm, p, answer) for p in prompts]
+            rec["p_before"] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
         except Exception as err:  # recorded; the run goes on
             log.warning("fact %s failed: %s: %s", fact.fact_id, type(err).__name__, err)
             rec["error"] = error_of(err)
@@ -120,7 +129,8 @@ class Locate(Phase):
     def prompt_row(self, fact_id: str, index: int, state: State) -> dict:
         r = state.get(self.fact_record, fact_id)
         sets = r.get("sets")
-        return {"prompt": r["prompts"][index], "n_coarse": len(sets[index]) if sets else None,
+        return {"prompt": r["prompts"][index], "answer": answers(r)[index] if "answer" in r else None,
+                "n_coarse": len(sets[index]) if sets else None,
                 "p_before": r["p_before"][index] if "p_before" in r else math.nan}
 
     def relation_row(self, relation: str, facts, state: State) -> dict:

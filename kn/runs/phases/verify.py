@@ -16,7 +16,7 @@ from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, ratio, record
 from .controls import Controls
-from .locate import knowledge_neurons, located, located_facts
+from .locate import answers, knowledge_neurons, located, located_facts
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +53,30 @@ class Verify(Phase):
         out = record(self.fact_record, fact_id=rec["fact_id"], relation=rec["relation"])
         neurons = knowledge_neurons(state, rec["fact_id"], rec["relation"])
         try:
-            out["fact"] = {"fact_id": rec["fact_id"], **self._effect(lm, rec["prompts"], rec["answer"], neurons)}
+            out["fact"] = {"fact_id": rec["fact_id"], **self._effect(lm, rec["prompts"], answers(rec), neurons)}
             out["other"] = out["same"] = None
             if self.controls is not None:
                 o = self.controls.other(rec["fact_id"], rec["relation"])
                 if o is not None:
-                    prompts, answer = self.controls.prompts(o)
-                    out["other"] = {"fact_id": o, **self._effect(lm, prompts, answer, neurons)}
+                    prompts, other_answers = self.controls.prompts(o)
+                    out["other"] = {"fact_id": o, **self._effect(lm, prompts, other_answers, neurons)}
                 same = self.controls.same(rec["fact_id"], located_facts(state, rec["relation"]))
                 if same is not None:
                     s = located(state, same)
-                    out["same"] = {"fact_id": same, **self._effect(lm, s["prompts"], s["answer"], neurons)}
+                    out["same"] = {"fact_id": same, **self._effect(lm, s["prompts"], answers(s), neurons)}
         except Exception as err:
             log.warning("verifying %s failed: %s: %s", rec["fact_id"], type(err).__name__, err)
             out = {k: out[k] for k in ("type", "fact_id", "relation")} | {"error": error_of(err)}
         return out
 
-    def _effect(self, lm, prompts: Sequence[str], answer: str, neurons) -> dict:
-        """P(gold) per prompt before, and with the neurons multiplied by the suppress / amplify factors."""
+    def _effect(self, lm, prompts: Sequence[str], answers: Sequence[str], neurons) -> dict:
+        """P(gold) per prompt (each with its answer) before, and with the neurons multiplied by the
+        suppress / amplify factors."""
         s = self.settings
-        out = {"before": [answer_prob(lm, p, answer) for p in prompts]}
+        out = {"before": [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]}
         for key, factor in (("suppressed", s.suppress_factor), ("amplified", s.amplify_factor)):
             with scaled(lm, neurons, factor):
-                out[key] = [answer_prob(lm, p, answer) for p in prompts]
+                out[key] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
         return out
 
     # -- the tables ----------------------------------------------------------------------------
