@@ -23,6 +23,7 @@ Other modes:
     python benchmarks/bench_attribution.py --check-only --tiny   # CI: tiny models, checks, no timing
     python benchmarks/bench_attribution.py --setup-peer          # only create the peer environment
     python benchmarks/bench_attribution.py --models gemma --reps 5 --threads 2
+    python benchmarks/bench_attribution.py --ab ../old-checkout --reps 5   # kn (A) vs this tree (B)
 In --check-only mode the kn-vs-package check runs only if the peer environment exists (else it is
 skipped with the reason printed); kn fast vs reference always runs. No speed target is ever asserted
 by a unit test: tests/unit/test_benchmark_checks.py runs the tiny checks only.
@@ -33,6 +34,7 @@ module level imports nothing but the standard library, torch and transformers.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import re
@@ -311,9 +313,14 @@ def rel_err(a, b) -> float:
 # in-process checks (also what tests/unit/test_benchmark_checks.py runs)
 
 
+def kn_tree() -> Path:
+    """The kn checkout a kn worker imports: this repository, or $KN_BENCH_TREE (the other side of --ab)."""
+    return Path(os.environ.get("KN_BENCH_TREE") or REPO)
+
+
 def kn_lm(model, tok, name: str):
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
+    if str(kn_tree()) not in sys.path:
+        sys.path.insert(0, str(kn_tree()))
     import kn
 
     return kn.wrap(model, tok, name=name)
@@ -417,8 +424,10 @@ class Side:
             lm = kn_lm(self.model, self.tok, f"bench-{family}")
             import kn
 
+            rule_kw = "rule" if "rule" in inspect.signature(kn.attribute).parameters else "method"  # kn before 26788f9
+
             def score(prompt, answer, steps, batch_size):
-                return kn.attribute(lm, prompt, answer, steps=steps, rule=rule, reference=reference)
+                return kn.attribute(lm, prompt, answer, steps=steps, reference=reference, **{rule_kw: rule})
 
         self.score = score
         self.info = {"side": side, "family": family, "torch": torch.__version__,
@@ -464,7 +473,7 @@ class Worker:
     """A worker subprocess: one side (peer, kn fast or kn reference) with one model loaded."""
 
     def __init__(self, name: str, python: Path | str, ckpt: Path, threads: int, logdir: Path, *,
-                 side: str, reference: bool = False, rule: str = "linspace"):
+                 side: str, reference: bool = False, rule: str = "linspace", tree: Path = REPO):
         self.name = name
         self.log_path = logdir / f"{name}.log"
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
@@ -473,7 +482,8 @@ class Worker:
         if side == "peer":
             env.pop("PYTHONPATH", None)  # the peer environment must not see kn or kn's packages
         else:
-            env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in [str(tree), env.get("PYTHONPATH", "")] if p)
+            env["KN_BENCH_TREE"] = str(tree)
         cmd = [str(python), str(Path(__file__).resolve()), "--worker", side, "--ckpt", str(ckpt),
                "--threads", str(threads), "--rule", rule] + (["--reference"] if reference else [])
         self.log = open(self.log_path, "w")
@@ -622,6 +632,70 @@ def run_family(family: str, args, tmp: Path, log) -> dict:
     return row
 
 
+def run_ab(family: str, args, tmp: Path, log) -> dict:
+    """kn's fast path from this tree (B) against another checkout (A, `--ab PATH`): the same weights,
+    prompts and threads, one worker each, alternating per prompt (the order flips every repetition)."""
+    ckpt = tmp / family
+    log(f"\n== {LABEL[family]}: A = {args.ab}, B = {REPO}")
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--build", family, "--ckpt", str(ckpt)],
+                   check=True, cwd=str(REPO), env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
+    ps = prompts(family, args.prompts)
+    trees = {"A": Path(args.ab).resolve(), "B": REPO}
+    workers = {n: Worker(f"{family}-{n}", sys.executable, ckpt, args.threads, tmp, side="kn", tree=t)
+               for n, t in trees.items()}
+    times = {n: [[] for _ in ps] for n in workers}
+    outs = {n: [tmp / f"{family}-ab-{n}-{i}.pt" for i in range(len(ps))] for n in workers}
+    try:
+        for n in workers:  # one untimed call each
+            workers[n].ask(op="score", prompt=ps[0][0], answer=ps[0][1], steps=args.steps, batch_size=BATCH)
+        for rep in range(args.reps):
+            order = ["A", "B"] if rep % 2 == 0 else ["B", "A"]
+            for i, (prompt, answer) in enumerate(ps):
+                for n in order:
+                    time.sleep(0.2)
+                    r = workers[n].ask(op="score", prompt=prompt, answer=answer, steps=args.steps,
+                                       batch_size=BATCH, out=str(outs[n][i]) if rep == 0 else "")
+                    times[n][i].append(r["seconds"])
+                    args.max_load = max(args.max_load, os.getloadavg()[0])
+            log(f"   rep {rep + 1}/{args.reps}: " + ", ".join(
+                f"{n} {statistics.median(t[-1] for t in times[n]):.3f} s/prompt" for n in workers))
+        for w in workers.values():
+            w.close()
+    finally:
+        for w in workers.values():
+            w.kill()
+    import torch
+
+    med = {n: statistics.median(statistics.median(t) for t in times[n]) for n in workers}
+    ratios = [statistics.median(b) / statistics.median(a) for a, b in zip(times["A"], times["B"])]
+    diff = max(rel_err(torch.load(b), torch.load(a)) for a, b in zip(outs["A"], outs["B"]))
+    return {"family": family, "A_s": med["A"], "B_s": med["B"], "ratio": med["B"] / med["A"],
+            "ratio_lo": min(ratios), "ratio_hi": max(ratios), "scores_rel": diff, "n_prompts": len(ps)}
+
+
+def report_ab(rows: list[dict], args) -> str:
+    lines = [f"A: `{args.ab}` ({_commit(Path(args.ab))}); B: this tree ({_commit(REPO)}); "
+             f"{args.reps} alternating repetitions, {args.threads} threads, steps {args.steps}, rule linspace; "
+             f"highest 1-minute load average {args.max_load:.1f}.", "",
+             "| model | A s/prompt | B s/prompt | B/A (median) | B/A per prompt (min-max) | scores B vs A (rel.) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {LABEL[r['family']]} | {r['A_s']:.3f} | {r['B_s']:.3f} | {r['ratio']:.3f} | "
+                     f"{r['ratio_lo']:.3f}-{r['ratio_hi']:.3f} | {r['scores_rel']:.1e} |")
+    return "\n".join(lines)
+
+
+def _commit(tree: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+
+
 def describe_machine(threads: int) -> str:
     """CPU model, cores, and the fp32 matmul rate at the benchmark's thread count (a yardstick)."""
     import torch
@@ -751,6 +825,8 @@ def parse_args(argv=None):
     p.add_argument("--no-peer", action="store_true", help="leave the package out")
     p.add_argument("--setup-peer", action="store_true", help="only create the peer environment")
     p.add_argument("--out", default=str(RESULTS), help="where the table goes ('' for nowhere)")
+    p.add_argument("--ab", metavar="TREE", help="time kn's fast path of another checkout (A) against this one "
+                   "(B), alternating; prints B/A per model and nothing else (no package, no reference path)")
     # internal
     p.add_argument("--worker", choices=["peer", "kn"], help=argparse.SUPPRESS)
     p.add_argument("--build", choices=FAMILIES, help=argparse.SUPPRESS)
@@ -776,6 +852,18 @@ def main(argv=None) -> int:
     for f in families:
         if f not in FAMILIES:
             raise SystemExit(f"unknown model {f!r}; choose from {','.join(FAMILIES)}")
+    if args.ab:
+        if not (Path(args.ab) / "kn" / "__init__.py").is_file():
+            raise SystemExit(f"--ab {args.ab}: not a kn checkout (no kn/__init__.py there)")
+        args.max_load = os.getloadavg()[0]
+        log(f"machine: {describe_machine(args.threads)}")
+        tmp = Path(tempfile.mkdtemp(prefix="kn-ab-"))
+        try:
+            rows = [run_ab(f, args, tmp, log) for f in families]
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print("\n" + report_ab(rows, args), flush=True)
+        return 0
     setup_s = None
     args.peer_ok, args.peer_skip_reason = False, ""
     if args.no_peer:
