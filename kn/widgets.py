@@ -188,6 +188,11 @@ class FactExplorer:
         names = list(dict.fromkeys([first, *PACKAGED]))
         paraphrases = list(paraphrases) if paraphrases is not None else ([prompt] if prompt else [])
 
+        self._make_controls(w, names, first, prompt, answer, paraphrases, k, steps, threshold, share, factor)
+        self._wire()
+        self.widget = self._layout(w)
+
+    def _make_controls(self, w, names, first, prompt, answer, paraphrases, k, steps, threshold, share, factor):
         full = w.Layout(width="98%")
         self.model_select = w.Dropdown(options=names, value=first, description="model")
         self.k_input = w.BoundedIntText(value=k, min=1, max=100, description="top k", layout=w.Layout(width="150px"))
@@ -221,6 +226,7 @@ class FactExplorer:
         self.table_html = w.HTML(value="")
         self._buttons = [self.probe_button, self.attribute_button, self.locate_button]
 
+    def _wire(self) -> None:
         self.probe_button.on_click(lambda _: self.probe())
         self.attribute_button.on_click(lambda _: self.attribute())
         self.locate_button.on_click(lambda _: self.locate())
@@ -230,8 +236,9 @@ class FactExplorer:
         for slider in (self.threshold_slider, self.share_slider):
             slider.observe(lambda _: self._relocate_if_cached(), names="value")
 
+    def _layout(self, w):
         h = lambda text: w.HTML(f"<b>{html.escape(text)}</b>")  # noqa: E731
-        self.widget = w.VBox([
+        return w.VBox([
             w.HBox([self.model_select, self.k_input, self.steps_input]),
             self.prompt_text,
             w.HBox([self.answer_text, self.probe_button, self.attribute_button]),
