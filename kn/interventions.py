@@ -46,16 +46,27 @@ def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "a
         if positions == "all":
             act[..., ix] *= factor
         elif lm.masked:
-            where = seen["ids"] == mask_id  # [batch, seq]
-            sub = act[where]
-            sub[:, ix] *= factor
-            act[where] = sub
+            act[answer_positions(seen["ids"] == mask_id, act)] *= scale(ix, act)
         else:
             act[:, -1, ix] *= factor
         return act
 
+    def scale(ix, act):
+        s = torch.ones(act.shape[-1], dtype=act.dtype, device=act.device)
+        s[ix] = factor
+        return s
+
     with hooked([input_ids_hook(lm, seen)] + site_hooks(lm, edit, list(by_layer))):
         yield
+
+
+def answer_positions(is_mask: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] bool: where a masked LM's site `act` [batch, seq, width] is at an answer ([MASK])
+    position, from the pass's input ids' mask `is_mask` [b, s]. The fast IG path runs rows that share
+    one prompt (b = 1 for a larger batch) and may pass only the answer position on (seq = 1)."""
+    if act.shape[1] != is_mask.shape[1]:
+        return torch.ones(act.shape[:2], dtype=torch.bool, device=act.device)  # the answer position alone
+    return is_mask.to(act.device).expand(act.shape[0], -1) if is_mask.shape[0] != act.shape[0] else is_mask
 
 
 def suppress(lm: LM, neurons: Iterable[Neuron], positions: str = "answer"):

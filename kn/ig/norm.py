@@ -28,7 +28,9 @@ def ffn_tail(lm: LM, layer: int, clean_rms: dict, freeze: bool) -> Callable[[tor
     down, norm = lm.down_proj(layer), lm.post_ffn_norm(layer)
 
     def tail(v: torch.Tensor) -> torch.Tensor:
-        u = down(v.to(down.weight.dtype))
+        # forward, not __call__: v is the site value as attributed; a site hook (an active kn.scaled)
+        # has acted on the clean run already, and the reference path does not re-apply it either
+        u = down.forward(v.to(down.weight.dtype))
         if norm is None:
             return u
         out = norm(u)
