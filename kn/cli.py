@@ -150,24 +150,46 @@ def _add_run(p) -> None:
     D = RunSettings()
     p.add_argument("--data", default="builtin", help="builtin, pararel:PATH or bmlama:PATH (directory or URL)")
     p.add_argument("--relations", default=None, help="comma-separated relation ids, e.g. P36,P1376 (default: all)")
-    p.add_argument("--facts-per-relation", type=int, default=None, help="seeded sample per relation (default: all)")
+    p.add_argument("--facts-per-relation", type=positive_int, default=None, help="seeded sample per relation (default: all)")
     p.add_argument("--known", action="store_true",
                    help="only facts the model knows (gold in its top 10 on at least half the prompts)")
     p.add_argument("--out", "-o", required=True, help="run directory (created; an existing run there is resumed)")
     p.add_argument("--language", default=D.language)
     p.add_argument("--method", choices=list(KINDS), default=D.attribution.kind)
-    p.add_argument("--steps", type=int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
+    p.add_argument("--steps", type=positive_int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
     p.add_argument("--rule", choices=list(RULES), default=None,
                    help=f"IG quadrature rule (default {KINDS['ig']().rule})")
-    p.add_argument("--threshold", type=float, default=D.threshold,
+    p.add_argument("--threshold", type=fraction, default=D.threshold,
                    help=f"coarse filter t (default {', '.join(f'{c.coarse_threshold} {k}' for k, c in KINDS.items())})")
-    p.add_argument("--share", type=float, default=D.share, help="starting refinement share p (tuned per relation)")
-    p.add_argument("--min-prompts", type=int, default=D.min_prompts)
+    p.add_argument("--share", type=fraction, default=D.share, help="starting refinement share p (tuned per relation)")
+    p.add_argument("--min-prompts", type=positive_int, default=D.min_prompts)
     p.add_argument("--no-controls", action="store_true", help="skip the other- and same-relation controls")
     p.add_argument("--seed", type=int, default=D.seed)
     p.add_argument("--fresh", action="store_true",
                    help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
     p.set_defaults(func=cmd_run)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,22 +203,22 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--model", "-m", default=DEFAULT_MODEL,
                        help=f"packaged ({', '.join(PACKAGED)}), local directory or hub id (default {DEFAULT_MODEL})")
         p.add_argument("--device", default=None)
-        p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--threads", type=positive_int, default=None)
 
     p = sub.add_parser("probe", help="top-k predictions for a prompt")
     p.add_argument("prompt")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=positive_int, default=10)
     common(p)
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("locate", help="knowledge neurons of a fact from paraphrase prompts")
     p.add_argument("prompts", nargs="+")
     p.add_argument("--answer", "-a", required=True)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=positive_int, default=20)
     p.add_argument("--rule", choices=list(RULES), default="riemann_left", help="IG quadrature rule")
-    p.add_argument("--threshold", type=float, default=0.2)
-    p.add_argument("--share", type=float, default=0.7)
-    p.add_argument("--min-prompts", type=int, default=3)
+    p.add_argument("--threshold", type=fraction, default=0.2)
+    p.add_argument("--share", type=fraction, default=0.7)
+    p.add_argument("--min-prompts", type=positive_int, default=3)
     p.add_argument("--verify", action="store_true", help="also suppress / amplify them")
     common(p)
     p.set_defaults(func=cmd_locate)
@@ -219,8 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"locate needs at least --min-prompts={args.min_prompts} paraphrases, got {len(args.prompts)}")
     try:
         args.func(args)
-    except ValueError as err:  # bad input: one readable line, no traceback
-        print(f"kn: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("kn: interrupted" + (f"; every finished fact is in {args.out}'s journal: run the same command again "
+                                    "to resume" if args.command == "run" else ""), file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # bad input (kn.checks.ArgumentError), missing data or model: one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"kn: error: {first}", file=sys.stderr)
         return 2
     return 0
 

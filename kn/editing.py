@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from . import checks
 from .interventions import check_neurons
 from .data.templates import MASK, Continuation, with_object
 from .models import LM
@@ -46,8 +47,11 @@ def word_embedding(lm: LM, prompt: str, answer: str) -> torch.Tensor:
 @contextmanager
 def update_fact(lm: LM, neurons, prompt: str, old: str, new: str, *, lambda1: float = 1.0,
                 lambda2: float = 8.0) -> Iterator[None]:
-    """Inside the block the fact reads `new` instead of `old` (value slots of `neurons` edited)."""
+    """Inside the block the fact reads `new` instead of `old` (value slots of `neurons` edited; each
+    neuron once, however often it is listed)."""
     by_layer = check_neurons(lm, neurons)
+    lambda1, lambda2 = checks.number(lambda1, "lambda1", low=0.0), checks.number(lambda2, "lambda2", low=0.0)
+    checks.text(prompt, "prompt"), checks.text(old, "old"), checks.text(new, "new")
     e_old, e_new = word_embedding(lm, prompt, old), word_embedding(lm, prompt, new)
     with _slots_restored(lm, by_layer):
         with torch.no_grad():
@@ -165,6 +169,10 @@ def plan_updates(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1,
     has another object; that object is drawn (seeded), as are `side_facts` facts of the relation and of
     other relations for the side effects and the random control neurons.
     """
+    per_relation = checks.integer(per_relation, "per_relation", low=1)
+    max_share = checks.number(max_share, "max_share", low=0.0, high=1.0)
+    side_facts = checks.integer(side_facts, "side_facts", low=0)
+    seed = checks.integer(seed, "seed")
     items = _items(run)
     by_rel: dict[str, list[str]] = {}
     for fid in items:
@@ -251,6 +259,7 @@ def update_facts(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1,
     import pandas as pd
     from tqdm.auto import tqdm
 
+    lambda1, lambda2 = checks.number(lambda1, "lambda1", low=0.0), checks.number(lambda2, "lambda2", low=0.0)
     plan = plan_updates(lm, run, per_relation=per_relation, max_share=max_share, side_facts=side_facts, seed=seed)
     rows = [measure_update(lm, u, lambda1=lambda1, lambda2=lambda2)
             for u in tqdm(plan, desc="edits", disable=not progress)]
@@ -259,6 +268,8 @@ def update_facts(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1,
 
 def plan_erasures(run, relations: Sequence[str], *, k: int = 20) -> list[Erasure]:
     """The `k` most frequent knowledge neurons of each relation and the prompts to measure on."""
+    relations = checks.texts(relations, "relations")
+    k = checks.integer(k, "k", low=1)
     items = _items(run)
     have = list(dict.fromkeys(run.fact_relation(f) for f in items))
     plan = []

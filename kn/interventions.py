@@ -6,6 +6,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from . import checks
 from .hooks import hooked, input_ids_hook, site_hooks
 from .models import LM
 
@@ -13,18 +14,9 @@ Neuron = tuple[int, int]
 
 
 def check_neurons(lm: LM, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
-    """Neurons grouped by layer {layer: [index, ...]}, with a clear error for anything out of range."""
-    by_layer: dict[int, list[int]] = {}
-    for n in neurons:
-        try:
-            layer, index = n
-        except (TypeError, ValueError):
-            raise ValueError(f"a neuron is a (layer, index) pair, got {n!r}") from None
-        (layer,) = lm.check_layers([int(layer)])
-        if not 0 <= int(index) < lm.width:
-            raise ValueError(f"neuron index {index} is out of range: the FFN width of {lm.name} is {lm.width}")
-        by_layer.setdefault(layer, []).append(int(index))
-    return by_layer
+    """Neurons grouped by layer {layer: [index, ...]}, read once, duplicates dropped, with a clear
+    error for anything that is not an in-range (layer, index) pair (`kn.checks.by_layer`)."""
+    return checks.by_layer(lm, neurons)
 
 
 @contextmanager
@@ -35,7 +27,8 @@ def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "a
     position of a causal LM) or "all". All layers act in one pass; hooks are removed on exit.
     """
     if positions not in ("answer", "all"):
-        raise ValueError(f"positions must be 'answer' or 'all', got {positions!r}")
+        raise checks.ArgumentError(f"positions must be 'answer' or 'all', got {positions!r}")
+    factor = checks.number(factor, "factor")
     by_layer = {l: torch.tensor(ix) for l, ix in check_neurons(lm, neurons).items()}
     seen: dict = {}
     mask_id = lm.tokenizer.mask_token_id if lm.masked else None

@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from . import checks
 from .attribution import scores as neuron_scores
 from .models import LM
 from .settings import IG, Activation, Settings, resolve
@@ -21,6 +22,10 @@ THRESHOLDS = {"ig": IG.coarse_threshold, "activation": Activation.coarse_thresho
 
 def coarse(scores: torch.Tensor, threshold: float = 0.2) -> set[Neuron]:
     """Neurons of one prompt with score >= threshold * max(scores) [n_layers, width]; never a non-positive score."""
+    threshold = checks.number(threshold, "threshold", low=0.0, high=1.0)
+    if not torch.isfinite(scores).all():
+        raise checks.ArgumentError("scores hold NaN or infinite values; attribute again (a smaller batch_size "
+                                   "or float32 weights avoid overflow)")
     top = float(scores.max())
     if top <= 0:
         return set()
@@ -35,6 +40,8 @@ def min_count(n_prompts: int, share: float, min_prompts: int = 3) -> int:
 
 def refine(per_prompt: Sequence[set[Neuron]], share: float = 0.7, min_prompts: int = 3) -> list[Neuron]:
     """Neurons found in at least max(share * n, min_prompts) of the prompts' coarse sets, sorted."""
+    share = checks.number(share, "share", low=0.0, high=1.0)
+    min_prompts = checks.integer(min_prompts, "min_prompts", low=1)
     need = min_count(len(per_prompt), share, min_prompts)
     counts = Counter(n for s in per_prompt for n in s)
     return sorted(n for n, c in counts.items() if c >= need)
@@ -53,10 +60,10 @@ def settings_of(settings: Settings | None = None, *, method: str | None = None, 
 def per_prompt(answer: str | Sequence[str], n: int) -> list[str]:
     """`answer` for each of `n` prompts: one string for all, or a sequence of `n` (one per prompt)."""
     if isinstance(answer, str):
-        return [answer] * n
-    answers = list(answer)
+        return [checks.text(answer, "answer")] * n
+    answers = checks.texts(answer, "answer")
     if len(answers) != n:
-        raise ValueError(f"{len(answers)} answers for {n} prompts: pass one answer, or one per prompt")
+        raise checks.ArgumentError(f"{len(answers)} answers for {n} prompts: pass one answer, or one per prompt")
     return answers
 
 
@@ -70,7 +77,8 @@ def prompt_sets(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], set
     prompt, or one per prompt (as `kn.data.prepare` gives them)."""
     s = settings_of(settings, method=method, steps=steps, rule=rule, baseline=baseline,
                     freeze_norm=freeze_norm, batch_size=batch_size)
-    t = s.coarse_threshold if threshold is None else threshold
+    t = s.coarse_threshold if threshold is None else checks.number(threshold, "threshold", low=0.0, high=1.0)
+    prompts = checks.texts(prompts, "prompts")
     pairs = list(zip(prompts, per_prompt(answer, len(prompts))))
     return [coarse(neuron_scores(lm, p, a, s, layers=layers), t)
             for p, a in tqdm(pairs, desc="prompts", disable=not progress, leave=False)]
@@ -88,10 +96,11 @@ def locate(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], settings
     `coarse_threshold`, 0.2 for IG, 0.5 for activation); share: refinement p; min_prompts: the floor of
     the refinement count (3 in the paper); method: the older "ig" | "activation" form of settings.
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
+    prompts = checks.texts(prompts, "prompts")
     s = settings_of(settings, method=method, steps=steps, rule=rule, baseline=baseline,
                     freeze_norm=freeze_norm, batch_size=batch_size)  # validate before any model work
+    share = checks.number(share, "share", low=0.0, high=1.0)
+    min_prompts = checks.integer(min_prompts, "min_prompts", low=1)
     if len(prompts) < min_prompts:
         raise ValueError(
             f"{len(prompts)} prompt(s) given, but a knowledge neuron must be found in at least min_prompts="

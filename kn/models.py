@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +173,14 @@ def load(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None
     """Load a model by packaged name ("gemma-3-270m", "smollm2-135m"), local directory or hub id."""
     from transformers import AutoConfig, AutoTokenizer
 
-    device = torch.device(device) if device is not None else default_device()
+    from . import checks
+
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    checks.text(name_or_path, "name_or_path")
+    device = check_device(device) if device is not None else default_device()
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise checks.ArgumentError(f"dtype must be a floating torch dtype such as torch.float32, got {dtype!r}")
     if name_or_path in PACKAGED:
         path = _packaged_fp32(PACKAGED[name_or_path])
     else:
@@ -180,7 +188,7 @@ def load(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = _auto_class(config).from_pretrained(path, dtype=dtype)
+        model, info = _auto_class(config).from_pretrained(path, dtype=dtype, output_loading_info=True)
     except (OSError, ValueError) as err:
         if isinstance(err, arch.UnsupportedModelError):
             raise
@@ -189,7 +197,41 @@ def load(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None
             f"and loading it as a local directory or Hugging Face hub id failed ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). Without internet, use a packaged model."
         ) from err
+    _check_head(model, info, name_or_path)
     return wrap(model.to(device), tokenizer, name=name_or_path)
+
+
+def _check_head(model, info: dict, name: str) -> None:
+    """Refuse a checkpoint whose LM head was not in the file (transformers would initialise it at
+    random, and every score would be noise)."""
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    missing = [k for k in info.get("missing_keys", ()) if not k.startswith(prefix)]
+    if missing:
+        from .checks import ArgumentError
+
+        raise ArgumentError(
+            f"{name!r} has no language-model head: {', '.join(sorted(missing)[:4])}"
+            f"{' ...' if len(missing) > 4 else ''} are not in the checkpoint. kn needs the checkpoint of a "
+            f"*ForMaskedLM or *ForCausalLM model (for BERT: bert-base-cased, not a bare BertModel).")
+
+
+def check_device(device) -> torch.device:
+    """`device` as a torch.device kn can use here, or an error naming the devices there are."""
+    from .checks import ArgumentError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ArgumentError(f"device {device!r} is not a torch device name; use 'cpu' or 'cuda'") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError(f"device {device!r}: this machine has no CUDA GPU torch can use; pass device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ArgumentError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ArgumentError(f"device {device!r}: MPS is not available here; pass device='cpu'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ArgumentError(f"device {device!r}: kn runs on 'cpu', 'cuda' or 'mps'")
+    return dev
 
 
 def _auto_class(config):

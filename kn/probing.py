@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import torch
 
+from . import checks
 from .hooks import head_at, hooked
 from .models import LM
 from .tokens import query, targets
@@ -25,8 +26,7 @@ def _probs_at(lm: LM, ids: torch.Tensor, pos: int) -> torch.Tensor:
 
 def probe(lm: LM, prompt: str, k: int = 10) -> list[Prediction]:
     """Top-k predictions at the answer position (masked: the [MASK]; causal: the next token)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = checks.integer(k, "k", low=1, high=lm.tokenizer.vocab_size if hasattr(lm.tokenizer, "vocab_size") else None)
     ids, pos = query(lm, prompt)
     p, i = _probs_at(lm, ids, pos).topk(k)
     return [Prediction(lm.tokenizer.decode([j]).strip(), float(q), int(j)) for q, j in zip(p, i)]

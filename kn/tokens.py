@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .data.prepare import continuation_ids, unknown_tokens
 from .data.templates import MASK, continuation
 from .models import LM
@@ -31,8 +32,7 @@ class Target:
 def answer_ids(lm: LM, left: str, answer: str) -> list[int]:
     """Token ids of `answer` as it follows `left` (a `Continuation` as given, a plain string with the
     separator of `kn.data.templates.continuation`)."""
-    if not isinstance(answer, str) or not answer.strip():
-        raise ValueError(f"the answer must be a non-empty string, got {answer!r}")
+    checks.text(answer, "answer")
     ids, _ = continuation_ids(lm.tokenizer, left, continuation(left, answer))
     if unknown_tokens(lm.tokenizer, ids):
         raise ValueError(
@@ -71,6 +71,7 @@ def _causal_prefix(lm: LM, prompt: str) -> list[int]:
 
 def targets(lm: LM, prompt: str, answer: str) -> list[Target]:
     """The answer tokens of `answer` after `prompt`, each with the context that predicts it."""
+    checks.text(prompt, "prompt")
     dev = lm.device
     if lm.masked:
         left, right = _split_mask(prompt)
@@ -92,6 +93,7 @@ def targets(lm: LM, prompt: str, answer: str) -> list[Target]:
 
 def query(lm: LM, prompt: str) -> tuple[torch.Tensor, int]:
     """Ids [1, seq] of a prompt and the position whose prediction is the answer."""
+    checks.text(prompt, "prompt")
     if lm.masked:
         left, right = _split_mask(prompt)
         ids, pos = _masked_ids(lm, left, right, 1)

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import checks
 from .interventions import amplify, suppress
 from .models import LM
 from .probing import answer_prob
@@ -61,12 +62,18 @@ def effect(lm: LM, prompts: Sequence[str], answer: str, neurons, factor: float =
 
 def verify(lm: LM, prompts: Sequence[str], answer: str, neurons, *, control_prompts: Sequence[str] | None = None,
            control_answer: str | None = None, factor: float = 2.0) -> Verification:
-    """The effect of suppressing (x0) and amplifying (x factor) `neurons` on the fact, and on a control fact."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
+    """The effect of suppressing (x0) and amplifying (x factor) `neurons` on the fact, and on a control
+    fact. `prompts` and `control_prompts`: one prompt or a list; `neurons`: any iterable of pairs."""
+    prompts = checks.texts(prompts, "prompts")
+    checks.text(answer, "answer")
+    neurons = checks.neurons(lm, neurons)  # read once: suppress and amplify both see them
+    factor = checks.number(factor, "factor")
     control = None
     if control_prompts is not None:
         if control_answer is None:
-            raise ValueError("control_prompts need their control_answer")
-        control = effect(lm, list(control_prompts), control_answer, neurons, factor)
-    return Verification(effect(lm, prompts, answer, neurons, factor), control, list(neurons))
+            raise checks.ArgumentError("control_prompts need their control_answer; pass control_answer=")
+        control_prompts = checks.texts(control_prompts, "control_prompts")
+        control = effect(lm, control_prompts, checks.text(control_answer, "control_answer"), neurons, factor)
+    elif control_answer is not None:
+        raise checks.ArgumentError("control_answer was given without control_prompts; pass control_prompts=")
+    return Verification(effect(lm, prompts, answer, neurons, factor), control, neurons)

@@ -169,7 +169,7 @@ def test_threshold_and_share_relocate_from_cached_scores(gpt2, monkeypatch):
 
 
 @pytest.mark.parametrize("field, value, expected", [
-    ("answer_text", "", "non-empty"),
+    ("answer_text", "", "answer is empty"),
     ("answer_text", "Zanzibar", "cannot represent the answer"),
     ("prompt_text", "  ", "type a prompt"),
     ("prompt_text", "Paris is the capital of [MASK]", "causal LM"),
