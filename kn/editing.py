@@ -78,11 +78,7 @@ def erase(lm: LM, neurons) -> Iterator[None]:
 def scores(lm: LM, items: Sequence[tuple[str, str]]) -> tuple[float, float]:
     """(accuracy, perplexity) over (prompt, answer) pairs: share whose answer's first token is top-1,
     and exp(mean -log P(answer | prompt)). NaN for no items."""
-    if not items:
-        return float("nan"), float("nan")
-    stats = [answer_stats(lm, p, a) for p, a in items]
-    acc = sum(r == 0 for _, r in stats) / len(stats)
-    return acc, math.exp(sum(-math.log(max(q, 1e-30)) for q, _ in stats) / len(stats))
+    return _acc_ppl(_stats(lm, items))
 
 
 def perplexity(lm: LM, items: Sequence[tuple[str, str]]) -> float:
@@ -108,7 +104,8 @@ Item = tuple[str, Continuation]  # (prompt, answer as it follows the prompt)
 
 UPDATE_COLUMNS = ["relation", "fact_id", "old", "new", "n_neurons", "n_prompts", "success", "changed",
                   "random_success", "random_changed", "intra_acc_before", "intra_acc_after", "intra_ppl_before",
-                  "intra_ppl_after", "inter_acc_before", "inter_acc_after", "inter_ppl_before", "inter_ppl_after"]
+                  "intra_ppl_after", "inter_acc_before", "inter_acc_after", "inter_ppl_before", "inter_ppl_after",
+                  "intra_max_shift", "intra_flipped", "inter_max_shift", "inter_flipped"]
 ERASE_COLUMNS = ["relation", "n_neurons", "n_prompts", "n_other_prompts", "acc_before", "ppl_before",
                  "other_acc_before", "other_ppl_before", "acc_after", "ppl_after", "other_acc_after", "other_ppl_after"]
 
@@ -232,17 +229,41 @@ def measure_update(lm: LM, u: Update, *, lambda1: float = 1.0, lambda2: float = 
     """One row of `update_facts`: the edit through the fact's neurons and through the random ones."""
     row = {"relation": u.relation, "fact_id": u.fact_id, "old": u.old, "new": u.new, "n_neurons": len(u.neurons),
            "n_prompts": len(u.prompts)}
-    row["intra_acc_before"], row["intra_ppl_before"] = scores(lm, u.intra)
-    row["inter_acc_before"], row["inter_ppl_before"] = scores(lm, u.inter)
+    before = {side: _stats(lm, getattr(u, side)) for side in ("intra", "inter")}
+    for side, st in before.items():
+        row[f"{side}_acc_before"], row[f"{side}_ppl_before"] = _acc_ppl(st)
     (p0, a0), n = u.prompts[0], len(u.prompts)
     for tag, chosen in (("", u.neurons), ("random_", u.random_neurons)):
         with update_fact(lm, chosen, p0, a0, with_object(a0, u.new), lambda1=lambda1, lambda2=lambda2):
             row[f"{tag}success"] = sum(answer_stats(lm, p, with_object(a, u.new))[1] == 0 for p, a in u.prompts) / n
             row[f"{tag}changed"] = sum(answer_stats(lm, p, a)[1] != 0 for p, a in u.prompts) / n
             if not tag:
-                row["intra_acc_after"], row["intra_ppl_after"] = scores(lm, u.intra)
-                row["inter_acc_after"], row["inter_ppl_after"] = scores(lm, u.inter)
+                for side, st in before.items():
+                    after = _stats(lm, getattr(u, side))
+                    row[f"{side}_acc_after"], row[f"{side}_ppl_after"] = _acc_ppl(after)
+                    row[f"{side}_max_shift"], row[f"{side}_flipped"] = _collateral(st, after)
     return row
+
+
+def _stats(lm: LM, items: Sequence[Item]) -> list[tuple[float, int]]:
+    return [answer_stats(lm, p, a) for p, a in items]
+
+
+def _acc_ppl(stats: Sequence[tuple[float, int]]) -> tuple[float, float]:
+    if not stats:
+        return float("nan"), float("nan")
+    acc = sum(r == 0 for _, r in stats) / len(stats)
+    return acc, math.exp(sum(-math.log(max(q, 1e-30)) for q, _ in stats) / len(stats))
+
+
+def _collateral(before, after) -> tuple[float, float]:
+    """The edit's effect on other facts: the largest |log10 P(answer)| change (orders of magnitude) and
+    the share of prompts whose top-1 answer flipped (right to wrong or wrong to right). NaN for none."""
+    if not before:
+        return float("nan"), float("nan")
+    shift = max(abs(math.log10(max(a, 1e-30)) - math.log10(max(b, 1e-30))) for (b, _), (a, _) in zip(before, after))
+    flipped = sum((rb == 0) != (ra == 0) for (_, rb), (_, ra) in zip(before, after)) / len(before)
+    return shift, flipped
 
 
 def update_facts(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1, side_facts: int = 5,
@@ -253,8 +274,10 @@ def update_facts(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1,
     Measured on the prompts where the old answer was top-1: `success`, the share where the new object
     is top-1 after the edit, and `changed`, where the old one no longer is; then accuracy and
     perplexity of the side facts of the same relation (intra) and of other relations (inter), before
-    and after. The same edit through the random neurons is the control (`random_success`,
-    `random_changed`). The model is restored after each edit.
+    and after, and the edit's collateral on them: `*_max_shift`, the largest change of log10 P(answer)
+    over their prompts (orders of magnitude), and `*_flipped`, the share whose top-1 answer flipped.
+    The same edit through the random neurons is the control (`random_success`, `random_changed`).
+    The model is restored after each edit.
     """
     import pandas as pd
     from tqdm.auto import tqdm

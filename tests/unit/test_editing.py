@@ -80,6 +80,19 @@ def _oracle(model, tok, items):
     return hits / len(items), math.exp(nll / len(items))
 
 
+def _per_item(model, tok, items):
+    """Per item: P(answer) and whether the answer is top-1, by plain forward passes."""
+    probs, tops = [], []
+    for prompt, answer in items:
+        ids = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            p = torch.softmax(model(ids).logits[0, -1], -1)
+        gold = _token(tok, answer)
+        probs.append(max(p[gold].item(), 1e-30))
+        tops.append(int(p.argmax()) == gold)
+    return probs, tops
+
+
 def _hand_edited(lm, neurons, old: str, new: str, lambda1: float, lambda2: float):
     """A deep copy of the model with the paper's update written into the neurons' value slots by hand."""
     model = copy.deepcopy(lm.model)
@@ -141,6 +154,12 @@ def test_measure_update_against_a_hand_edited_copy(planted):
             assert row["intra_acc_after"] == acc and math.isclose(row["intra_ppl_after"], ppl, rel_tol=1e-4)
             acc, ppl = _oracle(edited, tok, u.inter)
             assert row["inter_acc_after"] == acc and math.isclose(row["inter_ppl_after"], ppl, rel_tol=1e-4)
+            for side in ("intra", "inter"):  # the collateral, from the two models' own probabilities
+                (b_p, b_top), (a_p, a_top) = _per_item(lm.model, tok, getattr(u, side)), _per_item(edited, tok, getattr(u, side))
+                shift = max(abs(math.log10(a) - math.log10(b)) for a, b in zip(a_p, b_p))
+                assert math.isclose(row[f"{side}_max_shift"], shift, rel_tol=1e-3, abs_tol=1e-6)
+                assert row[f"{side}_flipped"] == sum(x != y for x, y in zip(a_top, b_top)) / len(a_top)
+            assert row["intra_max_shift"] > 0.01  # a strong edit moves its relation's other fact
 
 
 def test_erase_relations_against_a_hand_erased_copy(planted):
