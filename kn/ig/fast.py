@@ -56,7 +56,8 @@ def attribute_target(lm: LM, t: Target, ig: IG, layers: list[int]) -> torch.Tens
     clean = clean_run(lm, t)
     x = clean.acts
     base = baselines.resolve(lm, t, ig.baseline).to(x)
-    batch = ig.batch_size or auto_batch(lm, ig.steps, t.ids.shape[1])
+    seq = t.ids.shape[1]
+    batch = ig.batch_size or auto_batch(lm, ig.steps, 1 if clean.cached else seq, seq)
     wgrad = torch.zeros(lm.n_layers, lm.width, dtype=torch.float32, device=x.device)
     with frozen_params(lm.model):
         for p in plan(layers, ig.quadrature(), batch):

@@ -10,17 +10,16 @@ from ..tokens import Target
 
 
 def usable(lm: LM, t: Target) -> bool:
-    """Whether the path can run the answer-predicting token alone over the prompt's cache: causal LMs,
-    unless a sliding window is shorter than the prompt (its cache would hold only the window's last
-    tokens and the model would place the new token by the cache's length; then the whole prompt runs)."""
-    if lm.masked:
-        return False
-    window = getattr(lm.text_config, "sliding_window", None)
-    return window is None or t.ids.shape[1] <= window
+    """Whether the path can run the answer-predicting token alone over the prompt's cache: every
+    causal LM. Prompts longer than a sliding window too: the cache keeps every token in full layers
+    (`empty`), so the model places the new token by the cache's length and applies the window itself."""
+    return not lm.masked
 
 
 def empty(lm: LM) -> DynamicCache:
-    return DynamicCache(config=lm.model.config)
+    """A cache of full layers. Not DynamicCache(config=): its sliding-window layers keep only the
+    window's last tokens, and a token run over them is placed at the wrong position."""
+    return DynamicCache()
 
 
 def prompt_part(cache: DynamicCache) -> list:
