@@ -89,6 +89,9 @@ def record(dest: str | os.PathLike, tables: Mapping[str, pd.DataFrame], prov: di
     replacing an earlier recording's files of the same names."""
     if not tables:
         raise ValueError("record needs at least one table")
+    bad = [name for name, df in tables.items() if not isinstance(df, pd.DataFrame)]
+    if bad:
+        raise TypeError(f"tables must map names to pandas DataFrames; {', '.join(map(str, bad))} are not")
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():

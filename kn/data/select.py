@@ -37,6 +37,11 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
     at most `per_relation` of each (seeded sample, original order kept); with `known`, only facts
     whose gold token `lm` ranks in its top-`k` on at least `min_fraction` of their prompts (probed in
     the sample's order until `per_relation` are found)."""
+    if isinstance(relations, str):
+        relations = [relations]
+    if per_relation is not None and (isinstance(per_relation, bool) or not isinstance(per_relation, int)
+                                     or per_relation < 1):
+        raise ValueError(f"per_relation must be None (all facts) or an integer >= 1, got {per_relation!r}")
     rels = resolve_relations(facts, relations) if relations else list(facts.relations)
     pool = facts.filter(relation=rels, language=language)
     if known and lm is None:

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from .. import checks
 from . import config as C
 from . import tables as T
 from .directory import JOURNAL, locked, read_config, start
@@ -37,8 +38,15 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     directory; anything else is refused). A fact that raises is recorded with its error.
     """
     settings = RunSettings.make(settings, **changes)
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
+        raise checks.ArgumentError(f"out_dir must be a directory path, got {out_dir!r}")
     facts = facts if hasattr(facts, "__len__") else list(facts)
+    if not len(facts):
+        raise checks.ArgumentError("facts is empty: pass a FactSet (kn.data.load, select_facts) or a list of Facts")
     selected = [f for f in facts if f.has(settings.language)]
+    if not selected:
+        raise checks.ArgumentError(f"none of the {len(facts)} facts has a {settings.language!r} version; pass "
+                                   f"language= one of {', '.join(sorted({l for f in facts for l in f.languages}))}")
     if len(selected) < len(facts):
         log.info("%d of %d facts have no %r version; left out", len(facts) - len(selected), len(facts),
                  settings.language)

@@ -274,3 +274,40 @@ def test_cli_sigint_says_how_to_resume(tmp_path, gpt2):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "run the same command again to resume" in err
     assert [l for l in err.splitlines() if l.startswith("kn:")] == [err.strip().splitlines()[-1]]
+
+
+# -- kn.data.load / select_facts / kn.run / kn.load_run / kn.recording.record ----------------------------------
+def test_data_and_run_arguments(gpt2, tmp_path):
+    import kn.data
+    from kn import recording
+    from kn.data import select_facts
+
+    facts = kn.data.load("builtin")
+    with raises(TypeError, "data must be a string"):
+        kn.data.load(None)
+    with raises(ValueError, "data must be builtin"):
+        kn.data.load("wikipedia")
+    with raises(OSError, "no PARAREL patterns"):
+        kn.data.load(f"pararel:{tmp_path / 'none'}")
+    for bad in (0, -3, 2.5, True):
+        with raises(ValueError, "per_relation"):
+            select_facts(facts, per_relation=bad)
+    assert {f.relation for f in select_facts(facts, relations="capital")} == {"capital"}  # one name, not letters
+    with raises(ValueError, "relation 'nope'"):
+        select_facts(facts, relations=["nope"])
+    with raises(ValueError, "known=True needs the model"):
+        select_facts(facts, known=True)
+    with raises(ArgumentError, "out_dir"):
+        kn.run(gpt2, facts, None)
+    with raises(ArgumentError, "facts is empty"):
+        kn.run(gpt2, [], tmp_path / "empty")
+    with raises(ArgumentError, "language="):
+        kn.run(gpt2, facts, tmp_path / "xx", language="xx")
+    for kw, name in (({"steps": 0}, "steps"), ({"share": 2.0}, "share"), ({"method": "saliency"}, "method")):
+        with raises((ValueError, TypeError), name):
+            kn.run(gpt2, facts, tmp_path / "s", **kw)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "xx").exists()  # refused before writing anything
+    with raises(FileNotFoundError, "holds no kn run"):
+        kn.load_run(tmp_path)
+    with raises(TypeError, "DataFrames"):
+        recording.record(tmp_path / "rec", {"t": [1, 2]}, {})
