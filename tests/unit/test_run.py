@@ -193,8 +193,12 @@ def test_any_changed_setting_refuses_to_resume(lm, baseline, name):
     assert set(CHANGED) == set(field_names()), "a new setting needs a changed value here"
     before = (baseline.out_dir / JOURNAL).read_bytes()
     changed = RunSettings.make(RunSettings(attribution=IG(steps=STEPS)), **{name: CHANGED[name]})
+    facts = tiny_facts()
+    if name == "language":  # a run needs facts in its language (else it is refused before any resume)
+        facts = FactSet([*facts, Fact("de/1", "capital", {"de": "Paris"}, {"de": "Frankreich"},
+                                      {"de": ["[X] ist die Hauptstadt von [Y]"]})], "tiny+de")
     with pytest.raises(RunConfigError, match=rf"(?s)cannot be resumed:.*settings\.{name}[.:]"):
-        run(lm, tiny_facts(), baseline.out_dir, changed, progress=False)
+        run(lm, facts, baseline.out_dir, changed, progress=False)
     assert (baseline.out_dir / JOURNAL).read_bytes() == before
 
 
