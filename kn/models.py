@@ -134,6 +134,9 @@ class LM:
             return list(range(n))
         if isinstance(layers, int):
             layers = [layers]
+        layers = list(layers)
+        if not layers:
+            raise ValueError(f"layers is empty: pass None for all {n} layers, or some of 0..{n - 1}")
         out = []
         for l in layers:
             if not isinstance(l, int) or not -n <= l < n:

@@ -52,7 +52,7 @@ def test_attribute_text(gpt2, prompt, answer, name):
 @pytest.mark.parametrize("kw, name", [
     ({"steps": 0}, "steps"), ({"steps": 2.5}, "steps"), ({"rule": "simpson"}, "rule"),
     ({"batch_size": 0}, "batch_size"), ({"freeze_norm": "yes"}, "freeze_norm"), ({"baseline": "mean"}, "baseline"),
-    ({"layers": [7]}, "layer"), ({"layers": ["0"]}, "layer"),
+    ({"layers": [7]}, "layer"), ({"layers": ["0"]}, "layer"), ({"layers": []}, "layers is empty"),
 ])
 def test_attribute_settings(gpt2, kw, name):
     with raises((ValueError, TypeError), name):
