@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ..data.templates import MASK, Continuation, continuation
+from ..data.templates import Continuation
 from . import tables as T
 from .config import settings_of
 from .directory import JOURNAL, read_config
@@ -100,12 +100,9 @@ class RunResult:
 
     @cached_property
     def _prompt_index(self) -> dict[str, list[tuple[str, Continuation]]]:
-        pr, answer_of = self.prompts, {i: a for i, (_, a) in self._fact_index.items()}
-        given = pr["answer"] if "answer" in pr else [None] * len(pr)
-        out: dict[str, list[tuple[str, Continuation]]] = {}
-        for fid, prompt, a in zip(pr.fact_id, pr.prompt, given):
-            a = Continuation(a) if isinstance(a, str) else continuation(prompt.split(MASK)[0], answer_of[fid])
-            out.setdefault(fid, []).append((prompt, a))
+        out: dict[str, list[tuple[str, Continuation]]] = {}  # the prompts table's answers: Locate.prompt_row's
+        for fid, prompt, a in zip(self.prompts.fact_id, self.prompts.prompt, self.prompts.answer):
+            out.setdefault(fid, []).append((prompt, Continuation(a)))
         return out
 
     @cached_property

@@ -37,7 +37,7 @@ def fact_queries(lm, fact, language: str = "en") -> tuple[list[str], list[Contin
     return list(p.prompts), list(p.answers), p.object
 
 
-def answers(rec: dict) -> list[Continuation]:
+def answers_of(rec: dict) -> list[Continuation]:
     """Each prompt's answer in a fact record (records before kn 0.1.0's "answers": from the object)."""
     if "answers" in rec:
         return [Continuation(a) for a in rec["answers"]]
@@ -129,7 +129,7 @@ class Locate(Phase):
     def prompt_row(self, fact_id: str, index: int, state: State) -> dict:
         r = state.get(self.fact_record, fact_id)
         sets = r.get("sets")
-        return {"prompt": r["prompts"][index], "answer": answers(r)[index] if "answer" in r else None,
+        return {"prompt": r["prompts"][index], "answer": answers_of(r)[index] if "answer" in r else None,
                 "n_coarse": len(sets[index]) if sets else None,
                 "p_before": r["p_before"][index] if "p_before" in r else math.nan}
 

@@ -16,7 +16,7 @@ from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, ratio, record
 from .controls import Controls
-from .locate import answers, knowledge_neurons, located, located_facts
+from .locate import answers_of, knowledge_neurons, located, located_facts
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Verify(Phase):
         out = record(self.fact_record, fact_id=rec["fact_id"], relation=rec["relation"])
         neurons = knowledge_neurons(state, rec["fact_id"], rec["relation"])
         try:
-            out["fact"] = {"fact_id": rec["fact_id"], **self._effect(lm, rec["prompts"], answers(rec), neurons)}
+            out["fact"] = {"fact_id": rec["fact_id"], **self._effect(lm, rec["prompts"], answers_of(rec), neurons)}
             out["other"] = out["same"] = None
             if self.controls is not None:
                 o = self.controls.other(rec["fact_id"], rec["relation"])
@@ -63,7 +63,7 @@ class Verify(Phase):
                 same = self.controls.same(rec["fact_id"], located_facts(state, rec["relation"]))
                 if same is not None:
                     s = located(state, same)
-                    out["same"] = {"fact_id": same, **self._effect(lm, s["prompts"], answers(s), neurons)}
+                    out["same"] = {"fact_id": same, **self._effect(lm, s["prompts"], answers_of(s), neurons)}
         except Exception as err:
             log.warning("verifying %s failed: %s: %s", rec["fact_id"], type(err).__name__, err)
             out = {k: out[k] for k in ("type", "fact_id", "relation")} | {"error": error_of(err)}
