@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 from .arch import FAMILIES, Family, UnsupportedModelError  # noqa: E402
 from .models import LM, ModelNotFoundError, load, wrap  # noqa: E402
 from .quadrature import RULES  # noqa: E402
+from .amig import AMIG  # noqa: E402
 from .baselines import BASELINES  # noqa: E402
 from . import settings  # noqa: E402
 from .settings import IG, Activation  # noqa: E402
@@ -17,7 +18,7 @@ from .runs import RunResult, RunSettings, load_run, run  # noqa: E402  (the pack
 
 __all__ = [
     "FAMILIES", "Family", "UnsupportedModelError", "LM", "ModelNotFoundError", "load", "wrap",
-    "RULES", "BASELINES", "settings", "IG", "Activation", "activations", "attribute", "scores",
+    "RULES", "AMIG", "BASELINES", "settings", "IG", "Activation", "activations", "attribute", "scores",
     "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
     "coarse", "locate", "refine", "tune_share", "Verification", "ratio_of_means", "verify",
     "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",

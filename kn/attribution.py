@@ -7,7 +7,7 @@ P is the softmax probability of the gold token. Only the attributed layer's site
 layer and position runs normally. A multi-token answer is teacher-forced: each answer token is
 attributed at the position that predicts it, and the per-token score matrices are summed.
 
-The settings are one value, `kn.IG(steps=, rule=, baseline=, freeze_norm=, batch_size=)`; the
+The settings are one value, `kn.IG(steps=, rule=, baseline=, multiplier=, freeze_norm=, batch_size=)`; the
 keywords of `attribute` override its fields. The kernels live in `kn.ig`: the fast path (default)
 and `reference=True`, the plain definition kept as the tests' oracle.
 
@@ -28,22 +28,23 @@ from .tokens import targets
 
 
 def attribute(lm: LM, prompt: str, answer: str, settings: IG | None = None, *, steps: int | None = None,
-              rule: str | None = None, baseline: str | torch.Tensor | None = None, freeze_norm: bool | None = None,
+              rule: str | None = None, baseline=None, multiplier: str | None = None, freeze_norm: bool | None = None,
               batch_size: int | None = None, layers=None, reference: bool = False) -> torch.Tensor:
     """IG attribution scores [n_layers, width] (float32, CPU) of `answer` after / in `prompt`.
 
     settings: a `kn.IG` (default `IG()`: steps 20, rule "riemann_left", zero baseline, frozen
-    post-FFN norms); steps, rule, baseline, freeze_norm, batch_size: override its fields (see `kn.IG`);
+    post-FFN norms); steps, rule, baseline ("zero", "amig", `kn.AMIG(...)`, a tensor), multiplier,
+    freeze_norm, batch_size: override its fields (see `kn.IG`);
     layers: layers to attribute (None = all; the others are zero rows); reference: run the plain
     definition (`kn.ig.reference`) instead of the fast path.
     """
-    ig = resolve(settings, steps=steps, rule=rule, baseline=baseline, freeze_norm=freeze_norm, batch_size=batch_size)
+    ig = resolve(settings, steps=steps, rule=rule, baseline=baseline, multiplier=multiplier, freeze_norm=freeze_norm,
+                 batch_size=batch_size)
     if not isinstance(ig, IG):
         raise TypeError("kn.attribute computes integrated gradients (kn.IG); for kn.Activation() "
                         "call kn.activations or kn.scores")
     layers = lm.check_layers(layers)
-    if isinstance(ig.baseline, torch.Tensor):
-        baselines.check_shape(lm, ig.baseline)
+    baselines.check_for(lm, ig.baseline)
     kernel = ref.attribute_target if reference else fast.attribute_target
     total = torch.zeros(lm.n_layers, lm.width)
     for t in targets(lm, prompt, answer):

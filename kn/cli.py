@@ -48,7 +48,8 @@ def cmd_locate(args) -> None:
     t0 = time.perf_counter()
     scores, sets = [], []
     for p in args.prompts:
-        s = attribute(lm, p, args.answer, steps=args.steps, rule=args.rule)
+        s = attribute(lm, p, args.answer, steps=args.steps, rule=args.rule, baseline=args.baseline,
+                      multiplier=args.multiplier)
         scores.append(s)
         sets.append(coarse(s, args.threshold))
         print(f"  {len(sets[-1]):3d} neurons pass the coarse filter: {p!r}", file=sys.stderr)
@@ -101,10 +102,11 @@ def run_settings(args):
 
     from .settings import resolve
 
-    for flag, value in (("--steps", args.steps), ("--rule", args.rule)):
+    ig = dict(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier)
+    for flag, value in ig.items():
         if args.method != "ig" and value is not None:
-            raise ValueError(f"{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
-    return RunSettings(language=args.language, attribution=resolve(method=args.method, steps=args.steps, rule=args.rule),
+            raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
+    return RunSettings(language=args.language, attribution=resolve(method=args.method, **ig),
                        threshold=args.threshold, share=args.share, min_prompts=args.min_prompts,
                        controls=not args.no_controls, seed=args.seed)
 
@@ -159,6 +161,7 @@ def _add_run(p) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
     p.add_argument("--rule", choices=list(RULES), default=None,
                    help=f"IG quadrature rule (default {KINDS['ig']().rule})")
+    _add_baseline(p)
     p.add_argument("--threshold", type=fraction, default=D.threshold,
                    help=f"coarse filter t (default {', '.join(f'{c.coarse_threshold} {k}' for k, c in KINDS.items())})")
     p.add_argument("--share", type=fraction, default=D.share, help="starting refinement share p (tuned per relation)")
@@ -168,6 +171,17 @@ def _add_run(p) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
     p.set_defaults(func=cmd_run)
+
+
+def _add_baseline(p) -> None:
+    from .baselines import BASELINES
+    from .settings import MULTIPLIERS
+
+    p.add_argument("--baseline", choices=list(BASELINES), default=None,
+                   help="IG baseline: zero (Dai et al., default), amig (Chen et al.; kn's convention), amig-all "
+                        "(every position corrupted, as their code)")
+    p.add_argument("--multiplier", choices=list(MULTIPLIERS), default=None,
+                   help="IG times x-b (default, the definition) or x (the AMIG reference code's)")
 
 
 def positive_int(text: str) -> int:
@@ -216,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer", "-a", required=True)
     p.add_argument("--steps", type=positive_int, default=20)
     p.add_argument("--rule", choices=list(RULES), default="riemann_left", help="IG quadrature rule")
+    _add_baseline(p)
     p.add_argument("--threshold", type=fraction, default=0.2)
     p.add_argument("--share", type=fraction, default=0.7)
     p.add_argument("--min-prompts", type=positive_int, default=3)

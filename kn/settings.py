@@ -19,6 +19,8 @@ import torch
 from . import baselines
 from .quadrature import Quadrature, quadrature
 
+MULTIPLIERS = ("x-b", "x")
+
 
 @dataclass(frozen=True, eq=False)
 class IG:
@@ -26,14 +28,17 @@ class IG:
 
     steps: m path points; rule: a quadrature rule of `kn.RULES` ("riemann_left", the paper's;
     "linspace", EleutherAI's; "riemann_trapezoid"; "gauss_legendre"); baseline: a name of
-    `kn.baselines.BASELINES` ("zero") or a tensor [n_layers, width]; freeze_norm: hold post-FFN norm
-    scales at their clean values along the path (families with such a norm); batch_size: path rows
-    per forward pass (None: sized to memory; changes speed, not scores).
+    `kn.baselines.BASELINES` ("zero", Dai et al.'s; "amig", Chen et al.'s; "amig-all"), a `kn.AMIG(...)`
+    or a tensor [n_layers, width]; multiplier: what the integrated gradient is multiplied by, "x-b"
+    (the definition) or "x" (the AMIG reference code's); freeze_norm: hold post-FFN norm scales at
+    their clean values along the path (families with such a norm); batch_size: path rows per forward
+    pass (None: sized to memory; changes speed, not scores).
     """
 
     steps: int = 20
     rule: str = "riemann_left"
-    baseline: str | torch.Tensor = "zero"
+    baseline: baselines.Spec = "zero"
+    multiplier: str = "x-b"
     freeze_norm: bool = True
     batch_size: int | None = None
     kind: str = field(default="ig", init=False, repr=False)
@@ -42,28 +47,31 @@ class IG:
     def __post_init__(self):
         quadrature(self.rule, self.steps)  # validates rule and steps
         object.__setattr__(self, "baseline", baselines.check(self.baseline))
+        if self.multiplier not in MULTIPLIERS:
+            raise ValueError(f"multiplier must be one of {MULTIPLIERS}, got {self.multiplier!r}")
         if not isinstance(self.freeze_norm, bool):
             raise TypeError(f"freeze_norm must be True or False, got {self.freeze_norm!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
                                             or self.batch_size < 1):
             raise ValueError(f"batch_size must be None or an int >= 1, got {self.batch_size!r}")
 
+    def factor(self, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """What the integrated gradient is multiplied by (float32): x - b, or x (multiplier "x")."""
+        return x.float() - base.float() if self.multiplier == "x-b" else x.float()
+
     def quadrature(self) -> Quadrature:
         """Points and weights [steps] of the rule (float64)."""
         return quadrature(self.rule, self.steps)
 
     def to_dict(self) -> dict:
-        """A JSON-safe dict; a tensor baseline becomes {"tensor": nested lists, "dtype": ...}."""
+        """A JSON-safe dict (the baseline as `kn.baselines.to_json` writes it)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if isinstance(self.baseline, torch.Tensor):
-            b = self.baseline.detach().cpu()
-            d["baseline"] = {"tensor": b.tolist(), "dtype": str(b.dtype).removeprefix("torch.")}
-        return d
+        return d | {"baseline": baselines.to_json(self.baseline)}
 
     def _key(self) -> tuple:
         b = self.baseline
         b = ("tensor", tuple(b.shape), str(b.dtype)) if isinstance(b, torch.Tensor) else b
-        return self.steps, self.rule, b, self.freeze_norm, self.batch_size
+        return self.steps, self.rule, b, self.multiplier, self.freeze_norm, self.batch_size
 
     def __eq__(self, other) -> bool:  # by value, tensor baselines included
         if not isinstance(other, IG):
@@ -98,9 +106,8 @@ def from_dict(d: dict) -> Settings:
     kind = d.pop("kind", None)
     if kind not in KINDS:
         raise ValueError(f"settings need 'kind' one of {list(KINDS)}, got {kind!r}")
-    b = d.get("baseline")
-    if isinstance(b, dict):
-        d["baseline"] = torch.tensor(b["tensor"], dtype=getattr(torch, b.get("dtype", "float32")))
+    if "baseline" in d:
+        d["baseline"] = baselines.from_json(d["baseline"])
     names = {f.name for f in dataclasses.fields(KINDS[kind]) if f.init}
     if set(d) - names:
         raise ValueError(f"unknown {kind} settings {sorted(set(d) - names)}; known: {sorted(names)}")

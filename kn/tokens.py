@@ -22,11 +22,14 @@ from .models import LM
 
 @dataclass(frozen=True)
 class Target:
-    """One answer token to predict: ids [1, seq], position that predicts it, gold token id."""
+    """One answer token to predict: ids [1, seq], position that predicts it, gold token id, and the
+    answer's span [start, end) in ids (masked: its slot, gold tokens before `pos` filled in; causal:
+    the gold tokens teacher-forced so far, empty for the first)."""
 
     ids: torch.Tensor
     pos: int
     gold: int
+    slot: tuple[int, int]
 
 
 def answer_ids(lm: LM, left: str, answer: str) -> list[int]:
@@ -80,13 +83,14 @@ def targets(lm: LM, prompt: str, answer: str) -> list[Target]:
         out = []
         for j, g in enumerate(gold):
             filled = ids[:pos] + gold[:j] + ids[pos + j:]
-            out.append(Target(torch.tensor([filled], device=dev), pos + j, g))
+            out.append(Target(torch.tensor([filled], device=dev), pos + j, g, (pos, pos + len(gold))))
         return out
     prefix = _causal_prefix(lm, prompt)
     gold = answer_ids(lm, prompt, answer)
     seq = prefix + gold
     return [
-        Target(torch.tensor([seq[: len(prefix) + j]], device=dev), len(prefix) + j - 1, g)
+        Target(torch.tensor([seq[: len(prefix) + j]], device=dev), len(prefix) + j - 1, g,
+               (len(prefix), len(prefix) + j))
         for j, g in enumerate(gold)
     ]
 

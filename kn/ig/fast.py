@@ -43,9 +43,9 @@ def pass_grads(lm: LM, t: Target, clean: Clean, base: torch.Tensor, p: Pass, fre
     return {l: (g.float() * weights[l][:, None]).sum(0) for l, g in zip(leaves, grads)}
 
 
-def scores(x: torch.Tensor, base: torch.Tensor, wgrad: torch.Tensor, layers: list[int]) -> torch.Tensor:
-    """(x - b) * wgrad [n_layers, width] (float32, CPU), zero outside `layers`."""
-    s = (x.float() - base.float()) * wgrad
+def scores(factor: torch.Tensor, wgrad: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """factor (x - b) * wgrad [n_layers, width] (float32, CPU), zero outside `layers`."""
+    s = factor * wgrad
     mask = torch.zeros(len(s), 1, dtype=torch.bool, device=s.device)
     mask[layers] = True
     return torch.where(mask, s, torch.zeros_like(s)).cpu()
@@ -63,4 +63,4 @@ def attribute_target(lm: LM, t: Target, ig: IG, layers: list[int]) -> torch.Tens
         for p in plan(layers, ig.quadrature(), batch):
             for l, g in pass_grads(lm, t, clean, base, p, ig.freeze_norm).items():
                 wgrad[l] += g
-    return scores(x, base, wgrad, layers)
+    return scores(ig.factor(x, base), wgrad, layers)

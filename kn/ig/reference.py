@@ -81,5 +81,5 @@ def attribute_target(lm: LM, t: Target, ig: IG, layers: list[int]) -> torch.Tens
                 v = (base[l] + a[k:k + batch, None] * (x[l] - base[l])).requires_grad_(True)
                 (g,) = torch.autograd.grad(gold_prob(lm, t, l, v, held.get(l)).sum(), v)
                 total += (g.float() * w[k:k + batch, None]).sum(0)
-            out[l] = (x[l].float() - base[l].float()) * total
+            out[l] = ig.factor(x[l], base[l]) * total
     return out.cpu()

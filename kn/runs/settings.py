@@ -14,7 +14,7 @@ from ..settings import IG, Activation, Settings, from_dict as attribution_from_d
 
 DEFAULT_PHASES = ("locate", "verify")
 # keywords of `RunSettings.make` / `kn.run` that set the attribution value (the older call forms)
-ATTRIBUTION_KEYWORDS = ("method", "steps", "rule", "baseline", "freeze_norm", "batch_size")
+ATTRIBUTION_KEYWORDS = ("method", "steps", "rule", "baseline", "multiplier", "freeze_norm", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class RunSettings:
     def make(cls, settings: RunSettings | None = None, **changes: Any) -> RunSettings:
         """`settings` (default: the defaults) with `changes` to its fields, checked once. The
         attribution may also be given by the keywords of `kn.locate`: `method` ("ig" |
-        "activation"), `steps`, `rule`, `baseline`, `freeze_norm`, `batch_size`."""
+        "activation"), `steps`, `rule`, `baseline`, `multiplier`, `freeze_norm`, `batch_size`."""
         if settings is not None and not isinstance(settings, cls):
             raise TypeError(f"settings must be a kn.RunSettings, got {type(settings).__name__}")
         base = settings or cls()

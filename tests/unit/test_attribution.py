@@ -208,12 +208,12 @@ def test_gemma3_needs_the_norm_freeze():
     assert frozen < 0.02 and plain > 1.0, (frozen, plain)
 
 
-def plant(lm, layer, answer="France"):
-    """Make the most active neuron of `layer` write along d log P(answer) / d(FFN output), strongly
-    enough that P(answer) > 0.5 where the model allows; returns (layer, index)."""
+def plant(lm, layer, answer="France", index=None):
+    """Make neuron `index` of `layer` (default its most active) write along d log P(answer) / d(FFN
+    output), strongly enough that P(answer) > 0.5 where the model allows; returns (layer, index)."""
     t = targets(lm, prompt_of(lm), answer)[0]
     act = kn.activations(lm, prompt_of(lm), answer)[layer]
-    idx = int(act.abs().argmax())
+    idx = int(act.abs().argmax()) if index is None else index
     seen = {}
 
     def keep(module, args, output):

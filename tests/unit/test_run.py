@@ -369,6 +369,13 @@ def test_cli_run_records_the_rule(lm, tmp_path, monkeypatch):
                      "--rule", "gauss_legendre", "--out", str(out)]) == 0
     attribution = load_run(out).config["settings"]["attribution"]
     assert attribution["rule"] == "gauss_legendre" and attribution["steps"] == 2
+    out = tmp_path / "amig"
+    assert cli.main(["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "2", "--steps", "2",
+                     "--baseline", "amig", "--multiplier", "x", "--out", str(out)]) == 0
+    res = load_run(out)
+    assert res.settings.attribution == IG(steps=2, baseline="amig", multiplier="x")
+    assert res.complete and len(res.facts) == 2
+    assert cli.main(["run", "--method", "activation", "--baseline", "amig", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_select_facts_is_seeded_and_capped(lm):

@@ -45,7 +45,7 @@ def test_frozen_and_compared_by_value():
 @pytest.mark.parametrize("kw,err,match", [
     (dict(steps=0), ValueError, "steps"), (dict(steps=2.5), ValueError, "steps"),
     (dict(rule="simpson"), ValueError, "riemann_left"), (dict(rule="riemann_trapezoid", steps=1), ValueError, ">= 2"),
-    (dict(baseline="amig"), ValueError, "zero"), (dict(baseline=torch.zeros(5)), ValueError, "n_layers, width"),
+    (dict(baseline="mean"), ValueError, "zero"), (dict(multiplier="b"), ValueError, "x-b"), (dict(baseline=torch.zeros(5)), ValueError, "n_layers, width"),
     (dict(baseline=[0.0]), TypeError, "baseline"), (dict(freeze_norm="yes"), TypeError, "freeze_norm"),
     (dict(batch_size=0), ValueError, "batch_size"),
 ])
