@@ -73,26 +73,26 @@ def _relations(args) -> list[str] | None:
     return [r.strip() for r in args.relations.split(",") if r.strip()] if args.relations else None
 
 
-def _facts(args, language: str):
+def _facts(args, languages: list[str]):
     """`--data` (before the model: a bad path fails fast)."""
     from .data import load
 
     try:
-        return load(args.data, relations=_relations(args), languages=[language])
+        return load(args.data, relations=_relations(args), languages=languages)
     except OSError as err:  # missing files, offline download: one readable line
         raise ValueError(f"cannot load --data {args.data!r}: {err}") from err
 
 
-def _selected(args, facts, lm, settings):
-    """The facts `kn run` runs on: --relations, --facts-per-relation, --known."""
+def _selected(args, facts, lm, language, seed: int):
+    """The facts `kn run` runs on: --relations, --facts-per-relation, --known (in every language)."""
     from .data import select_facts
 
     relations = _relations(args)
     chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
-                          language=settings.language, lm=lm, known=args.known, seed=settings.seed)
+                          language=language, lm=lm, known=args.known, seed=seed)
     if not len(chosen):
         raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
-                         f"language {settings.language!r})")
+                         f"language {language!r})")
     return chosen
 
 
@@ -106,7 +106,7 @@ def run_settings(args):
     for flag, value in ig.items():
         if args.method != "ig" and value is not None:
             raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
-    return RunSettings(language=args.language, attribution=resolve(method=args.method, **ig),
+    return RunSettings(language=args.language or RunSettings().language, attribution=resolve(method=args.method, **ig),
                        threshold=args.threshold, share=args.share, min_prompts=args.min_prompts,
                        controls=not args.no_controls, seed=args.seed)
 
@@ -114,15 +114,27 @@ def run_settings(args):
 def cmd_run(args) -> None:
     from .runs import run
     from .runs.directory import check_out
+    from .runs.multilingual import check_languages
 
     settings = run_settings(args)  # before the data and the model: bad settings and --out fail fast
+    langs = check_languages(args.languages) if args.languages else None
+    if langs and args.language:
+        raise ValueError("pass --language (one run) or --languages (a run per language), not both")
     check_out(args.out, resume=not args.fresh)
-    facts = _facts(args, settings.language)
+    facts = _facts(args, langs or [settings.language])
     lm = _load(args)
     t0 = time.perf_counter()
-    facts = _selected(args, facts, lm, settings)
+    facts = _selected(args, facts, lm, langs or settings.language, settings.seed)
     print(f"{lm.name}: {len(facts)} facts of {len(facts.relations)} relations -> {args.out}", file=sys.stderr)
-    res = run(lm, facts, args.out, settings, resume=not args.fresh)
+    res = run(lm, facts, args.out, settings, languages=langs, resume=not args.fresh)
+    for lang, one in (res.runs.items() if langs else [(None, res)]):
+        if lang:
+            print(f"\n{lang}:")
+        _summary(one)
+    print(f"{time.perf_counter() - t0:.0f} s; tables in {args.out}")
+
+
+def _summary(res) -> None:
     rows = [(r.relation, r.facts, r.errors, _fmt(r.neurons_per_fact, ".2f"), _fmt(r.share, ".2f"),
              _fmt(r.suppression, "+.1%"), _fmt(r.amplification, "+.1%"), _fmt(r.control_other_suppression, "+.1%"),
              _fmt(r.control_other_amplification, "+.1%")) for r in res.relations.itertuples()]
@@ -132,8 +144,7 @@ def cmd_run(args) -> None:
     print(f"mean over relations: suppress {_fmt(h['suppression'], '+.1%')}, "
           f"amplify {_fmt(h['amplification'], '+.1%')} "
           f"(other-relation control {_fmt(h['control_other_suppression'], '+.1%')} / "
-          f"{_fmt(h['control_other_amplification'], '+.1%')}); "
-          f"{time.perf_counter() - t0:.0f} s; tables in {args.out}")
+          f"{_fmt(h['control_other_amplification'], '+.1%')})")
 
 
 def cmd_record(args) -> None:
@@ -156,7 +167,10 @@ def _add_run(p) -> None:
     p.add_argument("--known", action="store_true",
                    help="only facts the model knows (gold in its top 10 on at least half the prompts)")
     p.add_argument("--out", "-o", required=True, help="run directory (created; an existing run there is resumed)")
-    p.add_argument("--language", default=D.language)
+    p.add_argument("--language", default=None, help=f"the facts' language (default {D.language})")
+    p.add_argument("--languages", default=None,
+                   help="comma-separated language codes: a run per language over the facts they share "
+                        "(--known: known in every one), in --out/<language>")
     p.add_argument("--method", choices=list(KINDS), default=D.attribution.kind)
     p.add_argument("--steps", type=positive_int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
     p.add_argument("--rule", choices=list(RULES), default=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .prepare import filter_known, prepare_fact
 
@@ -31,19 +31,21 @@ def resolve_relations(facts, relations: Iterable[str]) -> list[str]:
 
 
 def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation: int | None = None,
-                 language: str = "en", lm: LM | None = None, known: bool = False, k: int = 10,
+                 language: str | Sequence[str] = "en", lm: LM | None = None, known: bool = False, k: int = 10,
                  min_fraction: float = 0.5, seed: int = 0):
-    """A deterministic selection from a FactSet: the given relations, facts with a `language` version,
-    at most `per_relation` of each (seeded sample, original order kept); with `known`, only facts
-    whose gold token `lm` ranks in its top-`k` on at least `min_fraction` of their prompts (probed in
-    the sample's order until `per_relation` are found)."""
+    """A deterministic selection from a FactSet: the given relations, facts with a version in
+    `language` (one code, or several: facts aligned across all of them), at most `per_relation` of
+    each (seeded sample, original order kept); with `known`, only facts whose gold token `lm` ranks in
+    its top-`k` on at least `min_fraction` of their prompts, in every language (probed in the sample's
+    order until `per_relation` are found)."""
+    languages = [language] if isinstance(language, str) else list(language)
     if isinstance(relations, str):
         relations = [relations]
     if per_relation is not None and (isinstance(per_relation, bool) or not isinstance(per_relation, int)
                                      or per_relation < 1):
         raise ValueError(f"per_relation must be None (all facts) or an integer >= 1, got {per_relation!r}")
     rels = resolve_relations(facts, relations) if relations else list(facts.relations)
-    pool = facts.filter(relation=rels, language=language)
+    pool = facts.filter(relation=rels, language=languages)
     if known and lm is None:
         raise ValueError("known=True needs the model (lm=...)")
     chosen: set[str] = set()
@@ -53,24 +55,27 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
         if not known:
             chosen.update(ids if per_relation is None else ids[:per_relation])
             continue
-        found = _known(pool, ids, lm, language, per_relation, k, min_fraction)
+        found = _known(pool, ids, lm, languages, per_relation, k, min_fraction)
         chosen.update(found)
         log.info("relation %s: %d known facts selected", r, len(found))
     return pool.filter(ids=chosen)
 
 
-def _known(pool, ids: list[str], lm, language: str, per_relation: int | None, k: int,
+def _known(pool, ids: list[str], lm, languages: Sequence[str], per_relation: int | None, k: int,
            min_fraction: float) -> list[str]:
-    """The first `per_relation` of `ids` (all, for None) that `lm` knows."""
-    from ..probing import probe
-
+    """The first `per_relation` of `ids` (all, for None) that `lm` knows in every language."""
     out = []
     for fid in ids:
         if per_relation is not None and len(out) >= per_relation:
             break
-        p = prepare_fact(pool[fid], lm, language) if pool[fid].has(language) else None
-        if p is None or not p.usable:
-            continue
-        if filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction).kept:
+        if all(_knows(lm, pool[fid], lang, k, min_fraction) for lang in languages):
             out.append(fid)
     return out
+
+
+def _knows(lm, fact, language: str, k: int, min_fraction: float) -> bool:
+    from ..probing import probe
+
+    p = prepare_fact(fact, lm, language) if fact.has(language) else None
+    return p is not None and p.usable and bool(
+        filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction).kept)

@@ -12,6 +12,9 @@ A run lives in one directory:
   (``neurons.parquet``): tidy tables, rebuilt from the journal after each relation and at the end
   (`load_run` rebuilds them anywhere; `kn.runs.tables`).
 
+A run in several languages (`kn.run(..., languages=[...])`, `kn.runs.multilingual`) is one such
+directory per language under its own, with ``languages.json`` saying what was run.
+
 The work is done by phases (`kn.runs.phases`: "locate", then "verify"), each with its own journal
 records and table columns. Controls are picked by a seeded RNG keyed on the fact id, so a resumed run
 equals an uninterrupted one.
@@ -20,9 +23,10 @@ from .config import FORMAT
 from .directory import CONFIG, JOURNAL, RunConfigError
 from .engine import run
 from .journal import Journal
+from .multilingual import MultiRunResult
 from .phases import PHASES, Phase
 from .result import RunResult, load_run
 from .settings import RunSettings
 
-__all__ = ["CONFIG", "FORMAT", "JOURNAL", "PHASES", "Journal", "Phase", "RunConfigError", "RunResult",
+__all__ = ["CONFIG", "FORMAT", "JOURNAL", "PHASES", "Journal", "MultiRunResult", "Phase", "RunConfigError", "RunResult",
            "RunSettings", "load_run", "run"]

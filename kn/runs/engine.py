@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .. import checks
 from . import config as C
+from . import multilingual
 from . import tables as T
 from .directory import JOURNAL, locked, read_config, start
 from .journal import Journal
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 TABLES_EVERY = 60.0  # seconds: the tidy tables are also rewritten this often during a long relation
 
 
-def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = None, *, progress: bool = True,
-        resume: bool = True, **changes) -> RunResult:
+def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = None, *, languages=None,
+        progress: bool = True, resume: bool = True, **changes) -> RunResult:
     """Locate and verify the knowledge neurons of every fact in `facts` (a FactSet or Facts), kill-safe.
 
     settings: a `kn.RunSettings` (default: the paper's); `changes` override its fields
@@ -36,13 +37,23 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     another relation and of the same relation. Results go to `out_dir` (kn.runs): an interrupted run
     restarted with the same arguments resumes; `resume=False` replaces a run there (or fills an empty
     directory; anything else is refused). A fact that raises is recorded with its error.
+
+    languages: several language codes (or "en,zh"): the facts with a version in every one, run in
+    each (`kn.runs.multilingual`: out_dir/<language>/ a run each); returns a `MultiRunResult`.
     """
+    if languages is not None and "language" in changes:
+        raise checks.ArgumentError("pass language= (one run) or languages= (one run per language), not both")
     settings = RunSettings.make(settings, **changes)
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
         raise checks.ArgumentError(f"out_dir must be a directory path, got {out_dir!r}")
     facts = facts if hasattr(facts, "__len__") else list(facts)
     if not len(facts):
         raise checks.ArgumentError("facts is empty: pass a FactSet (kn.data.load, select_facts) or a list of Facts")
+    if languages is not None:
+        return multilingual.run(lm, facts, out_dir, settings, languages, progress=progress, resume=resume)
+    if multilingual.is_multilingual(out_dir):
+        raise checks.ArgumentError(f"{out_dir} holds a multilingual run; pass its languages= to resume it, or "
+                                   "choose another directory")
     selected = [f for f in facts if f.has(settings.language)]
     if not selected:
         raise checks.ArgumentError(f"none of the {len(facts)} facts has a {settings.language!r} version; pass "

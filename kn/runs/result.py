@@ -116,8 +116,13 @@ class RunResult:
 
 def load_run(out_dir: str | os.PathLike) -> RunResult:
     """The tables of the run in `out_dir`, rebuilt from its journal (no model needed; read-only).
-    Reads run directories of every format (format 1: kn before kn.runs)."""
+    Reads run directories of every format (format 1: kn before kn.runs); a multilingual run's
+    directory gives its `MultiRunResult`."""
+    from . import multilingual
+
     out = Path(out_dir)
+    if multilingual.is_multilingual(out):
+        return multilingual.load(out)
     config = read_config(out)
     phases = make_phases(settings_of(config))
     state = State(record_keys(phases), Journal(out / JOURNAL).read(repair=False))

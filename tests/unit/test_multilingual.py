@@ -1,0 +1,167 @@
+"""Multilingual runs (one run per language, facts aligned by id) and the language-independent neurons."""
+import json
+
+import pytest
+
+import kn
+from kn import likn
+from kn.data.schema import Fact, FactSet
+from kn.runs import MultiRunResult, RunConfigError, load_run, run
+from kn.testing import tiny_lm
+
+STEPS = 3
+# three "languages" written in the tiny tokenizer's words, each with its own templates
+TEMPLATES = {
+    "en": ["the capital of [X] is [Y]", "[X] capital city is [Y]", "in [X] the capital is [Y]"],
+    "xx": ["[X] and its capital city is [Y]", "the capital city of [X] is [Y]", "[X] is a country and its capital is [Y]"],
+    "yy": ["in [X] the city is [Y]", "[X] capital is [Y]", "capital of [X] is [Y]"],
+}
+PAIRS = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid")]
+
+
+def facts(languages=("en", "xx", "yy")) -> FactSet:
+    out = [Fact(f"capital/{s}", "capital", {l: s for l in languages}, {l: o for l in languages},
+                {l: TEMPLATES[l] for l in languages}) for s, o in PAIRS]
+    out.append(Fact("capital/Japan", "capital", {"en": "Japan"}, {"en": "Tokyo"}, {"en": TEMPLATES["en"]}))
+    return FactSet(out, "tiny-multilingual")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """Tiny models on a busy 2-core machine: one thread (tests/conftest.py)."""
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm("GPT-2")
+
+
+@pytest.fixture(scope="module")
+def whole(lm, tmp_path_factory):
+    return run(lm, facts(), tmp_path_factory.mktemp("ml"), languages=["en", "xx", "yy"], steps=STEPS,
+               progress=False)
+
+
+def test_one_run_per_language_over_aligned_facts(lm, whole, tmp_path):
+    assert isinstance(whole, MultiRunResult) and whole.complete
+    assert whole.languages == ["en", "xx", "yy"]
+    f = whole.facts
+    assert len(f) == 12 and set(f.language) == {"en", "xx", "yy"}  # Japan has no xx / yy version
+    assert "capital/Japan" not in set(f.fact_id)
+    assert list(f.columns[:3]) == ["fact_id", "language", "relation"]
+    # each language's neurons are those of a single-language run in that language
+    one = run(lm, facts().filter(language=["en", "xx", "yy"]), tmp_path / "xx", language="xx", steps=STEPS,
+              progress=False)
+    assert whole.sets()["xx"] == {fid: one.fact_neurons(fid) for fid in one.located_facts()}
+    assert whole.runs["xx"].config["settings"]["language"] == "xx"
+    loaded = load_run(whole.out_dir)
+    assert isinstance(loaded, MultiRunResult) and loaded.facts.equals(whole.facts)
+    cfg = json.loads((whole.out_dir / "languages.json").read_text())
+    assert cfg["languages"] == ["en", "xx", "yy"] and cfg["settings"]["attribution"]["steps"] == STEPS
+
+
+def test_interrupted_run_resumes_to_the_same_tables(lm, whole, tmp_path):
+    out = tmp_path / "cut"
+    run(lm, facts(), out, languages=["en", "xx", "yy"], steps=STEPS, progress=False)
+    journal = out / "xx" / "journal.jsonl"  # a kill during the second language: half its journal kept
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:7])
+    for name in ("yy",):
+        for p in (out / name).iterdir():
+            p.unlink()
+        (out / name).rmdir()
+    again = run(lm, facts(), out, languages=["en", "xx", "yy"], steps=STEPS, progress=False)
+    for name in ("neurons", "prompts"):
+        assert getattr(again, name).equals(getattr(whole, name)), name
+    cols = [c for c in whole.facts.columns if c != "seconds"]
+    assert again.facts[cols].equals(whole.facts[cols])
+    ids = [json.loads(l)["fact_id"] for l in journal.read_text().splitlines() if '"type": "fact"' in l]
+    assert sorted(ids) == sorted(set(ids))  # nothing done twice
+
+
+def test_resume_refuses_other_settings_and_mixed_directories(lm, whole, tmp_path):
+    with pytest.raises(RunConfigError, match="different configuration"):
+        run(lm, facts(), whole.out_dir, languages=["en", "xx", "yy"], steps=STEPS + 1, progress=False)
+    with pytest.raises(RunConfigError, match="different configuration"):
+        run(lm, facts(), whole.out_dir, languages=["en", "xx"], steps=STEPS, progress=False)
+    with pytest.raises(ValueError, match="holds a multilingual run"):
+        run(lm, facts(), whole.out_dir, steps=STEPS, progress=False)
+    single = tmp_path / "single"
+    run(lm, facts(), single, steps=STEPS, progress=False)
+    with pytest.raises(RunConfigError, match="single-language"):
+        run(lm, facts(), single, languages=["en", "xx"], steps=STEPS, progress=False)
+    with pytest.raises(ValueError, match="every language"):
+        run(lm, facts(), tmp_path / "none", languages=["en", "zz"], steps=STEPS, progress=False)
+    with pytest.raises(ValueError, match="repeats"):
+        run(lm, facts(), tmp_path / "rep", languages="en,en", steps=STEPS, progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        run(lm, facts(), tmp_path / "both", languages=["en"], language="xx", progress=False)
+
+
+SETS = {  # written by hand: {language: {fact: neurons}}
+    "en": {"a": [(1, 2), (3, 4), (5, 6)], "b": [(1, 1)], "c": [(0, 0)]},
+    "zh": {"a": [(1, 2), (3, 4)], "b": [], "c": [(0, 0), (2, 2)]},
+    "fr": {"a": [(1, 2), (5, 6)], "b": [(1, 1), (2, 2)]},
+}
+
+
+def test_likn_tables_by_hand():
+    facts, neurons = likn.likn_tables(SETS, {"a": "r", "b": "r", "c": "s"}, q=2)
+    row = facts.set_index("fact_id")
+    # a: in en, zh, fr; shared by all three: (1, 2); in >= 2 of 3: (1, 2), (3, 4), (5, 6)
+    assert row.loc["a", "n_likn"] == 1 and row.loc["a", "n_likn_q"] == 3 and row.loc["a", "likn"] == "1:2"
+    # b: zh located it with no neuron, so its languages are en and fr: (1, 1) in both
+    assert row.loc["b", "languages_located"] == 3 and row.loc["b", "languages_with_neurons"] == 2
+    assert row.loc["b", "n_likn"] == 1
+    # c: en and zh share (0, 0)
+    assert row.loc["c", "n_likn"] == 1 and row.loc["c", "n_neurons_union"] == 2
+    a = neurons[neurons.fact_id == "a"].set_index(["layer", "index"])
+    assert a.loc[(3, 4), "languages"] == "en,zh" and not a.loc[(3, 4), "in_all"] and a.loc[(1, 2), "in_all"]
+    assert likn.likn_tables(SETS, q=3)[0].set_index("fact_id").loc["a", "n_likn_q"] == 1
+    layers = likn.by_layer(SETS, 6).set_index("layer")
+    assert layers.loc[1, "likn"] == 2 and layers.loc[2, "one_language"] == 2 and layers.loc[0, "at_least_2"] == 1
+    with pytest.raises(ValueError, match="q must be"):
+        likn.likn_tables(SETS, q=0)
+
+
+def test_overlap_by_hand():
+    jac, n = likn.overlap(SETS, ["en", "zh", "fr"])
+    assert jac.loc["en", "zh"] == pytest.approx((2 / 3 + 1 / 2) / 2) and n.loc["en", "zh"] == 2  # b: zh empty
+    assert jac.loc["en", "fr"] == pytest.approx((2 / 3 + 1 / 2) / 2) and n.loc["en", "fr"] == 2
+    assert jac.loc["zh", "fr"] == pytest.approx(1 / 3) and n.loc["zh", "fr"] == 1
+    assert jac.loc["en", "en"] == 1.0 and (jac == jac.T).all().all()
+
+
+def test_multirun_likn_uses_the_runs_neurons(whole):
+    facts_t, neurons_t = whole.likn()
+    sets = whole.sets()
+    for fid in facts_t.fact_id:
+        per = [set(sets[l][fid]) for l in whole.languages if sets[l].get(fid)]
+        expect = set.intersection(*per) if len(per) >= 2 else set()
+        assert facts_t.set_index("fact_id").loc[fid, "n_likn"] == len(expect)
+    jac, _ = whole.overlap()
+    assert list(jac.index) == ["en", "xx", "yy"]
+
+
+def test_select_facts_aligned_and_known_in_every_language(lm):
+    from kn.data import select_facts
+
+    assert len(select_facts(facts(), language=["en", "xx"])) == 4
+    everything = len(lm.tokenizer)
+    assert len(select_facts(facts(), language=["en", "xx"], lm=lm, known=True, k=everything)) == 4
+    assert len(select_facts(facts(), language=["en", "xx"], lm=lm, known=True, k=1, min_fraction=1.0)) < 4
+
+
+def test_cli_languages(lm, tmp_path, monkeypatch, capsys):
+    from kn import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    monkeypatch.setattr(cli, "_facts", lambda args, languages: facts())
+    out = tmp_path / "cli"
+    assert cli.main(["run", "--languages", "en,xx", "--steps", str(STEPS), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "en:" in text and "xx:" in text and text.count("mean over relations") == 2
+    res = load_run(out)
+    assert res.languages == ["en", "xx"] and len(res.facts) == 8
+    assert cli.main(["run", "--languages", "en,xx", "--language", "en", "--out", str(tmp_path / "b")]) == 2
+    assert "not both" in capsys.readouterr().err
