@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from . import checks
-from .interventions import amplify, suppress
+from .interventions import scaled
 from .models import LM
 from .probing import answer_prob
 
@@ -51,13 +51,21 @@ def ratio_of_means(before, after) -> float:
     return float(np.mean(after - before) / np.mean(before)) if len(before) and np.mean(before) > 0 else float("nan")
 
 
-def effect(lm: LM, prompts: Sequence[str], answer: str, neurons, factor: float = 2.0) -> Effect:
-    before = [answer_prob(lm, p, answer) for p in prompts]
-    with suppress(lm, neurons):
-        sup = [answer_prob(lm, p, answer) for p in prompts]
-    with amplify(lm, neurons, factor):
-        amp = [answer_prob(lm, p, answer) for p in prompts]
-    return Effect(np.array(before), np.array(sup), np.array(amp))
+def effect(lm: LM, prompts: Sequence[str], answer, neurons, factor: float = 2.0,
+           suppress_factor: float = 0.0) -> Effect:
+    """P(gold) of each prompt before, with `neurons` multiplied by `suppress_factor` (0) and by `factor`.
+    answer: one for every prompt, or one per prompt (checked inputs)."""
+    answers = [answer] * len(prompts) if isinstance(answer, str) else list(answer)
+
+    def probs():
+        return np.array([answer_prob(lm, p, a) for p, a in zip(prompts, answers)])
+
+    before = probs()
+    with scaled(lm, neurons, suppress_factor):
+        sup = probs()
+    with scaled(lm, neurons, factor):
+        amp = probs()
+    return Effect(before, sup, amp)
 
 
 def verify(lm: LM, prompts: Sequence[str], answer: str, neurons, *, control_prompts: Sequence[str] | None = None,

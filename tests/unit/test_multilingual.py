@@ -16,12 +16,18 @@ TEMPLATES = {
     "xx": ["[X] and its capital city is [Y]", "the capital city of [X] is [Y]", "[X] is a country and its capital is [Y]"],
     "yy": ["in [X] the city is [Y]", "[X] capital is [Y]", "capital of [X] is [Y]"],
 }
-PAIRS = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid")]
+SPOKEN = {
+    "en": ["[X] speaks [Y]", "the official language of [X] is [Y]", "in [X] the language is [Y]"],
+    "xx": ["the language of [X] is [Y]", "[X] language is [Y]", "in [X] a language is [Y]"],
+    "yy": ["[X] official language is [Y]", "in [X] was born the language [Y]", "[X] and its language [Y]"],
+}
+PAIRS = {"capital": (TEMPLATES, [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid")]),
+         "language": (SPOKEN, [("France", "French"), ("Japan", "Japanese")])}
 
 
 def facts(languages=("en", "xx", "yy")) -> FactSet:
-    out = [Fact(f"capital/{s}", "capital", {l: s for l in languages}, {l: o for l in languages},
-                {l: TEMPLATES[l] for l in languages}) for s, o in PAIRS]
+    out = [Fact(f"{rel}/{s}", rel, {l: s for l in languages}, {l: o for l in languages},
+                {l: ts[l] for l in languages}) for rel, (ts, pairs) in PAIRS.items() for s, o in pairs]
     out.append(Fact("capital/Japan", "capital", {"en": "Japan"}, {"en": "Tokyo"}, {"en": TEMPLATES["en"]}))
     return FactSet(out, "tiny-multilingual")
 
@@ -46,7 +52,7 @@ def test_one_run_per_language_over_aligned_facts(lm, whole, tmp_path):
     assert isinstance(whole, MultiRunResult) and whole.complete
     assert whole.languages == ["en", "xx", "yy"]
     f = whole.facts
-    assert len(f) == 12 and set(f.language) == {"en", "xx", "yy"}  # Japan has no xx / yy version
+    assert len(f) == 18 and set(f.language) == {"en", "xx", "yy"}  # capital/Japan has no xx / yy version
     assert "capital/Japan" not in set(f.fact_id)
     assert list(f.columns[:3]) == ["fact_id", "language", "relation"]
     # each language's neurons are those of a single-language run in that language
@@ -146,10 +152,10 @@ def test_multirun_likn_uses_the_runs_neurons(whole):
 def test_select_facts_aligned_and_known_in_every_language(lm):
     from kn.data import select_facts
 
-    assert len(select_facts(facts(), language=["en", "xx"])) == 4
+    assert len(select_facts(facts(), language=["en", "xx"])) == 6 and len(select_facts(facts(), language="en")) == 7
     everything = len(lm.tokenizer)
-    assert len(select_facts(facts(), language=["en", "xx"], lm=lm, known=True, k=everything)) == 4
-    assert len(select_facts(facts(), language=["en", "xx"], lm=lm, known=True, k=1, min_fraction=1.0)) < 4
+    assert len(select_facts(facts(), language=["en", "xx"], lm=lm, known=True, k=everything)) == 6
+    assert len(select_facts(facts(), language=["en", "xx"], lm=lm, known=True, k=1, min_fraction=1.0)) < 6
 
 
 def test_cli_languages(lm, tmp_path, monkeypatch, capsys):
@@ -162,6 +168,93 @@ def test_cli_languages(lm, tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "en:" in text and "xx:" in text and text.count("mean over relations") == 2
     res = load_run(out)
-    assert res.languages == ["en", "xx"] and len(res.facts) == 8
+    assert res.languages == ["en", "xx"] and len(res.facts) == 12
     assert cli.main(["run", "--languages", "en,xx", "--language", "en", "--out", str(tmp_path / "b")]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def _p_zeroed(lm, prompt, answer, neurons):
+    """P(answer) with `neurons` zeroed at the last position: plain torch hooks, written here."""
+    import torch
+
+    by_layer = {}
+    for l, i in neurons:
+        by_layer.setdefault(l, []).append(i)
+
+    def hook(layer):
+        def fn(module, args):
+            x = args[0].clone()
+            x[:, -1, by_layer[layer]] = 0
+            return (x,)
+        return fn
+
+    handles = [lm.down_proj(l).register_forward_pre_hook(hook(l)) for l in by_layer]
+    try:
+        with torch.no_grad():
+            ids = lm.tokenizer(prompt, return_tensors="pt").input_ids
+            logits = lm.model(input_ids=ids).logits[0, -1]
+    finally:
+        for h in handles:
+            h.remove()
+    return float(torch.softmax(logits.float(), -1)[lm.tokenizer.convert_tokens_to_ids(answer.strip())])
+
+
+def test_crosslingual_conditions_against_plain_hooks(lm, whole, tmp_path):
+    from kn import crosslingual as X
+
+    t = X.effects(lm, whole, out=tmp_path, progress=False)
+    sets = whole.sets()
+    facts_with = [f for f in whole.facts.fact_id.unique() if sum(bool(sets[l].get(f)) for l in whole.languages) >= 2]
+    assert set(t.fact_id) == set(facts_with) and len(facts_with) >= 2
+    assert set(t.target) == {"related", "unrelated"}
+    assert (t[t.target == "unrelated"].target_fact != t[t.target == "unrelated"].fact_id).all()
+    # the reference code's bug fixed: the union condition counts both sets
+    for fid in facts_with:
+        have = [l for l in whole.languages if sets[l].get(fid)]
+        a, b = have[:2]
+        row = t[(t.fact_id == fid) & (t.condition == "union") & (t.source == f"{a}+{b}")].iloc[0]
+        assert row.n_neurons == len(set(sets[a][fid]) | set(sets[b][fid]))
+    # every row's suppressed P equals a recomputation with plain hooks
+    for row in t.sample(6, random_state=0).itertuples():
+        src = row.source
+        if row.condition == "mono":
+            neurons = sets[src][row.fact_id]
+        elif row.condition == "union":
+            a, b = src.split("+")
+            neurons = set(sets[a][row.fact_id]) | set(sets[b][row.fact_id])
+        else:
+            neurons = set.intersection(*[set(sets[l][row.fact_id]) for l in whole.languages if sets[l].get(row.fact_id)])
+        queries = whole.runs[row.measured].fact_queries(row.target_fact)
+        mine = sum(_p_zeroed(lm, p, a, neurons) for p, a in queries) / len(queries)
+        assert abs(mine - row.p_suppressed) < 1e-6 * max(1.0, mine)
+    s = X.summary(t)
+    assert {"likn", "mono", "union"} >= set(s.condition) and (s.facts > 0).all()
+    assert (s.suppression_diff_low <= s.suppression_diff + 1e-12).all()
+    assert (s.suppression_diff <= s.suppression_diff_high + 1e-12).all()
+
+
+def test_crosslingual_resumes_and_refuses_other_settings(lm, whole, tmp_path):
+    from kn import crosslingual as X
+
+    full = X.effects(lm, whole, out=tmp_path, progress=False)
+    journal = tmp_path / X.JOURNAL
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[:2]) + lines[2][:10])  # the header, one fact, a torn line
+    again = X.effects(lm, whole, out=tmp_path, progress=False)
+    assert again.equals(full)
+    ids = [json.loads(l)["fact_id"] for l in journal.read_text().splitlines()[1:]]
+    assert sorted(ids) == sorted(set(ids))
+    with pytest.raises(ValueError, match="other settings"):
+        X.effects(lm, whole, X.CrossLingual(amplify_factor=3.0), out=tmp_path, progress=False)
+
+
+def test_bootstrap_interval():
+    import numpy as np
+    from kn.stats import bootstrap_mean
+
+    x = np.random.default_rng(1).normal(0.3, 1.0, 400)
+    m, lo, hi = bootstrap_mean(x, seed=0)
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert m == pytest.approx(x.mean()) and lo < m < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)  # the normal interval, for a mean of 400 normals
+    assert bootstrap_mean([np.nan, 2.0]) == (2.0, 2.0, 2.0) and np.isnan(bootstrap_mean([])[0])

@@ -11,8 +11,7 @@ import logging
 import math
 from typing import Sequence
 
-from ...interventions import scaled
-from ...probing import answer_prob
+from ...verify import effect
 from ..state import State
 from .base import Phase, error_of, mean, ratio, record
 from .controls import Controls
@@ -73,11 +72,8 @@ class Verify(Phase):
         """P(gold) per prompt (each with its answer) before, and with the neurons multiplied by the
         suppress / amplify factors."""
         s = self.settings
-        out = {"before": [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]}
-        for key, factor in (("suppressed", s.suppress_factor), ("amplified", s.amplify_factor)):
-            with scaled(lm, neurons, factor):
-                out[key] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
-        return out
+        e = effect(lm, prompts, answers, neurons, s.amplify_factor, s.suppress_factor)
+        return {"before": e.before.tolist(), "suppressed": e.suppressed.tolist(), "amplified": e.amplified.tolist()}
 
     # -- the tables ----------------------------------------------------------------------------
     def fact_row(self, fact_id: str, state: State) -> dict:
