@@ -11,8 +11,10 @@ For each fact with knowledge neurons in at least two languages, and each languag
 
 Each neuron set is suppressed (x `suppress_factor`) and amplified (x `amplify_factor`) at the answer
 position, on the fact's prompts in the measured language and on an unrelated fact's (another
-relation, located in every language, picked per fact by a seeded RNG). The records go to a journal
-(one per fact, fsynced), so an interrupted call resumes where it stopped.
+relation, located in every language, picked per fact by a seeded RNG). `summary` gives the paper's
+Succ and bootstrap intervals. `edits` goes beyond the paper: the value-slot fact update made through
+the LIKN (and through one language's own neurons), measured in every language. Both journal one
+record per fact (fsynced), so an interrupted call resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -96,55 +98,65 @@ def effects(lm, res, settings: CrossLingual | None = None, *, out: str | Path | 
     if not isinstance(s, CrossLingual):
         raise checks.ArgumentError(f"settings must be a kn.crosslingual.CrossLingual, got {type(s).__name__}")
     langs = res.languages
-    journal = Journal(Path(out or res.out_dir) / JOURNAL)
-    header = {"type": "settings", **dataclasses.asdict(s), "languages": langs, "model": res.config["model"]["model"]}
-    done = _resume(journal, header)
-    sets = res.sets()
-    per_fact = {fid: {l: set(sets[l].get(fid, ())) for l in langs} for fid in res.facts.fact_id.unique()}
+    per_fact = _per_fact(res)
     todo = [f for f, per in per_fact.items() if sum(bool(v) for v in per.values()) >= 2]
     unrelated = _Unrelated(res, s.seed)
-    rel = res.relation_of()
-    try:
-        for fid in tqdm(todo, desc="cross-lingual", unit="fact", disable=not progress):
-            if fid in done:
-                continue
-            u = unrelated(fid)
-            rows = []
-            for cond, src, meas, neurons in neuron_sets(per_fact[fid], langs):
-                for target, tf in (("related", fid), ("unrelated", u)):
-                    if tf is None:
-                        continue
-                    queries = res.runs[meas].fact_queries(tf)
-                    e = effect(lm, [p for p, _ in queries], [a for _, a in queries], sorted(neurons),
-                               s.amplify_factor, s.suppress_factor)
-                    rows.append({"condition": cond, "source": src, "measured": meas, "target": target,
-                                 "target_fact": tf, "n_neurons": len(neurons), "before": e.before.tolist(),
-                                 "suppressed": e.suppressed.tolist(), "amplified": e.amplified.tolist()})
-            rec = {"type": "fact", "fact_id": fid, "relation": rel[fid], "rows": rows}
-            journal.append(rec)
-            done[fid] = rec
-    finally:
-        journal.close()
-    return table(done.values())
+
+    def work(fid: str) -> list[dict]:
+        u = unrelated(fid)
+        rows = []
+        for cond, src, meas, neurons in neuron_sets(per_fact[fid], langs):
+            for target, tf in (("related", fid), ("unrelated", u)):
+                if tf is None:
+                    continue
+                queries = res.runs[meas].fact_queries(tf)
+                e = effect(lm, [p for p, _ in queries], [a for _, a in queries], sorted(neurons),
+                           s.amplify_factor, s.suppress_factor)
+                rows.append({"condition": cond, "source": src, "measured": meas, "target": target,
+                             "target_fact": tf, "n_neurons": len(neurons), "before": e.before.tolist(),
+                             "suppressed": e.suppressed.tolist(), "amplified": e.amplified.tolist()})
+        return rows
+
+    header = {"type": "settings", **dataclasses.asdict(s), "languages": langs, "model": res.config["model"]["model"]}
+    done = journaled(Path(out or res.out_dir) / JOURNAL, header, todo, res.relation_of(), work,
+                     "cross-lingual", progress)
+    return table(done)
 
 
-def _resume(journal: Journal, header: dict) -> dict[str, dict]:
+def _per_fact(res) -> dict[str, dict[str, set]]:
+    """{fact_id: {language: knowledge neurons}} over the run's facts and languages."""
+    sets = res.sets()
+    return {fid: {l: set(sets[l].get(fid, ())) for l in res.languages} for fid in res.facts.fact_id.unique()}
+
+
+def journaled(path: Path, header: dict, todo: Sequence[str], relation: dict, work, desc: str,
+              progress: bool) -> list[dict]:
+    """Run `work(fact_id) -> rows` for each fact of `todo` not yet in the journal at `path` (whose first
+    record must equal `header`), one fsynced record per fact; the records of `todo`, in its order."""
+    journal = Journal(path)
     records = journal.read()
+    if records and records[0] != header:
+        raise checks.ArgumentError(f"{path} was written with other settings ({records[0]}); pass the same "
+                                   "settings to resume it, or another out= for new ones")
     if not records:
         journal.append(header)
-        return {}
-    if records[0] != header:
-        raise checks.ArgumentError(f"{journal.path} was written with other settings ({records[0]}); pass the same "
-                                   "settings to resume it, or another out= for new ones")
     done: dict[str, dict] = {}
     for r in records[1:]:
         if r.get("type") == "fact":
             done.setdefault(r["fact_id"], r)
-    return done
+    try:
+        for fid in tqdm(todo, desc=desc, unit="fact", disable=not progress):
+            if fid not in done:
+                rec = {"type": "fact", "fact_id": fid, "relation": relation[fid], "rows": work(fid)}
+                journal.append(rec)
+                done[fid] = rec
+    finally:
+        journal.close()
+    return [done[f] for f in todo if f in done]
 
 
 def table(records):
-    """The tidy table of fact records (see `effects`)."""
+    """The tidy table of `effects`' fact records."""
     import numpy as np
     import pandas as pd
 
@@ -196,3 +208,107 @@ def _succ(row: dict) -> float:
                 + abs(row["amplification_related"] / row["amplification_unrelated"]))
     except ZeroDivisionError:
         return math.inf
+
+
+# -- cross-lingual editing -----------------------------------------------------------------------
+EDIT_JOURNAL = "crosslingual_edits.jsonl"
+EDIT_COLUMNS = ["fact_id", "relation", "edit_language", "neurons", "n_neurons", "old", "new", "measured",
+                "n_prompts", "n_right", "success", "changed", "p_old_before", "p_old_after", "p_new_before",
+                "p_new_after"]
+
+
+@dataclass(frozen=True)
+class CrossLingualEdit:
+    """How the cross-lingual edits are made: the update's lambdas (`kn.editing.update_fact`) and the
+    seed that picks each fact's new object."""
+
+    lambda1: float = 1.0
+    lambda2: float = 8.0
+    seed: int = 0
+
+    def __post_init__(self):
+        checks.number(self.lambda1, "lambda1", low=0.0)
+        checks.number(self.lambda2, "lambda2", low=0.0)
+        checks.integer(self.seed, "seed")
+
+
+def edits(lm, res, settings: CrossLingualEdit | None = None, *, out: str | Path | None = None,
+          progress: bool = True):
+    """Cross-lingual fact updating (beyond the paper, which only scaled activations): for each fact
+    with language-independent neurons and each language A, the value-slot update old -> new
+    (`kn.editing.update_fact`, A's words) made through the LIKN and, as the comparison, through A's
+    own knowledge neurons, measured in every language. The new object is another fact's of the same
+    relation (seeded per fact; its object in each language). A row per (fact, A, neurons, measured
+    language): `success` / `changed` on the prompts whose old answer was top-1 before (as Dai et
+    al.), and the mean P(old) and P(new) over all its prompts before and after. Journaled per fact;
+    the model is restored bit-identically after each edit."""
+    from .data.templates import with_object
+    from .editing import update_fact
+    from .probing import answer_stats
+
+    s = settings or CrossLingualEdit()
+    if not isinstance(s, CrossLingualEdit):
+        raise checks.ArgumentError(f"settings must be a kn.crosslingual.CrossLingualEdit, got {type(s).__name__}")
+    langs = res.languages
+    per_fact = _per_fact(res)
+    likn = {f: fact_likn(per) for f, per in per_fact.items()}
+    todo = [f for f in per_fact if likn[f]]
+    located = set.intersection(*[set(r.located_facts()) for r in res.runs.values()])
+    rel = res.relation_of()
+    queries = {l: {f: res.runs[l].fact_queries(f) for f in located} for l in langs}
+
+    def new_object(fid: str) -> str | None:
+        objs = {f: [queries[l][f][0][1].strip() for l in langs] for f in located if rel[f] == rel[fid]}
+        mine = objs[fid]
+        cands = sorted(f for f, o in objs.items() if all(a != b for a, b in zip(o, mine)))
+        return random.Random(f"{s.seed}|crossedit|{fid}").choice(cands) if cands else None
+
+    def measure(fid: str, lang: str, new: str) -> list[tuple[float, int, float, int]]:
+        return [(*answer_stats(lm, p, a), *answer_stats(lm, p, with_object(a, new))) for p, a in queries[lang][fid]]
+
+    def work(fid: str) -> list[dict]:
+        u = new_object(fid)
+        if u is None:
+            return []
+        new = {l: queries[l][u][0][1].strip() for l in langs}
+        before = {l: measure(fid, l, new[l]) for l in langs}
+        rows = []
+        for a in langs:
+            if not per_fact[fid][a]:
+                continue
+            p0, a0 = queries[a][fid][0]
+            for kind, neurons in (("likn", likn[fid]), ("mono", per_fact[fid][a])):
+                with update_fact(lm, sorted(neurons), p0, a0, with_object(a0, new[a]), lambda1=s.lambda1,
+                                 lambda2=s.lambda2):
+                    after = {l: measure(fid, l, new[l]) for l in langs}
+                for l in langs:
+                    rows.append({"edit_language": a, "neurons": kind, "n_neurons": len(neurons),
+                                 "old": queries[l][fid][0][1].strip(), "new": new[l], "measured": l, "new_fact": u,
+                                 "before": before[l], "after": after[l]})
+        return rows
+
+    header = {"type": "settings", **dataclasses.asdict(s), "languages": langs, "model": res.config["model"]["model"]}
+    done = journaled(Path(out or res.out_dir) / EDIT_JOURNAL, header, todo, rel, work, "cross-lingual edits",
+                     progress)
+    return edit_table(done)
+
+
+def edit_table(records):
+    """The tidy table of `edits`' fact records."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        for row in r["rows"]:
+            b, a = np.asarray(row["before"], float), np.asarray(row["after"], float)
+            right = b[:, 1] == 0  # the old answer was top-1 before the edit
+            n = int(right.sum())
+            rows.append({"fact_id": r["fact_id"], "relation": r["relation"],
+                         **{k: row[k] for k in ("edit_language", "neurons", "n_neurons", "old", "new", "measured")},
+                         "n_prompts": len(b), "n_right": n,
+                         "success": float((a[right, 3] == 0).mean()) if n else math.nan,
+                         "changed": float((a[right, 1] != 0).mean()) if n else math.nan,
+                         "p_old_before": b[:, 0].mean(), "p_old_after": a[:, 0].mean(),
+                         "p_new_before": b[:, 2].mean(), "p_new_after": a[:, 2].mean()})
+    return pd.DataFrame(rows, columns=EDIT_COLUMNS)

@@ -258,3 +258,39 @@ def test_bootstrap_interval():
     assert m == pytest.approx(x.mean()) and lo < m < hi
     assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)  # the normal interval, for a mean of 400 normals
     assert bootstrap_mean([np.nan, 2.0]) == (2.0, 2.0, 2.0) and np.isnan(bootstrap_mean([])[0])
+
+
+def test_crosslingual_edits_against_the_update_written_here(lm, whole, tmp_path):
+    import copy
+
+    import torch
+    from kn import crosslingual as X
+    from kn.data.templates import with_object
+
+    state = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    t = X.edits(lm, whole, out=tmp_path, progress=False)
+    assert all(torch.equal(v, state[k]) for k, v in lm.model.state_dict().items())  # restored bit-identically
+    assert len(t) and set(t.neurons) == {"likn", "mono"} and set(t.measured) == set(whole.languages)
+    sets = whole.sets()
+    row = t[(t.neurons == "likn")].iloc[0]
+    neurons = set.intersection(*[set(sets[l][row.fact_id]) for l in whole.languages if sets[l].get(row.fact_id)])
+    assert row.n_neurons == len(neurons)
+    # the update by hand, on a copy: v <- v - l1 |v| / |e_old| e_old + l2 |v| / |e_new| e_new
+    other = copy.deepcopy(lm.model)
+    tok = lm.tokenizer
+    p0, a0 = whole.runs[row.edit_language].fact_queries(row.fact_id)[0]
+    new_a = t[(t.fact_id == row.fact_id) & (t.measured == row.edit_language)].new.iloc[0]
+    emb = other.get_input_embeddings().weight
+    e_old, e_new = emb[tok.convert_tokens_to_ids(a0.strip())], emb[tok.convert_tokens_to_ids(new_a)]
+    with torch.no_grad():
+        for l, i in neurons:
+            w = other.transformer.h[l].mlp.c_proj.weight  # GPT-2: Conv1D, value slot i is row i
+            v = w[i].clone()
+            w[i] = v - 1.0 * v.norm() / e_old.norm() * e_old + 8.0 * v.norm() / e_new.norm() * e_new
+    p_new = []
+    for p, a in whole.runs[row.measured].fact_queries(row.fact_id):
+        with torch.no_grad():
+            logits = other(input_ids=tok(p, return_tensors="pt").input_ids).logits[0, -1]
+        p_new.append(float(torch.softmax(logits.float(), -1)[tok.convert_tokens_to_ids(row.new)]))
+    assert abs(sum(p_new) / len(p_new) - row.p_new_after) < 1e-6
+    assert X.edits(lm, whole, out=tmp_path, progress=False).equals(t)  # resumed from the journal
