@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import checks
 from .likn import fact_likn
 from .runs.journal import Journal
-from .stats import bootstrap_mean
+from .stats import bootstrap_mean, succ
 from .verify import effect, ratio_of_means
 
 log = logging.getLogger(__name__)
@@ -197,17 +197,10 @@ def summary(t, *, seed: int = 0, level: float = 0.95):
             d = (rel.loc[both, what] - unr.loc[both, what]).to_numpy()
             m, lo, hi = bootstrap_mean(d, level=level, seed=seed)
             row |= {f"{what}_diff": m, f"{what}_diff_low": lo, f"{what}_diff_high": hi}
-        row["succ"] = _succ(row)
+        row["succ"] = succ(row["suppression_related"], row["suppression_unrelated"],
+                           row["amplification_related"], row["amplification_unrelated"])
         rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY)
-
-
-def _succ(row: dict) -> float:
-    try:
-        return (abs(row["suppression_related"] / row["suppression_unrelated"])
-                + abs(row["amplification_related"] / row["amplification_unrelated"]))
-    except ZeroDivisionError:
-        return math.inf
 
 
 # -- cross-lingual editing -----------------------------------------------------------------------

@@ -294,3 +294,23 @@ def test_crosslingual_edits_against_the_update_written_here(lm, whole, tmp_path)
         p_new.append(float(torch.softmax(logits.float(), -1)[tok.convert_tokens_to_ids(row.new)]))
     assert abs(sum(p_new) / len(p_new) - row.p_new_after) < 1e-6
     assert X.edits(lm, whole, out=tmp_path, progress=False).equals(t)  # resumed from the journal
+
+
+def test_localization_quality_side_by_side(lm, whole, tmp_path):
+    from kn.quality import localization_quality
+    from kn.stats import succ
+
+    amig = run(lm, facts(), tmp_path / "amig", languages=["en", "xx", "yy"], steps=STEPS, baseline="amig",
+               progress=False)
+    q = localization_quality({"ig": whole, "amig": amig})
+    assert list(zip(q.method, q.language))[:3] == [("ig", "en"), ("ig", "xx"), ("ig", "yy")] and len(q) == 6
+    r = q.iloc[0]
+    f = whole.runs["en"].facts
+    f = f[f.suppression.notna() & f.control_other_suppression.notna()]
+    assert r.facts == len(f)
+    sup_rel = (f.p_suppressed - f.p_before).mean() / f.p_before.mean()  # the paper's ratio of means, by hand
+    assert r.suppression_related == pytest.approx(sup_rel)
+    assert r.suppression_diff == pytest.approx((f.suppression - f.control_other_suppression).mean())
+    assert r.succ == pytest.approx(succ(r.suppression_related, r.suppression_unrelated, r.amplification_related,
+                                        r.amplification_unrelated))
+    assert succ(1.0, 0.0, 1.0, 1.0) == float("inf")
