@@ -111,3 +111,35 @@ def test_elided_slot_reaches_the_kernels_glued(packaged_lm):
     assert T.continuation("joue de l'", "trompette") == " trompette"
     assert T.continuation("首都是", "巴黎") == "巴黎" and T.continuation("", "Paris") == "Paris"
     assert kn.answer_prob(lm, prompts[0], answers[0]) != kn.answer_prob(lm, prompts[0], obj)
+
+
+# scripts the shared BMLAMA copy does not have (and a few it has), hand-written: object-last templates
+SCRIPTS = [
+    Fact("script/ko", "capital", {"ko": "프랑스"}, {"ko": "파리"}, {"ko": ["[X]의 수도는 [Y]", "[X]의 수도: [Y]"]}),
+    Fact("script/ar", "capital", {"ar": "فرنسا"}, {"ar": "باريس"}, {"ar": ["عاصمة [X] هي [Y].", "عاصمة [X]: [Y]"]}),
+    Fact("script/he", "capital", {"he": "צרפת"}, {"he": "פריז"}, {"he": ["עיר הבירה של [X] היא [Y].", "בירת [X]: [Y]"]}),
+    Fact("script/el", "capital", {"el": "Γαλλίας"}, {"el": "Παρίσι"},
+         {"el": ["Η πρωτεύουσα της [X] είναι το [Y].", "Πρωτεύουσα της [X]: [Y]"]}),
+    Fact("script/ja", "capital", {"ja": "フランス"}, {"ja": "パリ"}, {"ja": ["[X]の首都は[Y]。", "[X]の首都：[Y]"]}),
+    Fact("script/ru", "capital", {"ru": "Франции"}, {"ru": "Париж"}, {"ru": ["Столица [X] — [Y]."]}),
+    Fact("script/zh", "capital", {"zh": "法国"}, {"zh": "巴黎"}, {"zh": ["[X]的首都是[Y]。"]}),
+]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_script_tokenizes_and_attributes(packaged_lm, name):
+    """Hangul, Arabic, Hebrew, Greek, kana, Cyrillic, CJK: the kernels' gold tokens are the
+    definition's, none is unknown, and attribution gives finite, non-zero scores."""
+    import torch
+
+    lm = packaged_lm(name)
+    for fact in SCRIPTS:
+        (lang,) = fact.languages
+        prompts, answers, _ = fact_queries(lm, fact, lang)
+        assert len(prompts) == len(fact.templates[lang]), fact.fact_id
+        for prompt, answer, sentence in zip(prompts, answers, fact.prompts(lang)):
+            gold = [t.gold for t in targets(lm, prompt, answer)]
+            assert gold == _sentence_tokens(lm.tokenizer, sentence, fact.object[lang])[0], (fact.fact_id, prompt)
+            assert lm.tokenizer.unk_token_id not in gold
+        s = kn.attribute(lm, prompts[0], answers[0], steps=2, layers=[lm.n_layers - 1])
+        assert torch.isfinite(s).all() and s[-1].abs().max() > 0, fact.fact_id
