@@ -155,6 +155,21 @@ def journaled(path: Path, header: dict, todo: Sequence[str], relation: dict, wor
     return [done[f] for f in todo if f in done]
 
 
+def read_journal(path: Path) -> list[dict]:
+    """The fact records of a journal `effects` or `edits` wrote ([] if there is none)."""
+    return [r for r in Journal(path).read(repair=False)[1:] if r.get("type") == "fact"]
+
+
+def load_effects(out_dir):
+    """`effects`' table from its journal in `out_dir` (no model needed)."""
+    return table(read_journal(Path(out_dir) / JOURNAL))
+
+
+def load_edits(out_dir):
+    """`edits`' table from its journal in `out_dir` (no model needed)."""
+    return edit_table(read_journal(Path(out_dir) / EDIT_JOURNAL))
+
+
 def table(records):
     """The tidy table of `effects`' fact records."""
     import numpy as np

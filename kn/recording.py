@@ -104,8 +104,10 @@ def record(dest: str | os.PathLike, tables: Mapping[str, pd.DataFrame], prov: di
 def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str, *,
                seconds: float | None = None, kn_commit: str | None = None) -> Path:
     """Record the relations, facts and neurons tables of a finished run directory (`kn.run`, any
-    format) with its config."""
-    from .runs import load_run
+    format) with its config. A multilingual run: those tables with a language column, its LIKN
+    table and, where `kn.crosslingual` journaled them in the run's directory, its cross-lingual
+    effects and edits."""
+    from .runs import MultiRunResult, load_run
 
     res = load_run(run_dir)
     if not res.complete:
@@ -115,7 +117,21 @@ def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str
         seconds = float(res.facts["seconds"].sum())
     prov = provenance(command, seconds=seconds, started=res.config.get("created"), kn_commit=kn_commit,
                       run_config=res.config)
-    return record(dest, {name: getattr(res, name) for name in RUN_TABLES}, prov)
+    tables = {name: getattr(res, name) for name in RUN_TABLES}
+    if isinstance(res, MultiRunResult):
+        tables |= _multilingual_tables(res)
+    return record(dest, tables, prov)
+
+
+def _multilingual_tables(res) -> dict:
+    from . import crosslingual as X
+
+    out = {"likn": res.likn()[0]}
+    for name, load in (("crosslingual", X.load_effects), ("crosslingual_edits", X.load_edits)):
+        t = load(res.out_dir)
+        if len(t):
+            out[name] = t
+    return out
 
 
 @dataclass(frozen=True)

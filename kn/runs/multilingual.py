@@ -99,7 +99,9 @@ def _start(out: Path, config: dict, resume: bool) -> None:
         if others:
             raise RunConfigError(f"{out} holds files that are not kn runs ({', '.join(p.name for p in others[:5])}); "
                                  "nothing was deleted; choose another output directory")
-    write_json(path, config)
+    from datetime import datetime, timezone
+
+    write_json(path, {**config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
 @dataclass

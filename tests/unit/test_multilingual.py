@@ -314,3 +314,17 @@ def test_localization_quality_side_by_side(lm, whole, tmp_path):
     assert r.succ == pytest.approx(succ(r.suppression_related, r.suppression_unrelated, r.amplification_related,
                                         r.amplification_unrelated))
     assert succ(1.0, 0.0, 1.0, 1.0) == float("inf")
+
+
+def test_a_multilingual_run_records_with_its_likn_and_crosslingual_tables(lm, whole, tmp_path):
+    from kn import crosslingual as X
+    from kn import recording
+
+    eff = X.effects(lm, whole, progress=False)  # journaled in the run's own directory
+    dest = recording.record_run(whole.out_dir, tmp_path / "rec", "kn run --languages en,xx,yy ...")
+    rec = recording.read(dest)
+    assert set(rec.tables) == {"relations", "facts", "neurons", "likn", "crosslingual"}
+    assert len(rec["facts"]) == len(whole.facts) and set(rec["facts"].language) == {"en", "xx", "yy"}
+    assert len(rec["crosslingual"]) == len(eff) and len(rec["likn"]) == len(whole.likn()[0])
+    assert rec.provenance["run_config"]["languages"] == ["en", "xx", "yy"] and rec.provenance["started"]
+    assert X.load_effects(whole.out_dir).equals(eff)
