@@ -276,6 +276,24 @@ def test_bmlama_53_style_files(tmp_path):
     assert fs[2].distractors["de"] == ("Alphabet",) and fs[0].fact_id == "bmlama53:00000"
 
 
+def test_a_new_bmlama_language_is_data_not_code(tmp_path):
+    """A language code no list in kn names (Korean, Klingon's "tlh"): its file is read like any other."""
+    rows = {
+        "en": [("Paris is the capital of <mask>.", "France", "France, Spain", "Paris")],
+        "ko": [("파리는 <mask>의 수도이다.", "프랑스", "프랑스, 스페인", "파리")],
+        "tlh": [("Paris vengHom <mask>.", "France", "France, Spain", "Paris")],
+    }
+    d = tmp_path / "BMLAMA-new"
+    d.mkdir()
+    for lang, rs in rows.items():
+        (d / f"{lang}.tsv").write_text("Prompt\tAns\tCandidate Ans\tSubject\n" + "".join("\t".join(r) + "\n" for r in rs),
+                                       encoding="utf-8")
+    assert "tlh" not in bmlama.LANGUAGES17 + bmlama.LANGUAGES53
+    fs = D.load(f"bmlama:{d}", languages=["en", "ko", "tlh"])
+    assert fs.languages == ("en", "ko", "tlh") and fs[0].object["ko"] == "프랑스"
+    assert fs[0].templates["ko"] == ("[X]는 [Y]의 수도이다.",) and fs[0].distractors["tlh"] == ("Spain",)
+
+
 def test_lama_names():
     full = [t for _, t in bmlama.LAMA_TEMPLATES]
     assert bmlama.lama_names(full) == [pid for pid, _ in bmlama.LAMA_TEMPLATES]

@@ -328,3 +328,19 @@ def test_a_multilingual_run_records_with_its_likn_and_crosslingual_tables(lm, wh
     assert len(rec["crosslingual"]) == len(eff) and len(rec["likn"]) == len(whole.likn()[0])
     assert rec.provenance["run_config"]["languages"] == ["en", "xx", "yy"] and rec.provenance["started"]
     assert X.load_effects(whole.out_dir).equals(eff)
+
+
+def test_coverage_per_language(lm):
+    from kn.data.coverage import coverage
+
+    extra = [Fact("capital/Rome-first", "capital", {"en": "Italy"}, {"en": "Rome"}, {"en": ["[Y] is the capital of [X]"]}),
+             Fact("capital/Lisbon", "capital", {"en": "Portugal"}, {"en": "Lisbon"}, {"en": ["the capital of [X] is [Y]"]}),
+             Fact("capital/two", "capital", {"en": "Japan"}, {"en": "Tokyo city"}, {"en": ["the capital of [X] is [Y]"]})]
+    fs = facts() + FactSet(extra)
+    everything = len(lm.tokenizer)
+    c = coverage(fs, lm, ["en", "xx"], k=everything).set_index("language")
+    # en: 7 facts + 3: one has no object-last template, "Lisbon" is not in the tiny vocabulary, one answer is 2 tokens
+    assert c.loc["en", ["facts", "no_prompt", "unrepresentable", "usable", "single_token", "multi_token"]].tolist() == \
+        [10, 1, 1, 8, 7, 1]
+    assert c.loc["en", "known"] == 8 and c.loc["xx", "facts"] == 6 and c.loc["xx", "known_share"] == 1.0
+    assert coverage(fs, lm, ["en"], k=1, min_fraction=1.0, sample=3).loc[0, "probed"] == 3
