@@ -38,6 +38,17 @@ def _slots_restored(lm: LM, layers: Iterable[int]) -> Iterator[None]:
                 lm.value_slots(l).copy_(w)
 
 
+def fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's and buffer's bytes: equal before and after an edit means bit-identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def word_embedding(lm: LM, prompt: str, answer: str) -> torch.Tensor:
     """Input embedding [hidden] of the answer's first token as it follows the prompt."""
     left = prompt.split(MASK)[0] if lm.masked else prompt

@@ -68,6 +68,11 @@ def versions() -> dict:
     return out
 
 
+def now() -> str:
+    """The current UTC time as provenance writes it (ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def provenance(command: str, *, seconds: float | None = None, started: str | None = None,
                kn_commit: str | None = None, **extra) -> dict:
     """What a recording says about how it was made. `kn_commit` defaults to this checkout's commit
@@ -76,7 +81,7 @@ def provenance(command: str, *, seconds: float | None = None, started: str | Non
         "command": command,
         "commit": kn_commit if kn_commit is not None else commit(),
         "started": started,
-        "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recorded": now(),
         "seconds": None if seconds is None else round(float(seconds), 1),
         "machine": machine(),
         "versions": versions(),
