@@ -13,6 +13,7 @@ from .probing import answer_prob, answer_rank, probe  # noqa: E402
 from .interventions import amplify, scaled, suppress  # noqa: E402
 from .locate import coarse, locate, refine, tune_share  # noqa: E402
 from .verify import Verification, ratio_of_means, verify  # noqa: E402
+from .degenerate import degenerate_pairs, degenerate_sets, suppressed_probs  # noqa: E402
 from . import editing, recording, widgets  # noqa: E402  (widgets imports ipywidgets only when used)
 from .runs import RunResult, RunSettings, load_run, run  # noqa: E402  (the package is kn.runs; kn.run is the function)
 
@@ -21,5 +22,6 @@ __all__ = [
     "RULES", "AMIG", "BASELINES", "settings", "IG", "Activation", "activations", "attribute", "scores",
     "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
     "coarse", "locate", "refine", "tune_share", "Verification", "ratio_of_means", "verify",
+    "degenerate_pairs", "degenerate_sets", "suppressed_probs",
     "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",
 ]

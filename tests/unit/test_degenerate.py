@@ -1,0 +1,126 @@
+"""Degenerate knowledge neurons: a planted redundant pair is found exactly, independent neurons give
+none, and the batched suppression equals `kn.suppress` one set at a time."""
+import random
+
+import pytest
+import torch
+
+import kn
+from kn import degenerate as D
+from kn.hooks import hooked
+from kn.testing import tiny_lm
+from kn.tokens import targets
+
+from test_attribution import prompt_of
+
+FAMILIES = ["GPT-2", "BERT", "Llama"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """Tiny models on a busy 2-core machine: one thread (tests/conftest.py)."""
+
+
+def answer_direction(lm, layer):
+    """d log P(France) / d(FFN output of `layer`) at the answer position, unit length."""
+    t = targets(lm, prompt_of(lm), "France")[0]
+    seen = {}
+
+    def keep(module, args, output):
+        output.retain_grad()
+        seen["y"] = output
+
+    with hooked([(lm.down_proj(layer), "post", keep)]):
+        logits = lm.model(input_ids=t.ids).logits
+    torch.log_softmax(logits[0, t.pos], -1)[t.gold].backward()
+    d = seen["y"].grad[0, t.pos]
+    return d / d.norm()
+
+
+def plant_redundant(lm, layer=1, strength=1e6):
+    """The two most active neurons of `layer` both write the answer's direction, each strongly enough
+    to carry it alone: (a, b)."""
+    act = kn.activations(lm, prompt_of(lm), "France")[layer]
+    a, b = (int(i) for i in act.abs().topk(2).indices)
+    d = answer_direction(lm, layer)
+    with torch.no_grad():
+        for i in (a, b):
+            lm.value_slots(layer)[i] = strength * torch.sign(act[i]) * d / act[i].abs()
+    return (layer, a), (layer, b)
+
+
+def by_hand(lm, prompt, answer, neurons):
+    with kn.suppress(lm, neurons):
+        return kn.answer_prob(lm, prompt, answer)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_planted_redundant_pair_is_found_exactly(family):
+    lm = tiny_lm(family, initializer_range=0.2)
+    a, b = plant_redundant(lm)
+    p = prompt_of(lm)
+    p0 = kn.answer_prob(lm, p, "France")
+    assert by_hand(lm, p, "France", [a]) >= 0.8 * p0 and by_hand(lm, p, "France", [b]) >= 0.8 * p0
+    assert by_hand(lm, p, "France", [a, b]) < 0.75 * p0
+    cands = D.top_neurons(lm, p, "France", 20)
+    assert {a, b} <= set(cands)
+    (found,) = D.degenerate_pairs(lm, p, "France", cands)
+    assert set(found) == {a, b}
+    assert D.degenerate_pairs(lm, p, "France") == [found]  # candidates=None: the top-20 by IG
+    found_sets = D.degenerate_sets(lm, p, "France", cands, max_size=3)
+    assert {a, b} in [set(x) for x in found_sets] and not any({a, b} < set(x) for x in found_sets)  # minimal
+    for x in found_sets:  # each one by the definition, one suppression at a time
+        assert by_hand(lm, p, "France", list(x)) < 0.75 * p0
+        assert all(by_hand(lm, p, "France", [n]) >= 0.8 * p0 for n in x)
+        assert all(by_hand(lm, p, "France", [n for n in x if n != m]) >= 0.75 * p0 for m in x if len(x) > 2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_independent_neurons_give_no_pair(family):
+    # two planted neurons that each carry half the push: switching either off already drops the fact
+    lm = tiny_lm(family, initializer_range=0.2)
+    p = prompt_of(lm)
+    act = kn.activations(lm, p, "France")[1]
+    a, b = (int(i) for i in act.abs().topk(2).indices)
+    d = answer_direction(lm, 1)
+    for strength in (1.5 ** k for k in range(40)):
+        with torch.no_grad():
+            for i in (a, b):
+                lm.value_slots(1)[i] = strength * torch.sign(act[i]) * d / act[i].abs()
+        p0 = kn.answer_prob(lm, p, "France")
+        if by_hand(lm, p, "France", [(1, a)]) < 0.7 * p0:
+            break
+    else:
+        pytest.fail("could not plant two independent neurons")
+    assert D.degenerate_pairs(lm, p, "France", [(1, a), (1, b)]) == []
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("answer", ["France", "in France"])
+def test_batched_equals_one_at_a_time(family, answer):
+    lm = tiny_lm(family)
+    p = prompt_of(lm) if answer == "France" else ("Paris is located [MASK] ." if lm.masked else "Paris is located")
+    rng = random.Random(0)
+    sets = [[]] + [[(rng.randrange(lm.n_layers), rng.randrange(lm.width)) for _ in range(rng.randrange(1, 6))]
+                   for _ in range(12)]
+    sets.append([(l, i) for l in range(lm.n_layers) for i in range(0, lm.width, 3)])
+    D.ROW_TOKENS, saved = 20, D.ROW_TOKENS  # several passes of a few rows each
+    try:
+        batched = D.suppressed_probs(lm, p, answer, sets)
+    finally:
+        D.ROW_TOKENS = saved
+    for s, q in zip(sets, batched):
+        assert abs(q - by_hand(lm, p, answer, s)) < 1e-6 * max(1.0, q), s
+
+
+def test_pairs_are_sets_of_two():
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    plant_redundant(lm)
+    p = prompt_of(lm)
+    cands = D.top_neurons(lm, p, "France", 12)
+    assert [set(x) for x in D.degenerate_pairs(lm, p, "France", cands)] == \
+        [set(x) for x in D.degenerate_sets(lm, p, "France", cands, max_size=2)]
+    with pytest.raises(ValueError, match="max_size"):
+        D.degenerate_sets(lm, p, "France", cands, max_size=1)
+    with pytest.raises(ValueError, match="single"):
+        D.degenerate_pairs(lm, p, "France", cands, single=1.5)
