@@ -134,3 +134,18 @@ def degenerate_sets(lm: LM, prompt: str, answer: str, candidates: Iterable[Neuro
         if not level:
             break
     return found
+
+
+def fact_pairs(per_prompt: Sequence[Iterable[tuple[Neuron, Neuron]]], share: float = 0.5,
+               min_prompts: int = 1) -> list[tuple[Neuron, Neuron]]:
+    """A fact's degenerate pairs: those found on at least max(share * n, min_prompts) of its n prompts
+    (pairs unordered; sorted). share 0.5 by default: a pair must hold on most paraphrases to be the
+    fact's rather than one wording's, and with one prompt per fact (BMLAMA) it is that prompt's."""
+    from collections import Counter
+
+    from .locate import min_count
+
+    share = checks.number(share, "share", low=0.0, high=1.0)
+    counts = Counter(p for pairs in per_prompt for p in {tuple(sorted(q)) for q in pairs})
+    need = min_count(len(per_prompt), share, min_prompts)
+    return sorted(p for p, c in counts.items() if c >= need)

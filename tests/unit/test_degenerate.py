@@ -124,3 +124,11 @@ def test_pairs_are_sets_of_two():
         D.degenerate_sets(lm, p, "France", cands, max_size=1)
     with pytest.raises(ValueError, match="single"):
         D.degenerate_pairs(lm, p, "France", cands, single=1.5)
+
+
+def test_fact_pairs_by_hand():
+    a, b, c = (1, 1), (2, 2), (3, 3)
+    prompts = [[(a, b), (b, c)], [(b, a)], [(a, b), (a, c)], [(c, b), (b, c)]]
+    assert D.fact_pairs(prompts, share=0.5) == [(a, b), (b, c)]  # 3 and 2 of 4 prompts; (a, c) once
+    assert D.fact_pairs(prompts, share=0.75) == [(a, b)]
+    assert D.fact_pairs([[(a, c)]], share=0.5) == [(a, c)]
