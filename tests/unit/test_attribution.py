@@ -208,12 +208,9 @@ def test_gemma3_needs_the_norm_freeze():
     assert frozen < 0.02 and plain > 1.0, (frozen, plain)
 
 
-def plant(lm, layer, answer="France", index=None):
-    """Make neuron `index` of `layer` (default its most active) write along d log P(answer) / d(FFN
-    output), strongly enough that P(answer) > 0.5 where the model allows; returns (layer, index)."""
+def answer_direction(lm, layer, answer="France"):
+    """d log P(answer) / d(FFN output of `layer`) at the answer position, unit length."""
     t = targets(lm, prompt_of(lm), answer)[0]
-    act = kn.activations(lm, prompt_of(lm), answer)[layer]
-    idx = int(act.abs().argmax()) if index is None else index
     seen = {}
 
     def keep(module, args, output):
@@ -223,7 +220,16 @@ def plant(lm, layer, answer="France", index=None):
     with hooked([(lm.down_proj(layer), "post", keep)]):
         logits = lm.model(input_ids=t.ids).logits
     torch.log_softmax(logits[0, t.pos], -1)[t.gold].backward()
-    direction = seen["y"].grad[0, t.pos]
+    d = seen["y"].grad[0, t.pos]
+    return d / d.norm()
+
+
+def plant(lm, layer, answer="France", index=None):
+    """Make neuron `index` of `layer` (default its most active) write along d log P(answer) / d(FFN
+    output), strongly enough that P(answer) > 0.5 where the model allows; returns (layer, index)."""
+    act = kn.activations(lm, prompt_of(lm), answer)[layer]
+    idx = int(act.abs().argmax()) if index is None else index
+    direction = answer_direction(lm, layer, answer)
     slots = lm.value_slots(layer)
     unit = torch.sign(act[idx]) * direction / direction.norm() / act[idx].abs()
     best = (0.0, 0.0)

@@ -7,11 +7,9 @@ import torch
 
 import kn
 from kn import degenerate as D
-from kn.hooks import hooked
 from kn.testing import tiny_lm
-from kn.tokens import targets
 
-from test_attribution import prompt_of
+from test_attribution import answer_direction, prompt_of
 
 FAMILIES = ["GPT-2", "BERT", "Llama"]
 
@@ -19,22 +17,6 @@ FAMILIES = ["GPT-2", "BERT", "Llama"]
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_thread):
     """Tiny models on a busy 2-core machine: one thread (tests/conftest.py)."""
-
-
-def answer_direction(lm, layer):
-    """d log P(France) / d(FFN output of `layer`) at the answer position, unit length."""
-    t = targets(lm, prompt_of(lm), "France")[0]
-    seen = {}
-
-    def keep(module, args, output):
-        output.retain_grad()
-        seen["y"] = output
-
-    with hooked([(lm.down_proj(layer), "post", keep)]):
-        logits = lm.model(input_ids=t.ids).logits
-    torch.log_softmax(logits[0, t.pos], -1)[t.gold].backward()
-    d = seen["y"].grad[0, t.pos]
-    return d / d.norm()
 
 
 def plant_redundant(lm, layer=1, strength=1e6):
