@@ -51,8 +51,8 @@ def is_run_config(config: Any) -> bool:
 def upgrade(config: dict) -> dict:
     """`config` in the current format (a format 1 config as the format 2 config it stands for)."""
     fmt = config.get("format")
-    if fmt == FORMAT:
-        return config
+    if fmt == FORMAT:  # settings added since it was written take their defaults (what the run used)
+        return {**config, "settings": RunSettings.from_dict(config["settings"]).asdict()}
     if fmt == 1:
         return {"kind": KIND, **config, "format": FORMAT,
                 "settings": RunSettings.from_format1(config["settings"]).asdict()}

@@ -30,7 +30,10 @@ class RunSettings:
     share_tries evaluations; relation_neuron_share: a relation-level neuron is a knowledge neuron of
     at least this share of the relation's located facts; controls: also verify on a random fact of
     another relation and of the same relation (chosen by seed); suppress_factor / amplify_factor:
-    what verification multiplies the neurons by.
+    what verification multiplies the neurons by; dkn_candidates, dkn_single, dkn_pair, dkn_share: the
+    "degenerate" phase's candidates per prompt (its top neurons by the attribution), the pair rule's
+    two fractions (each alone keeps >= (1 - single) P0, both drop below (1 - pair) P0; Chen et al.
+    2024) and the share of a fact's prompts a pair must hold on to be the fact's.
     """
 
     phases: tuple[str, ...] = DEFAULT_PHASES
@@ -47,6 +50,10 @@ class RunSettings:
     seed: int = 0
     suppress_factor: float = 0.0
     amplify_factor: float = 2.0
+    dkn_candidates: int = 20
+    dkn_single: float = 0.2
+    dkn_pair: float = 0.25
+    dkn_share: float = 0.5
 
     def __post_init__(self) -> None:
         _set = object.__setattr__
@@ -137,7 +144,9 @@ def _check(s: RunSettings) -> None:
     _int_at_least("min_prompts", s.min_prompts, 1)
     _int_at_least("share_tries", s.share_tries, 1)
     _int_at_least("seed", s.seed, None)
-    for name, v in (("threshold", s.coarse_threshold), ("share", s.share)):
+    _int_at_least("dkn_candidates", s.dkn_candidates, 2)
+    for name, v in (("threshold", s.coarse_threshold), ("share", s.share), ("dkn_single", s.dkn_single),
+                    ("dkn_pair", s.dkn_pair), ("dkn_share", s.dkn_share)):
         if not 0 <= _number(name, v) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {v!r}")
     if not 0 < _number("relation_neuron_share", s.relation_neuron_share) <= 1:

@@ -114,3 +114,33 @@ def test_fact_pairs_by_hand():
     assert D.fact_pairs(prompts, share=0.5) == [(a, b), (b, c)]  # 3 and 2 of 4 prompts; (a, c) once
     assert D.fact_pairs(prompts, share=0.75) == [(a, b)]
     assert D.fact_pairs([[(a, c)]], share=0.5) == [(a, c)]
+
+
+def test_run_phase_finds_each_facts_pairs_and_resumes(tmp_path):
+    import json
+
+    from kn.runs import JOURNAL, load_run, run
+    from test_run import tiny_facts
+
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    plant_redundant(lm)
+    kw = dict(steps=3, phases=("locate", "degenerate"), dkn_candidates=8, dkn_share=0.5, progress=False)
+    res = run(lm, tiny_facts(), tmp_path / "a", **kw)
+    assert "dkn_pairs" in res.facts and res.facts.dkn_pairs.notna().sum() == res.facts.n_neurons.notna().sum()
+    # one fact by hand: each prompt's pairs among its top-8 neurons, kept if on >= half of the prompts
+    fid = res.located_facts()[0]
+    queries = res.fact_queries(fid)
+    per = [D.degenerate_pairs(lm, p, a, D.top_neurons(lm, p, a, 8)) for p, a in queries]
+    want = D.fact_pairs(per, 0.5)
+    got = res.degenerate_pairs[res.degenerate_pairs.fact_id == fid]
+    assert sorted(((r.layer_a, r.index_a), (r.layer_b, r.index_b)) for r in got.itertuples()) == want
+    # a journal written before the locate phase kept its top neurons: the phase recomputes them
+    recs = [json.loads(l) for l in (res.out_dir / JOURNAL).read_text().splitlines()]
+    old = tmp_path / "b"
+    old.mkdir()
+    (old / "config.json").write_text((res.out_dir / "config.json").read_text())
+    (old / JOURNAL).write_text("".join(json.dumps({k: v for k, v in r.items() if k != "top"}) + "\n"
+                                       for r in recs if r["type"] != "degenerate"))
+    again = run(lm, tiny_facts(), old, **kw)
+    assert again.degenerate_pairs.equals(res.degenerate_pairs)
+    assert load_run(old).facts.dkn_pairs.equals(res.facts.dkn_pairs)

@@ -126,14 +126,14 @@ def test_error_recorded_and_run_goes_on(baseline):
 def test_any_exception_is_recorded(lm, tmp_path, monkeypatch):
     from kn.runs.phases import locate as L
 
-    real = L.prompt_sets
+    real = L.neuron_scores
 
-    def flaky(lm_, prompts, answer, *a, **kw):
-        if any(a.strip() == "German" for a in answer):  # one answer per prompt
+    def flaky(lm_, prompt, answer, *a, **kw):
+        if answer.strip() == "German":
             raise RuntimeError("simulated failure")
-        return real(lm_, prompts, answer, *a, **kw)
+        return real(lm_, prompt, answer, *a, **kw)
 
-    monkeypatch.setattr(L, "prompt_sets", flaky)
+    monkeypatch.setattr(L, "neuron_scores", flaky)
     res = run(lm, tiny_facts(), tmp_path, steps=STEPS, progress=False)
     errors = res.facts.set_index("fact_id").error.dropna()
     assert errors["language/Germany"] == "RuntimeError: simulated failure"
@@ -170,7 +170,8 @@ def test_config_mismatch_refuses_to_resume(lm, baseline):
 CHANGED = {"phases": ("locate",), "language": "de", "attribution": IG(steps=STEPS, rule="gauss_legendre"),
            "threshold": 0.3,
            "share": 0.6, "min_prompts": 2, "kns_per_fact": (1, 4), "share_step": 0.1, "share_tries": 3,
-           "relation_neuron_share": 0.2, "controls": False, "seed": 1, "suppress_factor": 0.5, "amplify_factor": 3.0}
+           "relation_neuron_share": 0.2, "controls": False, "seed": 1, "suppress_factor": 0.5, "amplify_factor": 3.0,
+           "dkn_candidates": 10, "dkn_single": 0.1, "dkn_pair": 0.3, "dkn_share": 0.7}
 
 
 def test_config_records_the_settings_the_run_used(baseline):
@@ -297,7 +298,7 @@ CHILD = textwrap.dedent("""
             time.sleep(pause)
             return f(*a, **k)
         return g
-    L.prompt_sets, V.Verify._effect = slow(L.prompt_sets, 0.3), slow(V.Verify._effect, 0.3)
+    L.neuron_scores, V.Verify._effect = slow(L.neuron_scores, 0.08), slow(V.Verify._effect, 0.3)
     kn.run(tiny_lm("GPT-2"), FactSet.load(sys.argv[1], name="tiny"), sys.argv[2], steps=%d, progress=False)
     print("finished")
 """) % STEPS

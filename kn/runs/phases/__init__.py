@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from .base import Phase
+from .degenerate import Degenerate
 from .locate import Locate
 from .verify import Verify
 
-PHASES: dict[str, type[Phase]] = {p.name: p for p in (Locate, Verify)}
+PHASES: dict[str, type[Phase]] = {p.name: p for p in (Locate, Verify, Degenerate)}
 
 
 def check_phases(names: Sequence[str]) -> None:

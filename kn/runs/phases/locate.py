@@ -2,7 +2,8 @@
 P(gold); per relation, the tuned refinement share and each located fact's knowledge neurons.
 
 Records: ``fact`` = {fact_id, relation, subject, answer (the object), prompts, answers (per prompt,
-the answer as it follows the prompt), sets (per prompt, [[layer, index], ...]), p_before (per
+the answer as it follows the prompt), sets (per prompt, [[layer, index], ...]), top (per prompt,
+its TOP highest-scoring [[layer, index, score], ...]; absent in older journals), p_before (per
 prompt), seconds}, or the same with ``error`` = {type, message};
 ``relation`` = {relation, share (None if no fact was located), facts (ids located), neurons
 {fact_id: [[layer, index], ...]}}. Own table: ``neurons``, a row per (fact, knowledge neuron).
@@ -16,7 +17,8 @@ from typing import Sequence
 
 from ...data.prepare import prepare_fact
 from ...data.templates import MASK, Continuation, continuation
-from ...locate import prompt_sets, shared_counts, tune_share
+from ...attribution import scores as neuron_scores
+from ...locate import coarse, shared_counts, tune_share
 from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, record
@@ -24,6 +26,7 @@ from .base import Phase, error_of, mean, record
 log = logging.getLogger(__name__)
 
 Neuron = tuple[int, int]
+TOP = 20  # each prompt's highest-scoring neurons kept in its record (the degenerate phase's candidates)
 NEURON_COLUMNS = ["fact_id", "relation", "layer", "index", "n_prompts_found", "n_facts_sharing"]
 
 
@@ -35,6 +38,15 @@ def fact_queries(lm, fact, language: str = "en") -> tuple[list[str], list[Contin
         kind = "masked" if lm.masked else "causal (object-last templates only)"
         raise ValueError(f"fact {fact.fact_id!r} has no {language!r} prompt usable by a {kind} LM")
     return list(p.prompts), list(p.answers), p.object
+
+
+def top_neurons(scores, k: int) -> list[list]:
+    """The `k` highest scores of [n_layers, width] as [[layer, index, score], ...], best first."""
+    import torch
+
+    v, i = torch.topk(scores.flatten(), min(k, scores.numel()))
+    width = scores.shape[1]
+    return [[int(j) // width, int(j) % width, float(x)] for x, j in zip(v, i)]
 
 
 def answers_of(rec: dict) -> list[Continuation]:
@@ -88,8 +100,9 @@ class Locate(Phase):
             if len(prompts) < s.min_prompts:
                 raise ValueError(f"{len(prompts)} usable prompt(s), fewer than min_prompts={s.min_prompts}: "
                                  f"no neuron could pass the refinement")
-            sets = prompt_sets(lm, prompts, answers, s.attribution, threshold=s.coarse_threshold)
-            rec["sets"] = [sorted([l, i] for l, i in p) for p in sets]
+            scores = [neuron_scores(lm, p, a, s.attribution) for p, a in zip(prompts, answers)]
+            rec["sets"] = [sorted([l, i] for l, i in coarse(x, s.coarse_threshold)) for x in scores]
+            rec["top"] = [top_neurons(x, TOP) for x in scores]
             rec["p_before"] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
         except Exception as err:  # recorded; the run goes on
             log.warning("fact %s failed: %s: %s", fact.fact_id, type(err).__name__, err)
