@@ -264,11 +264,12 @@ def test_cli_sigint_says_how_to_resume(tmp_path, gpt2):
            "--out", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error"))
-    journal = out / "journal.jsonl"
+    config = out / "config.json"  # written once the run has started (the CLI's handler is in place)
     deadline = time.time() + 240
-    while time.time() < deadline and not (journal.exists() and journal.read_text().count("\n") >= 1):
-        time.sleep(0.2)
-    assert journal.exists(), "the run never started"
+    while time.time() < deadline and proc.poll() is None and not config.exists():
+        time.sleep(0.02)
+    assert config.exists() and proc.poll() is None, "the run never started, or ended before it could be stopped"
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
