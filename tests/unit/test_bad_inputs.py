@@ -262,8 +262,11 @@ def test_cli_sigint_says_how_to_resume(tmp_path, gpt2):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "kn.cli", "run", "--model", str(model), "--data", "builtin", "--steps", "400",
            "--out", str(out)]
+    # a job started in the background by a non-interactive shell (nohup CI runs) inherits SIGINT ignored;
+    # the child gets the default back, as a command typed at a terminal has it
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     config = out / "config.json"  # written once the run has started (the CLI's handler is in place)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not config.exists():
