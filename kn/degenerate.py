@@ -70,15 +70,15 @@ def top_neurons(lm: LM, prompt: str, answer: str, k: int = 20, settings=None) ->
     """The prompt's `k` highest-scoring neurons (`kn.scores`; default IG), best first."""
     from .attribution import scores
 
-    s = scores(lm, prompt, answer, settings).flatten()
-    top = torch.topk(s, k).indices.tolist()
-    return [divmod(int(i), lm.width) for i in top]
+    from .locate import top
+
+    return [(l, i) for l, i, _ in top(scores(lm, prompt, answer, settings), k)]
 
 
 def _candidates(lm, prompt, answer, candidates, k) -> list[Neuron]:
     if candidates is None:
         return top_neurons(lm, prompt, answer, k)
-    return list(dict.fromkeys((int(l), int(i)) for l, i in checks.neurons(lm, candidates)))
+    return checks.neurons(lm, candidates)
 
 
 def degenerate_pairs(lm: LM, prompt: str, answer: str, candidates: Iterable[Neuron] | None = None, *,

@@ -33,6 +33,13 @@ def coarse(scores: torch.Tensor, threshold: float = 0.2) -> set[Neuron]:
     return {(int(l), int(i)) for l, i in keep.nonzero().tolist()}
 
 
+def top(scores: torch.Tensor, k: int) -> list[tuple[int, int, float]]:
+    """The `k` highest of scores [n_layers, width] as (layer, index, score), best first."""
+    v, i = torch.topk(scores.flatten(), min(k, scores.numel()))
+    width = scores.shape[1]
+    return [(int(j) // width, int(j) % width, float(x)) for x, j in zip(v, i)]
+
+
 def min_count(n_prompts: int, share: float, min_prompts: int = 3) -> int:
     """A neuron must survive the coarse filter in at least max(share * n, min_prompts) prompts."""
     return max(math.ceil(share * n_prompts - 1e-9), min_prompts)

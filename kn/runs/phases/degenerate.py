@@ -15,9 +15,10 @@ import time
 
 from ...attribution import scores as neuron_scores
 from ...degenerate import degenerate_pairs, fact_pairs
+from ...locate import top
 from ..state import State
 from .base import Phase, error_of, record
-from .locate import answers_of, located, top_neurons
+from .locate import answers_of, located
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ class Degenerate(Phase):
         try:
             per_prompt, counts = [], []
             for j, (p, a) in enumerate(zip(loc["prompts"], answers_of(loc))):
-                top = loc["top"][j] if "top" in loc else top_neurons(neuron_scores(lm, p, a, s.attribution),
-                                                                     s.dkn_candidates)
-                cands = [(l, i) for l, i, _ in top[: s.dkn_candidates]]
+                best = loc["top"][j] if "top" in loc else top(neuron_scores(lm, p, a, s.attribution),
+                                                              s.dkn_candidates)
+                cands = [(l, i) for l, i, _ in best[: s.dkn_candidates]]
                 counts.append(len(cands))
                 per_prompt.append(degenerate_pairs(lm, p, a, cands, single=s.dkn_single, pair=s.dkn_pair))
             out |= {"candidates": counts, "pairs": [_flat(x) for x in per_prompt],

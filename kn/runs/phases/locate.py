@@ -18,7 +18,7 @@ from typing import Sequence
 from ...data.prepare import prepare_fact
 from ...data.templates import MASK, Continuation, continuation
 from ...attribution import scores as neuron_scores
-from ...locate import coarse, shared_counts, tune_share
+from ...locate import coarse, shared_counts, top, tune_share
 from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, record
@@ -38,15 +38,6 @@ def fact_queries(lm, fact, language: str = "en") -> tuple[list[str], list[Contin
         kind = "masked" if lm.masked else "causal (object-last templates only)"
         raise ValueError(f"fact {fact.fact_id!r} has no {language!r} prompt usable by a {kind} LM")
     return list(p.prompts), list(p.answers), p.object
-
-
-def top_neurons(scores, k: int) -> list[list]:
-    """The `k` highest scores of [n_layers, width] as [[layer, index, score], ...], best first."""
-    import torch
-
-    v, i = torch.topk(scores.flatten(), min(k, scores.numel()))
-    width = scores.shape[1]
-    return [[int(j) // width, int(j) % width, float(x)] for x, j in zip(v, i)]
 
 
 def answers_of(rec: dict) -> list[Continuation]:
@@ -102,7 +93,7 @@ class Locate(Phase):
                                  f"no neuron could pass the refinement")
             scores = [neuron_scores(lm, p, a, s.attribution) for p, a in zip(prompts, answers)]
             rec["sets"] = [sorted([l, i] for l, i in coarse(x, s.coarse_threshold)) for x in scores]
-            rec["top"] = [top_neurons(x, TOP) for x in scores]
+            rec["top"] = [[list(t) for t in top(x, TOP)] for x in scores]
             rec["p_before"] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
         except Exception as err:  # recorded; the run goes on
             log.warning("fact %s failed: %s: %s", fact.fact_id, type(err).__name__, err)
