@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
 
 from . import checks
 from .likn import fact_likn
-from .runs.journal import Journal
+from .experiment import journaled, read_journal
 from .stats import bootstrap_mean, succ
 from .verify import effect, ratio_of_means
 
@@ -127,37 +126,6 @@ def _per_fact(res) -> dict[str, dict[str, set]]:
     """{fact_id: {language: knowledge neurons}} over the run's facts and languages."""
     sets = res.sets()
     return {fid: {l: set(sets[l].get(fid, ())) for l in res.languages} for fid in res.facts.fact_id.unique()}
-
-
-def journaled(path: Path, header: dict, todo: Sequence[str], relation: dict, work, desc: str,
-              progress: bool) -> list[dict]:
-    """Run `work(fact_id) -> rows` for each fact of `todo` not yet in the journal at `path` (whose first
-    record must equal `header`), one fsynced record per fact; the records of `todo`, in its order."""
-    journal = Journal(path)
-    records = journal.read()
-    if records and records[0] != header:
-        raise checks.ArgumentError(f"{path} was written with other settings ({records[0]}); pass the same "
-                                   "settings to resume it, or another out= for new ones")
-    if not records:
-        journal.append(header)
-    done: dict[str, dict] = {}
-    for r in records[1:]:
-        if r.get("type") == "fact":
-            done.setdefault(r["fact_id"], r)
-    try:
-        for fid in tqdm(todo, desc=desc, unit="fact", disable=not progress):
-            if fid not in done:
-                rec = {"type": "fact", "fact_id": fid, "relation": relation[fid], "rows": work(fid)}
-                journal.append(rec)
-                done[fid] = rec
-    finally:
-        journal.close()
-    return [done[f] for f in todo if f in done]
-
-
-def read_journal(path: Path) -> list[dict]:
-    """The fact records of a journal `effects` or `edits` wrote ([] if there is none)."""
-    return [r for r in Journal(path).read(repair=False)[1:] if r.get("type") == "fact"]
 
 
 def load_effects(out_dir):

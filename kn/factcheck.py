@@ -4,8 +4,10 @@ Per relation: a seeded 80/20 split of its facts (`split`); the relation's DKN se
 facts' degenerate pairs (`dkn_set`: neurons in pairs more often than 0.7 x the most frequent one,
 the paper's rule); a statement is flagged false when its score (the mean attribution over the DKN
 set) falls below a threshold fitted on the train statements (`fit_threshold`); `metrics` scores the
-flags for detecting false statements with the standard definitions. The model-facing part (scores of
-true and false statements) builds on these.
+flags for detecting false statements with the standard definitions (`metrics_as_reference`: the
+reference code's, labelled). `decisions` fits every detector of `METHODS` (the paper's, kn's
+classifier, and the baselines) on a statements table (`kn.statements.score_statements`, the
+model-facing part) and `evaluate` scores them per relation and overall.
 """
 from __future__ import annotations
 
@@ -79,3 +81,136 @@ def roc_auc(positive: Sequence[bool], score: Sequence[float]) -> float:
         return math.nan
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (len(pos) * len(neg)))
+
+
+def metrics_as_reference(is_false: Sequence[bool], flagged: Sequence[bool]) -> dict:
+    """Precision, recall and F1 as the reference code computes them (labelled so wherever shown; kept
+    for comparison with the paper's numbers only). It counts a true statement judged true as a "true
+    positive", a true statement judged false as a "false positive" and a false statement judged true
+    as a "false negative": its precision is the share of true statements accepted, its recall the
+    accepted true statements over those plus the accepted false ones. Accuracy is the standard one."""
+    y, f = np.asarray(is_false, bool), np.asarray(flagged, bool)
+    ct, nt = int((~y & ~f).sum()), int((~y).sum())  # true statements judged true, all true statements
+    ff = int((y & ~f).sum())  # false statements judged true
+    prec = ct / nt if nt else math.nan
+    rec = ct / (ct + ff) if ct + ff else math.nan
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else math.nan
+    return {"ref_precision": prec, "ref_recall": rec, "ref_f1": f1}
+
+
+class Logistic:
+    """L2-regularised logistic regression (Newton's method) on standardised features: kn's classifier
+    over a statement's DKN attributions. fit(X [n, d], y [n] bool); proba(X) -> P(y) [n]."""
+
+    def __init__(self, l2: float = 1.0, iterations: int = 50):
+        self.l2 = checks.number(l2, "l2", low=0.0)
+        self.iterations = iterations
+
+    def fit(self, X, y) -> "Logistic":
+        X, y = np.asarray(X, float), np.asarray(y, float)
+        self.mean, self.scale = X.mean(0), X.std(0) + 1e-12
+        Z = np.hstack([np.ones((len(X), 1)), (X - self.mean) / self.scale])
+        w = np.zeros(Z.shape[1])
+        reg = np.full(Z.shape[1], self.l2)
+        reg[0] = 1e-8  # the intercept is not shrunk
+        for _ in range(self.iterations):
+            p = 1 / (1 + np.exp(-Z @ w))
+            grad = Z.T @ (p - y) + reg * w
+            hess = (Z * (p * (1 - p))[:, None]).T @ Z + np.diag(reg)
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-10:
+                break
+        self.w = w
+        return self
+
+    def proba(self, X) -> np.ndarray:
+        Z = (np.asarray(X, float) - self.mean) / self.scale
+        return 1 / (1 + np.exp(-(self.w[0] + Z @ self.w[1:])))
+
+
+# -- detectors over a statements table (`kn.statements.score_statements`) ---------------------------
+METHODS = {  # name -> what it is, as the tables and plots label it
+    "dkn": "DKN score, threshold fitted on train (the paper's method)",
+    "dkn-fixed": "DKN score, fixed threshold 1e-6 (as in the reference code)",
+    "dkn-classifier": "logistic regression over the DKN attributions, fitted on train (kn)",
+    "all-kn": "mean attribution over all the train facts' knowledge neurons, threshold fitted on train",
+    "random": "mean attribution over random neuron sets of the DKN set's size, threshold fitted on train",
+    "argmax": "the model's top-1 first token is the object (the paper's baseline)",
+    "p-pair": "P(object) above the other statement's of the same fact",
+    "log-p": "log P(object), threshold fitted on train",
+}
+DECISION_COLUMNS = ["method", "draw", "relation", "fact_id", "kind", "is_false", "score", "flagged"]
+
+
+def _fitted(train_score, train_false, test_score) -> tuple[np.ndarray, np.ndarray]:
+    """(score, flagged) of test statements by a threshold fitted on the train ones (NaN scores: unflagged,
+    left out of the fit)."""
+    ok = ~np.isnan(train_score)
+    if not ok.any():
+        return test_score, np.zeros(len(test_score), bool)
+    t = fit_threshold(train_score[ok], train_false[ok])
+    return test_score, test_score < t
+
+
+def decisions(statements, *, fixed: float = 1e-6, l2: float = 1.0):
+    """A row per (method, draw, test statement) (`DECISION_COLUMNS`): each detector of `METHODS`
+    fitted per relation on its train statements; score: higher = judged more likely true; flagged:
+    judged false. Only facts with both statements count. Statements without a DKN set (its relation has no degenerate pairs) get no DKN
+    rows."""
+    import pandas as pd
+
+    rows = []
+    both = statements.groupby("fact_id").kind.transform("nunique") == 2  # facts with a wrong object
+    for rel, g in statements[both].groupby("relation", sort=False):
+        tr, te = g[g.split == "train"], g[g.split == "test"]
+        if not len(te):
+            continue
+        ytr, yte = (tr.kind == "false").to_numpy(), (te.kind == "false").to_numpy()
+        base = {"relation": rel, "fact_id": te.fact_id.to_numpy(), "kind": te.kind.to_numpy(), "is_false": yte}
+
+        def add(method, score, flagged, draw=0):
+            rows.append(pd.DataFrame({"method": method, "draw": draw, **base, "score": score, "flagged": flagged}))
+
+        has_dkn = len(te.dkn.iloc[0]) > 0
+        if has_dkn:
+            add("dkn", *_fitted(tr.dkn_mean.to_numpy(), ytr, te.dkn_mean.to_numpy()))
+            add("dkn-fixed", te.dkn_mean.to_numpy(), te.dkn_mean.to_numpy() < fixed)
+            if ytr.any() and (~ytr).any():
+                clf = Logistic(l2).fit(np.stack(tr.dkn.to_list()), ytr)
+                pf = clf.proba(np.stack(te.dkn.to_list()))
+                add("dkn-classifier", 1 - pf, pf > 0.5)
+            for d in range(len(te.random.iloc[0])):
+                add("random", *_fitted(tr.random.str[d].to_numpy(), ytr, te.random.str[d].to_numpy()), draw=d)
+        if te.kn_mean.notna().all():
+            add("all-kn", *_fitted(tr.kn_mean.to_numpy(), ytr, te.kn_mean.to_numpy()))
+        add("argmax", -te["rank"].to_numpy(), te["rank"].to_numpy() > 0)
+        other = te.groupby("fact_id").p.transform(lambda p: p.sum() - p if len(p) == 2 else np.nan).to_numpy()
+        add("p-pair", te.p.to_numpy() - other, te.p.to_numpy() < other)
+        add("log-p", *_fitted(np.log(tr.p.to_numpy()), ytr, np.log(te.p.to_numpy())))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=DECISION_COLUMNS)
+
+
+SUMMARY_COLUMNS = ["method", "relation", "n", "draws", "precision", "recall", "f1", "accuracy", "roc_auc",
+                   "ref_precision", "ref_recall", "ref_f1"]
+
+
+def evaluate(decided):
+    """Metrics of detecting false statements per (method, relation) and pooled over relations
+    (relation "all"; each relation keeps its own fitted threshold): `metrics` (standard) and
+    `metrics_as_reference` (labelled ref_*). Methods with several draws (random sets): the mean
+    over draws."""
+    import pandas as pd
+
+    def one(g):
+        m = metrics(g.is_false.to_numpy(bool), g.flagged.to_numpy(bool), g.score.to_numpy(float))
+        return m | metrics_as_reference(g.is_false.to_numpy(bool), g.flagged.to_numpy(bool))
+
+    rows = []
+    for method, gm in decided.groupby("method", sort=False):
+        for rel, g in list(gm.groupby("relation", sort=False)) + [("all", gm)]:
+            per = [one(gd) for _, gd in g.groupby("draw")]
+            row = {k: float(np.nanmean([p[k] for p in per])) if not all(math.isnan(p[k]) for p in per)
+                   else math.nan for k in per[0] if k != "n"}
+            rows.append({"method": method, "relation": rel, "n": per[0]["n"], "draws": len(per), **row})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -79,6 +79,10 @@ class RunResult:
         """The fact's prompts, in order ([] for a fact without any)."""
         return [p for p, _ in self._prompt_index.get(fact_id, [])]
 
+    def relation_of(self) -> dict[str, str]:
+        """{fact_id: relation} over the run's facts."""
+        return dict(zip(self.facts.fact_id, self.facts.relation))
+
     def fact_queries(self, fact_id: str) -> list[tuple[str, Continuation]]:
         """The fact's (prompt, answer as it follows the prompt) pairs, in order: what the run asked."""
         return list(self._prompt_index.get(fact_id, []))

@@ -48,3 +48,71 @@ def test_metrics_by_hand():
     auc = np.mean([(p < q) + 0.5 * (p == q) for p, q in itertools.product(pos, neg)])
     assert m["roc_auc"] == pytest.approx(auc)
     assert math.isnan(F.metrics([False], [False])["precision"]) and F.metrics([True], [False])["f1"] == 0.0
+
+
+def test_reference_metrics_by_hand():
+    # 4 true statements (3 accepted), 3 false (1 accepted)
+    is_false = [False] * 4 + [True] * 3
+    flagged = [False, False, False, True, True, True, False]
+    m = F.metrics_as_reference(is_false, flagged)
+    assert m["ref_precision"] == pytest.approx(3 / 4) and m["ref_recall"] == pytest.approx(3 / 4)
+    assert m["ref_f1"] == pytest.approx(3 / 4)
+    std = F.metrics(is_false, flagged)  # standard: 2 of 3 flagged are false; 2 of 3 false flagged
+    assert std["precision"] == pytest.approx(2 / 3) and std["recall"] == pytest.approx(2 / 3)
+
+
+def test_logistic_maximises_the_penalised_likelihood():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    y = (x + rng.normal(scale=1.0, size=40)) > 0
+    clf = F.Logistic(l2=1.0).fit(x[:, None], y)
+    z = (x - x.mean()) / x.std()
+
+    def objective(b0, b1):  # the penalised log-likelihood, written from the definition
+        p = 1 / (1 + np.exp(-(b0 + b1 * z)))
+        return np.sum(y * np.log(p) + (~y) * np.log(1 - p)) - 0.5 * b1 ** 2
+
+    grid = np.linspace(-3, 3, 601)
+    best = max(((objective(a, b), a, b) for a in grid[::3] for b in grid), key=lambda t: t[0])
+    assert abs(clf.w[0] - best[1]) < 0.03 and abs(clf.w[1] - best[2]) < 0.03
+    assert ((clf.proba(x[:, None]) > 0.5) == (clf.w[0] + clf.w[1] * z > 0)).all()
+
+
+def _statements(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["fact_id", "relation", "split", "kind", "object", "p", "rank", "dkn_mean",
+                                       "kn_mean", "dkn", "random"])
+
+
+def _row(fid, rel, part, kind, dkn, p, rank, kn_mean=0.0, rand=(0.0, 0.0)):
+    return [fid, rel, part, kind, "o", p, rank, float(np.mean(dkn)), kn_mean, list(dkn), list(rand)]
+
+
+def test_detectors_by_hand():
+    rows = []
+    for i in range(6):  # train: true statements score 1.0 + i/10 on the DKN, false ones 0.1
+        rows += [_row(f"r/{i}", "r", "train", "true", [1.0 + i / 10, 1.0], 0.5, 0, rand=(0.3, 0.1)),
+                 _row(f"r/{i}", "r", "train", "false", [0.1, 0.1], 0.1, 3, rand=(0.3, 0.2))]
+    # test fact t0 scores as its train peers; t1's false statement looks true on the DKN but not on P
+    rows += [_row("r/t0", "r", "test", "true", [1.2, 1.0], 0.4, 0), _row("r/t0", "r", "test", "false", [0.0, 0.2], 0.2, 1),
+             _row("r/t1", "r", "test", "true", [0.9, 0.9], 0.3, 2), _row("r/t1", "r", "test", "false", [2.0, 2.0], 0.2, 0)]
+    rows += [_row("r/t2", "r", "test", "true", [1.0, 1.0], 0.3, 0)]  # no wrong object: left out
+    d = F.decisions(_statements(rows), fixed=0.5)
+    got = {m: g.set_index(["fact_id", "kind"]).flagged.to_dict() for m, g in d[d.draw == 0].groupby("method")}
+    assert set(got) == {"dkn", "dkn-fixed", "dkn-classifier", "all-kn", "random", "argmax", "p-pair", "log-p"}
+    assert got["dkn"] == {("r/t0", "true"): False, ("r/t0", "false"): True, ("r/t1", "true"): False,
+                          ("r/t1", "false"): False}
+    assert got["dkn-fixed"] == got["dkn"]  # 0.5 separates these too
+    assert got["argmax"] == {("r/t0", "true"): False, ("r/t0", "false"): True, ("r/t1", "true"): True,
+                             ("r/t1", "false"): False}
+    assert got["p-pair"] == {("r/t0", "true"): False, ("r/t0", "false"): True, ("r/t1", "true"): False,
+                             ("r/t1", "false"): True}
+    assert d[d.method == "random"].draw.nunique() == 2
+    e = F.evaluate(d).set_index(["method", "relation"])
+    assert e.loc[("p-pair", "all")].f1 == 1.0 and e.loc[("p-pair", "r")].n == 4
+    # dkn: flags t0/false only: precision 1, recall 1/2
+    assert e.loc[("dkn", "r")].precision == 1.0 and e.loc[("dkn", "r")].recall == 0.5
+    # AUC: the false t0 (0.1) below both true ones (1.1, 0.9), the false t1 (2.0) above both: 2 of 4 pairs
+    assert e.loc[("dkn", "r")].roc_auc == pytest.approx(0.5)
+    assert e.loc[("random", "all")].draws == 2

@@ -1,0 +1,114 @@
+"""Fact-checking's model-facing part on a tiny model: the plan follows
+its definition, every statement's numbers equal a recomputation from kn's public kernels, wrong
+objects come from the data's distractors, and the journal resumes without redoing a fact."""
+import json
+
+import pytest
+
+import kn
+from kn import checks, factcheck
+from kn import statements as S
+from kn.data.schema import Fact, FactSet
+from kn.data.templates import with_object
+from kn.runs import run
+from kn.testing import tiny_lm
+
+from test_run import tiny_facts
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """Tiny models on a busy 2-core machine: one thread (tests/conftest.py)."""
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm("GPT-2", initializer_range=0.2)
+
+
+@pytest.fixture(scope="module")
+def res(lm, tmp_path_factory):
+    # a loose pair rule (alone: anything; together: any drop) so that a random tiny model has DKN sets
+    return run(lm, tiny_facts(), tmp_path_factory.mktemp("dkn"), steps=3, phases=("locate", "degenerate"),
+               dkn_candidates=6, dkn_single=1.0, dkn_pair=0.0, progress=False)
+
+
+SETTINGS = S.FactCheck(test=0.25, n_random=3)
+
+
+def test_plan_follows_its_definition(lm, res):
+    plans = S.plan(res, SETTINGS, n_layers=lm.n_layers, width=lm.width)
+    assert plans and set(plans) <= set(res.facts.relation)
+    pairs = res.degenerate_pairs
+    for r, p in plans.items():
+        measured = [f for f in res.facts[res.facts.dkn_pairs.notna()].fact_id if res.relation_of()[f] == r]
+        assert (list(p.train), list(p.test)) == factcheck.split(measured, test=0.25, seed=0, key=r)
+        train_pairs = [[((a.layer_a, a.index_a), (a.layer_b, a.index_b)) for a in pairs[pairs.fact_id == f].itertuples()]
+                       for f in p.train]
+        assert list(p.dkn) == factcheck.dkn_set(train_pairs, 0.7)
+        assert set(p.kn) == {n for f in p.train for n in res.fact_neurons(f)}
+        assert len(p.random) == (3 if p.dkn else 0) and all(len(x) == len(p.dkn) for x in p.random)
+    assert all(p.dkn for p in plans.values())
+    again = S.plan(res, SETTINGS, n_layers=lm.n_layers, width=lm.width)
+    assert again == plans  # seeded
+
+
+def test_statements_equal_a_recomputation(lm, res, tmp_path):
+    t = S.score_statements(lm, res, SETTINGS, out=tmp_path, progress=False)
+    plans = S.plan(res, SETTINGS, n_layers=lm.n_layers, width=lm.width)
+    assert set(t.fact_id) == {f for p in plans.values() for f in p.train + p.test}
+    assert (t.groupby("fact_id").kind.apply(sorted).map(tuple) == ("false", "true")).all()
+    for row in t.itertuples():
+        p = plans[row.relation]
+        prompt, answer = res.fact_queries(row.fact_id)[0]
+        gold = answer.strip()
+        assert (row.kind == "true") == (row.object == gold)
+        ans = answer if row.kind == "true" else with_object(answer, row.object)
+        if row.kind == "false":
+            other = {res.fact_queries(f)[0][1].strip() for f in p.train + p.test}
+            assert row.object in other - {gold}
+        sc = kn.scores(lm, prompt, ans, res.settings.attribution)
+        assert row.dkn == pytest.approx([float(sc[l, i]) for l, i in p.dkn], rel=1e-5, abs=1e-9)
+        assert row.kn_mean == pytest.approx(float(sum(sc[l, i] for l, i in p.kn) / len(p.kn)), rel=1e-5, abs=1e-9)
+        assert row.p == pytest.approx(kn.answer_prob(lm, prompt, ans), rel=1e-5)
+        assert row.rank == kn.answer_rank(lm, prompt, ans)
+        assert row.split == ("train" if row.fact_id in p.train else "test")
+    d = factcheck.decisions(t)
+    assert set(d.method) >= {"dkn", "argmax", "p-pair", "random", "all-kn"}
+    assert len(factcheck.evaluate(d))
+
+
+def test_wrong_objects_from_the_data(lm, res):
+    facts = FactSet([Fact(f.fact_id, f.relation, f.subject, f.object, f.templates,
+                          {"en": ("Berlin",) if f.object["en"] != "Berlin" else ("Rome",)}) for f in tiny_facts()],
+                    "tiny")
+    plans = S.plan(res, SETTINGS, n_layers=lm.n_layers, width=lm.width)
+    wrong = S.wrong_objects(res, plans, 0, facts)
+    gold = {f.fact_id: f.object["en"] for f in facts}
+    assert wrong and all(w == ("Berlin" if gold[f] != "Berlin" else "Rome") for f, w in wrong.items())
+
+
+def test_resumes_and_refuses_other_settings(lm, res, tmp_path, monkeypatch):
+    whole = S.score_statements(lm, res, SETTINGS, out=tmp_path / "a", progress=False)
+    lines = (tmp_path / "a" / S.JOURNAL).read_text().splitlines()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / S.JOURNAL).write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # torn mid-record
+    done = {json.loads(l)["fact_id"] for l in lines[1:3]}
+    asked = []
+    real = kn.attribution.scores
+    monkeypatch.setattr(kn.attribution, "scores", lambda lm, p, a, s: asked.append(p) or real(lm, p, a, s))
+    again = S.score_statements(lm, res, SETTINGS, out=tmp_path / "b", progress=False)
+    assert again.equals(whole)
+    assert not {p for f in done for p, _ in res.fact_queries(f)[:1]} & set(asked) or len(done) == 0
+    assert len(asked) == 2 * (whole.fact_id.nunique() - len(done))
+    assert S.load_statements(tmp_path / "b").equals(whole)
+    with pytest.raises(checks.ArgumentError, match="other settings"):
+        S.score_statements(lm, res, S.FactCheck(seed=1), out=tmp_path / "b", progress=False)
+
+
+def test_a_run_without_the_phase_is_refused(lm, tmp_path):
+    plain = run(lm, tiny_facts(), tmp_path / "plain", steps=3, phases=("locate",), progress=False)
+    with pytest.raises(checks.ArgumentError, match="degenerate"):
+        S.score_statements(lm, plain, progress=False)
+    with pytest.raises(checks.ArgumentError, match="FactCheck"):
+        S.score_statements(lm, plain, {"test": 0.2}, progress=False)
