@@ -108,7 +108,9 @@ def run_settings(args):
             raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
     return RunSettings(language=args.language or RunSettings().language, attribution=resolve(method=args.method, **ig),
                        threshold=args.threshold, share=args.share, min_prompts=args.min_prompts,
-                       controls=not args.no_controls, seed=args.seed)
+                       controls=not args.no_controls, seed=args.seed,
+                       phases=tuple(args.phases.split(",")) if args.phases else RunSettings().phases,
+                       dkn_candidates=args.dkn_candidates)
 
 
 def cmd_run(args) -> None:
@@ -134,17 +136,28 @@ def cmd_run(args) -> None:
     print(f"{time.perf_counter() - t0:.0f} s; tables in {args.out}")
 
 
+SUMMARY = [("relation", "relation", None), ("facts", "facts", None), ("errors", "errors", None),
+           ("neurons_per_fact", "KNs/fact", ".2f"), ("share", "share", ".2f"), ("suppression", "suppress", "+.1%"),
+           ("amplification", "amplify", "+.1%"), ("control_other_suppression", "ctrl suppress", "+.1%"),
+           ("control_other_amplification", "ctrl amplify", "+.1%"), ("dkn_pairs_per_fact", "DKN pairs/fact", ".2f")]
+
+
 def _summary(res) -> None:
-    rows = [(r.relation, r.facts, r.errors, _fmt(r.neurons_per_fact, ".2f"), _fmt(r.share, ".2f"),
-             _fmt(r.suppression, "+.1%"), _fmt(r.amplification, "+.1%"), _fmt(r.control_other_suppression, "+.1%"),
-             _fmt(r.control_other_amplification, "+.1%")) for r in res.relations.itertuples()]
-    print(_table(rows, ("relation", "facts", "errors", "KNs/fact", "share", "suppress", "amplify",
-                        "ctrl suppress", "ctrl amplify")))
+    """The relations table, the columns the run's phases made."""
+    rel = res.relations
+    if "dkn_pairs" in res.facts and len(rel):
+        per = res.facts.groupby("relation").dkn_pairs.mean()
+        rel = rel.assign(dkn_pairs_per_fact=rel.relation.map(per))
+    cols = [c for c in SUMMARY if c[0] in rel.columns]
+    rows = [tuple(v if f is None else _fmt(v, f) for (_, _, f), v in zip(cols, r))
+            for r in rel[[c for c, _, _ in cols]].itertuples(index=False)]
+    print(_table(rows, tuple(h for _, h, _ in cols)))
     h = res.headline()
-    print(f"mean over relations: suppress {_fmt(h['suppression'], '+.1%')}, "
-          f"amplify {_fmt(h['amplification'], '+.1%')} "
-          f"(other-relation control {_fmt(h['control_other_suppression'], '+.1%')} / "
-          f"{_fmt(h['control_other_amplification'], '+.1%')})")
+    if "suppression" in h:
+        print(f"mean over relations: suppress {_fmt(h['suppression'], '+.1%')}, "
+              f"amplify {_fmt(h['amplification'], '+.1%')} "
+              f"(other-relation control {_fmt(h['control_other_suppression'], '+.1%')} / "
+              f"{_fmt(h['control_other_amplification'], '+.1%')})")
 
 
 def cmd_record(args) -> None:
@@ -182,6 +195,11 @@ def _add_run(p) -> None:
     p.add_argument("--min-prompts", type=positive_int, default=D.min_prompts)
     p.add_argument("--no-controls", action="store_true", help="skip the other- and same-relation controls")
     p.add_argument("--seed", type=int, default=D.seed)
+    p.add_argument("--phases", default=None,
+                   help=f"comma-separated phases, in order (default {','.join(D.phases)}; add degenerate for "
+                        "degenerate knowledge neurons and fact-checking)")
+    p.add_argument("--dkn-candidates", type=positive_int, default=D.dkn_candidates,
+                   help="the degenerate phase's candidates: each prompt's top neurons by attribution")
     p.add_argument("--fresh", action="store_true",
                    help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
     p.set_defaults(func=cmd_run)

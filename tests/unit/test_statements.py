@@ -112,3 +112,21 @@ def test_a_run_without_the_phase_is_refused(lm, tmp_path):
         S.score_statements(lm, plain, progress=False)
     with pytest.raises(checks.ArgumentError, match="FactCheck"):
         S.score_statements(lm, plain, {"test": 0.2}, progress=False)
+
+
+def test_cli_phases(lm, tmp_path, monkeypatch, capsys):
+    from kn import cli
+    from kn.runs import load_run
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    monkeypatch.setattr(cli, "_facts", lambda args, languages: tiny_facts())
+    out = tmp_path / "cli"
+    assert cli.main(["run", "--steps", "3", "--phases", "locate,degenerate", "--dkn-candidates", "4", "--out",
+                     str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "DKN pairs/fact" in text and "suppress" not in text  # the columns its phases made
+    res = load_run(out)
+    assert res.settings.phases == ("locate", "degenerate") and res.settings.dkn_candidates == 4
+    assert res.facts.dkn_pairs.notna().any()
+    assert cli.main(["run", "--phases", "locate,nope", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown phase 'nope'" in capsys.readouterr().err
