@@ -149,3 +149,28 @@ def fact_pairs(per_prompt: Sequence[Iterable[tuple[Neuron, Neuron]]], share: flo
     counts = Counter(p for pairs in per_prompt for p in {tuple(sorted(q)) for q in pairs})
     need = min_count(len(per_prompt), share, min_prompts)
     return sorted(p for p, c in counts.items() if c >= need)
+
+
+def cumulative(lm: LM, prompt: str, answer: str, neurons: Sequence[Neuron]) -> np.ndarray:
+    """P(answer) [len(neurons) + 1] with the first k of `neurons` suppressed together, k = 0..n (one
+    batched pass): how the fact falls as neurons go off in the given order."""
+    ns = list(neurons)
+    return suppressed_probs(lm, prompt, answer, [ns[:k] for k in range(len(ns) + 1)])
+
+
+PAIR_EFFECT_COLUMNS = ["prompt", "a", "b", "p0", "a_off", "b_off", "both_off"]
+
+
+def pair_effects(lm: LM, queries: Sequence[tuple[str, str]], pairs: Sequence[tuple[Neuron, Neuron]]):
+    """A row per (prompt, pair) (`PAIR_EFFECT_COLUMNS`): P(answer) intact, with a off, b off and both
+    off; one batched pass per prompt."""
+    import pandas as pd
+
+    rows = []
+    for prompt, answer in queries:
+        sets = [[]] + [s for a, b in pairs for s in ([a], [b], [a, b])]
+        p = suppressed_probs(lm, prompt, answer, sets)
+        for j, (a, b) in enumerate(pairs):
+            rows.append({"prompt": prompt, "a": a, "b": b, "p0": p[0], "a_off": p[1 + 3 * j],
+                         "b_off": p[2 + 3 * j], "both_off": p[3 + 3 * j]})
+    return pd.DataFrame(rows, columns=PAIR_EFFECT_COLUMNS)

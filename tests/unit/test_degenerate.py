@@ -144,3 +144,20 @@ def test_run_phase_finds_each_facts_pairs_and_resumes(tmp_path):
     again = run(lm, tiny_facts(), old, **kw)
     assert again.degenerate_pairs.equals(res.degenerate_pairs)
     assert load_run(old).facts.dkn_pairs.equals(res.facts.dkn_pairs)
+
+
+def test_cumulative_and_pair_effects_equal_one_at_a_time():
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    a, b = plant_redundant(lm)
+    p, ans = prompt_of(lm), "France"
+    order = [a, (0, 3), b, (2, 5)]
+    got = D.cumulative(lm, p, ans, order)
+    want = [by_hand(lm, p, ans, order[:k]) if k else kn.answer_prob(lm, p, ans) for k in range(5)]
+    assert got == pytest.approx(want, rel=1e-5)
+    t = D.pair_effects(lm, [(p, ans)], [(a, b), ((0, 3), (2, 5))])
+    assert len(t) == 2 and t.p0.tolist() == pytest.approx([want[0]] * 2, rel=1e-5)
+    for r in t.itertuples():
+        assert (r.a_off, r.b_off, r.both_off) == pytest.approx(
+            (by_hand(lm, p, ans, [r.a]), by_hand(lm, p, ans, [r.b]), by_hand(lm, p, ans, [r.a, r.b])), rel=1e-5)
+    planted = t.iloc[0]  # the planted pair: each alone keeps the fact, both off remove it
+    assert planted.a_off > 0.8 * planted.p0 and planted.b_off > 0.8 * planted.p0 and planted.both_off < 0.75 * planted.p0
