@@ -214,3 +214,15 @@ def evaluate(decided):
                    else math.nan for k in per[0] if k != "n"}
             rows.append({"method": method, "relation": rel, "n": per[0]["n"], "draws": len(per), **row})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def roc_curve(positive: Sequence[bool], score: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) of `score >= t` over every threshold t, from (0, 0)
+    to (1, 1); tied scores move both rates at once (the area under it is `roc_auc`)."""
+    y, s = np.asarray(positive, bool), np.asarray(score, float)
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    last = np.r_[np.diff(s) != 0, True]  # the last of each run of tied scores
+    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]

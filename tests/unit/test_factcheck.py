@@ -116,3 +116,14 @@ def test_detectors_by_hand():
     # AUC: the false t0 (0.1) below both true ones (1.1, 0.9), the false t1 (2.0) above both: 2 of 4 pairs
     assert e.loc[("dkn", "r")].roc_auc == pytest.approx(0.5)
     assert e.loc[("random", "all")].draws == 2
+
+
+def test_roc_curve_area_is_the_mann_whitney_auc():
+    rng = np.random.default_rng(3)
+    y = rng.random(60) < 0.4
+    s = np.round(rng.normal(size=60) + y, 1)  # rounded: ties
+    fpr, tpr = F.roc_curve(y, s)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    brute = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])
+    assert area == pytest.approx(brute) and F.roc_auc(y, s) == pytest.approx(brute)
