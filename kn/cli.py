@@ -119,6 +119,7 @@ def cmd_run(args) -> None:
     from .runs.multilingual import check_languages
 
     settings = run_settings(args)  # before the data and the model: bad settings and --out fail fast
+    _engine(args)
     langs = check_languages(args.languages) if args.languages else None
     if langs and args.language:
         raise ValueError("pass --language (one run) or --languages (a run per language), not both")
@@ -128,7 +129,7 @@ def cmd_run(args) -> None:
     t0 = time.perf_counter()
     facts = _selected(args, facts, lm, langs or settings.language, settings.seed)
     print(f"{lm.name}: {len(facts)} facts of {len(facts.relations)} relations -> {args.out}", file=sys.stderr)
-    res = run(lm, facts, args.out, settings, languages=langs, resume=not args.fresh)
+    res = run(lm, facts, args.out, settings, languages=langs, resume=not args.fresh, engine=_engine(args))
     for lang, one in (res.runs.items() if langs else [(None, res)]):
         if lang:
             print(f"\n{lang}:")
@@ -140,6 +141,17 @@ SUMMARY = [("relation", "relation", None), ("facts", "facts", None), ("errors", 
            ("neurons_per_fact", "KNs/fact", ".2f"), ("share", "share", ".2f"), ("suppression", "suppress", "+.1%"),
            ("amplification", "amplify", "+.1%"), ("control_other_suppression", "ctrl suppress", "+.1%"),
            ("control_other_amplification", "ctrl amplify", "+.1%"), ("dkn_pairs_per_fact", "DKN pairs/fact", ".2f")]
+
+
+def _engine(args):
+    """The engine of `kn run --engine/--workers/--address` (checked before the model loads)."""
+    from .runs.cluster import Ray
+
+    if args.engine != "ray":
+        if args.workers is not None or args.address is not None:
+            raise ValueError("--workers and --address belong to --engine ray")
+        return "local"
+    return Ray(workers=args.workers or Ray.workers, address=args.address, device=args.device)
 
 
 def _summary(res) -> None:
@@ -200,6 +212,11 @@ def _add_run(p) -> None:
                         "degenerate knowledge neurons and fact-checking)")
     p.add_argument("--dkn-candidates", type=positive_int, default=D.dkn_candidates,
                    help="the degenerate phase's candidates: each prompt's top neurons by attribution")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where the per-fact work runs: here, or on Ray workers (pip install 'kn[ray]')")
+    p.add_argument("--workers", type=positive_int, default=None, help="Ray workers (default 2), each loads the model")
+    p.add_argument("--address", default=None,
+                   help="the Ray cluster to use (e.g. 10.0.0.5:6379, or auto); default: a local one for this run")
     p.add_argument("--fresh", action="store_true",
                    help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
     p.set_defaults(func=cmd_run)

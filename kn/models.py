@@ -144,6 +144,12 @@ class LM:
             out.append(l % n)
         return sorted(set(out))
 
+    @property
+    def source(self) -> dict | None:
+        """How `kn.load` made it ({name_or_path, dtype}), so that another process can load it too; None
+        for a model built in memory (`kn.wrap`)."""
+        return self._meta.get("source")
+
     def describe(self) -> dict:
         """What a result must record about the model."""
         from . import __version__
@@ -201,7 +207,9 @@ def load(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None
             f"{str(err).splitlines()[0] if str(err) else ''}). Without internet, use a packaged model."
         ) from err
     _check_head(model, info, name_or_path)
-    return wrap(model.to(device), tokenizer, name=name_or_path)
+    lm = wrap(model.to(device), tokenizer, name=name_or_path)
+    lm._meta["source"] = {"name_or_path": name_or_path, "dtype": str(dtype).removeprefix("torch.")}
+    return lm
 
 
 def _check_head(model, info: dict, name: str) -> None:

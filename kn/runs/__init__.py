@@ -16,9 +16,11 @@ A run in several languages (`kn.run(..., languages=[...])`, `kn.runs.multilingua
 directory per language under its own, with ``languages.json`` saying what was run.
 
 The work is done by phases (`kn.runs.phases`: "locate", then "verify"), each with its own journal
-records and table columns. Controls are picked by a seeded RNG keyed on the fact id, so a resumed run
+records and table columns. The per-fact work runs here or on a Ray cluster (`kn.runs.cluster`,
+``engine="ray"``), with the same journal and tables. Controls are picked by a seeded RNG keyed on the fact id, so a resumed run
 equals an uninterrupted one.
 """
+from .cluster import Ray
 from .config import FORMAT
 from .directory import CONFIG, JOURNAL, RunConfigError
 from .engine import run
@@ -28,5 +30,5 @@ from .phases import PHASES, Phase
 from .result import RunResult, load_run
 from .settings import RunSettings
 
-__all__ = ["CONFIG", "FORMAT", "JOURNAL", "PHASES", "Journal", "MultiRunResult", "Phase", "RunConfigError", "RunResult",
+__all__ = ["CONFIG", "FORMAT", "JOURNAL", "PHASES", "Journal", "MultiRunResult", "Phase", "Ray", "RunConfigError", "RunResult",
            "RunSettings", "load_run", "run"]

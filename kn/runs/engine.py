@@ -10,6 +10,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from .. import checks
+from . import cluster
 from . import config as C
 from . import multilingual
 from . import tables as T
@@ -26,7 +27,8 @@ TABLES_EVERY = 60.0  # seconds: the tidy tables are also rewritten this often du
 
 
 def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = None, *, languages=None,
-        progress: bool = True, resume: bool = True, **changes) -> RunResult:
+        progress: bool = True, resume: bool = True, engine="local", workers: int | None = None,
+        address: str | None = None, **changes) -> RunResult:
     """Locate and verify the knowledge neurons of every fact in `facts` (a FactSet or Facts), kill-safe.
 
     settings: a `kn.RunSettings` (default: the paper's); `changes` override its fields
@@ -40,6 +42,10 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
 
     languages: several language codes (or "en,zh"): the facts with a version in every one, run in
     each (`kn.runs.multilingual`: out_dir/<language>/ a run each); returns a `MultiRunResult`.
+
+    engine: "local" (this process) or "ray" (`workers` Ray actors, on the cluster at `address`, default
+    a local one; or a `kn.runs.Ray(...)` for every option): the same journal and tables
+    (`kn.runs.cluster`). The model is loaded in each worker by the name or path `kn.load` was given.
     """
     if languages is not None and "language" in changes:
         raise checks.ArgumentError("pass language= (one run) or languages= (one run per language), not both")
@@ -49,8 +55,12 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     facts = facts if hasattr(facts, "__len__") else list(facts)
     if not len(facts):
         raise checks.ArgumentError("facts is empty: pass a FactSet (kn.data.load, select_facts) or a list of Facts")
+    ray = cluster.resolve(engine, workers, address)
+    if ray is not None:
+        cluster.source_of(lm)  # before any work: a model built in memory cannot reach the workers
     if languages is not None:
-        return multilingual.run(lm, facts, out_dir, settings, languages, progress=progress, resume=resume)
+        return multilingual.run(lm, facts, out_dir, settings, languages, progress=progress, resume=resume,
+                                engine=ray or "local")
     if multilingual.is_multilingual(out_dir):
         raise checks.ArgumentError(f"{out_dir} holds a multilingual run; pass its languages= to resume it, or "
                                    "choose another directory")
@@ -67,8 +77,14 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     with locked(out):
         start(out, C.make(lm, facts, selected, settings), resume, table_names())
         journal = Journal(out / JOURNAL)
+        records = journal.read()
         try:
-            _work(lm, selected, phases, State(record_keys(phases), journal.read()), journal, out, progress)
+            if ray is None:
+                _work(lm, selected, phases, State(record_keys(phases), records), journal, out, progress, records, None)
+            else:
+                with cluster.Pool(ray, lm, settings, selected) as pool:
+                    _work(lm, selected, phases, State(record_keys(phases), records), journal, out, progress,
+                          records, pool)
         finally:
             journal.close()
         # the final tables come from the journal as it stands on disk
@@ -78,22 +94,26 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
 
 
 def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Journal, out: Path,
-          progress: bool) -> None:
+          progress: bool, records: list, pool) -> None:
+    """The run loop; `records`: the journal's records (appended to as it journals); `pool`: a
+    `kn.runs.cluster.Pool` doing the per-fact work, or None (here)."""
     root = phases[0]
     for p in phases:
         p.start(lm, selected)
     done = sum(state.has(root.fact_record, f.fact_id) for f in selected)
     if done:
         log.info("resuming: %d of %d facts already %sd", done, len(selected), root.name)
-    writer = _Writer(out, state, phases)
+    writer = _Writer(out, state, phases, records)
     with tqdm(total=len(selected), initial=done, desc="facts", unit="fact", disable=not progress) as bar:
         for relation, rel_facts in _grouped(selected).items():
             if all(_finished(p, relation, rel_facts, state) for p in phases):
                 continue  # finished before a restart
             for p in phases:
                 bar.set_postfix_str(relation if p is root else f"{relation}: {p.name}")
-                for f in _todo(p, rel_facts, state):
-                    writer.add(journal, p.run_fact(lm, f, state))
+                todo = _todo(p, rel_facts, state)
+                done = (p.run_fact(lm, f, state) for f in todo) if pool is None else pool.map(p.name, todo, records)
+                for rec in done:
+                    writer.add(journal, rec)
                     if p is root:
                         bar.update()
                 if p.relation_record and not state.has(p.relation_record, relation):
@@ -121,13 +141,14 @@ def _grouped(facts: Sequence) -> dict[str, list]:
 class _Writer:
     """Journals records into the state, rewriting the tables at most every TABLES_EVERY seconds."""
 
-    def __init__(self, out: Path, state: State, phases: list[Phase]):
-        self.out, self.state, self.phases = out, state, phases
+    def __init__(self, out: Path, state: State, phases: list[Phase], records: list):
+        self.out, self.state, self.phases, self.records = out, state, phases, records
         self.last = time.monotonic()
 
     def add(self, journal: Journal, record: dict) -> None:
         journal.append(record)
         self.state.add(record)
+        self.records.append(record)
         if time.monotonic() - self.last > TABLES_EVERY:
             self.write()
 

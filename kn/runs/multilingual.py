@@ -45,7 +45,7 @@ def check_languages(languages) -> list[str]:
 
 
 def run(lm, facts, out_dir, settings: RunSettings, languages: Sequence[str], *, progress: bool = True,
-        resume: bool = True) -> MultiRunResult:
+        resume: bool = True, engine="local") -> MultiRunResult:
     """`kn.run` in every language of `languages`; see the module docstring."""
     from .engine import run as run_one
 
@@ -69,7 +69,7 @@ def run(lm, facts, out_dir, settings: RunSettings, languages: Sequence[str], *, 
     for lang in langs:
         log.info("language %s", lang)
         run_one(lm, facts_set, out / lang, dataclasses.replace(settings, language=lang), progress=progress,
-                resume=resume)
+                resume=resume, engine=engine)
     return load(out)
 
 

@@ -1,0 +1,175 @@
+"""The Ray engine on a local Ray (127.0.0.1 only): the same tables as the local engine, a worker killed
+mid-run loses and duplicates nothing, a driver killed with -9 resumes, and clear errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs ray (pip install 'kn[ray]')")
+
+import kn  # noqa: E402
+from kn import checks  # noqa: E402
+from kn.runs import JOURNAL, Ray, load_run, run  # noqa: E402
+from kn.testing import tiny_lm  # noqa: E402
+
+from test_run import tiny_facts  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+KW = dict(steps=3, phases=("locate", "verify", "degenerate"), dkn_candidates=4, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """Tiny models on a busy 2-core machine: one thread (tests/conftest.py)."""
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    """A tiny GPT-2 on disk: workers load models by name or path."""
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm(saved):
+    return kn.load(saved, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def local(lm, tmp_path_factory):
+    return run(lm, tiny_facts(), tmp_path_factory.mktemp("local"), **KW)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray for the module (started and stopped here, 127.0.0.1 only)."""
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+def assert_same(a, b):
+    import pandas as pd
+
+    for name in ("facts", "neurons", "relations", "prompts", "degenerate_pairs"):
+        x, y = getattr(a, name), getattr(b, name)
+        drop = [c for c in x.columns if c.endswith("seconds")]
+        pd.testing.assert_frame_equal(x.drop(columns=drop), y.drop(columns=drop), check_exact=False, rtol=1e-6,
+                                      atol=1e-9, obj=name)
+
+
+def fact_records(out: Path) -> list[dict]:
+    return [r for r in map(json.loads, (out / JOURNAL).read_text().splitlines()) if r.get("fact_id")]
+
+
+# first: it starts and stops a cluster of its own (`ray stop` stops every local Ray), before the module's
+DRIVER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import torch
+    torch.set_num_threads(1)
+    import kn
+    from kn.runs import run
+    from test_run import tiny_facts
+    run(kn.load({model!r}, device="cpu"), tiny_facts(), {out!r}, engine="ray", workers=1, address={address!r},
+        steps=3, phases=("locate", "verify", "degenerate"), dkn_candidates=4, progress=False)
+""")
+
+
+def test_a_driver_killed_with_9_resumes(saved, local, tmp_path):
+    port = 6390 + os.getpid() % 50
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address",
+                    "127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"], check=True,
+                   capture_output=True, env=env)
+    address = f"127.0.0.1:{port}"
+    out = tmp_path / "driver"
+    script = DRIVER.format(tests=str(Path(__file__).parent), model=str(saved), out=str(out), address=address)
+    try:
+        p = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        deadline = time.time() + 240
+        while time.time() < deadline and (not (out / JOURNAL).exists() or len(fact_records(out)) < 2):
+            assert p.poll() is None, p.stderr.read().decode()[-3000:]
+            time.sleep(0.05)
+        p.kill()
+        p.wait()
+        before = fact_records(out)
+        assert 2 <= len(before) < len(fact_records_of(local))
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, env=env)
+    assert_same(load_run(out), local)
+    keys = [(r["type"], r["fact_id"]) for r in fact_records(out)]
+    assert len(keys) == len(set(keys))
+
+
+def fact_records_of(res) -> list[dict]:
+    return fact_records(res.out_dir)
+
+
+def test_same_tables_as_the_local_engine(lm, local, cluster, tmp_path):
+    res = run(lm, tiny_facts(), tmp_path / "ray", engine="ray", workers=2, **KW)
+    assert_same(res, local)
+    assert_same(load_run(tmp_path / "ray"), local)
+    recs = fact_records(tmp_path / "ray")
+    keys = [(r["type"], r["fact_id"]) for r in recs]
+    assert len(keys) == len(set(keys))  # nothing twice; the error fact (Lisbon: unknown word) recorded once
+    assert sum(1 for r in recs if "error" in r) == 1
+
+
+def test_a_killed_worker_loses_and_duplicates_nothing(lm, local, cluster, tmp_path):
+    out = tmp_path / "killed"
+    killed = []
+
+    def kill_one():  # once the run has journaled a fact: SIGKILL one worker's process
+        while not (out / JOURNAL).exists() or len(fact_records(out)) < 2:
+            time.sleep(0.05)
+        pids = subprocess.run(["pgrep", "-f", "ray::_Worker"], capture_output=True, text=True).stdout.split()
+        if pids:
+            os.kill(int(pids[0]), signal.SIGKILL)
+            killed.append(int(pids[0]))
+
+    t = threading.Thread(target=kill_one, daemon=True)
+    t.start()
+    res = run(lm, tiny_facts(), out, engine=Ray(workers=2, retries=5), **KW)
+    t.join(timeout=30)
+    assert killed, "no worker process was found to kill"
+    assert_same(res, local)
+    keys = [(r["type"], r["fact_id"]) for r in fact_records(out)]
+    assert len(keys) == len(set(keys))
+
+
+def test_a_model_built_in_memory_is_refused(tmp_path):
+    with pytest.raises(checks.ArgumentError, match="save_pretrained"):
+        run(tiny_lm("GPT-2"), tiny_facts(), tmp_path / "x", engine="ray", **KW)
+    with pytest.raises(checks.ArgumentError, match="engine must be"):
+        run(tiny_lm("GPT-2"), tiny_facts(), tmp_path / "y", engine="spark", **KW)
+    with pytest.raises(checks.ArgumentError, match="workers"):
+        run(tiny_lm("GPT-2"), tiny_facts(), tmp_path / "z", workers=2, **KW)
+    with pytest.raises(checks.ArgumentError, match="workers"):
+        Ray(workers=0)
+
+
+def test_cli_engine_ray(lm, local, cluster, tmp_path, monkeypatch, capsys):
+    from kn import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    monkeypatch.setattr(cli, "_facts", lambda args, languages: tiny_facts())
+    out = tmp_path / "cli"
+    assert cli.main(["run", "--engine", "ray", "--workers", "2", "--steps", "3", "--phases", "locate,verify,degenerate",
+                     "--dkn-candidates", "4", "--out", str(out)]) == 0
+    assert_same(load_run(out), local)
+    assert cli.main(["run", "--workers", "2", "--out", str(tmp_path / "b")]) == 2
+    assert "--engine ray" in capsys.readouterr().err
