@@ -119,9 +119,13 @@ def fact_records_of(res) -> list[dict]:
     return fact_records(res.out_dir)
 
 
-def test_same_tables_as_the_local_engine(lm, local, cluster, tmp_path):
-    res = run(lm, tiny_facts(), tmp_path / "ray", engine="ray", workers=2, **KW)
+def test_same_tables_as_the_local_engine(lm, local, cluster, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="kn.runs.cluster"):
+        res = run(lm, tiny_facts(), tmp_path / "ray", engine="ray", workers=2, **KW)
     assert_same(res, local)
+    assert "s/fact" in caplog.text and caplog.text.count("worker ") >= 2  # per-worker throughput, two workers
     assert_same(load_run(tmp_path / "ray"), local)
     recs = fact_records(tmp_path / "ray")
     keys = [(r["type"], r["fact_id"]) for r in recs]
@@ -173,3 +177,9 @@ def test_cli_engine_ray(lm, local, cluster, tmp_path, monkeypatch, capsys):
     assert_same(load_run(out), local)
     assert cli.main(["run", "--workers", "2", "--out", str(tmp_path / "b")]) == 2
     assert "--engine ray" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_cuda_workers(lm, local, cluster, tmp_path):
+    res = run(lm, tiny_facts(), tmp_path / "cuda", engine=Ray(workers=1, num_gpus=1, device="cuda"), **KW)
+    assert_same(res, local)
