@@ -74,49 +74,58 @@ def fact_records(out: Path) -> list[dict]:
 
 # first: it starts and stops a cluster of its own (`ray stop` stops every local Ray), before the module's
 DRIVER = textwrap.dedent("""
-    import sys
+    import os, signal, sys
     sys.path.insert(0, {tests!r})
     import torch
     torch.set_num_threads(1)
     import kn
-    from kn.runs import run
+    from kn.runs import journal, run
     from test_run import tiny_facts
+
+    append, written = journal.Journal.append, []
+
+    def append_then_die(self, record):  # SIGKILL once `kill_after` fact records are on disk
+        append(self, record)
+        if record.get("fact_id"):
+            written.append(record)
+            if len(written) == {kill_after}:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    journal.Journal.append = append_then_die
     run(kn.load({model!r}, device="cpu"), tiny_facts(), {out!r}, engine="ray", workers=1, address={address!r},
         steps=3, phases=("locate", "verify", "degenerate"), dkn_candidates=4, progress=False)
 """)
 
 
 def test_a_driver_killed_with_9_resumes(saved, local, tmp_path):
-    port = 6390 + os.getpid() % 50
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    import socket
+
+    with socket.socket() as sock:  # a port free right now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"}  # a 127.0.0.1-only test cluster: no token
     subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address",
                     "127.0.0.1", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"], check=True,
                    capture_output=True, env=env)
     address = f"127.0.0.1:{port}"
     out = tmp_path / "driver"
-    script = DRIVER.format(tests=str(Path(__file__).parent), model=str(saved), out=str(out), address=address)
+
+    def driver(kill_after):
+        script = DRIVER.format(tests=str(Path(__file__).parent), model=str(saved), out=str(out), address=address,
+                               kill_after=kill_after)
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+
     try:
-        p = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-        deadline = time.time() + 240
-        while time.time() < deadline and (not (out / JOURNAL).exists() or len(fact_records(out)) < 2):
-            assert p.poll() is None, p.stderr.read().decode()[-3000:]
-            time.sleep(0.05)
-        p.kill()
-        p.wait()
-        before = fact_records(out)
-        assert 2 <= len(before) < len(fact_records_of(local))
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        first = driver(3)
+        assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+        assert len(fact_records(out)) == 3
+        second = driver(0)
+        assert second.returncode == 0, second.stderr[-3000:]
     finally:
         subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, env=env)
     assert_same(load_run(out), local)
     keys = [(r["type"], r["fact_id"]) for r in fact_records(out)]
     assert len(keys) == len(set(keys))
-
-
-def fact_records_of(res) -> list[dict]:
-    return fact_records(res.out_dir)
 
 
 def test_same_tables_as_the_local_engine(lm, local, cluster, tmp_path, caplog):
@@ -133,24 +142,37 @@ def test_same_tables_as_the_local_engine(lm, local, cluster, tmp_path, caplog):
     assert sum(1 for r in recs if "error" in r) == 1
 
 
-def test_a_killed_worker_loses_and_duplicates_nothing(lm, local, cluster, tmp_path):
+def many_facts(copies=4):
+    """tiny_facts() several times over (ids apart): a run long enough to kill a worker in."""
+    from kn.data.schema import Fact, FactSet
+
+    return FactSet([Fact(f"{f.fact_id}#{k}", f.relation, f.subject, f.object, f.templates)
+                    for k in range(copies) for f in tiny_facts()], "tiny x4")
+
+
+def test_a_killed_worker_loses_and_duplicates_nothing(lm, cluster, tmp_path, caplog):
+    import logging
+
+    local_many = run(lm, many_facts(), tmp_path / "local", **KW)
     out = tmp_path / "killed"
     killed = []
 
-    def kill_one():  # once the run has journaled a fact: SIGKILL one worker's process
+    def kill_one():  # once the run has journaled two facts: SIGKILL one worker's process
         while not (out / JOURNAL).exists() or len(fact_records(out)) < 2:
-            time.sleep(0.05)
+            time.sleep(0.02)
         pids = subprocess.run(["pgrep", "-f", "ray::_Worker"], capture_output=True, text=True).stdout.split()
         if pids:
             os.kill(int(pids[0]), signal.SIGKILL)
-            killed.append(int(pids[0]))
+            killed.append(len(fact_records(out)))
 
     t = threading.Thread(target=kill_one, daemon=True)
     t.start()
-    res = run(lm, tiny_facts(), out, engine=Ray(workers=2, retries=5), **KW)
+    with caplog.at_level(logging.WARNING, logger="kn.runs.cluster"):
+        res = run(lm, many_facts(), out, engine=Ray(workers=2, retries=5), **KW)
     t.join(timeout=30)
-    assert killed, "no worker process was found to kill"
-    assert_same(res, local)
+    assert killed and killed[0] < len(fact_records(out)), "the worker was not killed mid-run"
+    assert "handing it to a fresh worker" in caplog.text
+    assert_same(res, local_many)
     keys = [(r["type"], r["fact_id"]) for r in fact_records(out)]
     assert len(keys) == len(set(keys))
 
