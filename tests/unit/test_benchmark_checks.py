@@ -98,3 +98,25 @@ def test_kn_matches_the_package_on_tiny_bert(bench, tmp_path):
         peer.close()
     finally:
         peer.kill()
+
+
+def test_convergence_study_on_a_tiny_model():
+    """benchmarks/convergence.py's per-fact record: errors shrink with steps where the rule converges,
+    the paper's own setting agrees with itself, and the exact integral's cross-check is tight."""
+    spec = importlib.util.spec_from_file_location("convergence", REPO / "benchmarks" / "convergence.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    from kn.testing import tiny_lm
+
+    torch.set_num_threads(1)
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    queries = [("Paris is the capital of", " France"), ("the capital of France is", " Paris")]
+    rec = conv.fact_record(lm, "f", queries, ["riemann_left", "gauss_legendre"], [2, 8, 32], 64, check=True)
+    assert rec["cross_check"] < 1e-3
+    err = {(r["rule"], r["steps"], r["prompt"]): r["error"] for r in rec["errors"]}
+    for p in (0, 1):
+        assert err[("gauss_legendre", 32, p)] < 1e-4 and err[("riemann_left", 32, p)] < err[("riemann_left", 2, p)]
+    paper = [r for r in rec["errors"] if (r["rule"], r["steps"]) == conv.PAPER]
+    assert len(paper) == 2 and all(r["coarse_vs_paper"] == 1.0 for r in paper)
+    sets = {(s["rule"], s["steps"]): s for s in rec["sets"]}
+    assert sets[conv.PAPER]["refined_vs_paper"] == 1.0 and sets[("gauss_legendre", 32)]["refined_vs_exact"] == 1.0
