@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""bfloat16 weights against float32 for attribution, on the packaged models, measured in one run.
+
+    python benchmarks/bench_bf16.py                         # gemma-3-270m and smollm2-135m, 6 prompts
+    python benchmarks/bench_bf16.py --models smollm2-135m --reps 3
+
+Per prompt, IG (steps 20, the fast path) with float32 and with bfloat16 weights alternate, the order
+flipped each repetition; the table gives the median seconds per prompt of each, the median of the
+per-prompt ratios, the largest score error of bf16 relative to the largest float32 score, and the
+Jaccard agreement of the coarse sets (threshold 0.2). It prints a markdown table; nothing is asserted.
+On this machine bf16 is ~10x slower than float32 (benchmarks/results.md): expect a long run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="gemma-3-270m,smollm2-135m")
+    ap.add_argument("--reps", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    import kn
+    from bench_amig import CAUSAL
+    from kn.locate import coarse
+
+    torch.set_num_threads(2)
+    print("| model | fp32 s/prompt | bf16 s/prompt | bf16 / fp32 (median, per prompt) | max score error (of the "
+          "largest) | coarse-set Jaccard (median, min) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        lms = {"fp32": kn.load(name, device="cpu"), "bf16": kn.load(name, device="cpu", dtype=torch.bfloat16)}
+        times = {k: [] for k in lms}
+        ratios, errors, jac = [], [], []
+        for p, a in CAUSAL:  # the first pair of attributions warms up, and is what is compared
+            s32, s16 = kn.attribute(lms["fp32"], p, a), kn.attribute(lms["bf16"], p, a)
+            errors.append(float((s16 - s32).abs().max() / s32.abs().max()))
+            c32, c16 = coarse(s32), coarse(s16)
+            jac.append(len(c32 & c16) / max(1, len(c32 | c16)))
+            for r in range(args.reps):
+                t = {}
+                for k in (["fp32", "bf16"] if r % 2 == 0 else ["bf16", "fp32"]):
+                    t0 = time.perf_counter()
+                    kn.attribute(lms[k], p, a)
+                    t[k] = time.perf_counter() - t0
+                    times[k].append(t[k])
+                ratios.append(t["bf16"] / t["fp32"])
+        print(f"| {name} | {statistics.median(times['fp32']):.2f} | {statistics.median(times['bf16']):.2f} | "
+              f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {max(errors):.3f} | "
+              f"{statistics.median(jac):.2f} ({min(jac):.2f}) |")
+
+
+if __name__ == "__main__":
+    main()
