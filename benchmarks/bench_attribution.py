@@ -73,6 +73,15 @@ FACTS = [
     ("Mount Fuji is the highest mountain in [MASK].", "Japan"),
 ]
 
+# One fact's paraphrases (masked form, object last): the whole-fact comparison (benchmarks/bench_fast.py).
+PARAPHRASES = ([
+    "Paris is the capital of [MASK].",
+    "Paris is the capital city of [MASK].",
+    "The city of Paris is the capital of [MASK].",
+    "Paris serves as the capital of [MASK].",
+    "Paris, the capital of [MASK].",
+], "France")
+
 FAMILIES = ("bert", "gpt2", "gemma")
 LABEL = {"bert": "BERT-base (bert-base-cased config)", "gpt2": "GPT-2 small", "gemma": "gemma-3-270m"}
 TINY_LABEL = {"bert": "tiny BERT", "gpt2": "tiny GPT-2", "gemma": "tiny Gemma-3"}
@@ -91,6 +100,12 @@ def prompts(family: str, n: int | None = None) -> list[tuple[str, str]]:
     return out
 
 
+def paraphrases(family: str) -> tuple[list[str], str]:
+    """One fact's paraphrases in the family's form, and its answer."""
+    qs, answer = PARAPHRASES
+    return [q if family == "bert" else q.split(" [MASK]")[0] for q in qs], answer
+
+
 def peer_answer(family: str, answer: str) -> str:
     """The package encodes a causal answer on its own: the leading space is part of the token."""
     return answer if family == "bert" else " " + answer
@@ -98,7 +113,7 @@ def peer_answer(family: str, answer: str) -> str:
 
 def _words() -> list[str]:
     seen = {}
-    for prompt, answer in FACTS:
+    for prompt, answer in FACTS + [(q, PARAPHRASES[1]) for q in PARAPHRASES[0]]:
         for w in re.findall(r"\w+|[^\w\s]", prompt.replace("[MASK]", " ") + " " + answer):
             seen[w] = None
     return list(seen)
@@ -127,7 +142,7 @@ def build_tokenizer(family: str, vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     words = _words()
-    initial = list(dict.fromkeys(p.split()[0] for p, _ in FACTS))
+    initial = list(dict.fromkeys(p.split()[0].strip(",") for p in [p for p, _ in FACTS] + PARAPHRASES[0]))
     if family == "bert":
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         vocab = {t: i for i, t in enumerate(specials + words)}
@@ -420,6 +435,11 @@ class Side:
             def score(prompt, answer, steps, batch_size):
                 return runner.get_scores(prompt, peer_answer(family, answer), batch_size=batch_size,
                                          steps=steps, pbar=False)
+
+            def locate(prompts, answer, steps, threshold, share):
+                return runner.get_refined_neurons(prompts, peer_answer(family, answer), p=share,
+                                                  batch_size=BATCH, steps=steps, quiet=True,
+                                                  coarse_adaptive_threshold=threshold)
         else:
             lm = kn_lm(self.model, self.tok, f"bench-{family}")
             import kn
@@ -429,7 +449,11 @@ class Side:
             def score(prompt, answer, steps, batch_size):
                 return kn.attribute(lm, prompt, answer, steps=steps, reference=reference, **{rule_kw: rule})
 
-        self.score = score
+            def locate(prompts, answer, steps, threshold, share):
+                return [list(n) for n in kn.locate(lm, prompts, answer, steps=steps, rule=rule,
+                                                   threshold=threshold, share=share, min_prompts=1)]
+
+        self.score, self.locate = score, locate
         self.info = {"side": side, "family": family, "torch": torch.__version__,
                      "transformers": transformers.__version__, "threads": torch.get_num_threads(),
                      "load_s": time.perf_counter() - t0, "load_rss_mb": _rss_mb()}
@@ -443,6 +467,10 @@ class Side:
             p, ids, gold = plain_prob(self.model, self.tok, self.family, cmd["prompt"], cmd["answer"])
             return {"prob": p, "ids": ids, "gold": gold}
         t, c = time.perf_counter(), time.process_time()
+        if op == "locate":  # a whole fact: every paraphrase's attribution, then the refined set
+            found = self.locate(cmd["prompts"], cmd["answer"], cmd["steps"], cmd["threshold"], cmd["share"])
+            return {"seconds": time.perf_counter() - t, "cpu": time.process_time() - c,
+                    "neurons": sorted([int(a), int(b)] for a, b in found)}
         scores = self.score(cmd["prompt"], cmd["answer"], cmd["steps"], cmd["batch_size"])
         secs, cpu = time.perf_counter() - t, time.process_time() - c
         if cmd.get("out"):

@@ -120,3 +120,21 @@ def test_convergence_study_on_a_tiny_model():
     assert len(paper) == 2 and all(r["coarse_vs_paper"] == 1.0 for r in paper)
     sets = {(s["rule"], s["steps"]): s for s in rec["sets"]}
     assert sets[conv.PAPER]["refined_vs_paper"] == 1.0 and sets[("gauss_legendre", 32)]["refined_vs_exact"] == 1.0
+
+
+def test_fast_setting_benchmark_checks_on_a_tiny_model(bench, capsys):
+    """benchmarks/bench_fast.py end to end on tiny GPT-2 (no timing asserted): errors against the
+    exact integral are computed and the fast setting's is far below the paper setting's."""
+    spec = importlib.util.spec_from_file_location("bench_fast", REPO / "benchmarks" / "bench_fast.py")
+    fast = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fast)
+    assert fast.main(["--check-only", "--tiny", "--models", "gpt2", "--prompts", "2", "--no-peer",
+                      "--out", ""]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| tiny GPT-2 | —"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    paper_err, fast_err = (float(cells[i].split()[0]) for i in (4, 6))
+    assert fast_err < paper_err / 10, row  # Gauss-Legendre 8 vs the 20-step left sum
+    assert "kn fast setting within 1e-2 of the exact integral" in out and "FAIL" not in out
+    with pytest.raises(SystemExit, match="RULE:STEPS"):
+        fast.parse_setting("simpson:8")
