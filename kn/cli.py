@@ -84,15 +84,34 @@ def _facts(args, languages: list[str]):
 
 
 def _selected(args, facts, lm, language, seed: int):
-    """The facts `kn run` runs on: --relations, --facts-per-relation, --known (in every language)."""
+    """The facts `kn run` runs on: --relations, --facts-per-relation, --known (in every language).
+
+    The choice is kept in the run directory (selection.json) and reused when the same run resumes:
+    probing which facts the model knows costs minutes on a large dataset."""
+    import json
+    from pathlib import Path
+
     from .data import select_facts
+    from .runs.directory import SELECTION, write_json
 
     relations = _relations(args)
+    key = {"data": facts.fingerprint(), "model": lm.name, "relations": relations, "language": language,
+           "per_relation": args.facts_per_relation, "known": args.known, "seed": seed}
+    path = Path(args.out) / SELECTION
+    if not args.fresh and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == json.loads(json.dumps(key)):
+            chosen = facts.filter(ids=saved["fact_ids"])
+            if len(chosen) == len(saved["fact_ids"]):
+                print(f"reusing the fact selection in {path}", file=sys.stderr)
+                return chosen
     chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
                           language=language, lm=lm, known=args.known, seed=seed)
     if not len(chosen):
         raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
                          f"language {language!r})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"key": key, "fact_ids": [f.fact_id for f in chosen]})
     return chosen
 
 

@@ -18,6 +18,7 @@ from . import config as C
 log = logging.getLogger(__name__)
 
 CONFIG, JOURNAL, LOCK = "config.json", "journal.jsonl", ".lock"
+SELECTION = "selection.json"  # the CLI's fact selection, reused on resume (kn.cli)
 
 
 class RunConfigError(ValueError):
@@ -72,7 +73,7 @@ def check_out(out: Path, resume: bool) -> None:
         return
     stored = _stored_config(out)
     if not resume and stored is None:
-        others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        others = sorted(p.name for p in out.iterdir() if p.name not in (LOCK, SELECTION))
         if others:
             shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
             raise RunConfigError(f"{out} is not a kn run (no {CONFIG}) and not empty ({shown}): a fresh run replaces "
@@ -111,7 +112,7 @@ def _stored_config(out: Path) -> dict | None:
 
 def _clear(out: Path, tables: Iterable[str]) -> None:
     """Remove the kn run in `out` (a fresh start): its config, journal and tables, nothing else."""
-    for name in [CONFIG, JOURNAL, *(f"{t}.parquet" for t in tables)]:
+    for name in [CONFIG, JOURNAL, *(f"{t}.parquet" for t in tables)]:  # a CLI selection is checked by its key
         if (out / name).exists():
             log.warning("resume=False: removing %s", out / name)
             (out / name).unlink()

@@ -427,3 +427,33 @@ def test_fresh_never_replaces_what_is_not_a_run(lm, tmp_path, monkeypatch, capsy
     empty.mkdir()
     assert not loads  # refused before the model is loaded
     assert cli.main(args + [str(empty), "--fresh"]) == 0 and loads == [str(empty)]
+
+
+def test_cli_resume_reuses_the_fact_selection(lm, tmp_path, monkeypatch, capsys):
+    """`kn run --known` probes the model for every candidate fact; a resumed run reuses the choice
+    kept in the run directory instead of probing again, and a different selection probes anew."""
+    import json
+
+    from kn import cli, data
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    out = tmp_path / "sel"
+    argv = ["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "2", "--steps", "2",
+            "--phases", "locate", "--out", str(out)]
+    assert cli.main(argv) == 0
+    saved = json.loads((out / "selection.json").read_text())
+    assert len(saved["fact_ids"]) == 2 and saved["key"]["per_relation"] == 2
+    first = load_run(out).facts.fact_id.tolist()
+
+    def no_probe(*a, **k):
+        raise AssertionError("the selection was recomputed on resume")
+
+    monkeypatch.setattr(data, "select_facts", no_probe)
+    assert cli.main(argv) == 0 and "reusing the fact selection" in capsys.readouterr().err
+    assert load_run(out).facts.fact_id.tolist() == first
+    with pytest.raises(AssertionError, match="recomputed"):  # another selection: probed again
+        cli.main(argv[:6] + ["3"] + argv[7:])
+    monkeypatch.undo()
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    assert cli.main(argv + ["--fresh"]) == 0  # a fresh start replaces the run and its selection
+    assert json.loads((out / "selection.json").read_text())["fact_ids"] == saved["fact_ids"]
