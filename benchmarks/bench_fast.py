@@ -59,6 +59,16 @@ MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul
           "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math")
 
 
+def recommended(path: Path = REPO / "book" / "results" / "convergence" / "recommended.csv") -> str:
+    """The convergence study's recommended setting (benchmarks/convergence.py --record), if recorded."""
+    import csv
+
+    if path.is_file():
+        row = next(csv.DictReader(path.open()))
+        return f"{row['rule']}:{int(float(row['steps']))}"
+    return "gauss_legendre:8"
+
+
 def parse_setting(text: str) -> tuple[str, int]:
     import kn
 
@@ -311,7 +321,8 @@ def report(rows: list[dict], args) -> tuple[str, bool]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fast", default="gauss_legendre:8", help="the fast setting, RULE:STEPS")
+    p.add_argument("--fast", default=recommended(), help="the fast setting, RULE:STEPS (default: the convergence "
+                   "study's recommendation, book/results/convergence/recommended.csv; without one gauss_legendre:8)")
     p.add_argument("--models", default="bert,gpt2", help="comma-separated subset of bert,gpt2")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)

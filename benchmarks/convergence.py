@@ -5,15 +5,22 @@ integral, on real models and real facts, with the neuron sets each one finds.
     python benchmarks/convergence.py --out runs/convergence                  # gemma-3-270m and smollm2-135m
     python benchmarks/convergence.py --out runs/convergence --models smollm2-135m --facts 10 --prompts 2
     python benchmarks/convergence.py --out runs/convergence --pararel ../shared/data/pararel
+    python benchmarks/convergence.py --out runs/convergence --record book/results/convergence
 
 Per prompt (the first `--prompts` of each of `--facts` known facts: the built-in set, and PARAREL given
 its path): the exact integral is Gauss-Legendre with `--exact` nodes, cross-checked against the
-trapezoid rule with 4x as many points on each fact's first prompt (the larger of the two rules'
-disagreements is printed: the exact integral is only as exact as that). Then every rule of kn.RULES
+trapezoid rule with 4x as many points on the first prompt of the first `--cross-facts` facts (the
+largest disagreement is printed: the exact integral is only as exact as that). Then every rule of kn.RULES
 at each of `--steps`: its error (max |score - exact| / max |exact|), the Jaccard agreement of its
 coarse set (threshold 0.2) with the exact one's and with the paper's (riemann_left, 20 steps); per
 fact, the same for the refined sets (share 0.7, min_prompts 2). Journaled one record per (model,
 fact) in `--out` (rerun to resume); writes errors.csv and sets.csv there and prints the medians.
+
+The recommended fast setting (`recommend`): the cheapest (rule, steps), fewest steps first, whose
+median error is at most the paper setting's and whose refined sets agree with the exact integral's at
+least as well as the paper's (mean Jaccard), on every model. `--record DEST` keeps errors, sets, the
+recommendation and the exact integral's cross-checks as a recording (kn.recording) with provenance;
+book/steps.md reads it and benchmarks/bench_fast.py takes its recommendation as the default.
 """
 from __future__ import annotations
 
@@ -70,6 +77,23 @@ def fact_record(lm, fid: str, queries, rules, steps, exact_nodes: int, check: bo
     return {"fact_id": fid, "prompts": len(queries), "cross_check": cross, "errors": rows, "sets": per_set}
 
 
+def recommend(errors, sets):
+    """One-row DataFrame: the recommended (rule, steps) and its numbers beside the paper setting's."""
+    import pandas as pd
+
+    err = errors.groupby(["rule", "steps", "model"])["error"].median().unstack("model")
+    agree = sets.groupby(["rule", "steps", "model"])["refined_vs_exact"].mean().unstack("model")
+    paper_err, paper_agree = err.loc[PAPER], agree.loc[PAPER]
+    ok = (err <= paper_err).all(axis=1) & (agree >= paper_agree).all(axis=1)
+    cands = err[ok].assign(worst=err[ok].max(axis=1)).reset_index().sort_values(["steps", "worst"])
+    rule, steps = (cands.iloc[0]["rule"], int(cands.iloc[0]["steps"])) if len(cands) else PAPER
+    row = {"rule": rule, "steps": steps, "paper_rule": PAPER[0], "paper_steps": PAPER[1]}
+    for m in err.columns:
+        row |= {f"error {m}": err.loc[(rule, steps), m], f"paper error {m}": paper_err[m],
+                f"agreement {m}": agree.loc[(rule, steps), m], f"paper agreement {m}": paper_agree[m]}
+    return pd.DataFrame([row])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -79,7 +103,11 @@ def main() -> None:
     ap.add_argument("--steps", default="2,4,8,16,32,64")
     ap.add_argument("--exact", type=int, default=128, help="Gauss-Legendre nodes of the exact integral")
     ap.add_argument("--pararel", default=None, help="a PARAREL directory: half the facts come from it")
+    ap.add_argument("--cross-facts", type=int, default=3, help="facts whose first prompt cross-checks the exact integral")
+    ap.add_argument("--record", default=None, help="record the tables and the recommendation here (kn.recording)")
     args = ap.parse_args()
+    import time
+
 
     import pandas as pd
     import torch
@@ -116,8 +144,10 @@ def main() -> None:
                 continue
             prep = prepare_fact(f, lm, "en")
             queries = list(zip(prep.prompts, prep.answers))[: args.prompts]
+            t0 = time.perf_counter()
             rec = {"model": model, "data": name, **fact_record(lm, f.fact_id, queries, rules, steps, args.exact,
-                                                               check=True)}
+                                                               check=i < args.cross_facts),
+                   "seconds": time.perf_counter() - t0}
             with open(journal, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
@@ -137,6 +167,20 @@ def main() -> None:
           .unstack("model").round(4).to_markdown())
     print(sets.groupby(["model", "rule", "steps"])[["refined_vs_exact", "refined_vs_paper"]].mean()
           .unstack("model").round(3).to_markdown())
+    rec = recommend(errors, sets)
+    print("recommended:", rec.to_dict("records")[0])
+    if args.record:
+        from kn import recording
+
+        checks = pd.DataFrame([{"model": r["model"], "fact_id": r["fact_id"], "exact_nodes": args.exact,
+                                "trapezoid_points": 4 * args.exact, "disagreement": r["cross_check"]}
+                               for r in recs if r["cross_check"] is not None])
+        cmd = "python benchmarks/convergence.py " + " ".join(sys.argv[1:])
+        prov = recording.provenance(cmd, seconds=sum(r.get("seconds", 0.0) for r in recs),
+                                    settings={k: v for k, v in vars(args).items() if k != "record"})
+        recording.record(args.record, {"errors": errors, "sets": sets, "recommended": rec,
+                                       "exact_checks": checks}, prov)
+        print(f"recorded in {args.record}")
 
 
 if __name__ == "__main__":

@@ -138,3 +138,24 @@ def test_fast_setting_benchmark_checks_on_a_tiny_model(bench, capsys):
     assert "kn fast setting within 1e-2 of the exact integral" in out and "FAIL" not in out
     with pytest.raises(SystemExit, match="RULE:STEPS"):
         fast.parse_setting("simpson:8")
+
+
+def test_convergence_recommendation_is_the_cheapest_setting_no_worse_than_the_papers():
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("convergence", REPO / "benchmarks" / "convergence.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    # (rule, steps) -> (error, refined-set agreement), the same on two models but for one planted flaw
+    table = {("riemann_left", 20): (1e-3, 0.8), ("riemann_left", 4): (1e-2, 0.5), ("gauss_legendre", 2): (5e-3, 0.9),
+             ("gauss_legendre", 4): (1e-5, 0.95), ("linspace", 4): (1e-6, 0.99), ("gauss_legendre", 8): (1e-7, 1.0)}
+    errors, sets = [], []
+    for model in ("a", "b"):
+        for (rule, steps), (e, j) in table.items():
+            if model == "b" and (rule, steps) == ("linspace", 4):
+                j = 0.7  # agrees worse than the paper's on one model: not eligible
+            errors += [{"model": model, "rule": rule, "steps": steps, "error": e * f} for f in (0.5, 1, 2)]
+            sets.append({"model": model, "rule": rule, "steps": steps, "refined_vs_exact": j})
+    rec = conv.recommend(pd.DataFrame(errors), pd.DataFrame(sets)).iloc[0]
+    assert (rec["rule"], rec["steps"]) == ("gauss_legendre", 4)
+    assert rec["error a"] == 1e-5 and rec["paper error b"] == 1e-3 and rec["agreement b"] == 0.95
