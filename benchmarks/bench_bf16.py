@@ -7,7 +7,8 @@
 Per prompt, IG (steps 20, the fast path) with float32 and with bfloat16 weights alternate, the order
 flipped each repetition; the table gives the median seconds per prompt of each, the median of the
 per-prompt ratios, the largest score error of bf16 relative to the largest float32 score, and the
-Jaccard agreement of the coarse sets (threshold 0.2). It prints a markdown table; nothing is asserted.
+Jaccard agreement of the coarse sets (threshold 0.2); then, for one prompt, where each dtype's time goes
+(torch.profiler, self CPU time by op). It prints markdown tables; nothing is asserted.
 On this machine bf16 is ~10x slower than float32 (benchmarks/results.md): expect a long run.
 """
 from __future__ import annotations
@@ -23,11 +24,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="gemma-3-270m,smollm2-135m")
     ap.add_argument("--reps", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--prompts", type=int, default=6)
+    args = ap.parse_args(argv)
 
     import torch
 
@@ -36,6 +38,7 @@ def main() -> None:
     from kn.locate import coarse
 
     torch.set_num_threads(2)
+    profiles = {}
     print("| model | fp32 s/prompt | bf16 s/prompt | bf16 / fp32 (median, per prompt) | max score error (of the "
           "largest) | coarse-set Jaccard (median, min) |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -43,7 +46,7 @@ def main() -> None:
         lms = {"fp32": kn.load(name, device="cpu"), "bf16": kn.load(name, device="cpu", dtype=torch.bfloat16)}
         times = {k: [] for k in lms}
         ratios, errors, jac = [], [], []
-        for p, a in CAUSAL:  # the first pair of attributions warms up, and is what is compared
+        for p, a in CAUSAL[: args.prompts]:  # the first pair of attributions warms up, and is what is compared
             s32, s16 = kn.attribute(lms["fp32"], p, a), kn.attribute(lms["bf16"], p, a)
             errors.append(float((s16 - s32).abs().max() / s32.abs().max()))
             c32, c16 = coarse(s32), coarse(s16)
@@ -59,6 +62,25 @@ def main() -> None:
         print(f"| {name} | {statistics.median(times['fp32']):.2f} | {statistics.median(times['bf16']):.2f} | "
               f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {max(errors):.3f} | "
               f"{statistics.median(jac):.2f} ({min(jac):.2f}) |")
+        profiles[name] = {k: top_ops(lm, *CAUSAL[0]) for k, lm in lms.items()}
+    print("\nWhere the time goes (one prompt, torch.profiler, share of self CPU time, largest ops):\n")
+    print("| model | dtype | profiled s | largest ops |")
+    print("|---|---|---:|---|")
+    for name, by in profiles.items():
+        for k, (total, ops) in by.items():
+            print(f"| {name} | {k} | {total:.1f} | " + ", ".join(f"{o} {v:.0%}" for o, v in ops) + " |")
+
+
+def top_ops(lm, prompt, answer, n=6):
+    """(total self CPU seconds, [(op, share)] of the n largest) of one attribution under the profiler."""
+    import kn
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        kn.attribute(lm, prompt, answer)
+    ev = [(e.self_cpu_time_total / 1e6, e.key.replace("aten::", "")) for e in prof.key_averages()]
+    total = sum(t for t, _ in ev)
+    return total, [(k, t / total) for t, k in sorted(ev, reverse=True)[:n]]
 
 
 if __name__ == "__main__":

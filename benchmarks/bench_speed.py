@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Issue 16's benchmark, in one run: every part below, one after another on an idle machine, into one
+markdown file (benchmarks/results-speed.md) and the README's speed section.
+
+    python benchmarks/bench_speed.py                 # all parts (about 40 minutes on 2 cores)
+    python benchmarks/bench_speed.py --parts fast,run --pararel ../shared/data/pararel
+
+Parts (each a script of its own, run here with the options shown):
+  fast  bench_fast.py: kn at the recommended fast setting vs the package (BERT-base, GPT-2 small), each
+        side's error against the exact integral, GFLOP/s against the matmul rate, a whole fact;
+  run   bench_run.py: `kn run` throughput on gemma-3-270m (PARAREL facts given --pararel, else built-in),
+        at the paper's setting and the fast one;
+  amig  bench_amig.py: AMIG's cost over zero-baseline IG;
+  bf16  bench_bf16.py: bfloat16 against float32 weights, speed, score error, set agreement, profiles.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+BEGIN, END = "<!-- bench_speed:begin -->", "<!-- bench_speed:end -->"
+PARTS = ("fast", "run", "amig", "bf16")
+
+
+def commands(args, fast: str) -> dict[str, list[str]]:
+    run_data = ["--data", f"pararel:{args.pararel}", "--facts", "9"] if args.pararel else ["--facts", "8"]
+    return {
+        "fast": ["bench_fast.py", "--fast", fast, "--out", ""],
+        "run": ["bench_run.py", "--model", "gemma-3-270m", "--fast", fast, *run_data],
+        "amig": ["bench_amig.py", "--reps", "2"],
+        "bf16": ["bench_bf16.py", "--prompts", "3"],
+    }
+
+
+def main(argv=None) -> int:
+    import bench_attribution as B
+    from bench_fast import recommended
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default=",".join(PARTS))
+    ap.add_argument("--fast", default=recommended(), help="the fast setting RULE:STEPS (default: the recommendation)")
+    ap.add_argument("--pararel", default=None, help="a PARAREL directory for the run part")
+    ap.add_argument("--out", default=str(BENCH / "results-speed.md"))
+    ap.add_argument("--readme", default=str(REPO / "README.md"), help="README whose speed section is replaced ('' none)")
+    args = ap.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise SystemExit(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
+    cmds = commands(args, args.fast)
+    machine = B.describe_machine(2)
+    head = (f"Command: `python benchmarks/bench_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
+            f"Commit {B._commit(REPO)}, {time.strftime('%Y-%m-%d')}, {machine}. Fast setting: `{args.fast}`.")
+    sections = [head]
+    for part in parts:
+        cmd = [sys.executable, str(BENCH / cmds[part][0]), *cmds[part][1:]]
+        print(f"== {part}: {' '.join(cmds[part])}", flush=True)
+        t = time.perf_counter()
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                             env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
+        secs = time.perf_counter() - t
+        if out.returncode:
+            sys.stderr.write(out.stderr[-4000:])
+            raise SystemExit(f"part {part} failed (exit {out.returncode}) after {secs:.0f} s")
+        body = out.stdout[out.stdout.index("Fast setting:"):] if part == "fast" else out.stdout
+        sections.append(f"### {part} (`{' '.join(cmds[part])}`, {secs:.0f} s)\n\n{body.strip()}")
+        print(body, flush=True)
+    text = "\n\n".join(sections) + "\n"
+    Path(args.out).write_text("# Speed: issue 16's benchmark, one run\n\n" + text)
+    if args.readme:
+        readme = Path(args.readme)
+        r = readme.read_text()
+        if BEGIN in r and END in r:
+            readme.write_text(r[: r.index(BEGIN) + len(BEGIN)] + "\n" + text + r[r.index(END):])
+    print(f"written to {args.out}" + (f" and {args.readme}" if args.readme else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
