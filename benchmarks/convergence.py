@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--steps", default="2,4,8,16,32,64")
     ap.add_argument("--exact", type=int, default=128, help="Gauss-Legendre nodes of the exact integral")
     ap.add_argument("--pararel", default=None, help="a PARAREL directory: half the facts come from it")
+    ap.add_argument("--pararel-relations", default="P30,P36,P1376,P407,P364,P27,P108,P279,P463",
+                    help="PARAREL relations to draw from (default: the object-last ones of the PARAREL chapter)")
     ap.add_argument("--cross-facts", type=int, default=3, help="facts whose first prompt cross-checks the exact integral")
     ap.add_argument("--record", default=None, help="record the tables and the recommendation here (kn.recording)")
     args = ap.parse_args()
@@ -129,7 +131,7 @@ def main() -> None:
         lm = kn.load(model, device="cpu")
         pools = [("builtin", kn.data.load("builtin", languages=["en"]))]
         if args.pararel:
-            pools.append(("pararel", kn.data.load(f"pararel:{args.pararel}")))
+            pools.append(("pararel", kn.data.load(f"pararel:{args.pararel}", relations=args.pararel_relations.split(","))))
         per_pool = args.facts // len(pools)
         chosen = []
         for name, facts in pools:
