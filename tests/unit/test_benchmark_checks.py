@@ -128,7 +128,7 @@ def test_fast_setting_benchmark_checks_on_a_tiny_model(bench, capsys):
     spec = importlib.util.spec_from_file_location("bench_fast", REPO / "benchmarks" / "bench_fast.py")
     fast = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fast)
-    assert fast.main(["--check-only", "--tiny", "--models", "gpt2", "--prompts", "2", "--no-peer",
+    assert fast.main(["--check-only", "--tiny", "--models", "gpt2", "--prompts", "2", "--no-peer", "--fast", "gauss_legendre:8",
                       "--out", ""]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| tiny GPT-2 | —"))
