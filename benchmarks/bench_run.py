@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 DAI_GPU = 13.3  # s per PARAREL fact, the Dai et al. code on a GPU (as reported for their runs)
 
 
@@ -32,7 +33,7 @@ def measure(lm, facts, fast: tuple[str, int], out: Path) -> tuple[list[dict], fl
     from kn.runs import run
 
     rows, kns = [], {}
-    for label, (rule, steps) in (("paper (riemann_left, 20)", ("riemann_left", 20)), (f"fast ({rule_s(fast)})", fast)):
+    for label, (rule, steps) in (("paper (riemann_left, 20)", ("riemann_left", 20)), (f"fast ({fast[0]}, {fast[1]})", fast)):
         t0 = time.perf_counter()
         res = run(lm, facts, out / label.split()[0], progress=False, phases=("locate",),
                   attribution=kn.IG(steps=steps, rule=rule))
@@ -49,16 +50,14 @@ def measure(lm, facts, fast: tuple[str, int], out: Path) -> tuple[list[dict], fl
     return rows, statistics.median(jac) if jac else float("nan")
 
 
-def rule_s(setting: tuple[str, int]) -> str:
-    return f"{setting[0]}, {setting[1]}"
-
-
 def main(argv=None) -> None:
+    from bench_fast import parse_setting, recommended
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--data", default="builtin", help="builtin, or pararel:PATH")
     ap.add_argument("--facts", type=int, default=8)
-    ap.add_argument("--fast", default="gauss_legendre:8")
+    ap.add_argument("--fast", default=recommended(), help="RULE:STEPS (default: the convergence study's recommendation)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
 
@@ -68,9 +67,7 @@ def main(argv=None) -> None:
     import kn.data
     from kn.data import select_facts
 
-    rule, _, steps = args.fast.partition(":")
-    if rule not in kn.RULES or not steps.isdigit():
-        raise SystemExit(f"--fast {args.fast!r}: expected RULE:STEPS, RULE one of {', '.join(kn.RULES)}")
+    fast = parse_setting(args.fast)
     torch.set_num_threads(args.threads)
     lm = kn.load(args.model, device="cpu")
     facts = kn.data.load(args.data)
@@ -79,7 +76,7 @@ def main(argv=None) -> None:
                          lm=lm, known=True, seed=0)
     facts = list(facts)[: args.facts]
     with tempfile.TemporaryDirectory() as tmp:
-        rows, jac = measure(lm, facts, (rule, int(steps)), Path(tmp))
+        rows, jac = measure(lm, facts, fast, Path(tmp))
     print(f"\n`kn run` throughput: {lm.name}, {rows[0]['facts']} known facts of `{args.data}` (en), locate phase, "
           f"{args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
     print("| setting | facts | s/fact | s/prompt | facts/hour | Dai code on a GPU, s/fact (theirs) |")
