@@ -25,6 +25,7 @@ book/steps.md reads it and benchmarks/bench_fast.py takes its recommendation as 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -38,6 +39,14 @@ PAPER = ("riemann_left", 20)
 
 def jaccard(a: set, b: set) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+def round_robin(facts) -> list:
+    """The facts one relation at a time in turn (a larger selection extends a smaller one)."""
+    by_rel: dict = {}
+    for f in facts:
+        by_rel.setdefault(f.relation, []).append(f)
+    return [f for group in itertools.zip_longest(*by_rel.values()) for f in group if f is not None]
 
 
 def fact_record(lm, fid: str, queries, rules, steps, exact_nodes: int, check: bool) -> dict:
@@ -127,6 +136,7 @@ def main() -> None:
         if journal.exists() else {}
     steps = [int(s) for s in args.steps.split(",")]
     rules = list(kn.RULES)
+    chosen_by_model = {}
     for model in args.models.split(","):
         lm = kn.load(model, device="cpu")
         pools = [("builtin", kn.data.load("builtin", languages=["en"]))]
@@ -138,7 +148,8 @@ def main() -> None:
             rels = list(dict.fromkeys(f.relation for f in facts))
             picked = select_facts(facts, relations=rels, per_relation=max(1, -(-per_pool // len(rels))),
                                   language="en", lm=lm, known=True, seed=0)
-            chosen += [(name, f) for f in list(picked)[:per_pool]]
+            chosen += [(name, f) for f in round_robin(picked)[:per_pool]]
+        chosen_by_model[model] = chosen
         from kn.data.prepare import prepare_fact
 
         for i, (name, f) in enumerate(tqdm(chosen, desc=model, unit="fact")):
@@ -155,7 +166,7 @@ def main() -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
             done[(model, f.fact_id)] = rec
-    recs = list(done.values())
+    recs = [done[(model, f.fact_id)] for model in args.models.split(",") for _, f in chosen_by_model[model]]
     errors = pd.DataFrame([{"model": r["model"], "data": r["data"], "fact_id": r["fact_id"], **e}
                            for r in recs for e in r["errors"]])
     sets = pd.DataFrame([{"model": r["model"], "data": r["data"], "fact_id": r["fact_id"], **s}
