@@ -198,6 +198,27 @@ def cmd_record(args) -> None:
     print(f"recorded {args.run_dir} -> {dest}")
 
 
+def cmd_coverage(args) -> None:
+    from . import data, recording
+    from .data.coverage import coverage
+
+    t0 = time.perf_counter()
+    lm = _load(args)
+    languages = args.languages.split(",") if args.languages else None
+    facts = data.load(args.data, languages=languages)
+    table = coverage(facts, lm, languages, known=not args.no_probe, sample=args.sample or None, seed=args.seed)
+    print(f"{lm.name} on {args.data}" + ("" if args.no_probe else f" (known: gold in the top 10 on at least half "
+                                                                  f"the prompts, of a seeded sample of {args.sample})"))
+    print(table.to_string(index=False))
+    if args.record:
+        cmd = "kn coverage " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["coverage"] else sys.argv[1:])
+        prov = recording.provenance(cmd, seconds=time.perf_counter() - t0,
+                                    settings={"model": lm.name, "data": args.data, "languages": languages,
+                                              "sample": args.sample, "seed": args.seed, "k": 10,
+                                              "min_fraction": 0.5, "probed": not args.no_probe})
+        print(f"recorded -> {recording.record(args.record, {'coverage': table}, prov)}")
+
+
 def _add_run(p) -> None:
     """The arguments of `kn run`; the settings' defaults are RunSettings' (`run_settings` reads them back)."""
     from .runs import RunSettings
@@ -311,6 +332,17 @@ def main(argv: list[str] | None = None) -> int:
     _add_run(sub.add_parser("run", help="locate and verify knowledge neurons over a fact dataset (kill-safe, "
                                         "resumable)"))
     common(sub.choices["run"])
+
+    p = sub.add_parser("coverage", help="per language: facts a model can be asked, single- vs multi-token answers, "
+                                        "facts it knows")
+    p.add_argument("--data", default="builtin", help="builtin, pararel:PATH or bmlama:PATH")
+    p.add_argument("--languages", default=None, help="comma-separated language codes (default: every one in the data)")
+    p.add_argument("--sample", type=int, default=200, help="usable facts probed per language, seeded (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-probe", action="store_true", help="count the answers' tokens only; do not probe the model")
+    p.add_argument("--record", default=None, help="record the table with its provenance here (for book/results)")
+    common(p)
+    p.set_defaults(func=cmd_coverage)
 
     p = sub.add_parser("record", help="record a finished run's tables with their provenance (for book/results)")
     p.add_argument("run_dir")

@@ -344,3 +344,24 @@ def test_coverage_per_language(lm):
         [10, 1, 1, 8, 7, 1]
     assert c.loc["en", "known"] == 8 and c.loc["xx", "facts"] == 6 and c.loc["xx", "known_share"] == 1.0
     assert coverage(fs, lm, ["en"], k=1, min_fraction=1.0, sample=3).loc[0, "probed"] == 3
+
+
+def test_cli_coverage_records_the_table(lm, tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    import kn.data
+    from kn import cli
+    from kn.data.coverage import coverage
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    monkeypatch.setattr(kn.data, "load", lambda spec, languages=None, relations=None: facts())
+    dest = tmp_path / "rec"
+    assert cli.main(["coverage", "--data", "bmlama:somewhere", "--languages", "en,xx", "--sample", "3",
+                     "--record", str(dest)]) == 0
+    assert "known_share" in capsys.readouterr().out
+    got = pd.read_csv(dest / "coverage.csv")
+    want = coverage(facts(), lm, ["en", "xx"], sample=3)
+    assert got.language.tolist() == ["en", "xx"] and got.probed.tolist() == [3, 3]
+    assert got.known.tolist() == want.known.tolist() and got.single_token.tolist() == want.single_token.tolist()
+    prov = json.loads((dest / "provenance.json").read_text())
+    assert prov["settings"]["languages"] == ["en", "xx"] and prov["command"].startswith("kn coverage")
