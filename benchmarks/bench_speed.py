@@ -60,7 +60,13 @@ def main(argv=None) -> int:
     machine = B.describe_machine(2)
     head = (f"Command: `python benchmarks/bench_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
             f"Commit {B._commit(REPO)}, {time.strftime('%Y-%m-%d')}, {machine}. Fast setting: `{args.fast}`.")
-    sections = [head]
+    sections, failed = [head], []
+
+    def write():
+        text = "\n\n".join(sections) + "\n"
+        Path(args.out).write_text("# Speed: issue 16's benchmark, one run\n\n" + text)
+        return text
+
     for part in parts:
         cmd = [sys.executable, str(BENCH / cmds[part][0]), *cmds[part][1:]]
         print(f"== {part}: {' '.join(cmds[part])}", flush=True)
@@ -68,19 +74,25 @@ def main(argv=None) -> int:
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                              env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
         secs = time.perf_counter() - t
-        if out.returncode:
+        body = out.stdout[out.stdout.index("Fast setting:"):] if part == "fast" and "Fast setting:" in out.stdout \
+            else out.stdout
+        if out.returncode:  # the other parts still run; this one's section says what failed
+            failed.append(part)
             sys.stderr.write(out.stderr[-4000:])
-            raise SystemExit(f"part {part} failed (exit {out.returncode}) after {secs:.0f} s")
-        body = out.stdout[out.stdout.index("Fast setting:"):] if part == "fast" else out.stdout
+            body += f"\n\n**Failed** (exit {out.returncode}) after {secs:.0f} s; the end of its errors:\n\n```\n" \
+                    f"{out.stderr[-1500:]}\n```"
         sections.append(f"### {part} (`{' '.join(cmds[part])}`, {secs:.0f} s)\n\n{body.strip()}")
         print(body, flush=True)
-    text = "\n\n".join(sections) + "\n"
-    Path(args.out).write_text("# Speed: issue 16's benchmark, one run\n\n" + text)
-    if args.readme:
+        write()  # an interrupted run keeps the parts it finished
+    text = write()
+    if args.readme and not failed:
         readme = Path(args.readme)
         r = readme.read_text()
         if BEGIN in r and END in r:
             readme.write_text(r[: r.index(BEGIN) + len(BEGIN)] + "\n" + text + r[r.index(END):])
+    if failed:
+        print(f"parts failed: {', '.join(failed)}; the README is left as it was; see {args.out}")
+        return 1
     print(f"written to {args.out}" + (f" and {args.readme}" if args.readme else ""))
     return 0
 

@@ -159,3 +159,28 @@ def test_convergence_recommendation_is_the_cheapest_setting_no_worse_than_the_pa
     rec = conv.recommend(pd.DataFrame(errors), pd.DataFrame(sets)).iloc[0]
     assert (rec["rule"], rec["steps"]) == ("gauss_legendre", 4)
     assert rec["error a"] == 1e-5 and rec["paper error b"] == 1e-3 and rec["agreement b"] == 0.95
+
+
+def test_speed_benchmark_keeps_every_part_and_touches_the_readme_only_when_all_ran(tmp_path, monkeypatch):
+    """benchmarks/bench_speed.py with stand-in parts: a part that fails leaves the others' tables in the
+    results file and the README as it was; when every part runs, the README's section is replaced."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_speed", REPO / "benchmarks" / "bench_speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text("print('loading...')\nprint('Fast setting: x, 2 steps')\nprint('| model | 3.0x |')\n")
+    bad.write_text("import sys\nprint('half a table')\nsys.exit('it broke')\n")
+    monkeypatch.setattr(speed, "commands", lambda args, fast: {"fast": [str(good)], "run": [str(bad)]})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{speed.BEGIN}\nold table\n{speed.END}\nrest\n")
+    out = tmp_path / "speed.md"
+    args = ["--fast", "gauss_legendre:4", "--out", str(out), "--readme", str(readme)]
+    assert speed.main(args + ["--parts", "fast,run"]) == 1
+    text = out.read_text()
+    assert "| model | 3.0x |" in text and "loading" not in text and "half a table" in text
+    assert "**Failed** (exit 1)" in text and "it broke" in text
+    assert "old table" in readme.read_text()
+    assert speed.main(args + ["--parts", "fast"]) == 0
+    r = readme.read_text()
+    assert "old table" not in r and "| model | 3.0x |" in r and r.startswith("intro\n") and r.endswith("rest\n")
