@@ -157,7 +157,10 @@ def run_family(family: str, args, tmp: Path, log) -> dict:
     exact = [local.scores(p, a, "gauss_legendre", args.exact) for p, a in ps]
     cross = B.rel_err(local.scores(*ps[0], "riemann_trapezoid", 4 * args.exact), exact[0])
     package_rule = [B.rel_err(local.scores(p, a, "linspace", PEER_STEPS), e) for (p, a), e in zip(ps, exact)]
-    matched, grid = cheapest_matching(local, ps, exact, max(package_rule))
+    import kn
+
+    cal = kn.calibrate(local.lm, ps, tolerance=max(package_rule), steps=CANDIDATE_STEPS, exact=args.exact)
+    matched, grid = (cal.rule, cal.steps), [{"rule": r, "steps": m, "worst": e} for r, m, e in cal.grid]
     log(f"   the package's rule (linspace {PEER_STEPS}) at kn's site: worst error {max(package_rule):.1e}; the "
         f"cheapest kn setting no worse on these prompts: {matched[0]} {matched[1]}")
     sides = {"paper": PAPER, "fast": args.fast, "matched": matched}
@@ -252,23 +255,6 @@ def run_family(family: str, args, tmp: Path, log) -> dict:
 CANDIDATE_STEPS = (2, 3, 4, 6, 8, 10, 12, 16, 20)
 
 
-def cheapest_matching(local: InProcess, ps, exact, bound: float) -> tuple[tuple[str, int], list[dict]]:
-    """The kn setting with the fewest points (then the smallest error) whose worst error over `ps`
-    against `exact` is at most `bound`, from every rule at CANDIDATE_STEPS; and the whole grid
-    (rule, steps, worst error). The paper setting if none is."""
-    import kn
-
-    grid = []
-    for rule in kn.RULES:
-        for m in CANDIDATE_STEPS:
-            if rule == "riemann_trapezoid" and m < 2:
-                continue
-            worst = max(B.rel_err(local.scores(p, a, rule, m), e) for (p, a), e in zip(ps, exact))
-            grid.append({"rule": rule, "steps": m, "worst": worst})
-    ok = sorted((g["steps"], g["worst"], g["rule"]) for g in grid if g["worst"] <= bound)
-    return ((ok[0][2], ok[0][0]) if ok else PAPER), grid
-
-
 def jaccard(a: set, b: set) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
@@ -304,7 +290,7 @@ def report(rows: list[dict], args) -> tuple[str, bool]:
     L += ["", "\\* the package attributes GPT-2's pre-GELU tensor (another integrand); its error is that of "
           "its rule (linspace, 20 points) at kn's site, computed by kn.", ""]
     L += ["Kn at the cheapest setting whose worst error on these prompts is no worse than the package's rule "
-          f"(linspace, {PEER_STEPS} points, at kn's site), chosen in this run from every rule at "
+          f"(linspace, {PEER_STEPS} points, at kn's site): `kn.calibrate` in this run, every rule at "
           f"{', '.join(map(str, CANDIDATE_STEPS))} points; the points, not the rule, set the cost.", "",
           "| model | setting | kn s | error | package / kn | package's rule, worst error |",
           "|---|---|---:|---:|---:|---:|"]
