@@ -89,6 +89,9 @@ class InProcess:
         B.quiet_transformers()
         self.family, self.model, self.tok = B.load_checkpoint(ckpt)
         self.lm = B.kn_lm(self.model, self.tok, f"bench-{self.family}")
+        cfg = self.model.config
+        self.hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
+        self.width = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * self.hidden
 
     def scores(self, prompt, answer, rule, steps):
         import kn
@@ -110,9 +113,7 @@ class InProcess:
         events = prof.key_averages()
         total = float(sum(e.flops or 0 for e in events))
         by_op = {e.key: e.self_cpu_time_total / 1e6 for e in events}
-        cfg = self.model.config
-        hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
-        width = getattr(cfg, "intermediate_size", None) or cfg.n_inner or 4 * hidden
+        hidden, width = self.hidden, self.width
         seen = []  # (rows, flops)
         for e in prof.key_averages(group_by_input_shape=True):
             if e.key not in ("aten::addmm", "aten::mm") or not e.input_shapes:
@@ -159,7 +160,7 @@ def run_family(family: str, args, tmp: Path, log) -> dict:
     package_rule = [B.rel_err(local.scores(p, a, "linspace", PEER_STEPS), e) for (p, a), e in zip(ps, exact)]
     import kn
 
-    cal = kn.calibrate(local.lm, ps, tolerance=max(package_rule), steps=CANDIDATE_STEPS, exact=args.exact)
+    cal = kn.calibrate(local.lm, ps, tolerance=max(package_rule), exact=args.exact)
     matched, grid = (cal.rule, cal.steps), [{"rule": r, "steps": m, "worst": e} for r, m, e in cal.grid]
     log(f"   the package's rule (linspace {PEER_STEPS}) at kn's site: worst error {max(package_rule):.1e}; the "
         f"cheapest kn setting no worse on these prompts: {matched[0]} {matched[1]}")
@@ -240,9 +241,7 @@ def run_family(family: str, args, tmp: Path, log) -> dict:
         total = sum(by_op.values())
         mm = sum(v for k, v in by_op.items() if k in MATMUL)
         rest = sorted(((v, k) for k, v in by_op.items() if k not in MATMUL), reverse=True)[:5]
-        cfg = local.model.config
-        hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
-        width = getattr(cfg, "intermediate_size", None) or 4 * hidden
+        hidden, width = local.hidden, local.width
         rows = int(statistics.median(ffn_rows)) or 1
         row["flops"] = {"gflops": statistics.median(flops), "matmul_share": mm / total,
                         "rest": [(k, v / total) for v, k in rest],
@@ -252,14 +251,13 @@ def run_family(family: str, args, tmp: Path, log) -> dict:
     return row
 
 
-CANDIDATE_STEPS = (2, 3, 4, 6, 8, 10, 12, 16, 20)
-
-
 def jaccard(a: set, b: set) -> float:
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
 def report(rows: list[dict], args) -> tuple[str, bool]:
+    from kn.calibrate import STEPS as CALIBRATION_STEPS
+
     fr, fm = args.fast
     ok = True
     L = [f"Fast setting: `{fr}`, {fm} steps. Paper setting: riemann_left, 20 steps (kn's exact fast path). "
@@ -291,7 +289,7 @@ def report(rows: list[dict], args) -> tuple[str, bool]:
           "its rule (linspace, 20 points) at kn's site, computed by kn.", ""]
     L += ["Kn at the cheapest setting whose worst error on these prompts is no worse than the package's rule "
           f"(linspace, {PEER_STEPS} points, at kn's site): `kn.calibrate` in this run, every rule at "
-          f"{', '.join(map(str, CANDIDATE_STEPS))} points; the points, not the rule, set the cost.", "",
+          f"{', '.join(map(str, CALIBRATION_STEPS))} points; the points, not the rule, set the cost.", "",
           "| model | setting | kn s | error | package / kn | package's rule, worst error |",
           "|---|---|---:|---:|---:|---:|"]
     for r in rows:
