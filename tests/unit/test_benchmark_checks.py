@@ -140,6 +140,27 @@ def test_fast_setting_benchmark_checks_on_a_tiny_model(bench, capsys):
         fast.parse_setting("simpson:8")
 
 
+def test_flop_count_includes_the_in_place_products_the_profiler_misses():
+    """The output layer's walk over the vocabulary does 2 * V * d * B FLOPs in logits (mm) and as many
+    in its in-place accumulation (addmm_), which torch.profiler counts as 0: the benchmark adds them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from kn.ig.head import softmax_sums
+
+    spec = importlib.util.spec_from_file_location("bench_fast", REPO / "benchmarks" / "bench_fast.py")
+    fast = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fast)
+    B, d, V = 3, 16, 5000  # 3 vocabulary chunks of at most 2048
+    h, W = torch.randn(B, d), torch.randn(V, d)
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
+        softmax_sums(h, W, None, chunk=2048)
+    events = prof.key_averages()
+    assert sum(e.flops for e in events if e.key == "aten::mm") == 2 * V * d * B  # the logits
+    assert sum(e.flops or 0 for e in events if e.key == "aten::addmm_") == 0  # what the profiler misses
+    assert fast.uncounted_flops(prof.key_averages(group_by_input_shape=True)) == 2 * V * d * B
+    assert "aten::addmm_" in fast.MATMUL
+
+
 def test_convergence_recommendation_is_the_cheapest_setting_no_worse_than_the_papers():
     import pandas as pd
 
