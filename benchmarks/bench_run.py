@@ -57,6 +57,9 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--data", default="builtin", help="builtin, or pararel:PATH")
     ap.add_argument("--facts", type=int, default=8)
+    ap.add_argument("--relations", default=None,
+                    help="comma-separated relation ids (default: all of builtin; for PARAREL the object-last "
+                         "relations of kn.data.pararel.CAUSAL_RELATIONS, since finding known facts probes the model)")
     ap.add_argument("--fast", default=recommended(), help="RULE:STEPS (default: the convergence study's recommendation)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
@@ -66,12 +69,21 @@ def main(argv=None) -> None:
     import kn
     import kn.data
     from kn.data import select_facts
+    from kn.data.pararel import CAUSAL_RELATIONS
 
     fast = parse_setting(args.fast)
     torch.set_num_threads(args.threads)
-    lm = kn.load(args.model, device="cpu")
     facts = kn.data.load(args.data)
-    rels = list(dict.fromkeys(f.relation for f in facts))
+    present = list(dict.fromkeys(f.relation for f in facts))
+    if args.relations:
+        rels = args.relations.split(",")
+    elif args.data.startswith("pararel:"):
+        rels = list(CAUSAL_RELATIONS)
+    else:
+        rels = present
+    if missing := [r for r in rels if r not in present]:
+        raise SystemExit(f"--relations: {', '.join(missing)} not in {args.data} (it has {', '.join(present)})")
+    lm = kn.load(args.model, device="cpu")
     facts = select_facts(facts, relations=rels, per_relation=max(1, -(-args.facts // len(rels))), language="en",
                          lm=lm, known=True, seed=0)
     facts = list(facts)[: args.facts]

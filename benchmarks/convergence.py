@@ -104,6 +104,8 @@ def recommend(errors, sets):
 
 
 def main() -> None:
+    from kn.data.pararel import CAUSAL_RELATIONS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--models", default="gemma-3-270m,smollm2-135m")
@@ -112,7 +114,7 @@ def main() -> None:
     ap.add_argument("--steps", default="2,4,8,16,32,64")
     ap.add_argument("--exact", type=int, default=128, help="Gauss-Legendre nodes of the exact integral")
     ap.add_argument("--pararel", default=None, help="a PARAREL directory: half the facts come from it")
-    ap.add_argument("--pararel-relations", default="P30,P36,P1376,P407,P364,P27,P108,P279,P463",
+    ap.add_argument("--pararel-relations", default=",".join(CAUSAL_RELATIONS),
                     help="PARAREL relations to draw from (default: the object-last ones of the PARAREL chapter)")
     ap.add_argument("--cross-facts", type=int, default=3, help="facts whose first prompt cross-checks the exact integral")
     ap.add_argument("--record", default=None, help="record the tables and the recommendation here (kn.recording)")
