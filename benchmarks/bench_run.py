@@ -5,11 +5,12 @@ in one run, beside the Dai et al. code's 13.3 s per fact on a GPU.
     python benchmarks/bench_run.py                                   # gemma-3-270m, built-in facts
     python benchmarks/bench_run.py --data pararel:../shared/data/pararel --facts 9 --fast gauss_legendre:8
 
-The same facts (known to the model, seeded) are run from scratch twice, each into a fresh directory,
-with the locate phase only (what the Dai code's figure covers: every paraphrase's attribution and the
-refined set): steps 20 riemann_left (the paper's), and `--fast RULE:STEPS`. Prints facts per hour,
-seconds per fact and per prompt, and the per-fact Jaccard agreement of the two runs' knowledge neurons.
-Nothing is asserted.
+The same facts (known to the model, seeded) are run from scratch at each setting, each into a fresh
+directory, with the locate phase only (what the Dai code's figure covers: every paraphrase's
+attribution and the refined set): steps 20 riemann_left (the paper's), `--fast RULE:STEPS`, and with
+`--calibrate K` the setting `kn.calibrate` picks on K other known facts. Prints facts per hour,
+seconds per fact and per prompt, and the per-fact Jaccard agreement of each setting's knowledge
+neurons with the paper setting's. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -27,15 +28,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 DAI_GPU = 13.3  # s per PARAREL fact, the Dai et al. code on a GPU (as reported for their runs)
 
 
-def measure(lm, facts, fast: tuple[str, int], out: Path) -> tuple[list[dict], float]:
-    """Run the facts at the paper's setting and at `fast`; returns (rows, Jaccard median)."""
+def measure(lm, facts, settings: dict[str, tuple[str, int]], out: Path) -> tuple[list[dict], dict[str, float]]:
+    """Run the facts at each {label: (rule, steps)} (the first the paper's); returns (rows, the median
+    per-fact Jaccard of each other setting's knowledge neurons with the first's)."""
     import kn
     from kn.runs import run
 
     rows, kns = [], {}
-    for label, (rule, steps) in (("paper (riemann_left, 20)", ("riemann_left", 20)), (f"fast ({fast[0]}, {fast[1]})", fast)):
+    for i, (label, (rule, steps)) in enumerate(settings.items()):
         t0 = time.perf_counter()
-        res = run(lm, facts, out / label.split()[0], progress=False, phases=("locate",),
+        res = run(lm, facts, out / str(i), progress=False, phases=("locate",),
                   attribution=kn.IG(steps=steps, rule=rule))
         secs = time.perf_counter() - t0
         neurons = res.tables["neurons"]
@@ -44,10 +46,14 @@ def measure(lm, facts, fast: tuple[str, int], out: Path) -> tuple[list[dict], fl
         n_prompts = int(res.tables["facts"]["n_prompts"].sum())
         rows.append({"setting": label, "facts": n_facts, "seconds": secs, "per_fact": secs / n_facts,
                      "per_prompt": secs / n_prompts, "per_hour": 3600 * n_facts / secs})
-    a, b = kns.values()
-    jac = [len(a.get(f, set()) & b.get(f, set())) / max(1, len(a.get(f, set()) | b.get(f, set())))
-           for f in set(a) | set(b)]
-    return rows, statistics.median(jac) if jac else float("nan")
+    first, *others = kns
+    jac = {}
+    for label in others:
+        a, b = kns[first], kns[label]
+        v = [len(a.get(f, set()) & b.get(f, set())) / max(1, len(a.get(f, set()) | b.get(f, set())))
+             for f in set(a) | set(b)]
+        jac[label] = statistics.median(v) if v else float("nan")
+    return rows, jac
 
 
 def main(argv=None) -> None:
@@ -61,6 +67,9 @@ def main(argv=None) -> None:
                     help="comma-separated relation ids (default: all of builtin; for PARAREL the object-last "
                          "relations of kn.data.pararel.CAUSAL_RELATIONS, since finding known facts probes the model)")
     ap.add_argument("--fast", default=recommended(), help="RULE:STEPS (default: the convergence study's recommendation)")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="K",
+                    help="also run at the setting kn.calibrate picks on K other known facts (2 prompts each), "
+                         "the calibration's seconds reported")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
 
@@ -84,18 +93,37 @@ def main(argv=None) -> None:
     if missing := [r for r in rels if r not in present]:
         raise SystemExit(f"--relations: {', '.join(missing)} not in {args.data} (it has {', '.join(present)})")
     lm = kn.load(args.model, device="cpu")
-    facts = select_facts(facts, relations=rels, per_relation=max(1, -(-args.facts // len(rels))), language="en",
+    want = args.facts + args.calibrate
+    facts = select_facts(facts, relations=rels, per_relation=max(1, -(-want // len(rels))), language="en",
                          lm=lm, known=True, seed=0)
-    facts = list(facts)[: args.facts]
+    facts, held = list(facts)[: args.facts], list(facts)[args.facts: want]
+    settings = {"paper (riemann_left, 20)": ("riemann_left", 20), f"fixed fast ({fast[0]}, {fast[1]})": fast}
+    calibration = None
+    if args.calibrate:
+        from kn.data.prepare import prepare_fact
+
+        queries = []
+        for f in held:
+            prep = prepare_fact(f, lm, "en")
+            queries += list(zip(prep.prompts, prep.answers))[:2]
+        t0 = time.perf_counter()
+        cal = kn.calibrate(lm, queries)
+        calibration = (len(held), len(queries), time.perf_counter() - t0)
+        settings[f"calibrated ({cal.rule}, {cal.steps})"] = (cal.rule, cal.steps)
     with tempfile.TemporaryDirectory() as tmp:
-        rows, jac = measure(lm, facts, fast, Path(tmp))
+        rows, jac = measure(lm, facts, settings, Path(tmp))
     print(f"\n`kn run` throughput: {lm.name}, {rows[0]['facts']} known facts of `{args.data}` (en), locate phase, "
           f"{args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
     print("| setting | facts | s/fact | s/prompt | facts/hour | Dai code on a GPU, s/fact (theirs) |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['setting']} | {r['facts']} | {r['per_fact']:.1f} | {r['per_prompt']:.2f} | {r['per_hour']:.0f} | {DAI_GPU} |")
-    print(f"\nKnowledge neurons per fact, fast vs paper setting: median Jaccard {jac:.2f}")
+    for label, j in jac.items():
+        print(f"\nKnowledge neurons per fact, {label} vs the paper setting: median Jaccard {j:.2f}")
+    if calibration:
+        n_facts, n_q, secs = calibration
+        print(f"\nCalibration: `kn.calibrate` (no worse than the paper setting on each prompt) on {n_q} prompts of "
+              f"{n_facts} other known facts, {secs:.0f} s, paid once per model.")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,15 @@
 """Issue 16's benchmark, in one run: every part below, one after another on an idle machine, into one
 markdown file (benchmarks/results-speed.md) and the README's speed section.
 
-    python benchmarks/bench_speed.py                 # all parts (about 40 minutes on 2 cores)
+    python benchmarks/bench_speed.py                 # all parts (about 70 minutes on 2 idle cores)
     python benchmarks/bench_speed.py --parts fast,run --pararel ../shared/data/pararel
 
 Parts (each a script of its own, run here with the options shown):
-  fast  bench_fast.py: kn at the recommended fast setting vs the package (BERT-base, GPT-2 small), each
-        side's error against the exact integral, GFLOP/s against the matmul rate, a whole fact;
+  fast  bench_fast.py: kn calibrated per model (the recommendation) and at the fixed fast setting vs the
+        package (BERT-base, GPT-2 small), each side's error against the exact integral, GFLOP/s against
+        the matmul rate, a whole fact;
   run   bench_run.py: `kn run` throughput on gemma-3-270m (PARAREL facts given --pararel, else built-in),
-        at the paper's setting and the fast one;
+        at the paper's setting, the fixed fast one and the one kn.calibrate picks on 3 other facts;
   amig  bench_amig.py: AMIG's cost over zero-baseline IG;
   bf16  bench_bf16.py: bfloat16 against float32 weights, speed, score error, set agreement, profiles.
 """
@@ -34,7 +35,7 @@ def commands(args, fast: str) -> dict[str, list[str]]:
     run_data = ["--data", f"pararel:{args.pararel}", "--facts", "9"] if args.pararel else ["--facts", "8"]
     return {
         "fast": ["bench_fast.py", "--fast", fast, "--out", ""],
-        "run": ["bench_run.py", "--model", "gemma-3-270m", "--fast", fast, *run_data],
+        "run": ["bench_run.py", "--model", "gemma-3-270m", "--fast", fast, "--calibrate", "3", *run_data],
         "amig": ["bench_amig.py", "--reps", "2"],
         "bf16": ["bench_bf16.py", "--prompts", "3"],
     }

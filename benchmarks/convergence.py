@@ -103,6 +103,46 @@ def recommend(errors, sets):
     return pd.DataFrame([row])
 
 
+def transfer(errors, sets, k: int = 3, splits: int = 50, seed: int = 0):
+    """Does a setting calibrated on a few facts hold on the others? Per model and seeded split: k
+    calibration facts (all their prompts), the rest held out. On the calibration prompts,
+    `kn.calibrate.search` picks what `kn.calibrate` would from the study's grid (the fewest points no
+    worse than the paper setting on every calibration prompt); on the held-out facts, its median error
+    and refined-set agreement (Jaccard with the exact integral's, mean over facts) beside the paper
+    setting's, and the share of held-out prompts on which it is no worse. One row per split."""
+    import numpy as np
+    import pandas as pd
+
+    from kn.calibrate import search
+
+    rows = []
+    for model, err in errors.groupby("model"):
+        agree = sets[sets.model == model].set_index(["fact_id", "rule", "steps"])["refined_vs_exact"]
+        table = err.pivot_table(index=["fact_id", "prompt"], columns=["rule", "steps"], values="error")
+        facts = sorted(err.fact_id.unique())
+        rng = np.random.default_rng(seed)
+        for split in range(splits):
+            cal = set(rng.choice(facts, size=min(k, len(facts) - 1), replace=False))
+            in_cal = table.index.get_level_values("fact_id").isin(cal)
+            c, held = table[in_cal], table[~in_cal]
+            chosen, _ = search(lambda r, m: tuple(c[(r, m)]), [(r, int(m)) for r, m in table.columns],
+                               tuple(c[PAPER]))
+            setting = chosen[:2] if chosen else PAPER
+            held_facts = sorted(set(held.index.get_level_values("fact_id")))
+
+            def agreement(rule, m):
+                return float(agree.loc[[(f, rule, m) for f in held_facts]].mean())
+
+            rows.append({"model": model, "split": split, "calibration_facts": len(cal), "rule": setting[0],
+                         "steps": setting[1], "held_error": float(held[setting].median()),
+                         "paper_held_error": float(held[PAPER].median()),
+                         "held_agreement": agreement(*setting), "paper_held_agreement": agreement(*PAPER),
+                         "prompts_no_worse": float((held[setting] <= held[PAPER]).mean())})
+    out = pd.DataFrame(rows)
+    out["no_worse"] = (out.held_error <= out.paper_held_error) & (out.held_agreement >= out.paper_held_agreement)
+    return out
+
+
 def main() -> None:
     from kn.data.pararel import CAUSAL_RELATIONS
 

@@ -1,9 +1,10 @@
-"""kn.calibrate: the cheapest quadrature setting within a tolerance, checked against the plain
-definition (`reference=True`, kn/ig/reference.py) rather than the fast path it uses."""
+"""kn.calibrate: the cheapest quadrature setting no less accurate than a reference setting on every
+prompt, checked against the plain definition (`reference=True`, kn/ig/reference.py) rather than the
+fast path it uses; and its search on planted error tables."""
 import pytest
 
 import kn
-from kn.calibrate import PAPER, calibrate
+from kn.calibrate import PAPER, calibrate, search
 from kn.testing import tiny_lm
 
 QUERIES = [("the capital of France is", "Paris"), ("the capital of Germany is", "Berlin")]
@@ -16,47 +17,76 @@ def _one_thread(one_thread):
     """Tiny models on a busy 2-core machine: one thread (tests/conftest.py)."""
 
 
-def _worst(lm, queries, rule, m, exact, **kw):
-    """The definition's worst relative error (float32 scores: errors below ~1e-6 are rounding), every
-    score from the reference path."""
-    out = 0.0
+def _errors(lm, queries, rule, m, exact, **kw):
+    """The definition's relative error per query (float32 scores: errors below ~1e-6 are rounding),
+    every score from the reference path."""
+    out = []
     for p, a in queries:
         truth = kn.attribute(lm, p, a, rule="gauss_legendre", steps=exact, reference=True, **kw).double()
         got = kn.attribute(lm, p, a, rule=rule, steps=m, reference=True, **kw).double()
-        out = max(out, float((got - truth).abs().max() / truth.abs().max()))
+        out.append(float((got - truth).abs().max() / truth.abs().max()))
     return out
 
 
 @pytest.mark.parametrize("family,queries", [("GPT-2", QUERIES), ("BERT", MASKED)])
-def test_the_cheapest_setting_within_the_papers_error(family, queries):
+def test_the_cheapest_setting_no_worse_than_the_paper_on_every_prompt(family, queries):
     lm = tiny_lm(family)
     cal = calibrate(lm, queries, steps=STEPS, exact=32)
-    paper = _worst(lm, queries, *PAPER, 32)
-    assert cal.tolerance == pytest.approx(paper, rel=1e-3, abs=1e-6)
+    assert cal.against == PAPER
+    assert cal.bounds == pytest.approx(_errors(lm, queries, *PAPER, 32), rel=1e-3, abs=1e-6)
     grid = {(r, m): e for r, m, e in cal.grid}
-    assert len(grid) == 4 * len(STEPS)  # every rule at every step count (all >= 2)
-    for (r, m), e in list(grid.items())[::3]:  # a third of the grid, recomputed from the definition
-        assert e == pytest.approx(_worst(lm, queries, r, m, 32), rel=1e-3, abs=1e-6), (r, m)
-    assert cal.error <= cal.tolerance and grid[(cal.rule, cal.steps)] == cal.error
-    assert all(e > cal.tolerance for (r, m), e in grid.items() if m < cal.steps)
+    for (r, m), e in list(grid.items())[::3]:  # a third of the measured grid, from the definition
+        assert e == pytest.approx(_errors(lm, queries, r, m, 32), rel=1e-3, abs=1e-6), (r, m)
+    assert all(e <= b for e, b in zip(cal.errors, cal.bounds)) and grid[(cal.rule, cal.steps)] == cal.errors
+    # every cheaper candidate was measured (every rule with an m-point form) and fails on some prompt
+    cheaper = [(r, m) for r in kn.RULES for m in STEPS if m < cal.steps and not (r == "riemann_trapezoid" and m < 2)]
+    assert set(cheaper) <= set(grid)
+    assert all(any(e > b for e, b in zip(grid[c], cal.bounds)) for c in cheaper)
+    assert all(m <= cal.steps for _, m in grid)  # nothing dearer than the choice was measured
     assert cal.steps < 20  # tiny random models are smooth: fewer points than the paper's do as well
 
 
-def test_settings_are_carried_and_an_impossible_tolerance_falls_back_to_the_paper():
+def test_a_tolerance_or_another_reference_sets_the_bounds():
+    lm = tiny_lm("GPT-2")
+    lin = calibrate(lm, QUERIES, against=("linspace", 20), steps=(2, 4, 8), exact=16)
+    assert lin.against == ("linspace", 20)
+    assert lin.bounds == pytest.approx(_errors(lm, QUERIES, "linspace", 20, 16), rel=1e-3, abs=1e-6)
+    tol = calibrate(lm, QUERIES, tolerance=1e-2, steps=(2, 4, 8), exact=16)
+    assert tol.against is None and tol.bounds == (1e-2, 1e-2) and tol.error <= 1e-2
+
+
+def test_settings_are_carried_and_an_impossible_tolerance_falls_back_to_the_reference():
     lm = tiny_lm("GPT-2")
     cal = calibrate(lm, QUERIES[:1], kn.IG(baseline="amig"), steps=(2, 4), exact=16)
     assert cal.settings.baseline == "amig" and cal.settings.rule in kn.RULES
-    want = _worst(lm, QUERIES[:1], *PAPER, 16, baseline="amig")
-    assert cal.tolerance == pytest.approx(want, rel=1e-3, abs=1e-6)
+    assert cal.bounds == pytest.approx(_errors(lm, QUERIES[:1], *PAPER, 16, baseline="amig"), rel=1e-3, abs=1e-6)
     none = calibrate(lm, QUERIES[:1], tolerance=0.0, rules=["riemann_left"], steps=(2, 4), exact=16)
     assert (none.rule, none.steps) == PAPER and none.error > 0
+
+
+def test_search_takes_the_fewest_points_then_the_smallest_worst_error_on_planted_tables():
+    table = {("a", 2): (0.5, 0.01), ("b", 2): (0.02, 0.3),  # each fails one prompt at 2 points
+             ("a", 4): (0.05, 0.05), ("b", 4): (0.08, 0.01),  # both qualify at 4: a's worst is smaller
+             ("a", 8): (0.0, 0.0), ("b", 8): (0.0, 0.0)}
+    asked = []
+
+    def measure(r, m):
+        asked.append((r, m))
+        return table[r, m]
+
+    chosen, grid = search(measure, [("a", 8), ("b", 8), ("a", 2), ("a", 4), ("b", 2), ("b", 4)], bounds=(0.1, 0.1))
+    assert chosen == ("a", 4, (0.05, 0.05))
+    assert sorted(asked[:2]) == [("a", 2), ("b", 2)] and sorted(asked[2:]) == [("a", 4), ("b", 4)]  # cheapest first, nothing past the choice
+    assert [c[:2] for c in grid] == asked
+    assert search(measure, [("a", 2)], bounds=(0.1, 0.1))[0] is None
 
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(queries=[]), "non-empty list"), (dict(queries=[("p",)]), "string pairs"),
     (dict(rules=["simpson"]), "unknown rule"), (dict(steps=(0, 2)), "positive integers"),
     (dict(exact=1), "exact must be"), (dict(tolerance=-1.0), "tolerance must be"),
-    (dict(settings=kn.Activation()), "must be a kn.IG"),
+    (dict(settings=kn.Activation()), "must be a kn.IG"), (dict(against=("simpson", 4)), "against must be"),
+    (dict(against=("riemann_trapezoid", 1)), "against must be"),
 ])
 def test_bad_inputs_say_what_was_wrong(kwargs, match):
     lm = tiny_lm("GPT-2")
