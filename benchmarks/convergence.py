@@ -224,6 +224,10 @@ def main() -> None:
           .unstack("model").round(3).to_markdown())
     rec = recommend(errors, sets)
     print("recommended:", rec.to_dict("records")[0])
+    moved = transfer(errors, sets)
+    print("calibrated on 3 facts, scored on the rest (means over splits):")
+    print(moved.groupby("model")[["steps", "held_error", "paper_held_error", "held_agreement", "paper_held_agreement",
+                                   "prompts_no_worse", "no_worse"]].mean().round(4).to_markdown())
     if args.record:
         from kn import recording
 
@@ -234,7 +238,7 @@ def main() -> None:
         prov = recording.provenance(cmd, seconds=sum(r.get("seconds", 0.0) for r in recs),
                                     settings={k: v for k, v in vars(args).items() if k != "record"})
         recording.record(args.record, {"errors": errors, "sets": sets, "recommended": rec,
-                                       "exact_checks": checks}, prov)
+                                       "transfer": moved, "exact_checks": checks}, prov)
         print(f"recorded in {args.record}")
 
 

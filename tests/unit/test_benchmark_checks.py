@@ -182,6 +182,36 @@ def test_convergence_recommendation_is_the_cheapest_setting_no_worse_than_the_pa
     assert rec["error a"] == 1e-5 and rec["paper error b"] == 1e-3 and rec["agreement b"] == 0.95
 
 
+def test_calibration_transfer_on_planted_tables():
+    """Model a: Gauss-Legendre 4 beats the paper's setting on every prompt, 2 points on some facts only;
+    model b: nothing cheaper holds, so the paper's setting is kept. Checked split by split."""
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("convergence", REPO / "benchmarks" / "convergence.py")
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    errors, sets = [], []
+    for model in ("a", "b"):
+        for f in range(8):
+            good2 = model == "a" and f < 4  # 2 points are good enough on half of a's facts
+            table = {("riemann_left", 20): 1e-2, ("gauss_legendre", 2): 1e-3 if good2 else 5e-2,
+                     ("gauss_legendre", 4): 1e-4 if model == "a" else 2e-2}
+            for (rule, steps), e in table.items():
+                errors += [{"model": model, "fact_id": f"f{f}", "prompt": j, "rule": rule, "steps": steps,
+                            "error": e * (1 + j)} for j in range(2)]
+                sets.append({"model": model, "fact_id": f"f{f}", "rule": rule, "steps": steps,
+                             "refined_vs_exact": 1.0 if e < 1e-2 else 0.5 if e > 1e-2 else 0.9})
+    moved = conv.transfer(pd.DataFrame(errors), pd.DataFrame(sets), k=3, splits=20)
+    assert len(moved) == 40 and set(moved.calibration_facts) == {3}
+    a, b = moved[moved.model == "a"], moved[moved.model == "b"]
+    assert set(a.steps) <= {2, 4} and 4 in set(a.steps)  # 2 points only when every calibration fact allows it
+    assert (b.rule == "riemann_left").all() and (b.steps == 20).all() and b.no_worse.all()
+    four = a[a.steps == 4]
+    assert four.no_worse.all() and (four.prompts_no_worse == 1.0).all()
+    two = a[a.steps == 2]  # chosen on good facts only: worse than the paper's on the held-out bad ones
+    assert (two.prompts_no_worse < 1.0).all()
+
+
 def test_speed_benchmark_keeps_every_part_and_touches_the_readme_only_when_all_ran(tmp_path, monkeypatch):
     """benchmarks/bench_speed.py with stand-in parts: a part that fails leaves the others' tables in the
     results file and the README as it was; when every part runs, the README's section is replaced."""
