@@ -279,7 +279,7 @@ def report(rows: list[dict], args) -> tuple[str, bool]:
 
     fr, fm = args.fast
     ok = True
-    L = [f"Fast setting: `{fr}`, {fm} steps. Paper setting: riemann_left, 20 steps (kn's exact fast path). "
+    L = [f"Fixed fast setting (without calibration): `{fr}`, {fm} steps. Paper setting: riemann_left, 20 steps (kn's exact fast path). "
          f"Package: `get_scores`, {PEER_STEPS} steps, batch {B.BATCH}. Exact integral: Gauss-Legendre "
          f"{args.exact}. {args.threads} torch threads; {rows[0]['n_prompts']} prompts x "
          f"{1 if args.check_only else args.reps} "

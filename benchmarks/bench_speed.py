@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     cmds = commands(args, args.fast)
     machine = B.describe_machine(2)
     head = (f"Command: `python benchmarks/bench_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
-            f"Commit {B._commit(REPO)}, {time.strftime('%Y-%m-%d')}, {machine}. Fast setting: `{args.fast}`.")
+            f"Commit {B._commit(REPO)}, {time.strftime('%Y-%m-%d')}, {machine}. Fixed fast setting: `{args.fast}`; the recommendation is kn.calibrate per model.")
     sections, failed = [head], []
 
     def write():
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                              env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
         secs = time.perf_counter() - t
-        body = out.stdout[out.stdout.index("Fast setting:"):] if part == "fast" and "Fast setting:" in out.stdout \
+        body = out.stdout[out.stdout.index("Fixed fast setting"):] if part == "fast" and "Fixed fast setting" in out.stdout \
             else out.stdout
         if out.returncode:  # the other parts still run; this one's section says what failed
             failed.append(part)

@@ -220,7 +220,7 @@ def test_speed_benchmark_keeps_every_part_and_touches_the_readme_only_when_all_r
     speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(speed)
     good, bad = tmp_path / "good.py", tmp_path / "bad.py"
-    good.write_text("print('loading...')\nprint('Fast setting: x, 2 steps')\nprint('| model | 3.0x |')\n")
+    good.write_text("print('loading...')\nprint('Fixed fast setting (without calibration): x, 2 steps')\nprint('| model | 3.0x |')\n")
     bad.write_text("import sys\nprint('half a table')\nsys.exit('it broke')\n")
     monkeypatch.setattr(speed, "commands", lambda args, fast: {"fast": [str(good)], "run": [str(bad)]})
     readme = tmp_path / "README.md"
