@@ -180,7 +180,6 @@ def run_family(family: str, args, tmp: Path, log) -> dict:
     cal = kn.calibrate(local.lm, held, against=("linspace", PEER_STEPS), exact=args.exact)
     cal_s = time.perf_counter() - t0
     matched = (cal.rule, cal.steps)
-    grid = [{"rule": r, "steps": m, "worst": max(e)} for r, m, e in cal.grid]
     log(f"   kn.calibrate against the package's rule (linspace {PEER_STEPS}) at kn's site on {len(held)} other "
         f"prompts: {matched[0]} {matched[1]} in {cal_s:.1f} s")
     sides = {"paper": PAPER, "fast": args.fast, "matched": matched}
@@ -242,7 +241,7 @@ def run_family(family: str, args, tmp: Path, log) -> dict:
         lin = [local.scores(p, a, "linspace", PEER_STEPS) for p, a in ps]
         err["peer_vs_kn_linspace"] = [B.rel_err(torch.load(f).double(), b) for f, b in zip(outs["peer"], lin)]
     row = {"family": family, "name": name, "n_prompts": len(ps), "cross": cross, "err": err,
-           "sets": sets, "peaks": peaks, "matched": matched, "grid": grid, "calibration": (len(held), cal_s)}
+           "sets": sets, "peaks": peaks, "matched": matched, "calibration": (len(held), cal_s)}
 
     def med(t):
         return statistics.median(statistics.median(x) for x in t) if all(t) else None
