@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The full-size runs of the second paper's chapters (issues 13 and 14), recorded under book/results/:
+#   bash book/results/record.sh dkn   # degenerate + fact_checking: gemma-3-270m en and zh, smollm2-135m en
+#   bash book/results/record.sh ml    # amig + language_independent: gemma-3-270m en,zh,fr,ru; smollm2-135m en,fr
+# Each chapter runs with papermill (cwd book/) and its full-size parameters; its kn runs live in
+# runs/dkn and runs/ml (kill-safe: run it again and it resumes), its log in runs/logs/. A finished
+# (model, language) writes runs/logs/NAME.done and is skipped after. The quadrature: gemma-3-270m at
+# gauss_legendre 6, what kn.calibrate picked for the AMIG baseline on 3 built-in facts outside these
+# relations, en + zh (book/results/calibration/gemma-3-270m-amig.json, from book/results/calibrate.py);
+# smollm2-135m at the paper's setting, which calibration keeps on that model (chapter "How many steps
+# do you need?").
+#   bash book/results/record.sh save      # runs in progress -> journals/ (their configs and journals, to commit)
+#   bash book/results/record.sh restore   # journals/ -> runs/, to resume them on another machine
+set -u
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.venv/bin:$PATH" PYTHONUNBUFFERED=1
+mkdir -p runs/logs
+RELATIONS='["capital", "official_language", "continent", "currency", "city_country", "company_country"]'
+GEMMA=(-p rule gauss_legendre -p steps 6)
+SMOLLM=(-p rule riemann_left -p steps 20)
+
+chapter() {  # chapter NAME TAG PARAMS...: execute book/NAME.md; 0 on success
+    local name=$1 tag=$2; shift 2
+    jupytext --quiet --to ipynb --output "runs/logs/$tag.src.ipynb" "book/$name.md" || return 1
+    local start=$SECONDS
+    papermill --cwd book --kernel python3 --no-progress-bar --log-level WARNING --execution-timeout 86400 \
+        "runs/logs/$tag.src.ipynb" "runs/logs/$tag.ipynb" "$@" > "runs/logs/$tag.log" 2>&1
+    local rc=$?
+    echo "$(date -u +%FT%TZ) $tag rc=$rc $((SECONDS - start)) s" | tee -a runs/logs/record.log
+    return $rc
+}
+
+dkn() {  # dkn MODEL LANGUAGE QUADRATURE...
+    local m=$1 l=$2; shift 2
+    [ -e "runs/logs/dkn-$m-$l.done" ] && return 0
+    local p=(-p model "$m" -p language "$l" -y "relations: $RELATIONS" -p facts_per_relation 20 "$@"
+             -p out "$PWD/runs/dkn")
+    chapter degenerate "dkn-$m-$l" "${p[@]}" -p sets_per_relation 2 -p record "results/dkn/$m-$l" \
+        && chapter fact_checking "fc-$m-$l" "${p[@]}" -p record "results/factcheck/$m-$l" \
+        && touch "runs/logs/dkn-$m-$l.done"
+}
+
+ml() {  # ml MODEL LANGUAGES QUADRATURE...
+    local m=$1 langs=$2; shift 2
+    [ -e "runs/logs/ml-$m.done" ] && return 0
+    local p=(-p model "$m" -y "languages: $langs" -y "relations: $RELATIONS" -p facts_per_relation 20 "$@"
+             -p out "$PWD/runs/ml")
+    chapter amig "amig-$m" "${p[@]}" -p record "results/amig/$m" \
+        && chapter language_independent "likn-$m" "${p[@]}" -p record "results/likn/$m" \
+        && touch "runs/logs/ml-$m.done"
+}
+
+case "${1:-}" in
+    dkn) dkn gemma-3-270m en "${GEMMA[@]}"; dkn gemma-3-270m zh "${GEMMA[@]}"; dkn smollm2-135m en "${SMOLLM[@]}" ;;
+    ml) ml gemma-3-270m "[en, zh, fr, ru]" "${GEMMA[@]}"; ml smollm2-135m "[en, fr]" "${SMOLLM[@]}" ;;
+    save) mkdir -p journals/runs/logs
+          for t in dkn ml; do
+              [ -d "runs/$t" ] && rm -rf "journals/runs/$t" && cp -r "runs/$t" "journals/runs/$t"
+          done
+          find journals/runs \( -name '*.parquet' -o -name .lock \) -delete
+          cp runs/logs/*.done journals/runs/logs/ 2>/dev/null; true ;;
+    restore) [ -d journals/runs ] && mkdir -p runs && cp -r journals/runs/. runs/ ;;
+    *) echo "usage: bash book/results/record.sh dkn|ml|save|restore" >&2; exit 2 ;;
+esac
