@@ -509,10 +509,11 @@ class Worker:
                    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         if side == "peer":
             env.pop("PYTHONPATH", None)  # the peer environment must not see kn or kn's packages
-            if env.get("KN_MALLOC", "").strip().lower() != "default":
-                # the glibc thresholds kn sets for itself (kn.allocator), so both sides run on the same malloc
-                env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20))
-                env.setdefault("MALLOC_TRIM_THRESHOLD_", str(2**31 - 1))
+            from kn import allocator  # the driver runs with kn's interpreter
+
+            if allocator.enabled():  # the glibc thresholds kn sets for itself, so both sides run on the same malloc
+                env.setdefault("MALLOC_MMAP_THRESHOLD_", str(allocator.MMAP_MAX))
+                env.setdefault("MALLOC_TRIM_THRESHOLD_", str(allocator.TRIM_MAX))
         else:
             env["PYTHONPATH"] = os.pathsep.join(p for p in [str(tree), env.get("PYTHONPATH", "")] if p)
             env["KN_BENCH_TREE"] = str(tree)
