@@ -31,11 +31,12 @@ def cpu_bf16() -> str:
 
     try:
         flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
-    except (OSError, StopIteration):
-        flags = set()
-    native = sorted(f for f in ("avx512_bf16", "amx_bf16") if f in flags)
-    return (f"CPU: torch capability {torch.backends.cpu.get_cpu_capability()}; bf16 instructions: "
-            f"{', '.join(native) if native else 'none (bf16 products are emulated)'}.")
+    except (OSError, StopIteration):  # not Linux x86: the flags are not known here
+        flags = None
+    native = sorted(f for f in ("avx512_bf16", "amx_bf16") if f in (flags or ()))
+    found = "unknown (no /proc/cpuinfo flags)" if flags is None else \
+        ", ".join(native) if native else "none (bf16 products are emulated)"
+    return f"CPU: torch capability {torch.backends.cpu.get_cpu_capability()}; bf16 instructions: {found}."
 
 
 def main(argv=None) -> None:
