@@ -24,21 +24,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def cpu_bf16() -> str:
-    """Whether this CPU multiplies bfloat16 natively: torch's CPU capability and the bf16 flags of
-    /proc/cpuinfo (without avx512_bf16 or amx_bf16, bf16 products are emulated, many times slower)."""
-    import torch
-
-    try:
-        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
-    except (OSError, StopIteration):  # not Linux x86: the flags are not known here
-        flags = None
-    native = sorted(f for f in ("avx512_bf16", "amx_bf16") if f in (flags or ()))
-    found = "unknown (no /proc/cpuinfo flags)" if flags is None else \
-        ", ".join(native) if native else "none (bf16 products are emulated)"
-    return f"CPU: torch capability {torch.backends.cpu.get_cpu_capability()}; bf16 instructions: {found}."
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="gemma-3-270m,smollm2-135m")
@@ -49,12 +34,13 @@ def main(argv=None) -> None:
     import torch
 
     import kn
+    import kn.cpu
     from bench_amig import CAUSAL
     from kn.locate import coarse
 
     torch.set_num_threads(2)
     profiles = {}
-    print(cpu_bf16() + "\n")
+    print(kn.cpu.describe() + "\n")
     print("| model | fp32 s/prompt | bf16 s/prompt | bf16 / fp32 (median, per prompt) | max score error (of the "
           "largest) | coarse-set Jaccard (median, min) |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import arch
+from . import arch, cpu
 from .cache import cache_dir
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,9 @@ def load(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None
             f"{str(err).splitlines()[0] if str(err) else ''}). Without internet, use a packaged model."
         ) from err
     _check_head(model, info, name_or_path)
+    if dtype == torch.bfloat16 and device.type == "cpu" and cpu.bf16_native() is False:
+        log.warning("dtype=torch.bfloat16 on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16): "
+                    "its products are emulated, about 10x slower than float32; pass dtype=torch.float32")
     lm = wrap(model.to(device), tokenizer, name=name_or_path)
     lm._meta["source"] = {"name_or_path": name_or_path, "dtype": str(dtype).removeprefix("torch.")}
     return lm
