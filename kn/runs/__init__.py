@@ -25,10 +25,11 @@ from .config import FORMAT
 from .directory import CONFIG, JOURNAL, RunConfigError
 from .engine import run
 from .journal import Journal
+from .keyed import Keyed
 from .multilingual import MultiRunResult
 from .phases import PHASES, Phase
 from .result import RunResult, load_run
 from .settings import RunSettings
 
-__all__ = ["CONFIG", "FORMAT", "JOURNAL", "PHASES", "Journal", "MultiRunResult", "Phase", "Ray", "RunConfigError", "RunResult",
+__all__ = ["CONFIG", "FORMAT", "JOURNAL", "PHASES", "Journal", "Keyed", "MultiRunResult", "Phase", "Ray", "RunConfigError", "RunResult",
            "RunSettings", "load_run", "run"]

@@ -16,6 +16,7 @@ from . import multilingual
 from . import tables as T
 from .directory import JOURNAL, locked, read_config, start
 from .journal import Journal
+from .keyed import Keyed, resolve
 from .phases import Phase, make_phases, record_keys, table_names
 from .result import RunResult
 from .settings import RunSettings
@@ -38,7 +39,9 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     "verify" suppresses / amplifies them on the fact and, with `controls`, on a random fact of
     another relation and of the same relation. Results go to `out_dir` (kn.runs): an interrupted run
     restarted with the same arguments resumes; `resume=False` replaces a run there (or fills an empty
-    directory; anything else is refused). A fact that raises is recorded with its error.
+    directory; anything else is refused). `out_dir=kn.runs.Keyed(parent, name)` names the directory by
+    the run's config (parent/name-<key>): other arguments, another directory. A fact that raises is
+    recorded with its error.
 
     languages: several language codes (or "en,zh"): the facts with a version in every one, run in
     each (`kn.runs.multilingual`: out_dir/<language>/ a run each); returns a `MultiRunResult`.
@@ -50,8 +53,8 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     if languages is not None and "language" in changes:
         raise checks.ArgumentError("pass language= (one run) or languages= (one run per language), not both")
     settings = RunSettings.make(settings, **changes)
-    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
-        raise checks.ArgumentError(f"out_dir must be a directory path, got {out_dir!r}")
+    if not isinstance(out_dir, Keyed) and (not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip()):
+        raise checks.ArgumentError(f"out_dir must be a directory path or a kn.runs.Keyed, got {out_dir!r}")
     facts = facts if hasattr(facts, "__len__") else list(facts)
     if not len(facts):
         raise checks.ArgumentError("facts is empty: pass a FactSet (kn.data.load, select_facts) or a list of Facts")
@@ -61,9 +64,6 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     if languages is not None:
         return multilingual.run(lm, facts, out_dir, settings, languages, progress=progress, resume=resume,
                                 engine=ray or "local")
-    if multilingual.is_multilingual(out_dir):
-        raise checks.ArgumentError(f"{out_dir} holds a multilingual run; pass its languages= to resume it, or "
-                                   "choose another directory")
     selected = [f for f in facts if f.has(settings.language)]
     if not selected:
         raise checks.ArgumentError(f"none of the {len(facts)} facts has a {settings.language!r} version; pass "
@@ -71,11 +71,15 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     if len(selected) < len(facts):
         log.info("%d of %d facts have no %r version; left out", len(facts) - len(selected), len(facts),
                  settings.language)
-    out = Path(out_dir)
+    config = C.make(lm, facts, selected, settings)
+    out = resolve(out_dir, config)
+    if multilingual.is_multilingual(out):
+        raise checks.ArgumentError(f"{out} holds a multilingual run; pass its languages= to resume it, or "
+                                   "choose another directory")
     out.mkdir(parents=True, exist_ok=True)
     phases = make_phases(settings)
     with locked(out):
-        start(out, C.make(lm, facts, selected, settings), resume, table_names())
+        start(out, config, resume, table_names())
         journal = Journal(out / JOURNAL)
         records = journal.read()
         try:

@@ -20,6 +20,7 @@ from typing import Sequence
 from .. import checks, likn
 from . import config as C
 from .directory import CONFIG, RunConfigError, locked, write_json
+from .keyed import resolve
 from .result import RunResult, load_run as load_one
 from .settings import RunSettings
 
@@ -57,12 +58,12 @@ def run(lm, facts, out_dir, settings: RunSettings, languages: Sequence[str], *, 
                                    f"the facts have {', '.join(have)}")
     if len(aligned) < len(facts):
         log.info("%d of %d facts lack one of %s; left out", len(facts) - len(aligned), len(facts), langs)
-    out = Path(out_dir)
+    config = _config(lm, facts, aligned, settings, langs)
+    out = resolve(out_dir, config)
     out.mkdir(parents=True, exist_ok=True)
     if (out / CONFIG).exists():
         raise RunConfigError(f"{out} holds a single-language kn run; choose another directory for a run in "
                              f"{', '.join(langs)}")
-    config = _config(lm, facts, aligned, settings, langs)
     with locked(out):
         _start(out, config, resume)
     facts_set = facts.filter(ids=[f.fact_id for f in aligned]) if hasattr(facts, "filter") else aligned
