@@ -26,6 +26,16 @@ def _by_fact(sets: Sets) -> dict[str, dict[str, set[Neuron]]]:
     return out
 
 
+def sets_from_table(neurons) -> dict[str, dict[str, list[Neuron]]]:
+    """`sets` from a run's neurons table (columns fact_id, language, layer, index; a recorded
+    neurons.csv), for `by_layer` and `overlap` without the run. A fact located with no neuron has no
+    row, so it is absent here; both functions count only non-empty sets, so they give the run's."""
+    out: dict[str, dict[str, list[Neuron]]] = {}
+    for fid, lang, layer, index in neurons[["fact_id", "language", "layer", "index"]].itertuples(index=False):
+        out.setdefault(str(lang), {}).setdefault(str(fid), []).append((int(layer), int(index)))
+    return out
+
+
 def fact_likn(per_language: Mapping[str, set[Neuron]]) -> set[Neuron]:
     """The neurons shared by every language with a non-empty set (empty below two such languages)."""
     found = [s for s in per_language.values() if s]

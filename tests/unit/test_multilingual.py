@@ -149,6 +149,19 @@ def test_multirun_likn_uses_the_runs_neurons(whole):
     assert list(jac.index) == ["en", "xx", "yy"]
 
 
+def test_sets_from_a_recorded_neurons_table_give_the_runs_layers_and_overlap(whole, tmp_path):
+    import pandas as pd
+
+    whole.neurons.to_csv(tmp_path / "neurons.csv", index=False)
+    sets = likn.sets_from_table(pd.read_csv(tmp_path / "neurons.csv"))
+    n_layers = whole.config["model"]["n_layers"]
+    assert sum(map(len, sets.values())) > 0
+    pd.testing.assert_frame_equal(likn.by_layer(sets, n_layers), whole.likn_by_layer())
+    got, want = likn.overlap(sets, whole.languages), whole.overlap()
+    pd.testing.assert_frame_equal(got[0], want[0])
+    pd.testing.assert_frame_equal(got[1], want[1])
+
+
 def test_select_facts_aligned_and_known_in_every_language(lm):
     from kn.data import select_facts
 
