@@ -2,7 +2,7 @@
 # The full-size runs of the second paper's chapters (issues 13 and 14), recorded under book/results/:
 #   bash book/results/record.sh dkn   # degenerate + fact_checking: gemma-3-270m en and zh, smollm2-135m en
 #   bash book/results/record.sh ml    # amig + language_independent: gemma-3-270m en,zh,fr,ru; smollm2-135m en,fr
-#   bash book/results/record.sh amig-en   # amig alone: smollm2-135m en (it knows few facts in both en and fr)
+#   bash book/results/record.sh amig-en   # amig alone: smollm2-135m en, 6 relations x 10 facts (it knows few facts in both en and fr)
 # Each chapter runs with papermill (cwd book/) and its full-size parameters; its kn runs live in
 # runs/dkn and runs/ml (kill-safe: run it again and it resumes), its log in runs/logs/. A finished
 # (model, language) writes runs/logs/NAME.done and is skipped after. The quadrature: gemma-3-270m at
@@ -51,17 +51,17 @@ ml() {  # ml MODEL LANGUAGES QUADRATURE...
         && touch "runs/logs/ml-$m.done"
 }
 
-amig_one() {  # amig_one MODEL LANGUAGE QUADRATURE...: the AMIG comparison in one language (all its known facts)
-    local m=$1 l=$2; shift 2
+amig_one() {  # amig_one MODEL LANGUAGE FACTS_PER_RELATION QUADRATURE...: the AMIG comparison in one language
+    local m=$1 l=$2 n=$3; shift 3
     [ -e "runs/logs/amig-$m-$l.done" ] && return 0
-    chapter amig "amig-$m-$l" -p model "$m" -y "languages: [$l]" -y "relations: $RELATIONS" -p facts_per_relation 20 \
+    chapter amig "amig-$m-$l" -p model "$m" -y "languages: [$l]" -y "relations: $RELATIONS" -p facts_per_relation "$n" \
         "$@" -p out "$PWD/runs/ml" -p record "results/amig/$m-$l" && touch "runs/logs/amig-$m-$l.done"
 }
 
 case "${1:-}" in
     dkn) dkn gemma-3-270m en "${GEMMA[@]}"; dkn gemma-3-270m zh "${GEMMA[@]}"; dkn smollm2-135m en "${SMOLLM[@]}" ;;
     ml) ml gemma-3-270m "[en, zh, fr, ru]" "${GEMMA[@]}"; ml smollm2-135m "[en, fr]" "${SMOLLM[@]}" ;;
-    amig-en) amig_one smollm2-135m en "${SMOLLM[@]}" ;;  # smollm2-135m knows few facts in both en and fr
+    amig-en) amig_one smollm2-135m en 10 "${SMOLLM[@]}" ;;  # smollm2-135m knows few facts in both en and fr
     save) mkdir -p journals/runs/logs
           for t in dkn ml; do
               [ -d "runs/$t" ] && rm -rf "journals/runs/$t" && cp -r "runs/$t" "journals/runs/$t"
