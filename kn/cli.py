@@ -116,20 +116,28 @@ def _selected(args, facts, lm, language, seed: int):
 
 
 def run_settings(args):
-    """The RunSettings of `kn run`'s arguments (the one place they meet)."""
+    """The RunSettings of `kn run`'s arguments (the one place they meet): the attribution flags, the
+    common ones, and each phase's flags (`phase_flags`), those given only."""
     from .runs import RunSettings
-
     from .settings import resolve
 
     ig = dict(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier)
     for flag, value in ig.items():
         if args.method != "ig" and value is not None:
             raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
-    return RunSettings(language=args.language or RunSettings().language, attribution=resolve(method=args.method, **ig),
-                       threshold=args.threshold, share=args.share, min_prompts=args.min_prompts,
-                       controls=not args.no_controls, seed=args.seed,
-                       phases=tuple(args.phases.split(",")) if args.phases else RunSettings().phases,
-                       dkn_candidates=args.dkn_candidates)
+    given = {name: getattr(args, name) for name, _ in phase_flags() if getattr(args, name) is not None}
+    phases = tuple(p.strip() for p in args.phases.split(",")) if args.phases else RunSettings().phases
+    return RunSettings.make(language=args.language or RunSettings().language, seed=args.seed, phases=phases,
+                            attribution=resolve(method=args.method, **ig), **given)
+
+
+def phase_flags():
+    """(setting name, dataclass field) of every registered phase's settings, in registry order."""
+    import dataclasses
+
+    from .runs.phases import PHASES
+
+    return [(f.name, f) for p in PHASES.values() for f in dataclasses.fields(p.Settings)]
 
 
 def cmd_run(args) -> None:
@@ -156,10 +164,7 @@ def cmd_run(args) -> None:
     print(f"{time.perf_counter() - t0:.0f} s; tables in {args.out}")
 
 
-SUMMARY = [("relation", "relation", None), ("facts", "facts", None), ("errors", "errors", None),
-           ("neurons_per_fact", "KNs/fact", ".2f"), ("share", "share", ".2f"), ("suppression", "suppress", "+.1%"),
-           ("amplification", "amplify", "+.1%"), ("control_other_suppression", "ctrl suppress", "+.1%"),
-           ("control_other_amplification", "ctrl amplify", "+.1%"), ("dkn_pairs_per_fact", "DKN pairs/fact", ".2f")]
+SUMMARY = [("relation", "relation", None), ("facts", "facts", None), ("errors", "errors", None)]  # then each phase's
 
 
 def _engine(args):
@@ -174,12 +179,19 @@ def _engine(args):
 
 
 def _summary(res) -> None:
-    """The relations table, the columns the run's phases made."""
+    """The run's settings, a line per phase, and the relations table: the columns its phases name."""
+    from .runs.phases import make_phases
+
+    phases = make_phases(res.settings)
+    a = res.settings.attribution
+    print(f"settings: language {res.settings.language}, seed {res.settings.seed}, attribution "
+          + ", ".join(f"{k} {v}" for k, v in a.to_dict().items() if v is not None))
+    for p in phases:
+        values = [f"{k} {v}" for k, v in res.config["settings"].get(p.name, {}).items()]
+        if values:
+            print(f"  {p.name}: " + ", ".join(values))
     rel = res.relations
-    if "dkn_pairs" in res.facts and len(rel):
-        per = res.facts.groupby("relation").dkn_pairs.mean()
-        rel = rel.assign(dkn_pairs_per_fact=rel.relation.map(per))
-    cols = [c for c in SUMMARY if c[0] in rel.columns]
+    cols = [c for c in [*SUMMARY, *(c for p in phases for c in p.summary)] if c[0] in rel.columns]
     rows = [tuple(v if f is None else _fmt(v, f) for (_, _, f), v in zip(cols, r))
             for r in rel[[c for c, _, _ in cols]].itertuples(index=False)]
     print(_table(rows, tuple(h for _, h, _ in cols)))
@@ -221,7 +233,10 @@ def cmd_coverage(args) -> None:
 
 def _add_run(p) -> None:
     """The arguments of `kn run`; the settings' defaults are RunSettings' (`run_settings` reads them back)."""
+    import dataclasses
+
     from .runs import RunSettings
+    from .runs.phases import PHASES
     from .quadrature import RULES
     from .settings import KINDS
 
@@ -241,17 +256,16 @@ def _add_run(p) -> None:
     p.add_argument("--rule", choices=list(RULES), default=None,
                    help=f"IG quadrature rule (default {KINDS['ig']().rule})")
     _add_baseline(p)
-    p.add_argument("--threshold", type=fraction, default=D.threshold,
-                   help=f"coarse filter t (default {', '.join(f'{c.coarse_threshold} {k}' for k, c in KINDS.items())})")
-    p.add_argument("--share", type=fraction, default=D.share, help="starting refinement share p (tuned per relation)")
-    p.add_argument("--min-prompts", type=positive_int, default=D.min_prompts)
-    p.add_argument("--no-controls", action="store_true", help="skip the other- and same-relation controls")
-    p.add_argument("--seed", type=int, default=D.seed)
+    p.add_argument("--seed", type=int, default=D.seed, help="seed of every seeded choice (facts, controls)")
     p.add_argument("--phases", default=None,
-                   help=f"comma-separated phases, in order (default {','.join(D.phases)}; add degenerate for "
-                        "degenerate knowledge neurons and fact-checking)")
-    p.add_argument("--dkn-candidates", type=positive_int, default=D.dkn_candidates,
-                   help="the degenerate phase's candidates: each prompt's top neurons by attribution")
+                   help=f"comma-separated phases, in order, of {', '.join(PHASES)} (default {','.join(D.phases)}; "
+                        "add degenerate for degenerate knowledge neurons and fact-checking)")
+    for phase in PHASES.values():
+        fields = dataclasses.fields(phase.Settings)
+        if fields:
+            group = p.add_argument_group(f"phase {phase.name}", (phase.Settings.__doc__ or "").strip().splitlines()[0])
+            for f in fields:
+                _add_setting(group, f.name, f)
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="where the per-fact work runs: here, or on Ray workers (pip install 'kn[ray]')")
     p.add_argument("--workers", type=positive_int, default=None, help="Ray workers (default 2), each loads the model")
@@ -260,6 +274,28 @@ def _add_run(p) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
     p.set_defaults(func=cmd_run)
+
+
+def _add_setting(p, name: str, f) -> None:
+    """A phase setting's flag, from its field: --name-with-dashes (--no-name for one on by default),
+    its help text, its default and its parser (`kn.runs.phases.setting`)."""
+    from .runs.phases.setting import at_least, fraction as is_fraction, fraction_or_none
+
+    flag, meta, default = "--" + name.replace("_", "-"), f.metadata, f.default
+    help = meta.get("help", "")
+    if isinstance(default, bool):
+        if default:
+            p.add_argument("--no-" + flag[2:], dest=name, action="store_const", const=False, default=None,
+                           help=f"do not: {help[0].lower()}{help[1:]}")
+        else:
+            p.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help)
+        return
+    check = meta.get("check")
+    parse = meta.get("cli_type") or (fraction if check in (is_fraction, fraction_or_none) else
+                                     positive_int if getattr(check, "low", None) == 1 else
+                                     int if isinstance(default, int) else float)
+    p.add_argument(flag, dest=name, type=parse, nargs=meta.get("nargs"), default=None,
+                   help=help if default is None else f"{help} (default {default})")
 
 
 def _add_baseline(p) -> None:

@@ -82,8 +82,7 @@ class _Worker:
         import torch
 
         from ..models import load
-        from .phases import make_phases, record_keys
-        from .state import State
+        from .phases import make_phases, new_state
 
         torch.set_num_threads(max(1, int(threads)))
         self.lm = load(source["name_or_path"], device=device, dtype=getattr(torch, source["dtype"]))
@@ -91,7 +90,7 @@ class _Worker:
         for p in self.phases.values():
             p.start(self.lm, facts)
         self.facts = {f.fact_id: f for f in facts}
-        self.state = State(record_keys(list(self.phases.values())))
+        self.state = new_state(list(self.phases.values()))
 
     def run(self, phase: str, fact_id: str, records: list) -> tuple[dict, int, float]:
         """(the fact's record of `phase`, this process's pid, seconds), after taking in `records`."""

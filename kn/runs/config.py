@@ -1,10 +1,19 @@
-"""What config.json records about a run, and how two configs are compared for a resume.
+"""What config.json records about a run, and how a resume compares two configs.
 
-config.json = {"kind": "kn run", "format": 2, "kn_version", "settings": RunSettings.asdict(),
-"model": lm.describe(), "data": {name, fingerprint, n_facts, relations}, "created"}. Format 1 (kn
-before kn.runs) had no "kind", `method` and `steps` where format 2 has `attribution` (the settings
-value's dict), and no `phases` or `relation_neuron_share`; `upgrade` reads it as the format 2 config
-it stands for, so such a run loads and resumes.
+config.json = {"kind": "kn run", "format": 3, "kn_version", "settings": RunSettings.asdict() (the
+common settings and one entry per phase), "model": lm.describe(), "data": {name, fingerprint,
+n_facts, relations}, "created"}; a run whose phase settings changed on a resume also keeps
+"history" (the settings it had before, with the date and kn version) and, for a journal written
+before records carried keys, "legacy_keys".
+
+On a resume the model, the data and the common settings must be the same (else the run is refused,
+each difference named); the phases and their settings may change: records made under other
+settings are ignored and recomputed (`kn.runs.phases.base`). The kn version is recorded, not
+compared: a newer kn resumes a run whose records are still valid.
+
+Format 1 (kn before kn.runs) had `method` and `steps` where format 2 has `attribution`; format 2
+had every phase's settings in one flat dict. `upgrade` reads both as the format 3 config they
+stand for, so such runs load and resume.
 """
 from __future__ import annotations
 
@@ -12,10 +21,12 @@ import json
 from typing import Any, Sequence
 
 from ..data.schema import fingerprint as schema_fingerprint
+from .phases import make_phases, record_versions
 from .settings import RunSettings
 
-FORMAT = 2
+FORMAT = 3
 KIND = "kn run"
+NOT_COMPARED = ("created", "format", "kn_version", "history", "legacy_keys")
 
 
 def make(lm, facts, selected: Sequence, settings: RunSettings) -> dict:
@@ -49,19 +60,67 @@ def is_run_config(config: Any) -> bool:
 
 
 def upgrade(config: dict) -> dict:
-    """`config` in the current format (a format 1 config as the format 2 config it stands for)."""
+    """`config` in the current format (settings added since it was written take their defaults, what
+    the run used)."""
     fmt = config.get("format")
-    if fmt == FORMAT:  # settings added since it was written take their defaults (what the run used)
+    if fmt in (2, FORMAT):
         return {**config, "settings": RunSettings.from_dict(config["settings"]).asdict()}
     if fmt == 1:
-        return {"kind": KIND, **config, "format": FORMAT,
-                "settings": RunSettings.from_format1(config["settings"]).asdict()}
-    raise ValueError(f"config format {fmt!r} is not one this kn reads (1 or {FORMAT}): written by a newer kn?")
+        return {"kind": KIND, **config, "settings": RunSettings.from_format1(config["settings"]).asdict()}
+    raise ValueError(f"config format {fmt!r} is not one this kn reads (1 to {FORMAT}): written by a newer kn?")
 
 
 def settings_of(config: dict) -> RunSettings:
     """The RunSettings a config records (any format)."""
     return RunSettings.from_dict(upgrade(config)["settings"])
+
+
+def legacy_keys(config: dict) -> dict[str, str]:
+    """{record type: key} for the journal's records that carry no key: written before kn keyed its
+    records, under the settings of the config that run started with."""
+    if "legacy_keys" in config:
+        return dict(config["legacy_keys"])
+    if config.get("format", FORMAT) < FORMAT:
+        return record_versions(make_phases(settings_of(config)))
+    return {}
+
+
+def blocking_differences(new: dict, stored: dict) -> list[str]:
+    """What keeps a run of config `new` from resuming the one `stored` records: model, data, common
+    settings (one readable line each); the phases and their settings may differ."""
+    old = upgrade(stored)
+    s_new, s_old = new["settings"], old["settings"]
+    phase_names = set(s_new.get("phases", [])) | set(s_old.get("phases", []))
+    strip = lambda s: {k: v for k, v in s.items() if k != "phases" and k not in phase_names}  # noqa: E731
+    return differences(comparable({**new, "settings": strip(s_new)}), comparable({**old, "settings": strip(s_old)}))
+
+
+def phase_differences(new: dict, stored: dict) -> list[str]:
+    """Where the phases and their settings differ (what a resume recomputes)."""
+    s_new, s_old = new["settings"], upgrade(stored)["settings"]
+    names = ["phases", *dict.fromkeys([*s_new.get("phases", []), *s_old.get("phases", [])])]
+    return differences({k: s_new.get(k, "<absent>") for k in names}, {k: s_old.get(k, "<absent>") for k in names},
+                       "settings")
+
+
+def resumed(new: dict, stored: dict, when: str) -> dict:
+    """The config.json a resume of `stored` with config `new` writes: `new`, created when `stored`
+    was, with `stored`'s settings in its history when they differ."""
+    out = {**new, "created": stored.get("created")}
+    history = list(stored.get("history", []))
+    if phase_differences(new, stored) or new.get("kn_version") != stored.get("kn_version"):
+        history.append({"until": when, "kn_version": stored.get("kn_version"), "settings": stored["settings"]})
+    if history:
+        out["history"] = history
+    legacy = legacy_keys(stored)
+    if legacy:
+        out["legacy_keys"] = legacy
+    return out
+
+
+def comparable(config: dict) -> dict:
+    """`config` without what a resume does not compare, JSON-normalized (tuples as lists)."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in NOT_COMPARED}))
 
 
 def differences(new: Any, old: Any, path: str = "") -> list[str]:

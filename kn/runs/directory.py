@@ -120,16 +120,16 @@ def _clear(out: Path, tables: Iterable[str]) -> None:
 
 def _check_resumable(out: Path, config: dict, stored: dict) -> None:
     try:
-        old = C.upgrade(stored)
+        diffs = C.blocking_differences(config, stored)
     except ValueError as err:
         raise RunConfigError(f"{out} holds a run kn cannot resume: {err}") from None
-    diffs = C.differences(json.loads(json.dumps(config)), old)  # tuples -> lists, as stored
     if diffs:
         raise RunConfigError(
-            f"{out} holds a run with a different configuration, so it cannot be resumed:\n  "
-            + "\n  ".join(diffs)
-            + "\nRerun with the same model, data and settings to resume it, choose another output "
-              "directory for a new run, or pass resume=False (CLI: --fresh) to replace it.")
+            f"{out} holds a run with a different configuration (model, data or common settings), so it cannot be "
+            f"resumed: " + "; ".join(diffs)
+            + "\nRerun with the same model, data and settings to resume it (the phases and their settings may "
+              "change: what they invalidate is recomputed), choose another output directory for a new run, or "
+              "pass resume=False (CLI: --fresh) to replace it.")
 
 
 def _json_or_none(path: Path):

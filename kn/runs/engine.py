@@ -14,13 +14,13 @@ from . import cluster
 from . import config as C
 from . import multilingual
 from . import tables as T
-from .directory import JOURNAL, locked, read_config, start
+from .directory import CONFIG, JOURNAL, locked, read_config, start, write_json
 from .journal import Journal
 from .keyed import Keyed, resolve
-from .phases import Phase, make_phases, record_keys, table_names
+from .phases import Phase, make_phases, new_state, table_names
 from .result import RunResult
 from .settings import RunSettings
-from .state import State
+from .state import KEY, State, with_legacy_keys
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +80,36 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     phases = make_phases(settings)
     with locked(out):
         start(out, config, resume, table_names())
+        stored = read_config(out)
+        if C.differences(C.comparable(config), C.comparable(C.upgrade(stored))) or \
+                config["kn_version"] != stored.get("kn_version"):  # other phase settings, or a newer kn
+            changed = C.phase_differences(config, stored)
+            if changed:
+                log.warning("%s: the phases' settings changed; what they invalidate is recomputed (the journal keeps "
+                            "the old records, config.json their settings under \"history\"):\n  %s", out,
+                            "\n  ".join(changed))
+            write_json(out / CONFIG, C.resumed(config, stored, _now()))
+        legacy = C.legacy_keys(read_config(out))
         journal = Journal(out / JOURNAL)
-        records = journal.read()
+        records = with_legacy_keys(journal.read(), legacy)
         try:
             if ray is None:
-                _work(lm, selected, phases, State(record_keys(phases), records), journal, out, progress, records, None)
+                _work(lm, selected, phases, new_state(phases, records), journal, out, progress, records, None)
             else:
                 with cluster.Pool(ray, lm, settings, selected) as pool:
-                    _work(lm, selected, phases, State(record_keys(phases), records), journal, out, progress,
-                          records, pool)
+                    _work(lm, selected, phases, new_state(phases, records), journal, out, progress, records, pool)
         finally:
             journal.close()
         # the final tables come from the journal as it stands on disk
-        tables = T.build(State(record_keys(phases), journal.read()), phases)
+        tables = T.build(new_state(phases, with_legacy_keys(journal.read(), legacy)), phases)
         T.write(out, tables)
     return RunResult(out, read_config(out), tables)
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Journal, out: Path,
@@ -117,11 +132,11 @@ def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Jo
                 todo = _todo(p, rel_facts, state)
                 done = (p.run_fact(lm, f, state) for f in todo) if pool is None else pool.map(p.name, todo, records)
                 for rec in done:
-                    writer.add(journal, rec)
+                    writer.add(journal, {**rec, KEY: p.fact_key})
                     if p is root:
                         bar.update()
                 if p.relation_record and not state.has(p.relation_record, relation):
-                    writer.add(journal, p.run_relation(lm, relation, rel_facts, state))
+                    writer.add(journal, {**p.run_relation(lm, relation, rel_facts, state), KEY: p.relation_key})
             writer.write()  # tidy results as we go
 
 

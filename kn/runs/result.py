@@ -10,12 +10,12 @@ from pathlib import Path
 
 from ..data.templates import Continuation
 from . import tables as T
-from .config import settings_of
+from .config import legacy_keys, settings_of
 from .directory import JOURNAL, read_config
 from .journal import Journal
-from .phases import make_phases, record_keys
+from .phases import make_phases, new_state
 from .settings import RunSettings
-from .state import State
+from .state import with_legacy_keys
 
 Neuron = tuple[int, int]
 
@@ -129,5 +129,5 @@ def load_run(out_dir: str | os.PathLike) -> RunResult:
         return multilingual.load(out)
     config = read_config(out)
     phases = make_phases(settings_of(config))
-    state = State(record_keys(phases), Journal(out / JOURNAL).read(repair=False))
+    state = new_state(phases, with_legacy_keys(Journal(out / JOURNAL).read(repair=False), legacy_keys(config)))
     return RunResult(out, config, T.build(state, phases))

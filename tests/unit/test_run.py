@@ -111,7 +111,7 @@ def test_tables_and_outputs(baseline):
     assert cfg["kn_version"] == kn.__version__ and cfg["model"]["model"] == "tiny-GPT-2"
     assert cfg["data"] == {"name": "tiny", "fingerprint": tiny_facts().fingerprint(), "n_facts": 9,
                            "relations": ["capital", "language"]}
-    assert cfg["settings"]["attribution"]["steps"] == STEPS and cfg["settings"]["threshold"] == 0.2
+    assert cfg["settings"]["attribution"]["steps"] == STEPS and cfg["settings"]["locate"]["threshold"] == 0.2
 
 
 def test_error_recorded_and_run_goes_on(baseline):
@@ -158,42 +158,43 @@ def test_torn_last_line_is_cut_and_redone(lm, baseline, tmp_path):
 
 
 def test_config_mismatch_refuses_to_resume(lm, baseline):
-    with pytest.raises(RunConfigError, match=r"(?s)different configuration.*settings\.share: 0\.5 now, 0\.7.*--fresh"):
-        run(lm, tiny_facts(), baseline.out_dir, steps=STEPS, share=0.5, progress=False)
+    with pytest.raises(RunConfigError, match=r"(?s)cannot be resumed:.*settings\.seed: 1 now, 0.*--fresh"):
+        run(lm, tiny_facts(), baseline.out_dir, steps=STEPS, seed=1, progress=False)
     with pytest.raises(RunConfigError, match=r"data\.fingerprint"):
         run(lm, tiny_facts()[:4], baseline.out_dir, steps=STEPS, progress=False)
     with pytest.raises(RunConfigError, match=r"model\.model"):
         run(tiny_lm("Llama"), tiny_facts(), baseline.out_dir, steps=STEPS, progress=False)
 
 
-# one other valid value per setting: a run must notice a change of any of them
-CHANGED = {"phases": ("locate",), "language": "de", "attribution": IG(steps=STEPS, rule="gauss_legendre"),
-           "threshold": 0.3,
-           "share": 0.6, "min_prompts": 2, "kns_per_fact": (1, 4), "share_step": 0.1, "share_tries": 3,
-           "relation_neuron_share": 0.2, "controls": False, "seed": 1, "suppress_factor": 0.5, "amplify_factor": 3.0,
-           "dkn_candidates": 10, "dkn_single": 0.1, "dkn_pair": 0.3, "dkn_share": 0.7}
+# one other valid value per common setting: a run must refuse to resume with any of them changed
+COMMON_CHANGED = {"language": "de", "attribution": IG(steps=STEPS, rule="gauss_legendre"), "seed": 1}
+# one other valid value per phase setting: a resume with it recomputes what it invalidates
+PHASE_CHANGED = {"threshold": 0.3, "share": 0.6, "min_prompts": 2, "kns_per_fact": (1, 4), "share_step": 0.1,
+                 "share_tries": 3, "relation_neuron_share": 0.5, "controls": False, "suppress_factor": 0.5,
+                 "amplify_factor": 3.0, "dkn_candidates": 10, "dkn_single": 0.1, "dkn_pair": 0.3, "dkn_share": 0.7}
 
 
 def test_config_records_the_settings_the_run_used(baseline):
-    from kn.runs.settings import field_names
+    from kn.runs.phases import COMMON, PHASES
 
     cfg = json.loads((baseline.out_dir / "config.json").read_text())
     settings = RunSettings(attribution=IG(steps=STEPS))
-    assert cfg["settings"] == settings.asdict() and list(cfg["settings"]) == field_names()
+    assert cfg["settings"] == settings.asdict() and list(cfg["settings"]) == [*COMMON, "locate", "verify"]
+    assert set(cfg["settings"]["verify"]) == {"controls", "suppress_factor", "amplify_factor"}
     assert cfg["settings"]["attribution"] == {**IG().to_dict(), "steps": STEPS} and IG().to_dict()["kind"] == "ig"
     assert RunSettings.from_dict(cfg["settings"]).asdict() == cfg["settings"]
     assert baseline.settings.attribution == IG(steps=STEPS)
-    assert cfg["settings"]["threshold"] == 0.2  # resolved: the value the run used, not "the default"
-    assert cfg["kind"] == "kn run" and cfg["format"] == 2
+    assert cfg["settings"]["locate"]["threshold"] == 0.2  # resolved: the value the run used, not "the default"
+    assert cfg["kind"] == "kn run" and cfg["format"] == 3 and "degenerate" in PHASES
 
 
-@pytest.mark.parametrize("name", sorted(CHANGED))
-def test_any_changed_setting_refuses_to_resume(lm, baseline, name):
-    from kn.runs.settings import field_names
+@pytest.mark.parametrize("name", sorted(COMMON_CHANGED))
+def test_any_changed_common_setting_refuses_to_resume(lm, baseline, name):
+    from kn.runs.phases import COMMON
 
-    assert set(CHANGED) == set(field_names()), "a new setting needs a changed value here"
+    assert set(COMMON_CHANGED) == set(COMMON) - {"phases"}, "a new common setting needs a changed value here"
     before = (baseline.out_dir / JOURNAL).read_bytes()
-    changed = RunSettings.make(RunSettings(attribution=IG(steps=STEPS)), **{name: CHANGED[name]})
+    changed = RunSettings.make(RunSettings(attribution=IG(steps=STEPS)), **{name: COMMON_CHANGED[name]})
     facts = tiny_facts()
     if name == "language":  # a run needs facts in its language (else it is refused before any resume)
         facts = FactSet([*facts, Fact("de/1", "capital", {"de": "Paris"}, {"de": "Frankreich"},
@@ -203,8 +204,79 @@ def test_any_changed_setting_refuses_to_resume(lm, baseline, name):
     assert (baseline.out_dir / JOURNAL).read_bytes() == before
 
 
+NEW_NUMBERS = set(PHASE_CHANGED) - {"share"}  # changes that must show in the tables (the share tuning may find the same share)
+
+
+@pytest.fixture(scope="module")
+def dkn_baseline(lm, tmp_path_factory):
+    return run(lm, tiny_facts(), tmp_path_factory.mktemp("dkn"), steps=STEPS, phases=("locate", "verify", "degenerate"),
+               progress=False)
+
+
+def _tables_differ(a, b) -> bool:
+    for name in a.tables:
+        try:
+            pd.testing.assert_frame_equal(a.tables[name], b.tables[name], check_dtype=False)
+        except AssertionError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("name", sorted(PHASE_CHANGED))
+def test_a_changed_phase_setting_recomputes_what_it_invalidates(lm, baseline, dkn_baseline, name, tmp_path):
+    """Resuming a finished run with one phase setting changed: the records that depend on it are made
+    anew (appended; the old ones stay in the journal), the tables show new numbers, config.json
+    records the new value and keeps the old settings in its history; the same call again is a no-op."""
+    from kn.runs.phases import PHASES, owner_of
+    from kn.runs.phases.setting import scoped
+
+    assert set(PHASE_CHANGED) == {f for p in PHASES.values() for f in scoped(p.Settings(), "fact")
+                                  | scoped(p.Settings(), "relation") | scoped(p.Settings(), "table")}
+    owner = owner_of(name)
+    first = dkn_baseline if owner.name == "degenerate" else baseline
+    phases = first.settings.phases
+    out = tmp_path / "run"
+    out.mkdir()
+    for f in ("config.json", JOURNAL):
+        (out / f).write_bytes((first.out_dir / f).read_bytes())
+    before = records(out)
+    res = run(lm, tiny_facts(), out, steps=STEPS, phases=phases, progress=False, **{name: PHASE_CHANGED[name]})
+    after = records(out)
+    assert after[: len(before)] == before  # nothing of the old run is lost
+    scope = next(f.metadata["scope"] for f in __import__("dataclasses").fields(owner.Settings) if f.name == name)
+    new_types = {r["type"] for r in after[len(before):]}
+    if scope == "table":
+        assert new_types == set()
+    elif scope == "relation":
+        assert "relation" in new_types and "fact" not in new_types
+    else:
+        assert owner.fact_record in new_types
+    if name in NEW_NUMBERS:
+        assert _tables_differ(first, res), f"changing {name} changed no number"
+    cfg = json.loads((out / "config.json").read_text())
+    value = PHASE_CHANGED[name]
+    assert cfg["settings"][owner.name][name] == (list(value) if isinstance(value, tuple) else value)
+    assert cfg["history"][-1]["settings"][owner.name][name] != cfg["settings"][owner.name][name]
+    assert_same_results(load_run(out), res)
+    again = run(lm, tiny_facts(), out, steps=STEPS, phases=phases, progress=False, **{name: PHASE_CHANGED[name]})
+    assert records(out) == after
+    assert_same_results(again, res)
+
+
+def test_adding_a_phase_keeps_the_records_of_the_others(lm, baseline, tmp_path):
+    out = tmp_path / "run"
+    for name in ("config.json", JOURNAL):
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes((baseline.out_dir / name).read_bytes())
+    res = run(lm, tiny_facts(), out, steps=STEPS, phases=("locate", "verify", "degenerate"), dkn_candidates=4,
+              progress=False)
+    new = records(out)[len(records(baseline.out_dir)):]
+    assert {r["type"] for r in new} == {"degenerate"} and res.facts.dkn_pairs.notna().sum() == 8
+    pd.testing.assert_frame_equal(res.neurons, baseline.neurons)
+
+
 def test_settings_are_checked_once_with_clear_errors(lm, tmp_path):
-    for bad, message in [(dict(share=1.5), "share must be in"), (dict(steps=0), "steps"),
+    for bad, message in [(dict(share=1.5), "share must be between 0.0 and 1.0, got 1.5"), (dict(steps=0), "steps"),
                          (dict(phases=("verify",)), "needs \\['locate'\\] before it"),
                          (dict(phases=("locate", "nope")), "unknown phase 'nope'"),
                          (dict(kns_per_fact=(5, 2)), "kns_per_fact must be"), (dict(method="x"), "method must be")]:
@@ -237,6 +309,11 @@ def test_a_format_1_run_resumes(lm, baseline, tmp_path):
     assert res.config["format"] == 1 and res.settings == RunSettings.make(steps=STEPS, threshold=0.2)
     with pytest.raises(RunConfigError, match=r"settings\.seed: 1 now, 0"):
         run(lm, tiny_facts(), tmp_path, steps=STEPS, seed=1, progress=False)
+    # its settings changed: the old records still count where they are valid (legacy keys), only verify is redone
+    res = run(lm, tiny_facts(), tmp_path, steps=STEPS, amplify_factor=3.0, progress=False)
+    new = records(tmp_path)[len(records(baseline.out_dir)):]
+    assert {r["type"] for r in new} == {"verify"} and res.config["format"] == 3 and "legacy_keys" in res.config
+    pd.testing.assert_frame_equal(load_run(tmp_path).neurons, baseline.neurons)
 
 
 def test_a_new_phase_is_one_class(lm, tmp_path, monkeypatch):

@@ -1,5 +1,12 @@
 """The unit of a run: a `Phase` does one kind of work per fact and/or per relation, journals one
-record type for each, and adds its columns (and tables of its own) to the run's tidy tables.
+record type for each, and adds its columns (and tables of its own) to the run's tidy tables. Its
+settings are one frozen dataclass of its own (`Settings`, fields made with `setting.setting`): the
+run's config.json, the CLI's flags and the run summary are derived from it.
+
+Every record a phase journals carries a key (`fact_key`, `relation_key`): a digest of what the record
+depends on, i.e. the run's common settings, the phase's settings of that scope and the keys of the
+phases it needs. A record whose key is not the current one is ignored (and recomputed), so a result
+is never older than its settings; the journal keeps it.
 
 A run's phases run in order, relation by relation: for each phase, every fact it wants
 (`run_fact`), then the relation (`run_relation`). A phase may read the records of the phases it
@@ -16,14 +23,15 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from ...verify import ratio_of_means
-from ..settings import RunSettings
 from ..state import State
+from .setting import NoSettings, digest, scoped
 
 
 class Phase:
     """Base class of the run phases (subclasses set the class attributes and override what they do)."""
 
     name: ClassVar[str]
+    Settings: ClassVar[type] = NoSettings  # its frozen settings dataclass (fields made with `setting`)
     fact_record: ClassVar[str | None] = None  # journal record type of its per-fact records
     relation_record: ClassVar[str | None] = None  # ... of its per-relation records
     needs: ClassVar[tuple[str, ...]] = ()  # phases whose records it reads (they run before it)
@@ -34,9 +42,36 @@ class Phase:
     dtypes: ClassVar[Mapping[str, str]] = {}  # facts-table column -> pandas dtype
     table_names: ClassVar[tuple[str, ...]] = ()  # its own tables (`tables`)
     headline: ClassVar[tuple[str, ...]] = ()  # relations-table columns `RunResult.headline` averages
+    summary: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()  # (relations column, header, format) the CLI prints
 
-    def __init__(self, settings: RunSettings):
-        self.settings = settings
+    fact_key: str = ""
+    relation_key: str = ""
+
+    def __init__(self, run):
+        """`run`: the run's `kn.runs.RunSettings` (its common part and this phase's settings value)."""
+        self.run = run
+        self.settings = self.resolved(run.of(self.name), run)
+
+    @classmethod
+    def resolved(cls, settings, run):
+        """`settings` with what its defaults leave open filled in from the run's common settings (the
+        values the run uses and config.json records)."""
+        return settings
+
+    def bind(self, needed: Mapping[str, str]) -> None:
+        """Fix the record keys, given the relation keys of the phases it needs."""
+        self.fact_key = digest({"phase": self.name, "common": self.run.common(), "needs": dict(needed),
+                                "settings": scoped(self.settings, "fact")})
+        self.relation_key = digest({"fact": self.fact_key, "settings": scoped(self.settings, "relation")})
+
+    def keys(self) -> dict[str, str]:
+        """{record type: the key its records must carry}."""
+        out = {}
+        if self.fact_record:
+            out[self.fact_record] = self.fact_key
+        if self.relation_record:
+            out[self.relation_record] = self.relation_key
+        return out
 
     # -- the work (a model at hand) ------------------------------------------------------------
     def start(self, lm, facts: Sequence) -> None:

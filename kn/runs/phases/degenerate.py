@@ -5,20 +5,22 @@ its prompts (`kn.degenerate.fact_pairs`).
 Record: ``degenerate`` = {fact_id, relation, candidates (per prompt, how many), pairs (per prompt,
 [[layer, index, layer, index], ...]), fact_pairs (the same form), seconds}, or {fact_id, relation,
 error}. Candidates: the prompt's `dkn_candidates` highest-scoring neurons, from the locate record
-(recomputed for journals written before it kept them). Own table: ``degenerate_pairs``, a row per
+when it kept that many (`locate.TOP`), else recomputed with the run's attribution. Own table: ``degenerate_pairs``, a row per
 (fact, pair of the fact).
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from ...attribution import scores as neuron_scores
 from ...degenerate import degenerate_pairs, fact_pairs
 from ...locate import top
 from ..state import State
-from .base import Phase, error_of, record
+from .base import Phase, error_of, mean, record
 from .locate import answers_of, located
+from .setting import at_least, check_fields, fraction, setting
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,33 @@ def _pairs(rows) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     return [((r[0], r[1]), (r[2], r[3])) for r in rows]
 
 
+@dataclass(frozen=True)
+class DegenerateSettings:
+    """How degenerate knowledge neurons are found (Chen et al. 2024)."""
+
+    dkn_candidates: int = setting(20, "the degenerate phase's candidates: each prompt's top neurons by attribution",
+                                  check=at_least(2))
+    dkn_single: float = setting(0.2, "a pair's neurons each alone keep P(answer) >= (1 - single) x P0",
+                                check=fraction)
+    dkn_pair: float = setting(0.25, "a pair's neurons both suppressed drop P(answer) below (1 - pair) x P0",
+                              check=fraction)
+    dkn_share: float = setting(0.5, "a pair is the fact's when it holds on at least this share of its prompts",
+                               check=fraction)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
 class Degenerate(Phase):
     name = "degenerate"
+    Settings = DegenerateSettings
     fact_record = "degenerate"
     needs = ("locate",)
     fact_columns = ("dkn_pairs", "dkn_neurons")
+    relation_columns = ("dkn_pairs_per_fact",)
     dtypes = {"dkn_pairs": "Int64", "dkn_neurons": "Int64"}
     table_names = ("degenerate_pairs",)
+    summary = (("dkn_pairs_per_fact", "DKN pairs/fact", ".2f"),)
 
     def wants(self, fact_id: str, state: State) -> bool:
         return located(state, fact_id) is not None
@@ -52,8 +74,9 @@ class Degenerate(Phase):
         try:
             per_prompt, counts = [], []
             for j, (p, a) in enumerate(zip(loc["prompts"], answers_of(loc))):
-                best = loc["top"][j] if "top" in loc else top(neuron_scores(lm, p, a, s.attribution),
-                                                              s.dkn_candidates)
+                kept = loc.get("top", [[]] * len(loc["prompts"]))[j]
+                best = kept if len(kept) >= s.dkn_candidates else top(
+                    neuron_scores(lm, p, a, self.run.attribution), s.dkn_candidates)
                 cands = [(l, i) for l, i, _ in best[: s.dkn_candidates]]
                 counts.append(len(cands))
                 per_prompt.append(degenerate_pairs(lm, p, a, cands, single=s.dkn_single, pair=s.dkn_pair))
@@ -71,6 +94,9 @@ class Degenerate(Phase):
             return {"dkn_pairs": None, "dkn_neurons": None}
         pairs = _pairs(r["fact_pairs"])
         return {"dkn_pairs": len(pairs), "dkn_neurons": len({n for p in pairs for n in p})}
+
+    def relation_row(self, relation: str, facts, state: State) -> dict:
+        return {"dkn_pairs_per_fact": mean(facts.dkn_pairs.dropna().astype(float))}
 
     def tables(self, state: State) -> dict:
         import pandas as pd

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ...data.prepare import prepare_fact
@@ -22,6 +23,7 @@ from ...locate import coarse, shared_counts, top, tune_share
 from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, record
+from .setting import at_least, check_fields, fraction, fraction_or_none, low_high, open_fraction, positive_fraction, setting
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,35 @@ def located_facts(state: State, relation: str) -> list[str]:
     return list(rel["facts"]) if rel else []
 
 
+@dataclass(frozen=True)
+class LocateSettings:
+    """How knowledge neurons are located (Dai et al. 2022, section 3.2; algorithms.md section 1)."""
+
+    threshold: float | None = setting(
+        None, "coarse filter t: a neuron passes on a prompt when its score is at least t x the prompt's highest "
+              "(default: the attribution's, 0.2 IG / 0.5 activation)", check=fraction_or_none)
+    min_prompts: int = setting(3, "refinement floor: a knowledge neuron passes on at least this many prompts",
+                               check=at_least(1))
+    share: float = setting(0.7, "refinement share p the per-relation tuning starts from", check=fraction,
+                           scope="relation")
+    kns_per_fact: tuple[float, float] = setting(
+        (2, 5), "the (low, high) mean knowledge neurons per fact the share tuning aims for", check=low_high,
+        scope="relation", nargs=2)
+    share_step: float = setting(0.05, "how far the share tuning moves p per step", check=open_fraction,
+                                scope="relation")
+    share_tries: int = setting(6, "at most this many share evaluations per relation", check=at_least(1),
+                               scope="relation")
+    relation_neuron_share: float = setting(
+        0.1, "a relation-level neuron is a knowledge neuron of at least this share of the relation's located facts",
+        check=positive_fraction, scope="table")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
 class Locate(Phase):
     name = "locate"
+    Settings = LocateSettings
     fact_record = "fact"
     relation_record = "relation"
     fact_columns = ("subject", "answer", "n_prompts", "n_coarse", "n_neurons", "share", "p_before")
@@ -78,21 +107,28 @@ class Locate(Phase):
     dtypes = {"n_prompts": "Int64", "n_neurons": "Int64"}
     table_names = ("neurons",)
     headline = ("neurons_per_fact", "share")
+    summary = (("neurons_per_fact", "KNs/fact", ".2f"), ("share", "share", ".2f"))
+
+    @classmethod
+    def resolved(cls, settings: LocateSettings, run) -> LocateSettings:
+        if settings.threshold is None:
+            return replace(settings, threshold=run.attribution.coarse_threshold)
+        return settings
 
     # -- the work ------------------------------------------------------------------------------
     def run_fact(self, lm, fact, state: State) -> dict:
-        s = self.settings
+        s, language = self.settings, self.run.language
         t0 = time.perf_counter()
         rec = record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation,
-                     subject=fact.subject.get(s.language))
+                     subject=fact.subject.get(language))
         try:
-            prompts, answers, answer = fact_queries(lm, fact, s.language)
+            prompts, answers, answer = fact_queries(lm, fact, language)
             rec |= {"answer": answer, "prompts": prompts, "answers": [str(a) for a in answers]}
             if len(prompts) < s.min_prompts:
                 raise ValueError(f"{len(prompts)} usable prompt(s), fewer than min_prompts={s.min_prompts}: "
                                  f"no neuron could pass the refinement")
-            scores = [neuron_scores(lm, p, a, s.attribution) for p, a in zip(prompts, answers)]
-            rec["sets"] = [sorted([l, i] for l, i in coarse(x, s.coarse_threshold)) for x in scores]
+            scores = [neuron_scores(lm, p, a, self.run.attribution) for p, a in zip(prompts, answers)]
+            rec["sets"] = [sorted([l, i] for l, i in coarse(x, s.threshold)) for x in scores]
             rec["top"] = [[list(t) for t in top(x, TOP)] for x in scores]
             rec["p_before"] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
         except Exception as err:  # recorded; the run goes on

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 from ...verify import effect
@@ -16,6 +17,7 @@ from ..state import State
 from .base import Phase, error_of, mean, ratio, record
 from .controls import Controls
 from .locate import answers_of, knowledge_neurons, located, located_facts
+from .setting import boolean, check_fields, number, setting
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,22 @@ CONTROLS = ("other", "same")
 EFFECT = ("p_before", "p_suppressed", "p_amplified", "suppression", "amplification")
 
 
+@dataclass(frozen=True)
+class VerifySettings:
+    """How knowledge neurons are verified (Dai et al. 2022, section 4.2)."""
+
+    controls: bool = setting(True, "also verify on a random fact of another relation and of the same relation "
+                                   "(chosen by the seed)", check=boolean)
+    suppress_factor: float = setting(0.0, "suppression multiplies the neurons' activations by this", check=number)
+    amplify_factor: float = setting(2.0, "amplification multiplies the neurons' activations by this", check=number)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
 class Verify(Phase):
     name = "verify"
+    Settings = VerifySettings
     fact_record = "verify"
     needs = ("locate",)
     fact_columns = ("p_suppressed", "p_amplified", "suppression", "amplification",
@@ -36,12 +52,15 @@ class Verify(Phase):
     headline = ("suppression", "amplification",
                 *[f"control_{c}_{k}" for c in CONTROLS for k in ("suppression", "amplification")])
 
+    summary = (("suppression", "suppress", "+.1%"), ("amplification", "amplify", "+.1%"),
+               ("control_other_suppression", "ctrl suppress", "+.1%"),
+               ("control_other_amplification", "ctrl amplify", "+.1%"))
+
     controls: Controls | None = None
 
     # -- the work ------------------------------------------------------------------------------
     def start(self, lm, facts: Sequence) -> None:
-        s = self.settings
-        self.controls = Controls(lm, facts, s.language, s.seed) if s.controls else None
+        self.controls = Controls(lm, facts, self.run.language, self.run.seed) if self.settings.controls else None
 
     def wants(self, fact_id: str, state: State) -> bool:
         rec = located(state, fact_id)

@@ -1,0 +1,164 @@
+"""A new run phase is one unit, defined here without editing any kn/ file: its settings (a frozen
+dataclass), its records, its columns. It runs through `kn.run`, survives SIGKILL and resumes with
+every fact done once, and its settings reach config.json, the CLI's flags and the run summary."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kn.runs import JOURNAL, load_run, run
+from kn.runs.phases import PHASES, Phase, check_phase
+from kn.runs.phases.base import record
+from kn.runs.phases.locate import knowledge_neurons, located
+from kn.runs.phases.setting import check_fields, number, setting
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[2]
+STEPS = 2
+
+
+@dataclass(frozen=True)
+class ToySettings:
+    """How the toy phase weighs a fact."""
+
+    toy_factor: float = setting(1.0, "the toy phase's weight per knowledge neuron", check=number)
+    toy_pause: float = setting(0.0, "seconds the toy phase sleeps per fact", check=number, scope="table")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+class Toy(Phase):
+    """Per located fact: its knowledge neurons' count times toy_factor."""
+
+    name, fact_record, needs = "toy", "toy", ("locate",)
+    Settings = ToySettings
+    fact_columns = ("toy_weight",)
+    relation_columns = ("toy_weight",)
+    summary = (("toy_weight", "toy weight", ".1f"),)
+
+    def wants(self, fact_id, state):
+        rec = located(state, fact_id)
+        return rec is not None and knowledge_neurons(state, fact_id, rec["relation"]) is not None
+
+    def run_fact(self, lm, fact, state):
+        time.sleep(self.settings.toy_pause)
+        kns = knowledge_neurons(state, fact.fact_id, fact.relation)
+        return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation,
+                      weight=len(kns) * self.settings.toy_factor)
+
+    def fact_row(self, fact_id, state):
+        rec = state.get(self.fact_record, fact_id)
+        return {"toy_weight": rec["weight"] if rec else None}
+
+    def relation_row(self, relation, facts, state):
+        return {"toy_weight": float(facts.toy_weight.dropna().sum())}
+
+
+def tiny_facts():
+    from kn.data.schema import Fact, FactSet
+
+    pairs = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo")]
+    templates = ["the capital of [X] is [Y]", "[X] capital city is [Y]", "in [X] the capital is [Y]",
+                 "[X] has its capital in [Y]"]
+    return FactSet([Fact(f"capital/{s}", "capital", {"en": s}, {"en": o}, {"en": templates}) for s, o in pairs], "tiny")
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    check_phase(Toy)
+    monkeypatch.setitem(PHASES, "toy", Toy)
+    return Toy
+
+
+CHILD = textwrap.dedent("""
+    import importlib.util, sys, torch
+    torch.set_num_threads(1)
+    spec = importlib.util.spec_from_file_location("toy_phase", sys.argv[1])
+    mod = sys.modules["toy_phase"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from kn.runs import run
+    from kn.runs.phases import register
+    from kn.testing import tiny_lm
+    register(mod.Toy)
+    run(tiny_lm("GPT-2"), mod.tiny_facts(), sys.argv[2], steps=%d, phases=("locate", "toy"), toy_factor=3.0,
+        toy_pause=0.5, progress=False)
+    print("finished")
+""") % STEPS
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(l) for l in (out / JOURNAL).read_text().splitlines() if l.strip()]
+
+
+def test_a_phase_defined_here_survives_sigkill_and_resumes(toy, tmp_path):
+    from kn.testing import tiny_lm
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(HERE), str(out)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and child.poll() is None:  # wait until the toy phase has begun
+            if (out / JOURNAL).exists() and b'{"type": "toy"' in (out / JOURNAL).read_bytes():
+                break
+            time.sleep(0.05)
+        assert child.poll() is None, f"the child ended before the kill: {child.communicate()}"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    partial = [r for r in records(out) if r["type"] == "toy"]
+    assert 1 <= len(partial) < 4, "killed while the toy phase was part-way"
+    res = run(tiny_lm("GPT-2"), tiny_facts(), out, steps=STEPS, phases=("locate", "toy"), toy_factor=3.0,
+              toy_pause=0.5, progress=False)
+    recs = records(out)
+    toy_ids = [r["fact_id"] for r in recs if r["type"] == "toy"]
+    located_ids = [r["fact_id"] for r in recs if r["type"] == "fact"]
+    assert sorted(located_ids) == sorted(f.fact_id for f in tiny_facts())  # every fact once
+    with_neurons = res.facts[res.facts.n_neurons.notna()]
+    assert sorted(toy_ids) == sorted(with_neurons.fact_id) and len(toy_ids) == len(set(toy_ids))
+    assert (with_neurons.toy_weight == 3.0 * with_neurons.n_neurons).all()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["settings"]["phases"] == ["locate", "toy"]
+    assert cfg["settings"]["toy"] == {"toy_factor": 3.0, "toy_pause": 0.5}
+
+
+def test_its_settings_change_its_numbers_and_reach_the_cli(toy, tmp_path, monkeypatch, capsys):
+    from kn import cli
+    from kn.testing import tiny_lm
+
+    lm = tiny_lm("GPT-2")
+    out = tmp_path / "run"
+    a = run(lm, tiny_facts(), out, steps=STEPS, phases=("locate", "toy"), progress=False)
+    n = len(records(out))
+    b = run(lm, tiny_facts(), out, steps=STEPS, phases=("locate", "toy"), toy_factor=2.5, progress=False)
+    new = records(out)[n:]
+    assert {r["type"] for r in new} == {"toy"}  # only the toy records are redone
+    assert (b.facts.toy_weight.dropna() == 2.5 * a.facts.toy_weight.dropna()).all() and a.facts.toy_weight.sum() > 0
+    with pytest.raises(ValueError, match="toy_factor must be a number"):
+        run(lm, tiny_facts(), out, steps=STEPS, phases=("locate", "toy"), toy_factor="x", progress=False)
+    with pytest.raises(ValueError, match="toy_factor belong.*phase 'toy'.*does not do"):
+        run(lm, tiny_facts(), out, steps=STEPS, toy_factor=2.0, progress=False)
+    # the CLI: a flag per setting, with its help text; the summary prints its settings and its column
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    assert "--toy-factor" in capsys.readouterr().out
+    code = cli.main(["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "2", "--steps", "2",
+                     "--phases", "locate,toy", "--toy-factor", "4", "--out", str(tmp_path / "cli")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "toy: toy_factor 4.0, toy_pause 0.0" in printed and "toy weight" in printed
+    assert load_run(tmp_path / "cli").config["settings"]["toy"]["toy_factor"] == 4.0
