@@ -230,8 +230,9 @@ def test_a_changed_phase_setting_recomputes_what_it_invalidates(lm, baseline, dk
     from kn.runs.phases import PHASES, owner_of
     from kn.runs.phases.setting import scoped
 
-    assert set(PHASE_CHANGED) == {f for p in PHASES.values() for f in scoped(p.Settings(), "fact")
-                                  | scoped(p.Settings(), "relation") | scoped(p.Settings(), "table")}
+    settings = [PHASES[n].Settings() for n in ("locate", "verify", "degenerate")]  # statements: test_statements.py
+    assert set(PHASE_CHANGED) == {f for s in settings for f in scoped(s, "fact") | scoped(s, "relation")
+                                  | scoped(s, "table")}
     owner = owner_of(name)
     first = dkn_baseline if owner.name == "degenerate" else baseline
     phases = first.settings.phases
@@ -534,3 +535,16 @@ def test_cli_resume_reuses_the_fact_selection(lm, tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(cli, "_load", lambda args: lm)
     assert cli.main(argv + ["--fresh"]) == 0  # a fresh start replaces the run and its selection
     assert json.loads((out / "selection.json").read_text())["fact_ids"] == saved["fact_ids"]
+
+
+def test_dkn_candidates_beyond_what_locate_keeps(lm, dkn_baseline, tmp_path):
+    """locate keeps each prompt's top 20; 25 candidates are recomputed, run and recorded as 25."""
+    from kn.runs.phases.locate import TOP
+
+    for f in ("config.json", JOURNAL):
+        (tmp_path / f).write_bytes((dkn_baseline.out_dir / f).read_bytes())
+    res = run(lm, tiny_facts(), tmp_path, steps=STEPS, phases=("locate", "verify", "degenerate"),
+              dkn_candidates=TOP + 5, progress=False)
+    deg = [r for r in records(tmp_path)[len(records(dkn_baseline.out_dir)):] if r["type"] == "degenerate"]
+    assert deg and all(c == TOP + 5 for r in deg for c in r.get("candidates", [TOP + 5]))
+    assert res.config["settings"]["degenerate"]["dkn_candidates"] == TOP + 5

@@ -1,8 +1,10 @@
-"""Fact-checking's model-facing part on a tiny model: the plan follows
+"""Fact-checking's model-facing part (the run phase "statements") on a tiny model: the plan follows
 its definition, every statement's numbers equal a recomputation from kn's public kernels, wrong
-objects come from the data's distractors, and the journal resumes without redoing a fact."""
+objects come from the data's distractors, a resume redoes no fact, and a changed setting of the phase
+or of a phase it reads gives new statements, never the old ones."""
 import json
 
+import pandas as pd
 import pytest
 
 import kn
@@ -10,7 +12,7 @@ from kn import checks, factcheck
 from kn import statements as S
 from kn.data.schema import Fact, FactSet
 from kn.data.templates import with_object
-from kn.runs import run
+from kn.runs import JOURNAL, load_run, run
 from kn.testing import tiny_lm
 
 from test_run import tiny_facts
@@ -26,11 +28,15 @@ def lm():
     return tiny_lm("GPT-2", initializer_range=0.2)
 
 
+PHASES = ("locate", "degenerate", "statements")
+# a loose pair rule (alone: anything; together: any drop) so that a random tiny model has DKN sets
+RUN = dict(steps=3, phases=PHASES, dkn_candidates=6, dkn_single=1.0, dkn_pair=0.0, fc_test=0.25, fc_random=3,
+           progress=False)
+
+
 @pytest.fixture(scope="module")
 def res(lm, tmp_path_factory):
-    # a loose pair rule (alone: anything; together: any drop) so that a random tiny model has DKN sets
-    return run(lm, tiny_facts(), tmp_path_factory.mktemp("dkn"), steps=3, phases=("locate", "degenerate"),
-               dkn_candidates=6, dkn_single=1.0, dkn_pair=0.0, progress=False)
+    return run(lm, tiny_facts(), tmp_path_factory.mktemp("dkn"), **RUN)
 
 
 SETTINGS = S.FactCheck(test=0.25, n_random=3)
@@ -53,8 +59,8 @@ def test_plan_follows_its_definition(lm, res):
     assert again == plans  # seeded
 
 
-def test_statements_equal_a_recomputation(lm, res, tmp_path):
-    t = S.score_statements(lm, res, SETTINGS, out=tmp_path, progress=False)
+def test_statements_equal_a_recomputation(lm, res):
+    t = res.statements
     plans = S.plan(res, SETTINGS, n_layers=lm.n_layers, width=lm.width)
     assert set(t.fact_id) == {f for p in plans.values() for f in p.train + p.test}
     assert (t.groupby("fact_id").kind.apply(sorted).map(tuple) == ("false", "true")).all()
@@ -76,42 +82,49 @@ def test_statements_equal_a_recomputation(lm, res, tmp_path):
     d = factcheck.decisions(t)
     assert set(d.method) >= {"dkn", "argmax", "p-pair", "random", "all-kn"}
     assert len(factcheck.evaluate(d))
+    assert load_run(res.out_dir).statements.equals(t)  # the table is rebuilt from the journal alone
 
 
-def test_wrong_objects_from_the_data(lm, res):
+def test_wrong_objects_from_the_data(lm, tmp_path):
     facts = FactSet([Fact(f.fact_id, f.relation, f.subject, f.object, f.templates,
                           {"en": ("Berlin",) if f.object["en"] != "Berlin" else ("Rome",)}) for f in tiny_facts()],
                     "tiny")
-    plans = S.plan(res, SETTINGS, n_layers=lm.n_layers, width=lm.width)
-    wrong = S.wrong_objects(res, plans, 0, facts)
+    t = run(lm, facts, tmp_path, **RUN).statements
     gold = {f.fact_id: f.object["en"] for f in facts}
-    assert wrong and all(w == ("Berlin" if gold[f] != "Berlin" else "Rome") for f, w in wrong.items())
+    false = t[t.kind == "false"]
+    assert len(false) and all(o == ("Berlin" if gold[f] != "Berlin" else "Rome") for f, o in zip(false.fact_id, false.object))
 
 
-def test_resumes_and_refuses_other_settings(lm, res, tmp_path, monkeypatch):
-    whole = S.score_statements(lm, res, SETTINGS, out=tmp_path / "a", progress=False)
-    lines = (tmp_path / "a" / S.JOURNAL).read_text().splitlines()
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / S.JOURNAL).write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # torn mid-record
-    done = {json.loads(l)["fact_id"] for l in lines[1:3]}
+def test_resumes_and_never_serves_old_statements(lm, res, tmp_path, monkeypatch):
+    lines = (res.out_dir / JOURNAL).read_text().splitlines()
+    first = next(i for i, l in enumerate(lines) if json.loads(l)["type"] == "statement")
+    (tmp_path / "config.json").write_bytes((res.out_dir / "config.json").read_bytes())
+    (tmp_path / JOURNAL).write_text("\n".join(lines[: first + 2]) + "\n" + lines[first + 2][:20])  # torn mid-record
+    done = {json.loads(l)["fact_id"] for l in lines[first: first + 2]}
     asked = []
     real = kn.attribution.scores
     monkeypatch.setattr(kn.attribution, "scores", lambda lm, p, a, s: asked.append(p) or real(lm, p, a, s))
-    again = S.score_statements(lm, res, SETTINGS, out=tmp_path / "b", progress=False)
-    assert again.equals(whole)
-    assert not {p for f in done for p, _ in res.fact_queries(f)[:1]} & set(asked) or len(done) == 0
-    assert len(asked) == 2 * (whole.fact_id.nunique() - len(done))
-    assert S.load_statements(tmp_path / "b").equals(whole)
-    with pytest.raises(checks.ArgumentError, match="other settings"):
-        S.score_statements(lm, res, S.FactCheck(seed=1), out=tmp_path / "b", progress=False)
+    again = run(lm, tiny_facts(), tmp_path, **RUN)
+    pd.testing.assert_frame_equal(again.statements, res.statements)
+    assert len(asked) == 2 * (res.statements.fact_id.nunique() - len(done))  # the others, true and false once each
+    n = len((tmp_path / JOURNAL).read_text().splitlines())
+    # a setting of the phase: only the statements are redone, with new numbers
+    other = run(lm, tiny_facts(), tmp_path, **{**RUN, "fc_random": 5})
+    new = [json.loads(l) for l in (tmp_path / JOURNAL).read_text().splitlines()[n:]]
+    assert {r["type"] for r in new} == {"statement"}
+    assert other.statements.random.map(len).max() == 5 and res.statements.random.map(len).max() == 3
+    # a setting of a phase it reads: the degenerate pairs and the statements are redone, never the old ones served
+    looser = run(lm, tiny_facts(), tmp_path, **{**RUN, "fc_random": 5, "dkn_candidates": 4})
+    assert looser.settings.dkn_candidates == 4
+    redone = [json.loads(l) for l in (tmp_path / JOURNAL).read_text().splitlines()[n + len(new):]]
+    assert {r["type"] for r in redone} == {"degenerate", "statement"}
+    assert all(c == 4 for r in redone if r["type"] == "degenerate" for c in r["candidates"])  # what runs is what is recorded
 
 
-def test_a_run_without_the_phase_is_refused(lm, tmp_path):
-    plain = run(lm, tiny_facts(), tmp_path / "plain", steps=3, phases=("locate",), progress=False)
-    with pytest.raises(checks.ArgumentError, match="degenerate"):
-        S.score_statements(lm, plain, progress=False)
-    with pytest.raises(checks.ArgumentError, match="FactCheck"):
-        S.score_statements(lm, plain, {"test": 0.2}, progress=False)
+def test_a_run_without_the_phase_it_needs_is_refused(lm, tmp_path):
+    with pytest.raises(ValueError, match=r"phase 'statements' needs \['degenerate'\]"):
+        run(lm, tiny_facts(), tmp_path / "plain", steps=3, phases=("locate", "statements"), progress=False)
+    assert not (tmp_path / "plain").exists()
 
 
 def test_cli_phases(lm, tmp_path, monkeypatch, capsys):

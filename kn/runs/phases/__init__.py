@@ -9,6 +9,7 @@ from typing import Sequence
 from .base import Phase
 from .degenerate import Degenerate
 from .locate import Locate
+from .statements import Statements
 from .verify import Verify
 
 PHASES: dict[str, type[Phase]] = {}
@@ -98,7 +99,7 @@ def table_names() -> list[str]:
     return [*SHARED, *(t for p in PHASES.values() for t in p.table_names)]
 
 
-for _phase in (Locate, Verify, Degenerate):
+for _phase in (Locate, Verify, Degenerate, Statements):
     register(_phase)
 
 __all__ = ["COMMON", "PHASES", "Phase", "check_phase", "check_phases", "make_phases", "new_state", "owner_of",
