@@ -203,6 +203,8 @@ def cmd_coverage(args) -> None:
     from .data.coverage import coverage
 
     t0 = time.perf_counter()
+    if args.record:
+        recording.check_dest(args.record)  # before the model: a folder kn may not record into is refused now
     lm = _load(args)
     languages = args.languages.split(",") if args.languages else None
     facts = data.load(args.data, languages=languages)
@@ -340,13 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=int, default=200, help="usable facts probed per language, seeded (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-probe", action="store_true", help="count the answers' tokens only; do not probe the model")
-    p.add_argument("--record", default=None, help="record the table with its provenance here (for book/results)")
+    p.add_argument("--record", default=None,
+                   help="record the table with its provenance here (for book/results): an empty directory or "
+                        "one kn recorded before")
     common(p)
     p.set_defaults(func=cmd_coverage)
 
     p = sub.add_parser("record", help="record a finished run's tables with their provenance (for book/results)")
     p.add_argument("run_dir")
-    p.add_argument("dest")
+    p.add_argument("dest", help="an empty (or new) directory, or one kn recorded before: only its files are replaced")
     p.add_argument("--command", dest="command_line", required=True, help="the command that made the run")
     p.add_argument("--seconds", type=float, default=None, help="wall-clock seconds (default: the facts' own)")
     p.add_argument("--commit", default=None, help="kn commit the run used (default: this checkout's)")

@@ -366,8 +366,15 @@ def test_cli_coverage_records_the_table(lm, tmp_path, monkeypatch, capsys):
     from kn import cli
     from kn.data.coverage import coverage
 
-    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    loads = []
+    monkeypatch.setattr(cli, "_load", lambda args: loads.append(args) or lm)
     monkeypatch.setattr(kn.data, "load", lambda spec, languages=None, relations=None: facts())
+    mine = tmp_path / "mine"  # a user's folder: refused before the model loads, left as it was
+    mine.mkdir()
+    (mine / "coverage.csv").write_text("language,known\nen,1\n")
+    assert cli.main(["coverage", "--data", "bmlama:somewhere", "--record", str(mine)]) == 2
+    assert "did not record: coverage.csv" in capsys.readouterr().err and not loads
+    assert [p.name for p in mine.iterdir()] == ["coverage.csv"] and "en,1" in (mine / "coverage.csv").read_text()
     dest = tmp_path / "rec"
     assert cli.main(["coverage", "--data", "bmlama:somewhere", "--languages", "en,xx", "--sample", "3",
                      "--record", str(dest)]) == 0
