@@ -17,7 +17,7 @@ from . import tables as T
 from .directory import JOURNAL, locked, read_config, start
 from .journal import Journal
 from .keyed import Keyed, resolve
-from .phases import Phase, make_phases, record_keys, table_names
+from .phases import Phase, make_phases, record_keys
 from .result import RunResult
 from .settings import RunSettings
 from .state import State
@@ -79,7 +79,7 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     out.mkdir(parents=True, exist_ok=True)
     phases = make_phases(settings)
     with locked(out):
-        start(out, config, resume, table_names())
+        start(out, config, resume)
         journal = Journal(out / JOURNAL)
         records = journal.read()
         try:
