@@ -144,7 +144,8 @@ def check_dest(dest: str | os.PathLike) -> set[str]:
         why = f" (its {PROVENANCE} is not a kn recording's)" if PROVENANCE in others else ""
         raise ValueError(f"{out} holds files kn did not record: {shown}{why}. kn records only into an empty "
                          f"directory or one it recorded before and never replaces a file it did not write, so "
-                         f"nothing was written; choose another destination directory")
+                         f"nothing was written; choose another destination directory (dest; CLI: kn record "
+                         f"DEST, --record)")
     return owned
 
 

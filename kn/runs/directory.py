@@ -124,8 +124,8 @@ def refuse_foreign(out: Path) -> None:
     names = foreign(out)
     if names:
         shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
-        why = f"its {CONFIG} is not a kn run's config" if CONFIG in names else "it holds no kn run"
-        raise RunConfigError(f"{out} is not a kn run ({why}) and not empty: it holds {shown}. kn runs only in an "
+        why = f" (its {CONFIG} is not a kn run's config)" if CONFIG in names else ""
+        raise RunConfigError(f"{out} is not a kn run{why} and not empty: it holds {shown}. kn runs only in an "
                              f"empty directory or a kn run's and never writes over other files, so nothing was "
                              f"changed; choose another output directory for out_dir (CLI: --out)")
 

@@ -484,7 +484,7 @@ def test_a_users_folder_is_refused_and_left_as_it_was(lm, tmp_path, monkeypatch,
     for resume in (True, False):
         with pytest.raises(RunConfigError) as err:
             run(lm, tiny_facts(), mine, steps=2, progress=False, resume=resume)
-        assert "not a kn run (it holds no kn run) and not empty: it holds facts.parquet, selection.json" in str(err.value)
+        assert "not a kn run and not empty: it holds facts.parquet, selection.json. kn runs only" in str(err.value)
         assert snapshot(mine) == before
     loads = []
     monkeypatch.setattr(cli, "_load", lambda args: loads.append(args.out) or lm)
