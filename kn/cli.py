@@ -87,12 +87,13 @@ def _selected(args, facts, lm, language, seed: int):
     """The facts `kn run` runs on: --relations, --facts-per-relation, --known (in every language).
 
     The choice is kept in the run directory (selection.json) and reused when the same run resumes:
-    probing which facts the model knows costs minutes on a large dataset."""
+    probing which facts the model knows costs minutes on a large dataset. It is written only into a
+    directory `kn run` may use (`check_out`), and with --fresh only after the run there was moved aside."""
     import json
     from pathlib import Path
 
     from .data import select_facts
-    from .runs.directory import SELECTION, write_json
+    from .runs.directory import SELECTION, check_out, replace, write_json
 
     relations = _relations(args)
     key = {"data": facts.fingerprint(), "model": lm.name, "relations": relations, "language": language,
@@ -110,6 +111,9 @@ def _selected(args, facts, lm, language, seed: int):
     if not len(chosen):
         raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
                          f"language {language!r})")
+    check_out(path.parent, multilingual=not isinstance(language, str))  # again: it may have changed meanwhile
+    if args.fresh:
+        replace(path.parent)  # the old run, its selection too, moved aside whole (logged); None if no run there
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"key": key, "fact_ids": [f.fact_id for f in chosen]})
     return chosen
@@ -150,7 +154,7 @@ def cmd_run(args) -> None:
     langs = check_languages(args.languages) if args.languages else None
     if langs and args.language:
         raise ValueError("pass --language (one run) or --languages (a run per language), not both")
-    check_out(args.out, resume=not args.fresh)
+    check_out(args.out, multilingual=bool(langs))  # a folder that is not a kn run: refused, nothing written
     facts = _facts(args, langs or [settings.language])
     lm = _load(args)
     t0 = time.perf_counter()
@@ -215,6 +219,8 @@ def cmd_coverage(args) -> None:
     from .data.coverage import coverage
 
     t0 = time.perf_counter()
+    if args.record:
+        recording.check_dest(args.record)  # before the model: a folder kn may not record into is refused now
     lm = _load(args)
     languages = args.languages.split(",") if args.languages else None
     facts = data.load(args.data, languages=languages)
@@ -246,7 +252,8 @@ def _add_run(p) -> None:
     p.add_argument("--facts-per-relation", type=positive_int, default=None, help="seeded sample per relation (default: all)")
     p.add_argument("--known", action="store_true",
                    help="only facts the model knows (gold in its top 10 on at least half the prompts)")
-    p.add_argument("--out", "-o", required=True, help="run directory (created; an existing run there is resumed)")
+    p.add_argument("--out", "-o", required=True,
+                   help="run directory: absent, empty or a kn run's (an existing run there is resumed)")
     p.add_argument("--language", default=None, help=f"the facts' language (default {D.language})")
     p.add_argument("--languages", default=None,
                    help="comma-separated language codes: a run per language over the facts they share "
@@ -272,7 +279,8 @@ def _add_run(p) -> None:
     p.add_argument("--address", default=None,
                    help="the Ray cluster to use (e.g. 10.0.0.5:6379, or auto); default: a local one for this run")
     p.add_argument("--fresh", action="store_true",
-                   help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
+                   help="start anew instead of resuming the run in --out, which is moved aside whole to "
+                        "--out.replaced-<UTC time> (nothing is deleted)")
     p.set_defaults(func=cmd_run)
 
 
@@ -376,13 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=int, default=200, help="usable facts probed per language, seeded (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-probe", action="store_true", help="count the answers' tokens only; do not probe the model")
-    p.add_argument("--record", default=None, help="record the table with its provenance here (for book/results)")
+    p.add_argument("--record", default=None,
+                   help="record the table with its provenance here (for book/results): an empty directory or "
+                        "one kn recorded before")
     common(p)
     p.set_defaults(func=cmd_coverage)
 
     p = sub.add_parser("record", help="record a finished run's tables with their provenance (for book/results)")
     p.add_argument("run_dir")
-    p.add_argument("dest")
+    p.add_argument("dest", help="an empty (or new) directory, or one kn recorded before: only its files are replaced")
     p.add_argument("--command", dest="command_line", required=True, help="the command that made the run")
     p.add_argument("--seconds", type=float, default=None, help="wall-clock seconds (default: the facts' own)")
     p.add_argument("--commit", default=None, help="kn commit the run used (default: this checkout's)")

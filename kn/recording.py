@@ -3,10 +3,17 @@
 A recording is one directory: one CSV per table and ``provenance.json`` (the command that produced
 it, the kn commit, dates, the machine, seconds, package versions and, for a dataset run, the run's
 config). Chapters read recordings and quote numbers from them; nothing is typed by hand.
+
+kn records only into an empty (or new) directory or one it recorded before, and replaces only the
+files it wrote there: provenance.json says ``"kind": "kn recording"`` and lists them (``"files"``).
+A recording made before that marker is kn's if its provenance.json has kn's fields ("command",
+"commit", "tables") and every table it lists has its CSV; its files are those CSVs and
+provenance.json. A directory holding any other file is refused, naming it, and nothing is written.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -17,7 +24,10 @@ from typing import Mapping
 
 import pandas as pd
 
+log = logging.getLogger(__name__)
+
 PROVENANCE = "provenance.json"
+KIND = "kn recording"
 RUN_TABLES = ("relations", "facts", "neurons")
 
 
@@ -90,20 +100,83 @@ def provenance(command: str, *, seconds: float | None = None, started: str | Non
 
 
 def record(dest: str | os.PathLike, tables: Mapping[str, pd.DataFrame], prov: dict) -> Path:
-    """Write `tables` (name -> DataFrame) as CSV files and `prov` as provenance.json into `dest`,
-    replacing an earlier recording's files of the same names."""
+    """Write `tables` (name -> DataFrame) as CSV files and `prov` as provenance.json into `dest`: an
+    empty or new directory, or one kn recorded before, whose files this recording replaces (those
+    it no longer has are removed). Any other file in `dest` is refused (`check_dest`)."""
     if not tables:
         raise ValueError("record needs at least one table")
     bad = [name for name, df in tables.items() if not isinstance(df, pd.DataFrame)]
     if bad:
         raise TypeError(f"tables must map names to pandas DataFrames; {', '.join(map(str, bad))} are not")
+    odd = [name for name in tables if not _plain(f"{name}.csv")]
+    if odd:
+        raise ValueError(f"table names must be plain file names (no path separator): {odd}")
     out = Path(dest)
+    before = check_dest(out)
     out.mkdir(parents=True, exist_ok=True)
+    files = sorted({*(f"{name}.csv" for name in tables), PROVENANCE})
+    prov = {**prov, "kind": KIND, "tables": {name: len(df) for name, df in tables.items()}}
+    # kn's claim on every file comes first: a recording killed part-way is still kn's to redo
+    _write_provenance(out, {**prov, "files": sorted(before | set(files))})
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv", index=False)
-    prov = {**prov, "tables": {name: len(df) for name, df in tables.items()}}
-    (out / PROVENANCE).write_text(json.dumps(prov, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    stale = sorted(before - set(files))
+    if stale:
+        _write_provenance(out, {**prov, "files": files})
+        for name in stale:
+            log.info("removing %s: the recording there before had it, this one does not", out / name)
+            (out / name).unlink(missing_ok=True)
     return out
+
+
+def check_dest(dest: str | os.PathLike) -> set[str]:
+    """The files of the kn recording in `dest` (empty if `dest` is empty or absent); refuses, naming
+    them, a `dest` holding any file kn did not record there (see the module docstring)."""
+    out = Path(dest)
+    if not out.exists():
+        return set()
+    if not out.is_dir():
+        raise ValueError(f"{out} is a file; record into a directory (an empty one or one kn recorded before)")
+    owned = _owned(out)
+    others = sorted(p.name for p in out.iterdir() if p.name not in owned and p.name != PROVENANCE + ".tmp")
+    if others:
+        shown = ", ".join(others[:5]) + (f", ... ({len(others)} in all)" if len(others) > 5 else "")
+        why = f" (its {PROVENANCE} is not a kn recording's)" if PROVENANCE in others else ""
+        raise ValueError(f"{out} holds files kn did not record: {shown}{why}. kn records only into an empty "
+                         f"directory or one it recorded before and never replaces a file it did not write, so "
+                         f"nothing was written; choose another destination directory (dest; CLI: kn record "
+                         f"DEST, --record)")
+    return owned
+
+
+def _owned(out: Path) -> set[str]:
+    """The files kn recorded in `out`, by its provenance.json (none if it is not a kn recording's)."""
+    try:
+        prov = json.loads((out / PROVENANCE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(prov, dict):
+        return set()
+    files = prov.get("files")
+    if prov.get("kind") == KIND and isinstance(files, list) and all(isinstance(f, str) and _plain(f) for f in files):
+        return {PROVENANCE, *files}
+    tables = prov.get("tables")  # a recording from before the marker
+    if ("kind" not in prov and {"command", "commit"} <= set(prov) and isinstance(tables, dict) and tables
+            and all(isinstance(t, str) and _plain(f"{t}.csv") and (out / f"{t}.csv").is_file() for t in tables)):
+        return {PROVENANCE, *(f"{t}.csv" for t in tables)}
+    return set()
+
+
+def _plain(name: str) -> bool:
+    """A file name alone: no directory part, not . or .."""
+    return bool(name) and name not in (".", "..") and "/" not in name and os.sep not in name
+
+
+def _write_provenance(out: Path, prov: dict) -> None:
+    """provenance.json, atomically (provenance.json.tmp, kn's own name wherever it is, renamed over it)."""
+    tmp = out / (PROVENANCE + ".tmp")
+    tmp.write_text(json.dumps(prov, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out / PROVENANCE)
 
 
 def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str, *,
@@ -114,6 +187,7 @@ def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str
     effects and edits."""
     from .runs import MultiRunResult, load_run
 
+    check_dest(dest)  # before loading the run
     res = load_run(run_dir)
     if not res.complete:
         raise ValueError(f"the run in {run_dir} is not finished ({len(res.facts)} of "

@@ -10,8 +10,6 @@
 # relations, en + zh (book/results/calibration/gemma-3-270m-amig.json, from book/results/calibrate.py);
 # smollm2-135m at the paper's setting, which calibration keeps on that model (chapter "How many steps
 # do you need?").
-#   bash book/results/record.sh save      # runs in progress -> journals/ (their configs and journals, to commit)
-#   bash book/results/record.sh restore   # journals/ -> runs/, to resume them on another machine
 set -u
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH" PYTHONUNBUFFERED=1
@@ -62,12 +60,5 @@ case "${1:-}" in
     dkn) dkn gemma-3-270m en "${GEMMA[@]}"; dkn gemma-3-270m zh "${GEMMA[@]}"; dkn smollm2-135m en "${SMOLLM[@]}" ;;
     ml) ml gemma-3-270m "[en, zh, fr, ru]" "${GEMMA[@]}"; ml smollm2-135m "[en, fr]" "${SMOLLM[@]}" ;;
     amig-en) amig_one smollm2-135m en 10 "${SMOLLM[@]}" ;;  # smollm2-135m knows few facts in both en and fr
-    save) mkdir -p journals/runs/logs
-          for t in dkn ml; do
-              [ -d "runs/$t" ] && rm -rf "journals/runs/$t" && cp -r "runs/$t" "journals/runs/$t"
-          done
-          find journals/runs \( -name '*.parquet' -o -name .lock \) -delete
-          cp runs/logs/*.done journals/runs/logs/ 2>/dev/null; true ;;
-    restore) [ -d journals/runs ] && mkdir -p runs && cp -r journals/runs/. runs/ ;;
-    *) echo "usage: bash book/results/record.sh dkn|ml|amig-en|save|restore" >&2; exit 2 ;;
+    *) echo "usage: bash book/results/record.sh dkn|ml|amig-en" >&2; exit 2 ;;
 esac

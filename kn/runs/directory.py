@@ -1,7 +1,11 @@
 """A run directory: its files, its lock, and how a run starts there (new, resumed or replaced).
 
-A fresh start (`resume=False`, CLI `--fresh`) replaces only a kn run (its config.json says so) or
-an empty directory; anything else is refused and nothing is deleted.
+kn runs only in an empty directory or a kn run's: one whose config.json is a kn run's config, or
+(multilingual, `kn.runs.multilingual`) whose languages.json is a kn multilingual run's. Before a run
+starts, the directory may hold only what kn writes first: its lock file and the CLI's selection.json.
+Anything else is refused, listing what is there, and nothing is written. A fresh start
+(`resume=False`, CLI `--fresh`) moves the kn run there aside, whole, to the sibling
+``<dir>.replaced-<UTC time>`` and starts anew; nothing is ever deleted.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterator
 
 from . import config as C
 
@@ -19,6 +23,9 @@ log = logging.getLogger(__name__)
 
 CONFIG, JOURNAL, LOCK = "config.json", "journal.jsonl", ".lock"
 SELECTION = "selection.json"  # the CLI's fact selection, reused on resume (kn.cli)
+LANGUAGES, MULTILINGUAL = "languages.json", "kn multilingual run"  # a multilingual run's file and kind
+
+_HELD: dict[str, IO] = {}  # run directory (absolute path) -> the lock file this process holds in it
 
 
 class RunConfigError(ValueError):
@@ -27,21 +34,43 @@ class RunConfigError(ValueError):
 
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
-    """One writer per run directory (advisory lock; the OS drops it when a killed process dies)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
+    """One writer per run directory (advisory lock; the OS drops it when a killed process dies).
+    A directory that is neither empty nor a kn run is refused first, before its lock file is made."""
+    refuse_foreign(out)
+    key = os.path.abspath(out)
+    fh = _lock(Path(out))
+    if fh is None:  # not POSIX: no lock
         yield
         return
-    with open(out / LOCK, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunConfigError(f"another process is writing to the run in {out}; wait for it or stop it") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    _HELD[key] = fh
+    try:
+        yield
+    finally:
+        _HELD.pop(key, fh).close()  # closing the file drops the lock (`replace` may have swapped it)
+
+
+def _lock(out: Path) -> IO | None:
+    """out/.lock, opened and locked (None without fcntl). The lock is checked to be the file now at
+    out/.lock: a process that opened it just before `replace` moved the directory aside is refused."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fh = open(out / LOCK, "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise RunConfigError(f"another process is writing to the run in {out}; wait for it or stop it") from None
+    try:
+        same = os.path.samestat(os.fstat(fh.fileno()), os.stat(out / LOCK))
+    except FileNotFoundError:
+        same = False
+    if not same:
+        fh.close()
+        raise RunConfigError(f"the run in {out} was moved aside by another process (a fresh start) as this one "
+                             f"started; run again")
+    return fh
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -65,35 +94,112 @@ def read_config(out: Path) -> dict:
     return cfg
 
 
-def check_out(out: Path, resume: bool) -> None:
-    """Refuse, before any work, a directory a run may not use: one whose config.json is not a kn
-    run's, or (for a fresh start) one that is neither a kn run nor empty. Nothing is deleted."""
+def kind(out: Path) -> str | None:
+    """"run" if `out` holds a kn run (its config.json), "multilingual" if a multilingual one (its
+    languages.json), else None."""
     out = Path(out)
-    if not out.is_dir():
-        return
-    stored = _stored_config(out)
-    if not resume and stored is None:
-        others = sorted(p.name for p in out.iterdir() if p.name not in (LOCK, SELECTION))
-        if others:
-            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-            raise RunConfigError(f"{out} is not a kn run (no {CONFIG}) and not empty ({shown}): a fresh run replaces "
-                                 f"only a kn run or an empty directory, so nothing was deleted; choose another output "
-                                 f"directory")
+    if C.is_run_config(_json_or_none(out / CONFIG)):
+        return "run"
+    cfg = _json_or_none(out / LANGUAGES)
+    if isinstance(cfg, dict) and cfg.get("kind") == MULTILINGUAL:
+        return "multilingual"
+    return None
 
 
-def start(out: Path, config: dict, resume: bool, tables: Iterable[str]) -> None:
-    """Write config.json, or check it against the one in `out` (resume), or clear the run in `out` (fresh)."""
-    check_out(out, resume)
+def foreign(out: Path) -> list[str]:
+    """What in `out` keeps a run out of it, sorted: nothing if `out` holds a kn run (or does not
+    exist); else everything but kn's lock file and a selection.json of the CLI's."""
+    out = Path(out)
+    if not out.is_dir() or kind(out) is not None:
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK and not (p.name == SELECTION and _is_selection(p)))
+
+
+def refuse_foreign(out: Path) -> None:
+    """Raise RunConfigError, listing what is there, if `out` is neither empty nor a kn run."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunConfigError(f"{out} is a file, not a directory; choose another output directory for out_dir "
+                             f"(CLI: --out)")
+    names = foreign(out)
+    if names:
+        shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+        why = f" (its {CONFIG} is not a kn run's config)" if CONFIG in names else ""
+        raise RunConfigError(f"{out} is not a kn run{why} and not empty: it holds {shown}. kn runs only in an "
+                             f"empty directory or a kn run's and never writes over other files, so nothing was "
+                             f"changed; choose another output directory for out_dir (CLI: --out)")
+
+
+def check_out(out: Path, multilingual: bool = False) -> None:
+    """Refuse, before any work, a directory the run may not use: one neither empty nor a kn run
+    (`refuse_foreign`), or one holding a kn run of the other kind (single-language / multilingual)."""
+    refuse_foreign(out)
+    there = kind(out)
+    if there == "run" and multilingual:
+        raise RunConfigError(f"{out} holds a single-language kn run; choose another output directory for a "
+                             f"multilingual run (out_dir; CLI: --out)")
+    if there == "multilingual" and not multilingual:
+        raise RunConfigError(f"{out} holds a multilingual kn run; pass its languages (languages=; CLI: "
+                             f"--languages) to resume it, or choose another output directory")
+
+
+def replace(out: Path) -> Path | None:
+    """Move the kn run in `out` (either kind) aside, whole, to the sibling out.replaced-<UTC time>,
+    and leave `out` an empty directory; return where the run went (None, nothing moved, if `out`
+    holds no kn run). Nothing is deleted.
+
+    Races: the run's lock (and that of every run directory directly inside, the languages of a
+    multilingual run) is taken before the move, so a run still writing there is not moved but
+    refused; the new `out` is locked before the old lock is let go, and `locked` refuses a process
+    that opened the old lock file before the move. A caller inside `locked(out)` keeps holding the
+    lock, now of the new directory."""
+    out = Path(os.path.abspath(out))
+    if not out.is_dir() or kind(out) is None:
+        return None
+    held = _HELD.get(str(out))
+    taken: list = []
+    try:
+        if held is None:
+            taken.append(_lock(out))
+        taken += [_lock(d) for d in sorted(out.iterdir()) if d.is_dir() and (d / LOCK).exists()]
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside, n = out.with_name(f"{out.name}.replaced-{stamp}"), 1
+        while aside.exists():  # two fresh starts within a second
+            n += 1
+            aside = out.with_name(f"{out.name}.replaced-{stamp}-{n}")
+        os.rename(out, aside)
+        out.mkdir()
+        log.warning("%s held a kn run: moved it aside to %s (nothing was deleted); starting anew in %s",
+                    out, aside, out)
+        try:
+            new = _lock(out)
+        except RunConfigError:
+            raise RunConfigError(f"moved the run in {out} aside to {aside}, but another process began writing to "
+                                 f"{out} meanwhile; wait for it or stop it") from None
+        if held is not None:
+            _HELD[str(out)] = new
+            taken.append(held)  # the old directory's lock, let go below
+        else:
+            taken.append(new)
+    finally:
+        for fh in taken:
+            if fh is not None:
+                fh.close()
+    return aside
+
+
+def start(out: Path, config: dict, resume: bool) -> None:
+    """Write config.json, or check it against the one in `out` (resume), or move the run in `out`
+    aside and start anew (fresh: `replace`). The caller holds `locked(out)`."""
+    out = Path(out)
+    refuse_foreign(out)
     stored = _stored_config(out)
     if not resume and stored is not None:
-        _clear(out, tables)
+        replace(out)
         stored = None
     if stored is not None:
         _check_resumable(out, config, stored)
         log.info("resuming the run in %s", out)
-    elif (out / JOURNAL).exists() and (out / JOURNAL).stat().st_size:
-        raise RunConfigError(f"{out} has a journal but no {CONFIG}: it is not a kn run directory kn can resume or "
-                             f"replace; choose another output directory")
     else:
         write_json(out / CONFIG, {**config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
@@ -106,16 +212,13 @@ def _stored_config(out: Path) -> dict | None:
     cfg = _json_or_none(path)
     if not C.is_run_config(cfg):
         raise RunConfigError(f"{out} is not a kn run: its {CONFIG} is not a kn run's config, so kn neither resumes nor "
-                             f"replaces it (nothing was deleted); choose another output directory")
+                             f"replaces it (nothing was changed); choose another output directory")
     return cfg
 
 
-def _clear(out: Path, tables: Iterable[str]) -> None:
-    """Remove the kn run in `out` (a fresh start): its config, journal and tables, nothing else."""
-    for name in [CONFIG, JOURNAL, *(f"{t}.parquet" for t in tables)]:  # a CLI selection is checked by its key
-        if (out / name).exists():
-            log.warning("resume=False: removing %s", out / name)
-            (out / name).unlink()
+def _is_selection(path: Path) -> bool:
+    sel = _json_or_none(path)
+    return isinstance(sel, dict) and set(sel) == {"key", "fact_ids"} and isinstance(sel["fact_ids"], list)
 
 
 def _check_resumable(out: Path, config: dict, stored: dict) -> None:
@@ -135,5 +238,5 @@ def _check_resumable(out: Path, config: dict, stored: dict) -> None:
 def _json_or_none(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError):
         return None

@@ -17,7 +17,7 @@ from . import tables as T
 from .directory import CONFIG, JOURNAL, locked, read_config, start, write_json
 from .journal import Journal
 from .keyed import Keyed, resolve
-from .phases import Phase, make_phases, new_state, table_names
+from .phases import Phase, make_phases, new_state
 from .result import RunResult
 from .settings import RunSettings
 from .state import KEY, State, with_legacy_keys
@@ -79,7 +79,7 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     out.mkdir(parents=True, exist_ok=True)
     phases = make_phases(settings)
     with locked(out):
-        start(out, config, resume, table_names())
+        start(out, config, resume)
         stored = read_config(out)
         if C.differences(C.comparable(config), C.comparable(C.upgrade(stored))) or \
                 config["kn_version"] != stored.get("kn_version"):  # other phase settings, or a newer kn

@@ -19,20 +19,20 @@ from typing import Sequence
 
 from .. import checks, likn
 from . import config as C
-from .directory import CONFIG, RunConfigError, locked, write_json
+from .directory import CONFIG, LANGUAGES, MULTILINGUAL, RunConfigError, check_out, kind, locked, replace, write_json
 from .keyed import resolve
 from .result import RunResult, load_run as load_one
 from .settings import RunSettings
 
 log = logging.getLogger(__name__)
 
-KIND = "kn multilingual run"
-FILE = "languages.json"
+KIND, FILE = MULTILINGUAL, LANGUAGES
 Neuron = tuple[int, int]
 
 
 def is_multilingual(out_dir) -> bool:
-    return (Path(out_dir) / FILE).exists()
+    """Whether `out_dir` holds a kn multilingual run (its languages.json says so)."""
+    return kind(out_dir) == "multilingual"
 
 
 def check_languages(languages) -> list[str]:
@@ -60,17 +60,15 @@ def run(lm, facts, out_dir, settings: RunSettings, languages: Sequence[str], *, 
         log.info("%d of %d facts lack one of %s; left out", len(facts) - len(aligned), len(facts), langs)
     config = _config(lm, facts, aligned, settings, langs)
     out = resolve(out_dir, config)
+    check_out(out, multilingual=True)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / CONFIG).exists():
-        raise RunConfigError(f"{out} holds a single-language kn run; choose another directory for a run in "
-                             f"{', '.join(langs)}")
-    with locked(out):
-        _start(out, config, resume)
     facts_set = facts.filter(ids=[f.fact_id for f in aligned]) if hasattr(facts, "filter") else aligned
-    for lang in langs:
-        log.info("language %s", lang)
-        run_one(lm, facts_set, out / lang, dataclasses.replace(settings, language=lang), progress=progress,
-                resume=resume, engine=engine)
+    with locked(out):  # held through every language: a fresh start elsewhere cannot move the run mid-way
+        _start(out, config, resume)
+        for lang in langs:
+            log.info("language %s", lang)
+            run_one(lm, facts_set, out / lang, dataclasses.replace(settings, language=lang), progress=progress,
+                    resume=resume, engine=engine)
     return load(out)
 
 
@@ -86,23 +84,21 @@ def _config(lm, facts, aligned, settings: RunSettings, langs: list[str]) -> dict
 
 
 def _start(out: Path, config: dict, resume: bool) -> None:
-    path = out / FILE
-    if path.exists() and resume:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        diffs = C.differences(json.loads(json.dumps(config)), stored)
-        if diffs:
-            raise RunConfigError(f"{out} holds a multilingual run with a different configuration:\n  "
-                                 + "\n  ".join(diffs) + "\nRerun with the same arguments to resume it, or pass "
-                                 "resume=False (CLI: --fresh) to replace it.")
-        return
-    if not resume:
-        others = [p for p in out.iterdir() if p.name not in (FILE, ".lock") and not (p / CONFIG).exists()]
-        if others:
-            raise RunConfigError(f"{out} holds files that are not kn runs ({', '.join(p.name for p in others[:5])}); "
-                                 "nothing was deleted; choose another output directory")
+    """Resume the multilingual run in `out` (same config), or move it aside and start anew (fresh:
+    `kn.runs.directory.replace`), or start in an empty `out`. The caller holds `locked(out)`."""
+    if is_multilingual(out):
+        if resume:
+            stored = json.loads((out / FILE).read_text(encoding="utf-8"))
+            diffs = C.differences(json.loads(json.dumps(config)), stored)
+            if diffs:
+                raise RunConfigError(f"{out} holds a multilingual run with a different configuration:\n  "
+                                     + "\n  ".join(diffs) + "\nRerun with the same arguments to resume it, or pass "
+                                     "resume=False (CLI: --fresh) to replace it.")
+            return
+        replace(out)
     from datetime import datetime, timezone
 
-    write_json(path, {**config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    write_json(out / FILE, {**config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
 
 
 @dataclass

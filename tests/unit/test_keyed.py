@@ -1,6 +1,7 @@
 """kn.runs.Keyed: a run directory named by the run's config. The same arguments resume in the same
 directory; changed ones get another directory instead of a refusal; the results are a plain run's."""
 import json
+import logging
 
 import pandas as pd
 import pytest
@@ -59,6 +60,43 @@ def test_multilingual_runs_are_keyed_too(lm, tmp_path):
     c = run(lm, facts(2), Keyed(tmp_path, "ml"), languages=["en"], steps=STEPS, progress=False)
     assert a.out_dir == b.out_dir != c.out_dir and a.out_dir.name.startswith("ml-")
     assert sorted(a.runs) == ["en", "xx"] and (a.out_dir / "en" / "config.json").exists()
+
+
+def warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "kn.runs.keyed" and r.levelno == logging.WARNING]
+
+
+def test_a_new_directory_beside_others_is_never_silent(lm, tmp_path, caplog):
+    """A Keyed run that starts a new directory where others of its name are says which, and how its
+    config differs from the most recent of them; the first run, or a resumed one, says nothing."""
+    caplog.set_level(logging.WARNING, logger="kn.runs.keyed")
+    a = run(lm, facts(), Keyed(tmp_path, "tiny"), steps=STEPS, phases=("locate",), progress=False)
+    run(lm, facts(), Keyed(tmp_path / "elsewhere", "tiny"), steps=STEPS + 1, phases=("locate",), progress=False)
+    run(lm, facts(), Keyed(tmp_path, "other"), steps=STEPS + 1, phases=("locate",), progress=False)
+    run(lm, facts(), Keyed(tmp_path, "tiny"), steps=STEPS, phases=("locate",), progress=False)  # resumed
+    assert warnings(caplog) == []
+    cfg = json.loads((a.out_dir / "config.json").read_text())
+    (a.out_dir / "config.json").write_text(json.dumps({**cfg, "created": "2000-01-01T00:00:00+00:00"}))
+    b = run(lm, facts(), Keyed(tmp_path, "tiny"), steps=STEPS + 1, phases=("locate",), progress=False)
+    [said] = warnings(caplog)
+    assert str(b.out_dir) in said and f"the most recent, {a.out_dir.name}, differs in" in said
+    assert f"settings.attribution.steps: {STEPS + 1} now, {STEPS} in the directory" in said
+    assert "data." not in said  # only what differs
+    caplog.clear()
+    c = run(lm, facts(2), Keyed(tmp_path, "tiny"), steps=STEPS + 1, phases=("locate",), progress=False)
+    [said] = warnings(caplog)  # compared with b, the most recent: the data differ, the steps do not
+    assert str(c.out_dir) in said and f"2 other tiny-<key> run(s)" in said and b.out_dir.name in said
+    assert "data.n_facts: 2 now, 3 in the directory" in said and "steps" not in said
+
+
+def test_a_new_multilingual_directory_is_never_silent(lm, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="kn.runs.keyed")
+    run(lm, facts(2), Keyed(tmp_path, "ml"), languages=["en", "xx"], steps=STEPS, phases=("locate",),
+        progress=False)
+    assert warnings(caplog) == []
+    run(lm, facts(2), Keyed(tmp_path, "ml"), languages=["en"], steps=STEPS, phases=("locate",), progress=False)
+    [said] = warnings(caplog)
+    assert 'languages: ["en"] now, ["en", "xx"] in the directory' in said
 
 
 @pytest.mark.parametrize("args, says", [(("",), "parent"), ((None,), "parent"), (("x", ""), "name"),

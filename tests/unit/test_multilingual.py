@@ -104,6 +104,29 @@ def test_resume_refuses_other_settings_and_mixed_directories(lm, whole, tmp_path
         run(lm, facts(), tmp_path / "both", languages=["en"], language="xx", progress=False)
 
 
+def test_fresh_moves_a_multilingual_run_aside(lm, tmp_path):
+    """resume=False on a multilingual run: the whole directory (languages.json, a run per language)
+    is moved to DIR.replaced-<time>, journals intact, and the run starts anew; a language's run that
+    another process is writing keeps the whole run where it is."""
+    import fcntl
+
+    out = tmp_path / "ml"
+    run(lm, facts(), out, languages=["en", "xx"], steps=STEPS, phases=("locate",), progress=False)
+    en = (out / "en" / "journal.jsonl").read_bytes()
+    with open(out / "xx" / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(RunConfigError, match=r"another process is writing to the run in .*xx"):
+            run(lm, facts(), out, languages=["en", "xx"], steps=STEPS + 1, phases=("locate",), progress=False,
+                resume=False)
+    assert not list(tmp_path.glob("ml.replaced-*")) and (out / "en" / "journal.jsonl").read_bytes() == en
+    again = run(lm, facts(), out, languages=["en", "xx"], steps=STEPS + 1, phases=("locate",), progress=False,
+                resume=False)
+    assert again.complete and again.config["settings"]["attribution"]["steps"] == STEPS + 1
+    [aside] = tmp_path.glob("ml.replaced-*")
+    assert (aside / "en" / "journal.jsonl").read_bytes() == en
+    assert load_run(aside).config["settings"]["attribution"]["steps"] == STEPS
+
+
 SETS = {  # written by hand: {language: {fact: neurons}}
     "en": {"a": [(1, 2), (3, 4), (5, 6)], "b": [(1, 1)], "c": [(0, 0)]},
     "zh": {"a": [(1, 2), (3, 4)], "b": [], "c": [(0, 0), (2, 2)]},
@@ -182,6 +205,11 @@ def test_cli_languages(lm, tmp_path, monkeypatch, capsys):
     assert "en:" in text and "xx:" in text and text.count("mean over relations") == 2
     res = load_run(out)
     assert res.languages == ["en", "xx"] and len(res.facts) == 12
+    journal = (out / "xx" / "journal.jsonl").read_bytes()
+    assert cli.main(["run", "--languages", "en,xx", "--steps", str(STEPS), "--out", str(out), "--fresh"]) == 0
+    [aside] = tmp_path.glob("cli.replaced-*")  # moved aside, the selection.json the CLI wrote with it
+    assert (aside / "xx" / "journal.jsonl").read_bytes() == journal and (aside / "selection.json").exists()
+    assert load_run(out).complete and (out / "selection.json").exists()
     assert cli.main(["run", "--languages", "en,xx", "--language", "en", "--out", str(tmp_path / "b")]) == 2
     assert "not both" in capsys.readouterr().err
 
@@ -366,8 +394,15 @@ def test_cli_coverage_records_the_table(lm, tmp_path, monkeypatch, capsys):
     from kn import cli
     from kn.data.coverage import coverage
 
-    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    loads = []
+    monkeypatch.setattr(cli, "_load", lambda args: loads.append(args) or lm)
     monkeypatch.setattr(kn.data, "load", lambda spec, languages=None, relations=None: facts())
+    mine = tmp_path / "mine"  # a user's folder: refused before the model loads, left as it was
+    mine.mkdir()
+    (mine / "coverage.csv").write_text("language,known\nen,1\n")
+    assert cli.main(["coverage", "--data", "bmlama:somewhere", "--record", str(mine)]) == 2
+    assert "did not record: coverage.csv" in capsys.readouterr().err and not loads
+    assert [p.name for p in mine.iterdir()] == ["coverage.csv"] and "en,1" in (mine / "coverage.csv").read_text()
     dest = tmp_path / "rec"
     assert cli.main(["coverage", "--data", "bmlama:somewhere", "--languages", "en,xx", "--sample", "3",
                      "--record", str(dest)]) == 0

@@ -111,3 +111,75 @@ def test_a_format_1_run_loads_and_records(tmp_path):
     rec = recording.read(recording.record_run(old, tmp_path / "rec", "kn run (format 1)", kn_commit="abc1234"))
     assert rec.provenance["run_config"]["settings"]["method"] == "ig" and rec.provenance["seconds"] == 5.0
     assert rec["facts"].fact_id.tolist() == list(f.index) and len(rec["neurons"]) == 3
+
+
+def files(folder) -> dict:
+    """Every file in `folder` (one level), by name, as bytes."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_folder_with_a_users_files_is_refused_untouched(finished, tmp_path, capsys):
+    from kn import cli
+
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "facts.csv").write_text("fact,mine\nParis,yes\n")
+    (dest / "provenance.json").write_text('{"author": "me", "tables": {"facts": 1}}')
+    before = files(dest)
+    with pytest.raises(ValueError) as err:
+        recording.record_run(finished, dest, "kn run")
+    assert ("holds files kn did not record: facts.csv, provenance.json (its provenance.json is not a kn "
+            "recording's)") in str(err.value) and "choose another destination" in str(err.value)
+    with pytest.raises(ValueError, match="facts.csv, provenance.json"):
+        recording.record(dest, {"x": pd.DataFrame({"a": [1]})}, {})
+    assert cli.main(["record", str(finished), str(dest), "--command", "c"]) == 2
+    assert "did not record: facts.csv, provenance.json" in capsys.readouterr().err
+    assert files(dest) == before
+    (dest / "provenance.json").unlink()  # kn's fields but a user's CSV: still not a recording of kn's
+    (dest / "provenance.json").write_text('{"command": "c", "commit": "x", "tables": {"facts": 1, "gone": 2}}')
+    with pytest.raises(ValueError, match="facts.csv, provenance.json"):
+        recording.record_run(finished, dest, "kn run")
+
+
+def test_records_into_an_empty_folder_and_again_into_its_own(finished, tmp_path):
+    dest = tmp_path / "rec"
+    dest.mkdir()
+    recording.record_run(finished, dest, "first", kn_commit="abc")
+    prov = json.loads((dest / "provenance.json").read_text())
+    assert prov["kind"] == "kn recording" and prov["command"] == "first"
+    assert prov["files"] == sorted(p.name for p in dest.iterdir())  # every file it wrote, nothing else
+    assert set(prov["files"]) == {"facts.csv", "neurons.csv", "relations.csv", "provenance.json"}
+    recording.record_run(finished, dest, "second", kn_commit="abc")  # its own folder: replaced
+    assert recording.read(dest).provenance["command"] == "second"
+    fewer = recording.record(dest, {"facts": recording.read(dest)["facts"]}, recording.provenance("third"))
+    assert sorted(p.name for p in fewer.iterdir()) == ["facts.csv", "provenance.json"]  # its stale tables gone
+    assert recording.read(dest).provenance["files"] == ["facts.csv", "provenance.json"]
+    (dest / "notes.txt").write_text("mine")
+    before = files(dest)
+    with pytest.raises(ValueError, match=r"did not record: notes\.txt\."):
+        recording.record_run(finished, dest, "fourth")
+    assert files(dest) == before
+    cut = tmp_path / "cut"  # a recording killed after its provenance.json.tmp: still kn's
+    cut.mkdir()
+    (cut / "provenance.json.tmp").write_text("{")
+    recording.record_run(finished, cut, "again")
+    assert "provenance.json.tmp" not in {p.name for p in cut.iterdir()}
+
+
+def test_the_books_recordings_from_before_the_marker_are_kn_s(repo_root, tmp_path):
+    """book/results/ recordings (written before "kind" and "files"): each is recognised as kn's,
+    with exactly its files; a copy reads back and is re-recorded in place."""
+    import shutil
+
+    found = sorted((repo_root / "book" / "results").rglob("provenance.json"))
+    assert found
+    for prov in found:
+        assert recording.check_dest(prov.parent) == {p.name for p in prov.parent.iterdir()}, prov.parent
+    copy = shutil.copytree(found[0].parent, tmp_path / "copy")
+    old = recording.read(copy)
+    assert "kind" not in old.provenance and old.tables
+    recording.record(copy, old.tables, {k: v for k, v in old.provenance.items() if k != "tables"})
+    new = recording.read(copy)
+    assert new.provenance["kind"] == "kn recording" and new.tables.keys() == old.tables.keys()
+    for name in old.tables:
+        pd.testing.assert_frame_equal(new[name], old[name])

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -356,12 +358,50 @@ def test_a_new_phase_is_one_class(lm, tmp_path, monkeypatch):
     assert (tmp_path / JOURNAL).read_bytes() == journal
 
 
-def test_fresh_replaces_a_run(lm, tmp_path):
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file in `folder` (one level), by name, as bytes."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_fresh_moves_a_run_aside(lm, tmp_path, caplog):
+    """resume=False on a kn run: the whole directory (with whatever else was in it) goes to
+    DIR.replaced-<UTC time>, its journal intact, and the run starts anew in DIR."""
     facts = tiny_facts().filter(relation="language")
-    run(lm, facts, tmp_path, steps=2, controls=False, progress=False)
-    res = run(lm, facts, tmp_path, steps=STEPS, controls=False, progress=False, resume=False)
-    assert json.loads((tmp_path / "config.json").read_text())["settings"]["attribution"]["steps"] == STEPS
-    assert len(records(tmp_path)) == 4 + 1 + 4 and res.facts.control_other_fact.isna().all()
+    out = tmp_path / "run"
+    old = run(lm, facts, out, steps=2, controls=False, progress=False)
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    caplog.set_level(logging.WARNING, logger="kn.runs.directory")
+    res = run(lm, facts, out, steps=STEPS, controls=False, progress=False, resume=False)
+    assert json.loads((out / "config.json").read_text())["settings"]["attribution"]["steps"] == STEPS
+    assert len(records(out)) == 4 + 1 + 4 and res.facts.control_other_fact.isna().all()
+    assert not (out / "notes.txt").exists()
+    [aside] = tmp_path.glob("run.replaced-*")
+    assert re.fullmatch(r"run\.replaced-\d{8}T\d{6}Z", aside.name)
+    assert snapshot(aside) == before  # the old run, journal and all, as it was
+    assert_same_results(load_run(aside), old)
+    assert any(str(aside) in r.getMessage() and "nothing was deleted" in r.getMessage() for r in caplog.records)
+    run(lm, facts, out, steps=2, controls=False, progress=False, resume=False)  # again, within the same second
+    assert len(set(tmp_path.glob("run.replaced-*"))) == 2 and snapshot(aside) == before
+
+
+def test_a_fresh_start_waits_for_no_one(lm, tmp_path):
+    """A run another process is writing (its lock held) is neither replaced nor moved."""
+    import fcntl
+
+    facts = tiny_facts().filter(relation="language")
+    out = tmp_path / "run"
+    run(lm, facts, out, steps=2, phases=("locate",), progress=False)
+    before = snapshot(out)
+    with open(out / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(RunConfigError, match="another process is writing"):
+            run(lm, facts, out, steps=STEPS, phases=("locate",), progress=False, resume=False)
+        from kn.runs.directory import replace
+
+        with pytest.raises(RunConfigError, match="another process is writing"):
+            replace(out)
+    assert snapshot(out) == before and not list(tmp_path.glob("run.replaced-*"))
 
 
 CHILD = textwrap.dedent("""
@@ -474,7 +514,7 @@ def test_select_facts_is_seeded_and_capped(lm):
 
 def test_fresh_never_replaces_what_is_not_a_run(lm, tmp_path, monkeypatch, capsys):
     """--fresh on a model directory (its own config.json) or any other non-empty non-run directory:
-    refused with a clear error, nothing deleted; an empty directory is fine."""
+    refused with a clear error, nothing changed; an empty directory is fine."""
     from kn import cli
 
     loads = []
@@ -489,22 +529,58 @@ def test_fresh_never_replaces_what_is_not_a_run(lm, tmp_path, monkeypatch, capsy
             "--no-controls", "--out"]
     assert cli.main(args + [str(model_dir), "--fresh"]) == 2
     err = capsys.readouterr().err
-    assert "not a kn run" in err and "config.json" in err and "nothing was deleted" in err
-    assert {p.name: p.read_text() for p in model_dir.iterdir() if p.name != ".lock"} == files
+    assert "not a kn run (its config.json is not a kn run's config)" in err and "nothing was changed" in err
+    assert "config.json, journal.jsonl, model.safetensors" in err and "choose another output directory" in err
+    assert {p.name: p.read_text() for p in model_dir.iterdir()} == files  # not even a lock file
     assert cli.main(args + [str(model_dir)]) == 2  # resuming into it is refused too, without suggesting --fresh
     err = capsys.readouterr().err
     assert "not a kn run" in err and "--fresh" not in err
-    assert {p.name: p.read_text() for p in model_dir.iterdir() if p.name != ".lock"} == files
+    assert {p.name: p.read_text() for p in model_dir.iterdir()} == files
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(RunConfigError, match="not a kn run"):
         run(lm, tiny_facts()[:1], other, steps=2, controls=False, progress=False, resume=False)
-    assert [p.name for p in other.iterdir() if p.name != ".lock"] == ["notes.txt"]
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert not loads  # refused before the model is loaded
     assert cli.main(args + [str(empty), "--fresh"]) == 0 and loads == [str(empty)]
+    assert not list(tmp_path.glob("empty.replaced-*"))  # nothing to move aside
+
+
+def test_a_users_folder_is_refused_and_left_as_it_was(lm, tmp_path, monkeypatch, capsys):
+    """A folder of a user's own facts.parquet and selection.json (names a run uses too): kn run, by
+    the API or the CLI, with or without a fresh start, refuses it, naming them; not a byte changes."""
+    from kn import cli
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    pd.DataFrame({"fact": ["my own"], "score": [0.5]}).to_parquet(mine / "facts.parquet")
+    (mine / "selection.json").write_text('{"fact_ids": ["capital/France"], "why": "my pick"}')
+    before = snapshot(mine)
+    for resume in (True, False):
+        with pytest.raises(RunConfigError) as err:
+            run(lm, tiny_facts(), mine, steps=2, progress=False, resume=resume)
+        assert "not a kn run and not empty: it holds facts.parquet, selection.json. kn runs only" in str(err.value)
+        assert snapshot(mine) == before
+    loads = []
+    monkeypatch.setattr(cli, "_load", lambda args: loads.append(args.out) or lm)
+    argv = ["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "1", "--steps", "2",
+            "--out", str(mine)]
+    for extra in ([], ["--fresh"], ["--languages", "en,fr"]):
+        assert cli.main(argv + extra) == 2
+        err = capsys.readouterr().err
+        assert "facts.parquet, selection.json" in err and "choose another output directory" in err
+        assert snapshot(mine) == before
+    assert not loads and not list(tmp_path.glob("mine.replaced-*"))
+    # what the CLI writes before a run starts (its selection, a lock) is kn's: such a folder is used
+    kn_only = tmp_path / "kn_only"
+    kn_only.mkdir()
+    (kn_only / ".lock").write_text("")
+    (kn_only / "selection.json").write_text('{"key": {}, "fact_ids": ["capital/France"]}')
+    assert len(run(lm, tiny_facts().filter(ids=["capital/France"]), kn_only, steps=2, phases=("locate",),
+                   progress=False).facts) == 1
 
 
 def test_cli_resume_reuses_the_fact_selection(lm, tmp_path, monkeypatch, capsys):
@@ -533,8 +609,11 @@ def test_cli_resume_reuses_the_fact_selection(lm, tmp_path, monkeypatch, capsys)
         cli.main(argv[:6] + ["3"] + argv[7:])
     monkeypatch.undo()
     monkeypatch.setattr(cli, "_load", lambda args: lm)
-    assert cli.main(argv + ["--fresh"]) == 0  # a fresh start replaces the run and its selection
+    old = snapshot(out)
+    assert cli.main(argv + ["--fresh"]) == 0  # a fresh start moves the run aside, its selection too
     assert json.loads((out / "selection.json").read_text())["fact_ids"] == saved["fact_ids"]
+    [aside] = tmp_path.glob("sel.replaced-*")
+    assert snapshot(aside) == old
 
 
 def test_dkn_candidates_beyond_what_locate_keeps(lm, dkn_baseline, tmp_path):

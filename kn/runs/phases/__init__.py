@@ -92,15 +92,8 @@ def new_state(phases: Sequence[Phase], records=()):
     return State(record_keys(phases), records, record_versions(phases))
 
 
-def table_names() -> list[str]:
-    """Every table a run of any phases may write."""
-    from ..tables import SHARED
-
-    return [*SHARED, *(t for p in PHASES.values() for t in p.table_names)]
-
-
 for _phase in (Locate, Verify, Degenerate, Statements):
     register(_phase)
 
 __all__ = ["COMMON", "PHASES", "Phase", "check_phase", "check_phases", "make_phases", "new_state", "owner_of",
-           "record_keys", "record_versions", "register", "table_names"]
+           "record_keys", "record_versions", "register"]
