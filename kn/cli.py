@@ -287,7 +287,7 @@ def _add_run(p) -> None:
 def _add_setting(p, name: str, f) -> None:
     """A phase setting's flag, from its field: --name-with-dashes (--no-name for one on by default),
     its help text, its default and its parser (`kn.runs.phases.setting`)."""
-    from .runs.phases.setting import at_least, fraction as is_fraction, fraction_or_none
+    from .runs.phases.setting import fraction as is_fraction, fraction_or_none
 
     flag, meta, default = "--" + name.replace("_", "-"), f.metadata, f.default
     help = meta.get("help", "")

@@ -23,12 +23,12 @@ equals an uninterrupted one.
 from .cluster import Ray
 from .config import FORMAT
 from .directory import CONFIG, JOURNAL, RunConfigError
-from .engine import run
+from .api import load_run, run
 from .journal import Journal
 from .keyed import Keyed
 from .multilingual import MultiRunResult
 from .phases import PHASES, Phase
-from .result import RunResult, load_run
+from .result import RunResult
 from .settings import RunSettings
 
 __all__ = ["CONFIG", "FORMAT", "JOURNAL", "PHASES", "Journal", "Keyed", "MultiRunResult", "Phase", "Ray", "RunConfigError", "RunResult",

@@ -21,7 +21,7 @@ import json
 from typing import Any, Sequence
 
 from ..data.schema import fingerprint as schema_fingerprint
-from .phases import make_phases, record_versions
+from .phases import PHASES, make_phases, record_versions
 from .settings import RunSettings
 
 FORMAT = 3
@@ -116,6 +116,15 @@ def resumed(new: dict, stored: dict, when: str) -> dict:
     if legacy:
         out["legacy_keys"] = legacy
     return out
+
+
+def identity(config: dict) -> dict:
+    """What names a run (its directory under `kn.runs.Keyed`, what a resume must keep): `comparable`
+    without the phases and their settings, which may change within one run."""
+    c = comparable(config)
+    if isinstance(c.get("settings"), dict):
+        c["settings"] = {k: v for k, v in c["settings"].items() if k != "phases" and k not in PHASES}
+    return c
 
 
 def comparable(config: dict) -> dict:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -12,11 +11,10 @@ from tqdm.auto import tqdm
 from .. import checks
 from . import cluster
 from . import config as C
-from . import multilingual
 from . import tables as T
-from .directory import CONFIG, JOURNAL, locked, read_config, start, write_json
+from .directory import CONFIG, JOURNAL, kind, locked, read_config, start, write_json
 from .journal import Journal
-from .keyed import Keyed, resolve
+from .keyed import resolve
 from .phases import Phase, make_phases, new_state
 from .result import RunResult
 from .settings import RunSettings
@@ -27,43 +25,11 @@ log = logging.getLogger(__name__)
 TABLES_EVERY = 60.0  # seconds: the tidy tables are also rewritten this often during a long relation
 
 
-def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = None, *, languages=None,
-        progress: bool = True, resume: bool = True, engine="local", workers: int | None = None,
-        address: str | None = None, **changes) -> RunResult:
-    """Locate and verify the knowledge neurons of every fact in `facts` (a FactSet or Facts), kill-safe.
-
-    settings: a `kn.RunSettings` (default: the paper's); `changes` override its fields
-    (`kn.run(lm, facts, out, steps=4, share=0.5)`). Facts without a `settings.language` version are
-    left out. The run's phases (`settings.phases`) work relation by relation: "locate" finds each
-    fact's coarse sets, then tunes the relation's share and fixes each fact's knowledge neurons;
-    "verify" suppresses / amplifies them on the fact and, with `controls`, on a random fact of
-    another relation and of the same relation. Results go to `out_dir` (kn.runs): an interrupted run
-    restarted with the same arguments resumes; `resume=False` replaces a run there (or fills an empty
-    directory; anything else is refused). `out_dir=kn.runs.Keyed(parent, name)` names the directory by
-    the run's config (parent/name-<key>): other arguments, another directory. A fact that raises is
-    recorded with its error.
-
-    languages: several language codes (or "en,zh"): the facts with a version in every one, run in
-    each (`kn.runs.multilingual`: out_dir/<language>/ a run each); returns a `MultiRunResult`.
-
-    engine: "local" (this process) or "ray" (`workers` Ray actors, on the cluster at `address`, default
-    a local one; or a `kn.runs.Ray(...)` for every option): the same journal and tables
-    (`kn.runs.cluster`). The model is loaded in each worker by the name or path `kn.load` was given.
-    """
-    if languages is not None and "language" in changes:
-        raise checks.ArgumentError("pass language= (one run) or languages= (one run per language), not both")
-    settings = RunSettings.make(settings, **changes)
-    if not isinstance(out_dir, Keyed) and (not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip()):
-        raise checks.ArgumentError(f"out_dir must be a directory path or a kn.runs.Keyed, got {out_dir!r}")
-    facts = facts if hasattr(facts, "__len__") else list(facts)
-    if not len(facts):
-        raise checks.ArgumentError("facts is empty: pass a FactSet (kn.data.load, select_facts) or a list of Facts")
-    ray = cluster.resolve(engine, workers, address)
-    if ray is not None:
-        cluster.source_of(lm)  # before any work: a model built in memory cannot reach the workers
-    if languages is not None:
-        return multilingual.run(lm, facts, out_dir, settings, languages, progress=progress, resume=resume,
-                                engine=ray or "local")
+def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True, resume: bool = True,
+            engine=None) -> RunResult:
+    """`kn.run` in one language, its arguments checked (`kn.runs.api.run`); engine: None or "local"
+    (here), or a `kn.runs.Ray`."""
+    ray = engine if isinstance(engine, cluster.Ray) else None
     selected = [f for f in facts if f.has(settings.language)]
     if not selected:
         raise checks.ArgumentError(f"none of the {len(facts)} facts has a {settings.language!r} version; pass "
@@ -73,7 +39,7 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
                  settings.language)
     config = C.make(lm, facts, selected, settings)
     out = resolve(out_dir, config)
-    if multilingual.is_multilingual(out):
+    if kind(out) == "multilingual":
         raise checks.ArgumentError(f"{out} holds a multilingual run; pass its languages= to resume it, or "
                                    "choose another directory")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """A run directory named by what is run: `kn.run(lm, facts, kn.runs.Keyed(parent, name), ...)` runs in
-parent/<name>-<key>, the key the first 10 hex digits of the SHA-256 of the run's config (config.json
-without "created"; `kn.runs.config`). The same arguments find the same directory, so an interrupted
-run resumes; other arguments (steps, facts, model, ...) get a directory of their own instead of a
-refusal. The chapters name their runs so: rerun with other papermill parameters, they start anew,
+parent/<name>-<key>, the key the first 10 hex digits of the SHA-256 of the run's identity (its config
+without the phases and their settings, "created" and the kn version: `kn.runs.config.identity`). The
+same model, data and common settings find the same directory, so an interrupted run resumes and a run
+with more phases or other phase settings reuses what is still valid (`kn.runs.phases.base`); another
+model, data or attribution (steps, facts, ...) gets a directory of its own instead of a refusal. The chapters name their runs so: rerun with other papermill parameters, they start anew,
 never silently: a new directory beside other <name>-<key> runs is logged as a WARNING naming it and
 what differs from the most recent of them (the chapter's parameters that changed).
 """
@@ -42,8 +43,8 @@ class Keyed:
 
 
 def key(config: dict) -> str:
-    """10 hex digits naming `config`: its canonical JSON (sorted keys, "created" aside), hashed."""
-    body = {k: v for k, v in config.items() if k != "created"}
+    """10 hex digits naming `config`: its identity's canonical JSON (sorted keys), hashed."""
+    body = C.identity(config)
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 

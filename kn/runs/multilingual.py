@@ -21,7 +21,8 @@ from .. import checks, likn
 from . import config as C
 from .directory import CONFIG, LANGUAGES, MULTILINGUAL, RunConfigError, check_out, kind, locked, replace, write_json
 from .keyed import resolve
-from .result import RunResult, load_run as load_one
+from .engine import run_one
+from .result import load_one
 from .settings import RunSettings
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ def check_languages(languages) -> list[str]:
 def run(lm, facts, out_dir, settings: RunSettings, languages: Sequence[str], *, progress: bool = True,
         resume: bool = True, engine="local") -> MultiRunResult:
     """`kn.run` in every language of `languages`; see the module docstring."""
-    from .engine import run as run_one
-
     langs = check_languages(languages)
     aligned = [f for f in facts if all(f.has(l) for l in langs)]
     if not aligned:
@@ -89,16 +88,25 @@ def _start(out: Path, config: dict, resume: bool) -> None:
     if is_multilingual(out):
         if resume:
             stored = json.loads((out / FILE).read_text(encoding="utf-8"))
-            diffs = C.differences(json.loads(json.dumps(config)), stored)
+            stored_now = {**stored, "settings": _settings_now(stored["settings"])}
+            diffs = C.differences(C.identity(config), C.identity(stored_now))
             if diffs:
-                raise RunConfigError(f"{out} holds a multilingual run with a different configuration:\n  "
-                                     + "\n  ".join(diffs) + "\nRerun with the same arguments to resume it, or pass "
-                                     "resume=False (CLI: --fresh) to replace it.")
+                raise RunConfigError(f"{out} holds a multilingual run with a different configuration (model, data, "
+                                     "languages or common settings), so it cannot be resumed: " + "; ".join(diffs)
+                                     + ". Rerun with the same arguments to resume it, or pass resume=False "
+                                     "(CLI: --fresh) to replace it.")
+            if C.differences(C.comparable(config), C.comparable(stored_now)):  # other phases: each language's run
+                write_json(out / FILE, {**config, "created": stored.get("created")})  # recomputes what they change
             return
         replace(out)
     from datetime import datetime, timezone
 
     write_json(out / FILE, {**config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def _settings_now(settings: dict) -> dict:
+    """A languages.json's settings in the current form (a flat dict of kn before per-phase settings)."""
+    return {k: v for k, v in RunSettings.from_dict({**settings, "language": "en"}).asdict().items() if k != "language"}
 
 
 @dataclass

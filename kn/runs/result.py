@@ -118,15 +118,9 @@ class RunResult:
         return out
 
 
-def load_run(out_dir: str | os.PathLike) -> RunResult:
-    """The tables of the run in `out_dir`, rebuilt from its journal (no model needed; read-only).
-    Reads run directories of every format (format 1: kn before kn.runs); a multilingual run's
-    directory gives its `MultiRunResult`."""
-    from . import multilingual
-
+def load_one(out_dir: str | os.PathLike) -> RunResult:
+    """The tables of the single-language run in `out_dir`, rebuilt from its journal (any format)."""
     out = Path(out_dir)
-    if multilingual.is_multilingual(out):
-        return multilingual.load(out)
     config = read_config(out)
     phases = make_phases(settings_of(config))
     state = new_state(phases, with_legacy_keys(Journal(out / JOURNAL).read(repair=False), legacy_keys(config)))
