@@ -1,5 +1,5 @@
 """kn: find, test and edit knowledge neurons in transformer language models."""
-__version__ = "0.1.0"
+from .version import __version__
 
 from .arch import FAMILIES, Family, UnsupportedModelError  # noqa: E402
 from .models import LM, ModelNotFoundError, load, wrap  # noqa: E402

@@ -17,6 +17,8 @@ from typing import Mapping
 
 import pandas as pd
 
+from .version import __version__
+
 PROVENANCE = "provenance.json"
 RUN_TABLES = ("relations", "facts", "neurons")
 
@@ -56,8 +58,6 @@ def commit(path: str | os.PathLike | None = None) -> str | None:
 def versions() -> dict:
     """Versions of kn and of the packages its numbers depend on."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
 
     out = {"kn": __version__, "python": platform.python_version()}
     for pkg in ("torch", "transformers"):

@@ -12,6 +12,7 @@ import json
 from typing import Any, Sequence
 
 from ..data.schema import fingerprint as schema_fingerprint
+from ..version import __version__
 from .settings import RunSettings
 
 FORMAT = 2
@@ -20,8 +21,6 @@ KIND = "kn run"
 
 def make(lm, facts, selected: Sequence, settings: RunSettings) -> dict:
     """The config of a run of `settings` by `lm` over `selected` (of `facts`); "created" is added on write."""
-    from .. import __version__
-
     return {
         "kind": KIND,
         "format": FORMAT,

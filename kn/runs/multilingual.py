@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import checks, likn
+from ..version import __version__
 from . import config as C
 from .directory import CONFIG, RunConfigError, locked, write_json
 from .keyed import resolve
@@ -75,8 +76,6 @@ def run(lm, facts, out_dir, settings: RunSettings, languages: Sequence[str], *, 
 
 
 def _config(lm, facts, aligned, settings: RunSettings, langs: list[str]) -> dict:
-    from .. import __version__
-
     s = settings.asdict()
     s.pop("language")
     return {"kind": KIND, "format": 1, "kn_version": __version__, "languages": langs, "settings": s,
