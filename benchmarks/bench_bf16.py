@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     import kn
     import kn.cpu
     from bench_amig import CAUSAL
-    from kn.locate import coarse
+    from kn.localization import coarse
 
     torch.set_num_threads(2)
     profiles = {}

@@ -295,7 +295,7 @@ def jaccard(a: set, b: set) -> float:
 
 
 def report(rows: list[dict], args) -> tuple[str, bool]:
-    from kn.calibrate import STEPS as CALIBRATION_STEPS
+    from kn.calibration import STEPS as CALIBRATION_STEPS
 
     fr, fm = args.fast
     ok = True

@@ -11,9 +11,9 @@ from .settings import IG, Activation  # noqa: E402
 from .attribution import activations, attribute, scores  # noqa: E402
 from .probing import answer_prob, answer_rank, probe  # noqa: E402
 from .interventions import amplify, scaled, suppress  # noqa: E402
-from .locate import coarse, locate, refine, tune_share  # noqa: E402
-from .calibrate import Calibration, calibrate  # noqa: E402
-from .verify import Verification, ratio_of_means, verify  # noqa: E402
+from .localization import coarse, locate, refine, tune_share  # noqa: E402
+from .calibration import Calibration, calibrate  # noqa: E402
+from .verification import Verification, ratio_of_means, verify  # noqa: E402
 from .degenerate import degenerate_pairs, degenerate_sets, suppressed_probs  # noqa: E402
 from . import editing, recording, widgets  # noqa: E402  (widgets imports ipywidgets only when used)
 from .runs import RunResult, RunSettings, load_run, run  # noqa: E402  (the package is kn.runs; kn.run is the function)

@@ -41,8 +41,8 @@ def cmd_locate(args) -> None:
     import torch
 
     from .attribution import attribute
-    from .locate import coarse, refine
-    from .verify import verify
+    from .localization import coarse, refine
+    from .verification import verify
 
     lm = _load(args)
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ from . import checks
 from .likn import fact_likn
 from .experiment import journaled, read_journal
 from .stats import bootstrap_mean, succ
-from .verify import effect, ratio_of_means
+from .verification import effect, ratio_of_means
 
 log = logging.getLogger(__name__)
 

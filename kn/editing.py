@@ -104,7 +104,7 @@ def accuracy(lm: LM, items: Sequence[tuple[str, str]]) -> float:
 
 def most_frequent(kns: Sequence[Sequence[tuple[int, int]]], k: int = 20) -> list[tuple[int, int]]:
     """The k neurons that are knowledge neurons of the most facts (relation erasing's choice)."""
-    from .locate import shared_counts
+    from .localization import shared_counts
 
     return [n for n, _ in shared_counts(kns).most_common(k)]
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ...verify import ratio_of_means
+from ...verification import ratio_of_means
 from ..settings import RunSettings
 from ..state import State
 

@@ -18,7 +18,7 @@ from typing import Sequence
 from ...data.prepare import prepare_fact
 from ...data.templates import MASK, Continuation, continuation
 from ...attribution import scores as neuron_scores
-from ...locate import coarse, shared_counts, top, tune_share
+from ...localization import coarse, shared_counts, top, tune_share
 from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, record

@@ -11,7 +11,7 @@ import logging
 import math
 from typing import Sequence
 
-from ...verify import effect
+from ...verification import effect
 from ..state import State
 from .base import Phase, error_of, mean, ratio, record
 from .controls import Controls
