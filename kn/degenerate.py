@@ -19,9 +19,9 @@ import torch
 from . import checks
 from .hooks import head_at, hooked, site_hooks
 from .models import LM
+from .neuron import Neuron
 from .tokens import targets
 
-Neuron = tuple[int, int]
 ROW_TOKENS = 16384  # tokens per forward pass (memory, not results)
 
 

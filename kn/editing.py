@@ -23,6 +23,7 @@ from . import checks
 from .interventions import check_neurons
 from .data.templates import MASK, Continuation, with_object
 from .models import LM
+from .neuron import Neuron
 from .probing import answer_stats
 from .tokens import answer_ids
 
@@ -110,7 +111,6 @@ def most_frequent(kns: Sequence[Sequence[tuple[int, int]]], k: int = 20) -> list
 
 
 # -- the paper's experiments over a dataset run (a kn.RunResult) ------------------------------------
-Neuron = tuple[int, int]
 Item = tuple[str, Continuation]  # (prompt, answer as it follows the prompt)
 
 UPDATE_COLUMNS = ["relation", "fact_id", "old", "new", "n_neurons", "n_prompts", "success", "changed",

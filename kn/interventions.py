@@ -9,8 +9,7 @@ import torch
 from . import checks
 from .hooks import hooked, input_ids_hook, site_hooks
 from .models import LM
-
-Neuron = tuple[int, int]
+from .neuron import Neuron
 
 
 def check_neurons(lm: LM, neurons: Iterable[Neuron]) -> dict[int, list[int]]:

@@ -12,11 +12,11 @@ from tqdm.auto import tqdm
 from . import checks
 from .attribution import scores as neuron_scores
 from .models import LM
+from .neuron import Neuron
 from .settings import IG, Activation, Settings, resolve
 
 log = logging.getLogger(__name__)
 
-Neuron = tuple[int, int]
 THRESHOLDS = {"ig": IG.coarse_threshold, "activation": Activation.coarse_threshold}  # by the older method names
 
 

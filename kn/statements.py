@@ -29,8 +29,8 @@ from . import checks
 from .data.templates import with_object
 from .experiment import journaled, read_journal
 from .factcheck import dkn_set, split
+from .neuron import Neuron
 
-Neuron = tuple[int, int]
 JOURNAL = "factcheck.jsonl"
 COLUMNS = ["fact_id", "relation", "split", "kind", "object", "p", "rank", "dkn_mean", "kn_mean", "dkn", "random"]
 

@@ -26,10 +26,10 @@ import torch
 
 import kn
 from .models import DEFAULT_MODEL, LM, PACKAGED
+from .neuron import Neuron
 
 log = logging.getLogger(__name__)
 
-Neuron = tuple[int, int]
 MODES = ("none", "suppress", "amplify")
 ERROR_COLOR = "#c62828"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import checks, likn
+from ..neuron import Neuron
 from ..version import __version__
 from . import config as C
 from .directory import CONFIG, RunConfigError, locked, write_json
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 KIND = "kn multilingual run"
 FILE = "languages.json"
-Neuron = tuple[int, int]
 
 
 def is_multilingual(out_dir) -> bool:

@@ -19,13 +19,13 @@ from ...data.prepare import prepare_fact
 from ...data.templates import MASK, Continuation, continuation
 from ...attribution import scores as neuron_scores
 from ...localization import coarse, shared_counts, top, tune_share
+from ...neuron import Neuron
 from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, record
 
 log = logging.getLogger(__name__)
 
-Neuron = tuple[int, int]
 TOP = 20  # each prompt's highest-scoring neurons kept in its record (the degenerate phase's candidates)
 NEURON_COLUMNS = ["fact_id", "relation", "layer", "index", "n_prompts_found", "n_facts_sharing"]
 
