@@ -27,6 +27,9 @@ from .neuron import Neuron
 from .probing import answer_stats
 from .tokens import answer_ids
 
+LAMBDA1 = 1.0  # the update's weight on moving a value slot away from the old object (Dai et al. 2022, 5.1)
+LAMBDA2 = 8.0  # its weight on moving the slot towards the new object
+
 
 @contextmanager
 def _slots_restored(lm: LM, layers: Iterable[int]) -> Iterator[None]:
@@ -57,8 +60,8 @@ def word_embedding(lm: LM, prompt: str, answer: str) -> torch.Tensor:
 
 
 @contextmanager
-def update_fact(lm: LM, neurons, prompt: str, old: str, new: str, *, lambda1: float = 1.0,
-                lambda2: float = 8.0) -> Iterator[None]:
+def update_fact(lm: LM, neurons, prompt: str, old: str, new: str, *, lambda1: float = LAMBDA1,
+                lambda2: float = LAMBDA2) -> Iterator[None]:
     """Inside the block the fact reads `new` instead of `old` (value slots of `neurons` edited; each
     neuron once, however often it is listed)."""
     by_layer = check_neurons(lm, neurons)
@@ -236,7 +239,7 @@ class _Planner:
         return Update(rel, fid, old, new, tuple(kns), tuple(rand), tuple(right), tuple(intra), tuple(inter))
 
 
-def measure_update(lm: LM, u: Update, *, lambda1: float = 1.0, lambda2: float = 8.0) -> dict:
+def measure_update(lm: LM, u: Update, *, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2) -> dict:
     """One row of `update_facts`: the edit through the fact's neurons and through the random ones."""
     row = {"relation": u.relation, "fact_id": u.fact_id, "old": u.old, "new": u.new, "n_neurons": len(u.neurons),
            "n_prompts": len(u.prompts)}
@@ -278,7 +281,7 @@ def _collateral(before, after) -> tuple[float, float]:
 
 
 def update_facts(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1, side_facts: int = 5,
-                 lambda1: float = 1.0, lambda2: float = 8.0, seed: int = 0, progress: bool = True):
+                 lambda1: float = LAMBDA1, lambda2: float = LAMBDA2, seed: int = 0, progress: bool = True):
     """Fact updating over a run (Dai et al. 2022, 5.1): one row per edit (pandas DataFrame).
 
     The edits are `plan_updates`' (see there: which facts, new objects, side facts, random neurons).

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 import kn
+from .interventions import AMPLIFY_FACTOR
 from .models import DEFAULT_MODEL, LM, PACKAGED
 from .neuron import Neuron
 
@@ -165,7 +166,7 @@ class FactExplorer:
 
     def __init__(self, lm_or_name: LM | str | None = None, *, prompt: str = "", answer: str = "",
                  paraphrases: Sequence[str] | None = None, k: int = 10, steps: int = 20, threshold: float = 0.2,
-                 share: float = 0.7, min_prompts: int = 3, factor: float = 2.0, n_columns: int = 24,
+                 share: float = 0.7, min_prompts: int = 3, factor: float = AMPLIFY_FACTOR, n_columns: int = 24,
                  groups: int = 1, loader: Callable[[str], LM] | None = None):
         w = _require_ipywidgets()
         self._loader = loader or kn.load
