@@ -11,7 +11,7 @@ from .settings import IG, Activation  # noqa: E402
 from .attribution import activations, attribute, scores  # noqa: E402
 from .probing import answer_prob, answer_rank, probe  # noqa: E402
 from .interventions import amplify, scaled, suppress  # noqa: E402
-from .localization import coarse, locate, refine, tune_share  # noqa: E402
+from .localization import Located, coarse, locate, locate_with_scores, refine, tune_share  # noqa: E402
 from .calibration import Calibration, calibrate  # noqa: E402
 from .verification import Verification, ratio_of_means, verify  # noqa: E402
 from .degenerate import degenerate_pairs, degenerate_sets, suppressed_probs  # noqa: E402
@@ -22,7 +22,7 @@ __all__ = [
     "FAMILIES", "Family", "UnsupportedModelError", "LM", "ModelNotFoundError", "load", "wrap",
     "RULES", "AMIG", "BASELINES", "settings", "IG", "Activation", "activations", "attribute", "scores",
     "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
-    "coarse", "locate", "refine", "tune_share", "Calibration", "calibrate", "Verification", "ratio_of_means", "verify",
+    "coarse", "locate", "locate_with_scores", "Located", "refine", "tune_share", "Calibration", "calibrate", "Verification", "ratio_of_means", "verify",
     "degenerate_pairs", "degenerate_sets", "suppressed_probs",
     "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",
 ]

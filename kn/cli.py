@@ -38,31 +38,26 @@ def cmd_probe(args) -> None:
 
 
 def cmd_locate(args) -> None:
-    import torch
-
-    from .attribution import attribute
-    from .localization import coarse, refine
+    from .interventions import AMPLIFY_FACTOR
+    from .localization import locate_with_scores
+    from .settings import resolve
     from .verification import verify
 
+    settings = resolve(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier)
     lm = _load(args)
     t0 = time.perf_counter()
-    scores, sets = [], []
-    for p in args.prompts:
-        s = attribute(lm, p, args.answer, steps=args.steps, rule=args.rule, baseline=args.baseline,
-                      multiplier=args.multiplier)
-        scores.append(s)
-        sets.append(coarse(s, args.threshold))
-        print(f"  {len(sets[-1]):3d} neurons pass the coarse filter: {p!r}", file=sys.stderr)
-    neurons = refine(sets, args.share, args.min_prompts)
-    mean = torch.stack(scores).mean(0)
-    counts = {n: sum(n in s for s in sets) for n in neurons}
+    found = locate_with_scores(
+        lm, args.prompts, args.answer, settings, threshold=args.threshold, share=args.share,
+        min_prompts=args.min_prompts,
+        on_prompt=lambda p, s: print(f"  {len(s):3d} neurons pass the coarse filter: {p!r}", file=sys.stderr))
+    neurons, mean, counts = found.neurons, found.mean_scores(), found.prompt_counts()
     print(f"{lm.name}: {len(neurons)} knowledge neurons of {args.answer!r} from {len(args.prompts)} prompts "
           f"({time.perf_counter() - t0:.1f} s)")
-    print(_table([(l, i, f"{float(mean[l, i]):.4f}", f"{counts[(l, i)]}/{len(sets)}") for l, i in neurons],
+    print(_table([(l, i, f"{float(mean[l, i]):.4f}", f"{counts[(l, i)]}/{len(found.sets)}") for l, i in neurons],
                  ("layer", "neuron", "mean score", "prompts")))
     if args.verify and neurons:
         v = verify(lm, args.prompts, args.answer, neurons)
-        print(f"suppress: {v.fact.suppression:+.1%}   amplify x2: {v.fact.amplification:+.1%}")
+        print(f"suppress: {v.fact.suppression:+.1%}   amplify x{AMPLIFY_FACTOR:g}: {v.fact.amplification:+.1%}")
 
 
 def _fmt(x: float, spec: str) -> str:
