@@ -485,10 +485,22 @@ class Side:
         pass
 
 
+def keep_freed_memory() -> None:
+    """kn's allocator tuning (`kn.allocator`, opt-in) in a timed kn process; a kn tree older than the
+    module (the A side of --ab) runs without it."""
+    try:
+        from kn import allocator
+    except ImportError:
+        return
+    allocator.keep_freed_memory()
+
+
 def worker_main(side: str, ckpt: Path, threads: int, reference: bool, rule: str) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
     handler = Side(side, ckpt, threads, reference, rule)
+    if side == "kn":  # a timed process: the worker asks for the tuning (the peer gets it from its environment)
+        keep_freed_memory()
     proto.write(json.dumps(handler.info) + "\n")
     for line in sys.stdin:
         cmd = json.loads(line)
@@ -511,7 +523,7 @@ class Worker:
             env.pop("PYTHONPATH", None)  # the peer environment must not see kn or kn's packages
             from kn import allocator  # the driver runs with kn's interpreter
 
-            if allocator.enabled():  # the glibc thresholds kn sets for itself, so both sides run on the same malloc
+            if allocator.enabled():  # the glibc thresholds kn's workers ask for, so both sides run on the same malloc
                 env.setdefault("MALLOC_MMAP_THRESHOLD_", str(allocator.MMAP_MAX))
                 env.setdefault("MALLOC_TRIM_THRESHOLD_", str(allocator.TRIM_MAX))
         else:

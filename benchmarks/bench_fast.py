@@ -436,6 +436,7 @@ def main(argv=None) -> int:
     machine = "" if args.check_only else B.describe_machine(args.threads)
     if machine:
         log(f"machine: {machine}")
+        B.keep_freed_memory()  # the driver times attributions too (the GFLOP/s part); workers ask for it themselves
     tmp = Path(tempfile.mkdtemp(prefix="kn-bench-fast-"))
     try:
         rows = [run_family(f, args, tmp, log) for f in families]

@@ -15,7 +15,7 @@ from .localization import Located, coarse, locate, locate_with_scores, refine, t
 from .calibration import Calibration, calibrate  # noqa: E402
 from .verification import Verification, ratio_of_means, verify  # noqa: E402
 from .degenerate import degenerate_pairs, degenerate_sets, suppressed_probs  # noqa: E402
-from . import editing, recording, widgets  # noqa: E402  (widgets imports ipywidgets only when used)
+from . import allocator, editing, recording, widgets  # noqa: E402  (widgets imports ipywidgets only when used)
 from .runs import RunResult, RunSettings, load_run, run  # noqa: E402  (the package is kn.runs; kn.run is the function)
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
     "coarse", "locate", "locate_with_scores", "Located", "refine", "tune_share", "Calibration", "calibrate", "Verification", "ratio_of_means", "verify",
     "degenerate_pairs", "degenerate_sets", "suppressed_probs",
-    "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",
+    "allocator", "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",
 ]

@@ -44,6 +44,7 @@ def cmd_locate(args) -> None:
     from .verification import verify
 
     settings = resolve(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier)
+    _allocator(args)
     lm = _load(args)
     t0 = time.perf_counter()
     found = locate_with_scores(
@@ -58,6 +59,20 @@ def cmd_locate(args) -> None:
     if args.verify and neurons:
         v = verify(lm, args.prompts, args.answer, neurons)
         print(f"suppress: {v.fact.suppression:+.1%}   amplify x{AMPLIFY_FACTOR:g}: {v.fact.amplification:+.1%}")
+
+
+def _allocator(args) -> None:
+    """`--keep-freed-memory`: the process-wide allocator tuning, only when asked for (`kn.allocator`)."""
+    from . import allocator
+
+    if args.keep_freed_memory:
+        allocator.keep_freed_memory()
+
+
+def _add_keep_freed_memory(p) -> None:
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="keep freed memory in the process for reuse: faster repeated attributions on glibc "
+                        "(kn.allocator; the process holds on to its peak memory)")
 
 
 def _fmt(x: float, spec: str) -> str:
@@ -138,6 +153,7 @@ def cmd_run(args) -> None:
     if langs and args.language:
         raise ValueError("pass --language (one run) or --languages (a run per language), not both")
     check_out(args.out, resume=not args.fresh)
+    _allocator(args)
     facts = _facts(args, langs or [settings.language])
     lm = _load(args)
     t0 = time.perf_counter()
@@ -254,6 +270,7 @@ def _add_run(p) -> None:
                    help="the Ray cluster to use (e.g. 10.0.0.5:6379, or auto); default: a local one for this run")
     p.add_argument("--fresh", action="store_true",
                    help="replace the run in --out instead of resuming it (only a kn run or an empty directory)")
+    _add_keep_freed_memory(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -321,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--share", type=fraction, default=0.7)
     p.add_argument("--min-prompts", type=positive_int, default=3)
     p.add_argument("--verify", action="store_true", help="also suppress / amplify them")
+    _add_keep_freed_memory(p)
     common(p)
     p.set_defaults(func=cmd_locate)
 
