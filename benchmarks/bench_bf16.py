@@ -36,9 +36,10 @@ def main(argv=None) -> None:
     import kn
     import kn.cpu
     from bench_amig import CAUSAL
-    from kn.locate import coarse
+    from kn.localization import coarse
 
     torch.set_num_threads(2)
+    kn.allocator.keep_freed_memory()  # faster repeated attributions (glibc), for both dtypes
     profiles = {}
     print(kn.cpu.describe() + "\n")
     print("| model | fp32 s/prompt | bf16 s/prompt | bf16 / fp32 (median, per prompt) | max score error (of the "

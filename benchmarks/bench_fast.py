@@ -295,7 +295,7 @@ def jaccard(a: set, b: set) -> float:
 
 
 def report(rows: list[dict], args) -> tuple[str, bool]:
-    from kn.calibrate import STEPS as CALIBRATION_STEPS
+    from kn.calibration import STEPS as CALIBRATION_STEPS
 
     fr, fm = args.fast
     ok = True
@@ -436,6 +436,7 @@ def main(argv=None) -> int:
     machine = "" if args.check_only else B.describe_machine(args.threads)
     if machine:
         log(f"machine: {machine}")
+        B.keep_freed_memory()  # the driver times attributions too (the GFLOP/s part); workers ask for it themselves
     tmp = Path(tempfile.mkdtemp(prefix="kn-bench-fast-"))
     try:
         rows = [run_family(f, args, tmp, log) for f in families]

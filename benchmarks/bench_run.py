@@ -82,6 +82,7 @@ def main(argv=None) -> None:
 
     fast = parse_setting(args.fast)
     torch.set_num_threads(args.threads)
+    kn.allocator.keep_freed_memory()  # faster repeated attributions (glibc), as kn run --keep-freed-memory
     facts = kn.data.load(args.data)
     present = list(dict.fromkeys(f.relation for f in facts))
     if args.relations:

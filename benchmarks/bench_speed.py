@@ -13,6 +13,7 @@ Parts (each a script of its own, run here with the options shown):
         at the paper's setting, the fixed fast one and the one kn.calibrate picks on 3 other facts;
   amig  bench_amig.py: AMIG's cost over zero-baseline IG;
   bf16  bench_bf16.py: bfloat16 against float32 weights, speed, score error, set agreement, profiles.
+Each part runs in its own process and asks for kn's allocator tuning there (`kn.allocator.keep_freed_memory`).
 """
 from __future__ import annotations
 

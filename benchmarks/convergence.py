@@ -51,7 +51,7 @@ def round_robin(facts) -> list:
 
 def fact_record(lm, fid: str, queries, rules, steps, exact_nodes: int, check: bool) -> dict:
     import kn
-    from kn.locate import coarse, refine
+    from kn.localization import coarse, refine
 
     def scores(rule, m, p, a):
         return kn.attribute(lm, p, a, kn.IG(rule=rule, steps=m)).double()
@@ -106,14 +106,14 @@ def recommend(errors, sets):
 def transfer(errors, sets, k: int = 3, splits: int = 50, seed: int = 0):
     """Does a setting calibrated on a few facts hold on the others? Per model and seeded split: k
     calibration facts (all their prompts), the rest held out. On the calibration prompts,
-    `kn.calibrate.search` picks what `kn.calibrate` would from the study's grid (the fewest points no
+    `kn.calibration.search` picks what `kn.calibrate` would from the study's grid (the fewest points no
     worse than the paper setting on every calibration prompt); on the held-out facts, its median error
     and refined-set agreement (Jaccard with the exact integral's, mean over facts) beside the paper
     setting's, and the share of held-out prompts on which it is no worse. One row per split."""
     import numpy as np
     import pandas as pd
 
-    from kn.calibrate import search
+    from kn.calibration import search
 
     rows = []
     for model, err in errors.groupby("model"):

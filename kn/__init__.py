@@ -1,5 +1,5 @@
 """kn: find, test and edit knowledge neurons in transformer language models."""
-__version__ = "0.1.0"
+from .version import __version__
 
 from .arch import FAMILIES, Family, UnsupportedModelError  # noqa: E402
 from .models import LM, ModelNotFoundError, load, wrap  # noqa: E402
@@ -11,18 +11,18 @@ from .settings import IG, Activation  # noqa: E402
 from .attribution import activations, attribute, scores  # noqa: E402
 from .probing import answer_prob, answer_rank, probe  # noqa: E402
 from .interventions import amplify, scaled, suppress  # noqa: E402
-from .locate import coarse, locate, refine, tune_share  # noqa: E402
-from .calibrate import Calibration, calibrate  # noqa: E402
-from .verify import Verification, ratio_of_means, verify  # noqa: E402
+from .localization import Located, coarse, locate, locate_with_scores, refine, tune_share  # noqa: E402
+from .calibration import Calibration, calibrate  # noqa: E402
+from .verification import Verification, ratio_of_means, verify  # noqa: E402
 from .degenerate import degenerate_pairs, degenerate_sets, suppressed_probs  # noqa: E402
-from . import editing, recording, widgets  # noqa: E402  (widgets imports ipywidgets only when used)
+from . import allocator, editing, recording, widgets  # noqa: E402  (widgets imports ipywidgets only when used)
 from .runs import RunResult, RunSettings, load_run, run  # noqa: E402  (the package is kn.runs; kn.run is the function)
 
 __all__ = [
     "FAMILIES", "Family", "UnsupportedModelError", "LM", "ModelNotFoundError", "load", "wrap",
     "RULES", "AMIG", "BASELINES", "settings", "IG", "Activation", "activations", "attribute", "scores",
     "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
-    "coarse", "locate", "refine", "tune_share", "Calibration", "calibrate", "Verification", "ratio_of_means", "verify",
+    "coarse", "locate", "locate_with_scores", "Located", "refine", "tune_share", "Calibration", "calibrate", "Verification", "ratio_of_means", "verify",
     "degenerate_pairs", "degenerate_sets", "suppressed_probs",
-    "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",
+    "allocator", "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",
 ]

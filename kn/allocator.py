@@ -1,4 +1,4 @@
-"""Keep freed memory in the heap for reuse, from the first attribution on (glibc; elsewhere a no-op).
+"""Keep freed memory in the heap for reuse: faster repeated attributions (glibc; elsewhere a no-op).
 
 An attribution allocates the same large intermediates (a pass's activations and gradients, MBs
 each) pass after pass and call after call. glibc's malloc serves blocks above its mmap threshold
@@ -7,7 +7,10 @@ system beyond its trim threshold, so each pass page-faults its intermediates in 
 by the kernel. `keep_freed_memory` raises both thresholds for the process, once: freed blocks stay
 in the heap and the next pass reuses them. The process then holds on to its peak heap (the peak
 itself does not change); `release()` gives it back and restores glibc's default values.
-KN_MALLOC=default in the environment leaves the allocator alone.
+
+This is process-wide, so kn never does it on its own: call `keep_freed_memory()` (or pass
+`--keep-freed-memory` to `kn locate` / `kn run`); a run's Ray workers follow the process that started
+them. KN_MALLOC=default in the environment makes the call a no-op.
 """
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def keep_freed_memory() -> None:
 
 def release() -> None:
     """Restore glibc's default thresholds (its adaptive mmap threshold stays off) and give the heap's
-    free memory back to the system. The next attribution raises them again."""
+    free memory back to the system. `keep_freed_memory()` raises them again."""
     global _kept
     with _lock:
         if _kept:

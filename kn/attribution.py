@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from . import allocator, baselines
+from . import baselines
 from .ig import fast, reference as ref
 from .ig.clean import clean_run
 from .models import LM
@@ -46,7 +46,6 @@ def attribute(lm: LM, prompt: str, answer: str, settings: IG | None = None, *, s
     layers = lm.check_layers(layers)
     baselines.check_for(lm, ig.baseline)
     kernel = ref.attribute_target if reference else fast.attribute_target
-    allocator.keep_freed_memory()
     total = torch.zeros(lm.n_layers, lm.width)
     for t in targets(lm, prompt, answer):
         total += kernel(lm, t, ig, layers)

@@ -9,7 +9,7 @@ import math
 import numbers
 from collections.abc import Iterable
 
-Neuron = tuple[int, int]
+from .neuron import Neuron
 
 
 class ArgumentError(ValueError, TypeError):

@@ -38,31 +38,41 @@ def cmd_probe(args) -> None:
 
 
 def cmd_locate(args) -> None:
-    import torch
+    from .interventions import AMPLIFY_FACTOR
+    from .localization import locate_with_scores
+    from .settings import resolve
+    from .verification import verify
 
-    from .attribution import attribute
-    from .locate import coarse, refine
-    from .verify import verify
-
+    settings = resolve(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier)
+    _allocator(args)
     lm = _load(args)
     t0 = time.perf_counter()
-    scores, sets = [], []
-    for p in args.prompts:
-        s = attribute(lm, p, args.answer, steps=args.steps, rule=args.rule, baseline=args.baseline,
-                      multiplier=args.multiplier)
-        scores.append(s)
-        sets.append(coarse(s, args.threshold))
-        print(f"  {len(sets[-1]):3d} neurons pass the coarse filter: {p!r}", file=sys.stderr)
-    neurons = refine(sets, args.share, args.min_prompts)
-    mean = torch.stack(scores).mean(0)
-    counts = {n: sum(n in s for s in sets) for n in neurons}
+    found = locate_with_scores(
+        lm, args.prompts, args.answer, settings, threshold=args.threshold, share=args.share,
+        min_prompts=args.min_prompts,
+        on_prompt=lambda p, s: print(f"  {len(s):3d} neurons pass the coarse filter: {p!r}", file=sys.stderr))
+    neurons, mean, counts = found.neurons, found.mean_scores(), found.prompt_counts()
     print(f"{lm.name}: {len(neurons)} knowledge neurons of {args.answer!r} from {len(args.prompts)} prompts "
           f"({time.perf_counter() - t0:.1f} s)")
-    print(_table([(l, i, f"{float(mean[l, i]):.4f}", f"{counts[(l, i)]}/{len(sets)}") for l, i in neurons],
+    print(_table([(l, i, f"{float(mean[l, i]):.4f}", f"{counts[(l, i)]}/{len(found.sets)}") for l, i in neurons],
                  ("layer", "neuron", "mean score", "prompts")))
     if args.verify and neurons:
         v = verify(lm, args.prompts, args.answer, neurons)
-        print(f"suppress: {v.fact.suppression:+.1%}   amplify x2: {v.fact.amplification:+.1%}")
+        print(f"suppress: {v.fact.suppression:+.1%}   amplify x{AMPLIFY_FACTOR:g}: {v.fact.amplification:+.1%}")
+
+
+def _allocator(args) -> None:
+    """`--keep-freed-memory`: the process-wide allocator tuning, only when asked for (`kn.allocator`)."""
+    from . import allocator
+
+    if args.keep_freed_memory:
+        allocator.keep_freed_memory()
+
+
+def _add_keep_freed_memory(p) -> None:
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="keep freed memory in the process for reuse: faster repeated attributions on glibc "
+                        "(kn.allocator; the process holds on to its peak memory)")
 
 
 def _fmt(x: float, spec: str) -> str:
@@ -155,6 +165,7 @@ def cmd_run(args) -> None:
     if langs and args.language:
         raise ValueError("pass --language (one run) or --languages (a run per language), not both")
     check_out(args.out, multilingual=bool(langs))  # a folder that is not a kn run: refused, nothing written
+    _allocator(args)
     facts = _facts(args, langs or [settings.language])
     lm = _load(args)
     t0 = time.perf_counter()
@@ -281,6 +292,7 @@ def _add_run(p) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="start anew instead of resuming the run in --out, which is moved aside whole to "
                         "--out.replaced-<UTC time> (nothing is deleted)")
+    _add_keep_freed_memory(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -370,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--share", type=fraction, default=0.7)
     p.add_argument("--min-prompts", type=positive_int, default=3)
     p.add_argument("--verify", action="store_true", help="also suppress / amplify them")
+    _add_keep_freed_memory(p)
     common(p)
     p.set_defaults(func=cmd_locate)
 

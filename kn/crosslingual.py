@@ -29,9 +29,11 @@ from typing import Sequence
 
 from . import checks
 from .likn import fact_likn
+from .editing import LAMBDA1, LAMBDA2, update_fact
 from .experiment import journaled, read_journal
+from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from .stats import bootstrap_mean, succ
-from .verify import effect, ratio_of_means
+from .verification import effect, ratio_of_means
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,8 @@ COLUMNS = ["fact_id", "relation", "condition", "source", "measured", "target", "
 class CrossLingual:
     """How the cross-lingual effects are measured: the two factors and the seed of the unrelated facts."""
 
-    suppress_factor: float = 0.0
-    amplify_factor: float = 2.0
+    suppress_factor: float = SUPPRESS_FACTOR
+    amplify_factor: float = AMPLIFY_FACTOR
     seed: int = 0
 
     def __post_init__(self):
@@ -91,7 +93,6 @@ def effects(lm, res, settings: CrossLingual | None = None, *, out: str | Path | 
     """The tidy table (`COLUMNS`) of every fact's conditions: a row per (fact, condition, source,
     measured language, target "related" | "unrelated"). out: the journal's directory (default the
     run's); a call with the same settings resumes it, other settings are refused."""
-    import pandas as pd
 
     s = settings or CrossLingual()
     if not isinstance(s, CrossLingual):
@@ -198,8 +199,8 @@ class CrossLingualEdit:
     """How the cross-lingual edits are made: the update's lambdas (`kn.editing.update_fact`) and the
     seed that picks each fact's new object."""
 
-    lambda1: float = 1.0
-    lambda2: float = 8.0
+    lambda1: float = LAMBDA1
+    lambda2: float = LAMBDA2
     seed: int = 0
 
     def __post_init__(self):
@@ -219,7 +220,6 @@ def edits(lm, res, settings: CrossLingualEdit | None = None, *, out: str | Path 
     al.), and the mean P(old) and P(new) over all its prompts before and after. Journaled per fact;
     the model is restored bit-identically after each edit."""
     from .data.templates import with_object
-    from .editing import update_fact
     from .probing import answer_stats
 
     s = settings or CrossLingualEdit()

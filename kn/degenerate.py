@@ -19,9 +19,9 @@ import torch
 from . import checks
 from .hooks import head_at, hooked, site_hooks
 from .models import LM
+from .neuron import Neuron
 from .tokens import targets
 
-Neuron = tuple[int, int]
 ROW_TOKENS = 16384  # tokens per forward pass (memory, not results)
 
 
@@ -70,7 +70,7 @@ def top_neurons(lm: LM, prompt: str, answer: str, k: int = 20, settings=None) ->
     """The prompt's `k` highest-scoring neurons (`kn.scores`; default IG), best first."""
     from .attribution import scores
 
-    from .locate import top
+    from .localization import top
 
     return [(l, i) for l, i, _ in top(scores(lm, prompt, answer, settings), k)]
 
@@ -143,7 +143,7 @@ def fact_pairs(per_prompt: Sequence[Iterable[tuple[Neuron, Neuron]]], share: flo
     fact's rather than one wording's, and with one prompt per fact (BMLAMA) it is that prompt's."""
     from collections import Counter
 
-    from .locate import min_count
+    from .localization import min_count
 
     share = checks.number(share, "share", low=0.0, high=1.0)
     counts = Counter(p for pairs in per_prompt for p in {tuple(sorted(q)) for q in pairs})

@@ -23,8 +23,12 @@ from . import checks
 from .interventions import check_neurons
 from .data.templates import MASK, Continuation, with_object
 from .models import LM
+from .neuron import Neuron
 from .probing import answer_stats
 from .tokens import answer_ids
+
+LAMBDA1 = 1.0  # the update's weight on moving a value slot away from the old object (Dai et al. 2022, 5.1)
+LAMBDA2 = 8.0  # its weight on moving the slot towards the new object
 
 
 @contextmanager
@@ -56,8 +60,8 @@ def word_embedding(lm: LM, prompt: str, answer: str) -> torch.Tensor:
 
 
 @contextmanager
-def update_fact(lm: LM, neurons, prompt: str, old: str, new: str, *, lambda1: float = 1.0,
-                lambda2: float = 8.0) -> Iterator[None]:
+def update_fact(lm: LM, neurons, prompt: str, old: str, new: str, *, lambda1: float = LAMBDA1,
+                lambda2: float = LAMBDA2) -> Iterator[None]:
     """Inside the block the fact reads `new` instead of `old` (value slots of `neurons` edited; each
     neuron once, however often it is listed)."""
     by_layer = check_neurons(lm, neurons)
@@ -104,13 +108,12 @@ def accuracy(lm: LM, items: Sequence[tuple[str, str]]) -> float:
 
 def most_frequent(kns: Sequence[Sequence[tuple[int, int]]], k: int = 20) -> list[tuple[int, int]]:
     """The k neurons that are knowledge neurons of the most facts (relation erasing's choice)."""
-    from .locate import shared_counts
+    from .localization import shared_counts
 
     return [n for n, _ in shared_counts(kns).most_common(k)]
 
 
 # -- the paper's experiments over a dataset run (a kn.RunResult) ------------------------------------
-Neuron = tuple[int, int]
 Item = tuple[str, Continuation]  # (prompt, answer as it follows the prompt)
 
 UPDATE_COLUMNS = ["relation", "fact_id", "old", "new", "n_neurons", "n_prompts", "success", "changed",
@@ -236,7 +239,7 @@ class _Planner:
         return Update(rel, fid, old, new, tuple(kns), tuple(rand), tuple(right), tuple(intra), tuple(inter))
 
 
-def measure_update(lm: LM, u: Update, *, lambda1: float = 1.0, lambda2: float = 8.0) -> dict:
+def measure_update(lm: LM, u: Update, *, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2) -> dict:
     """One row of `update_facts`: the edit through the fact's neurons and through the random ones."""
     row = {"relation": u.relation, "fact_id": u.fact_id, "old": u.old, "new": u.new, "n_neurons": len(u.neurons),
            "n_prompts": len(u.prompts)}
@@ -278,7 +281,7 @@ def _collateral(before, after) -> tuple[float, float]:
 
 
 def update_facts(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1, side_facts: int = 5,
-                 lambda1: float = 1.0, lambda2: float = 8.0, seed: int = 0, progress: bool = True):
+                 lambda1: float = LAMBDA1, lambda2: float = LAMBDA2, seed: int = 0, progress: bool = True):
     """Fact updating over a run (Dai et al. 2022, 5.1): one row per edit (pandas DataFrame).
 
     The edits are `plan_updates`' (see there: which facts, new objects, side facts, random neurons).

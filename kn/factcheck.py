@@ -19,8 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import checks
-
-Neuron = tuple[int, int]
+from .neuron import Neuron
 
 
 def split(fact_ids: Sequence[str], *, test: float = 0.2, seed: int = 0, key: str = "") -> tuple[list[str], list[str]]:

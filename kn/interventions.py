@@ -9,8 +9,10 @@ import torch
 from . import checks
 from .hooks import hooked, input_ids_hook, site_hooks
 from .models import LM
+from .neuron import Neuron
 
-Neuron = tuple[int, int]
+SUPPRESS_FACTOR = 0.0  # what `suppress` multiplies a neuron's activation by (Dai et al. 2022, 4.2)
+AMPLIFY_FACTOR = 2.0  # `amplify`'s default factor (the paper doubles the activation)
 
 
 def check_neurons(lm: LM, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
@@ -63,10 +65,10 @@ def answer_positions(is_mask: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
 
 
 def suppress(lm: LM, neurons: Iterable[Neuron], positions: str = "answer"):
-    """Set the neurons to 0 inside the block."""
-    return scaled(lm, neurons, 0.0, positions)
+    """Set the neurons to 0 (`SUPPRESS_FACTOR`) inside the block."""
+    return scaled(lm, neurons, SUPPRESS_FACTOR, positions)
 
 
-def amplify(lm: LM, neurons: Iterable[Neuron], factor: float = 2.0, positions: str = "answer"):
-    """Multiply the neurons by `factor` (default 2) inside the block."""
+def amplify(lm: LM, neurons: Iterable[Neuron], factor: float = AMPLIFY_FACTOR, positions: str = "answer"):
+    """Multiply the neurons by `factor` (default `AMPLIFY_FACTOR`, 2) inside the block."""
     return scaled(lm, neurons, factor, positions)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Mapping
 
-Neuron = tuple[int, int]
+from .neuron import Neuron
+
 Sets = Mapping[str, Mapping[str, Iterable[Neuron]]]
 FACT_COLUMNS = ["fact_id", "relation", "languages_located", "languages_with_neurons", "n_neurons_union",
                 "n_likn", "n_likn_q", "likn"]

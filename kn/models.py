@@ -12,6 +12,7 @@ from torch import nn
 
 from . import arch, cpu
 from .cache import cache_dir
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,6 @@ class LM:
 
     def describe(self) -> dict:
         """What a result must record about the model."""
-        from . import __version__
-
         return {
             "model": self.name,
             "family": self.family.name,

@@ -14,7 +14,7 @@ import math
 from typing import Mapping
 
 from .stats import bootstrap_mean, succ
-from .verify import ratio_of_means
+from .verification import ratio_of_means
 
 COLUMNS = ["method", "language", "facts", "neurons_per_fact", "suppression_related", "suppression_unrelated",
            "amplification_related", "amplification_unrelated", "succ", "suppression_diff", "suppression_diff_low",

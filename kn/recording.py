@@ -25,6 +25,7 @@ from typing import Mapping
 import pandas as pd
 
 log = logging.getLogger(__name__)
+from .version import __version__
 
 PROVENANCE = "provenance.json"
 KIND = "kn recording"
@@ -66,8 +67,6 @@ def commit(path: str | os.PathLike | None = None) -> str | None:
 def versions() -> dict:
     """Versions of kn and of the packages its numbers depend on."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
 
     out = {"kn": __version__, "python": platform.python_version()}
     for pkg in ("torch", "transformers"):

@@ -1,6 +1,6 @@
 """How neurons are scored, as one frozen value: `IG(...)` or `Activation()`.
 
-A value goes to `kn.attribute` (IG), `kn.locate` and `kn.locate.prompt_sets`; each knows its default
+A value goes to `kn.attribute` (IG), `kn.locate` and `kn.localization.prompt_sets`; each knows its default
 coarse-filter threshold (Dai et al.: 0.2 for IG, 0.5 for raw activation). `dataclasses.asdict(v)`
 or `v.to_dict()` (JSON-safe) records it by value, and `from_dict(d)` rebuilds it:
 

@@ -28,8 +28,8 @@ import numpy as np
 from . import checks
 from .data.templates import with_object
 from .factcheck import dkn_set, split
+from .neuron import Neuron
 
-Neuron = tuple[int, int]
 COLUMNS = ["fact_id", "relation", "split", "kind", "object", "p", "rank", "dkn_mean", "kn_mean", "dkn", "random"]
 
 

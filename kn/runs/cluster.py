@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from .. import checks
+from .. import allocator, checks
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,15 @@ def source_of(lm) -> dict:
 class _Worker:
     """A Ray actor: the model, the run's phases and a copy of its state."""
 
-    def __init__(self, source: dict, device, threads: int, settings, facts: Sequence):
+    def __init__(self, source: dict, device, threads: int, settings, facts: Sequence, keep_freed_memory: bool):
         import torch
 
         from ..models import load
         from .phases import make_phases, new_state
 
         torch.set_num_threads(max(1, int(threads)))
+        if keep_freed_memory:  # as the driver does (kn.allocator)
+            allocator.keep_freed_memory()
         self.lm = load(source["name_or_path"], device=device, dtype=getattr(torch, source["dtype"]))
         self.phases = {p.name: p for p in make_phases(settings)}
         for p in self.phases.values():
@@ -121,7 +123,7 @@ class Pool:
         if self.started:
             kw = {"num_cpus": max(1, int(round(engine.workers * max(engine.num_cpus, 1))))} if engine.address is None else {}
             ray.init(address=engine.address, include_dashboard=False, logging_level=logging.WARNING, **kw)
-        self.args = (self.source, engine.device, max(1, int(engine.num_cpus)), settings, list(facts))
+        self.args = (self.source, engine.device, max(1, int(engine.num_cpus)), settings, list(facts), allocator.kept())
         self.remote = ray.remote(num_cpus=engine.num_cpus, num_gpus=engine.num_gpus, max_restarts=0)(_Worker)
         self.slots = [self._new() for _ in range(engine.workers)]
         self.done: dict[int, list[float]] = {}

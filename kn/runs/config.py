@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from ..data.schema import fingerprint as schema_fingerprint
 from .phases import PHASES, make_phases, record_versions
+from ..version import __version__
 from .settings import RunSettings
 
 FORMAT = 3
@@ -31,8 +32,6 @@ NOT_COMPARED = ("created", "format", "kn_version", "history", "legacy_keys")
 
 def make(lm, facts, selected: Sequence, settings: RunSettings) -> dict:
     """The config of a run of `settings` by `lm` over `selected` (of `facts`); "created" is added on write."""
-    from .. import __version__
-
     return {
         "kind": KIND,
         "format": FORMAT,

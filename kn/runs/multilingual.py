@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import checks, likn
+from ..neuron import Neuron
+from ..version import __version__
 from . import config as C
 from .directory import CONFIG, LANGUAGES, MULTILINGUAL, RunConfigError, check_out, kind, locked, replace, write_json
 from .keyed import resolve
@@ -28,7 +30,6 @@ from .settings import RunSettings
 log = logging.getLogger(__name__)
 
 KIND, FILE = MULTILINGUAL, LANGUAGES
-Neuron = tuple[int, int]
 
 
 def is_multilingual(out_dir) -> bool:
@@ -72,8 +73,6 @@ def run(lm, facts, out_dir, settings: RunSettings, languages: Sequence[str], *, 
 
 
 def _config(lm, facts, aligned, settings: RunSettings, langs: list[str]) -> dict:
-    from .. import __version__
-
     s = settings.asdict()
     s.pop("language")
     return {"kind": KIND, "format": 1, "kn_version": __version__, "languages": langs, "settings": s,

@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..data.templates import Continuation
+from ..neuron import Neuron
 from . import tables as T
 from .config import legacy_keys, settings_of
 from .directory import JOURNAL, read_config
@@ -17,7 +18,6 @@ from .phases import make_phases, new_state
 from .settings import RunSettings
 from .state import with_legacy_keys
 
-Neuron = tuple[int, int]
 
 
 @dataclass

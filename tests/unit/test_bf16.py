@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import kn
-from kn.locate import coarse
+from kn.localization import coarse
 from kn.testing import tiny_lm
 
 FAMILIES = ["GPT-2", "Llama", "BERT", "Gemma-3"]

@@ -4,7 +4,7 @@ fast path it uses; and its search on planted error tables."""
 import pytest
 
 import kn
-from kn.calibrate import PAPER, calibrate, search
+from kn.calibration import PAPER, calibrate, search
 from kn.testing import tiny_lm
 
 QUERIES = [("the capital of France is", "Paris"), ("the capital of Germany is", "Berlin")]

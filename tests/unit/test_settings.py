@@ -8,7 +8,7 @@ import torch
 import kn
 from kn import baselines
 from kn.hooks import hooked, site_hooks
-from kn.locate import prompt_sets
+from kn.localization import prompt_sets
 from kn.testing import tiny_lm
 from kn.tokens import targets
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import kn
-from kn import checks, factcheck
+from kn import factcheck
 from kn import statements as S
 from kn.data.schema import Fact, FactSet
 from kn.data.templates import with_object

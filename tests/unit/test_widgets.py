@@ -153,7 +153,7 @@ def test_threshold_and_share_relocate_from_cached_scores(gpt2, monkeypatch):
     ex.locate_button.click()
     calls = []
     real = kn.attribute
-    monkeypatch.setattr(kn, "attribute", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(kn.attribution, "attribute", lambda *a, **k: calls.append(a) or real(*a, **k))
     ex.locate_button.click()  # same fact: nothing attributed again
     assert calls == []
     at_default = ex.neurons
@@ -212,11 +212,11 @@ def test_an_error_inside_an_intervention_leaves_no_hook(gpt2, monkeypatch):
             raise RuntimeError("inside the intervention")
         return real(lm, prompt, answer)
 
-    monkeypatch.setattr(kn, "answer_prob", fails_when_hooked)
+    monkeypatch.setattr(kn.probing, "answer_prob", fails_when_hooked)
     ex.intervention.value = "suppress"
     assert "RuntimeError: inside the intervention" in ex.error
     assert hooks.count(gpt2.model) == 0
-    monkeypatch.setattr(kn, "answer_prob", real)
+    monkeypatch.setattr(kn.probing, "answer_prob", real)
     ex.intervene()
     assert ex.error is None and not np.allclose(ex.table["P after"], ex.table["P before"])
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ...verify import ratio_of_means
+from ...verification import ratio_of_means
 from ..state import State
 from .setting import NoSettings, digest, scoped
 

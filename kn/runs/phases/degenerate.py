@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ...attribution import scores as neuron_scores
 from ...degenerate import degenerate_pairs, fact_pairs
-from ...locate import top
+from ...localization import top
 from ..state import State
 from .base import Phase, error_of, mean, record
 from .locate import answers_of, located

@@ -19,7 +19,8 @@ from typing import Sequence
 from ...data.prepare import prepare_fact
 from ...data.templates import MASK, Continuation, continuation
 from ...attribution import scores as neuron_scores
-from ...locate import coarse, shared_counts, top, tune_share
+from ...localization import coarse, shared_counts, top, tune_share
+from ...neuron import Neuron
 from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, record
@@ -27,7 +28,6 @@ from .setting import at_least, check_fields, fraction, fraction_or_none, low_hig
 
 log = logging.getLogger(__name__)
 
-Neuron = tuple[int, int]
 TOP = 20  # each prompt's highest-scoring neurons kept in its record (the degenerate phase's candidates)
 NEURON_COLUMNS = ["fact_id", "relation", "layer", "index", "n_prompts_found", "n_facts_sharing"]
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from ...verify import effect
+from ...verification import effect
 from ..state import State
 from .base import Phase, error_of, mean, ratio, record
 from .controls import Controls

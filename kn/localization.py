@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -12,11 +13,11 @@ from tqdm.auto import tqdm
 from . import checks
 from .attribution import scores as neuron_scores
 from .models import LM
+from .neuron import Neuron
 from .settings import IG, Activation, Settings, resolve
 
 log = logging.getLogger(__name__)
 
-Neuron = tuple[int, int]
 THRESHOLDS = {"ig": IG.coarse_threshold, "activation": Activation.coarse_threshold}  # by the older method names
 
 
@@ -74,6 +75,15 @@ def per_prompt(answer: str | Sequence[str], n: int) -> list[str]:
     return answers
 
 
+def _scored(lm: LM, prompts: list[str], answer, s: Settings, threshold: float | None, layers, progress: bool):
+    """(prompt, scores, coarse set) of each prompt, one at a time."""
+    t = s.coarse_threshold if threshold is None else checks.number(threshold, "threshold", low=0.0, high=1.0)
+    pairs = list(zip(prompts, per_prompt(answer, len(prompts))))
+    for p, a in tqdm(pairs, desc="prompts", disable=not progress, leave=False):
+        sc = neuron_scores(lm, p, a, s, layers=layers)
+        yield p, sc, coarse(sc, t)
+
+
 def prompt_sets(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], settings: Settings | None = None, *,
                 threshold: float | None = None, steps: int | None = None, rule: str | None = None,
                 baseline=None, freeze_norm: bool | None = None, batch_size: int | None = None, layers=None,
@@ -84,11 +94,53 @@ def prompt_sets(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], set
     prompt, or one per prompt (as `kn.data.prepare` gives them)."""
     s = settings_of(settings, method=method, steps=steps, rule=rule, baseline=baseline,
                     freeze_norm=freeze_norm, batch_size=batch_size)
-    t = s.coarse_threshold if threshold is None else checks.number(threshold, "threshold", low=0.0, high=1.0)
     prompts = checks.texts(prompts, "prompts")
-    pairs = list(zip(prompts, per_prompt(answer, len(prompts))))
-    return [coarse(neuron_scores(lm, p, a, s, layers=layers), t)
-            for p, a in tqdm(pairs, desc="prompts", disable=not progress, leave=False)]
+    return [found for _, _, found in _scored(lm, prompts, answer, s, threshold, layers, progress)]
+
+
+@dataclass(frozen=True)
+class Located:
+    """The knowledge neurons of a fact and, per prompt, the scores [n_layers, width] and the coarse
+    set they were found from (`locate_with_scores`)."""
+
+    neurons: list[Neuron]
+    scores: list[torch.Tensor]
+    sets: list[set[Neuron]]
+
+    def mean_scores(self) -> torch.Tensor:
+        """The scores [n_layers, width] averaged over the prompts."""
+        return torch.stack(self.scores).mean(0)
+
+    def prompt_counts(self) -> dict[Neuron, int]:
+        """For each knowledge neuron, the number of prompts whose coarse set holds it."""
+        return {n: sum(n in found for found in self.sets) for n in self.neurons}
+
+
+def locate_with_scores(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], settings: Settings | None = None,
+                       *, threshold: float | None = None, share: float = 0.7, min_prompts: int = 3,
+                       steps: int | None = None, rule: str | None = None, baseline=None,
+                       freeze_norm: bool | None = None, batch_size: int | None = None, layers=None,
+                       method: str | None = None, progress: bool = False,
+                       on_prompt: Callable[[str, set[Neuron]], None] | None = None) -> Located:
+    """`locate`, keeping what it found the neurons from (a `Located`). The arguments are `locate`'s;
+    on_prompt(prompt, coarse_set) is called as each prompt is attributed."""
+    prompts = checks.texts(prompts, "prompts")
+    s = settings_of(settings, method=method, steps=steps, rule=rule, baseline=baseline,
+                    freeze_norm=freeze_norm, batch_size=batch_size)  # validate before any model work
+    share = checks.number(share, "share", low=0.0, high=1.0)
+    min_prompts = checks.integer(min_prompts, "min_prompts", low=1)
+    if len(prompts) < min_prompts:
+        raise ValueError(
+            f"{len(prompts)} prompt(s) given, but a knowledge neuron must be found in at least min_prompts="
+            f"{min_prompts} of them; pass more paraphrases or lower min_prompts"
+        )
+    scores, sets = [], []
+    for p, sc, found in _scored(lm, prompts, answer, s, threshold, layers, progress):
+        scores.append(sc)
+        sets.append(found)
+        if on_prompt is not None:
+            on_prompt(p, found)
+    return Located(refine(sets, share, min_prompts), scores, sets)
 
 
 def locate(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], settings: Settings | None = None, *,
@@ -102,19 +154,12 @@ def locate(lm: LM, prompts: Sequence[str], answer: str | Sequence[str], settings
     batch_size: override the IG fields; threshold: coarse filter t (default: the settings'
     `coarse_threshold`, 0.2 for IG, 0.5 for activation); share: refinement p; min_prompts: the floor of
     the refinement count (3 in the paper); method: the older "ig" | "activation" form of settings.
+    With the per-prompt scores and coarse sets: `locate_with_scores`.
     """
-    prompts = checks.texts(prompts, "prompts")
-    s = settings_of(settings, method=method, steps=steps, rule=rule, baseline=baseline,
-                    freeze_norm=freeze_norm, batch_size=batch_size)  # validate before any model work
-    share = checks.number(share, "share", low=0.0, high=1.0)
-    min_prompts = checks.integer(min_prompts, "min_prompts", low=1)
-    if len(prompts) < min_prompts:
-        raise ValueError(
-            f"{len(prompts)} prompt(s) given, but a knowledge neuron must be found in at least min_prompts="
-            f"{min_prompts} of them; pass more paraphrases or lower min_prompts"
-        )
-    sets = prompt_sets(lm, prompts, answer, s, threshold=threshold, layers=layers, progress=progress)
-    return refine(sets, share, min_prompts)
+    return locate_with_scores(lm, prompts, answer, settings, threshold=threshold, share=share,
+                              min_prompts=min_prompts, steps=steps, rule=rule, baseline=baseline,
+                              freeze_norm=freeze_norm, batch_size=batch_size, layers=layers, method=method,
+                              progress=progress).neurons
 
 
 def tune_share(facts_sets: Sequence[Sequence[set[Neuron]]], share: float = 0.7, *, low: float = 2, high: float = 5,

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from . import checks
-from .interventions import scaled
+from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR, scaled
 from .models import LM
 from .probing import answer_prob
 
@@ -51,8 +51,8 @@ def ratio_of_means(before, after) -> float:
     return float(np.mean(after - before) / np.mean(before)) if len(before) and np.mean(before) > 0 else float("nan")
 
 
-def effect(lm: LM, prompts: Sequence[str], answer, neurons, factor: float = 2.0,
-           suppress_factor: float = 0.0) -> Effect:
+def effect(lm: LM, prompts: Sequence[str], answer, neurons, factor: float = AMPLIFY_FACTOR,
+           suppress_factor: float = SUPPRESS_FACTOR) -> Effect:
     """P(gold) of each prompt before, with `neurons` multiplied by `suppress_factor` (0) and by `factor`.
     answer: one for every prompt, or one per prompt (checked inputs)."""
     answers = [answer] * len(prompts) if isinstance(answer, str) else list(answer)
@@ -69,7 +69,7 @@ def effect(lm: LM, prompts: Sequence[str], answer, neurons, factor: float = 2.0,
 
 
 def verify(lm: LM, prompts: Sequence[str], answer: str, neurons, *, control_prompts: Sequence[str] | None = None,
-           control_answer: str | None = None, factor: float = 2.0) -> Verification:
+           control_answer: str | None = None, factor: float = AMPLIFY_FACTOR) -> Verification:
     """The effect of suppressing (x0) and amplifying (x factor) `neurons` on the fact, and on a control
     fact. `prompts` and `control_prompts`: one prompt or a list; `neurons`: any iterable of pairs."""
     prompts = checks.texts(prompts, "prompts")
