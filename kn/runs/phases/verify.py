@@ -14,6 +14,7 @@ from typing import Sequence
 
 from ...verification import effect
 from ..state import State
+from ...interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from .base import Phase, error_of, mean, ratio, record
 from .controls import Controls
 from .locate import answers_of, knowledge_neurons, located, located_facts
@@ -31,8 +32,8 @@ class VerifySettings:
 
     controls: bool = setting(True, "also verify on a random fact of another relation and of the same relation "
                                    "(chosen by the seed)", check=boolean)
-    suppress_factor: float = setting(0.0, "suppression multiplies the neurons' activations by this", check=number)
-    amplify_factor: float = setting(2.0, "amplification multiplies the neurons' activations by this", check=number)
+    suppress_factor: float = setting(SUPPRESS_FACTOR, "suppression multiplies the neurons' activations by this", check=number)
+    amplify_factor: float = setting(AMPLIFY_FACTOR, "amplification multiplies the neurons' activations by this", check=number)
 
     def __post_init__(self):
         check_fields(self)
