@@ -74,3 +74,23 @@ def tiny_lm(family: str = "GPT-2", seed: int = 0, **overrides) -> LM:
             if "norm" in name and p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return wrap(model, tok, name=f"tiny-{family}")
+
+
+def kill_when(child, ready, timeout: float = 120.0) -> None:
+    """SIGKILL the subprocess `child` (a `subprocess.Popen`) as soon as `ready()` is true; it must still
+    be running then (AssertionError, with its output, if it ended first)."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and child.poll() is None and not ready():
+            time.sleep(0.05)
+        assert child.poll() is None, f"the child ended before the kill: {child.communicate()}"
+        assert ready(), f"the child was not ready for the kill within {timeout} s"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,22 +17,20 @@ from kn.runs import JOURNAL, load_run, run
 from kn.runs.phases import PHASES, Phase, check_phase
 from kn.runs.phases.base import record
 from kn.runs.phases.locate import knowledge_neurons, located
-from kn.runs.phases.setting import check_fields, number, setting
+from kn.runs.phases.setting import phase_settings, number, setting
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
 STEPS = 2
 
 
-@dataclass(frozen=True)
+@phase_settings
 class ToySettings:
     """How the toy phase weighs a fact."""
 
     toy_factor: float = setting(1.0, "the toy phase's weight per knowledge neuron", check=number)
     toy_pause: float = setting(0.0, "seconds the toy phase sleeps per fact", check=number, scope="table")
 
-    def __post_init__(self):
-        check_fields(self)
 
 
 class Toy(Phase):
@@ -101,25 +97,13 @@ def records(out: Path) -> list[dict]:
 
 
 def test_a_phase_defined_here_survives_sigkill_and_resumes(toy, tmp_path):
-    from kn.testing import tiny_lm
+    from kn.testing import kill_when, tiny_lm
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(HERE), str(out)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and child.poll() is None:  # wait until the toy phase has begun
-            if (out / JOURNAL).exists() and b'{"type": "toy"' in (out / JOURNAL).read_bytes():
-                break
-            time.sleep(0.05)
-        assert child.poll() is None, f"the child ended before the kill: {child.communicate()}"
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == -signal.SIGKILL
+    kill_when(child, lambda: (out / JOURNAL).exists() and b'{"type": "toy"' in (out / JOURNAL).read_bytes())
     partial = [r for r in records(out) if r["type"] == "toy"]
     assert 1 <= len(partial) < 4, "killed while the toy phase was part-way"
     res = run(tiny_lm("GPT-2"), tiny_facts(), out, steps=STEPS, phases=("locate", "toy"), toy_factor=3.0,

@@ -5,21 +5,18 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from kn.data.schema import Fact, FactSet
 from kn import IG, Activation
 from kn.runs import JOURNAL, RunConfigError, RunSettings, load_run, run
-from kn.testing import tiny_lm
+from kn.testing import kill_when, tiny_lm
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
@@ -410,7 +407,7 @@ CHILD = textwrap.dedent("""
     import kn
     from kn.data.schema import FactSet
     from kn.runs.phases import locate as L, verify as V
-    from kn.testing import tiny_lm
+    from kn.testing import kill_when, tiny_lm
     def slow(f, pause):  # slow enough to be killed part-way
         def g(*a, **k):
             time.sleep(pause)
@@ -429,21 +426,9 @@ def test_kill_9_and_resume(lm, baseline, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(data), str(out)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 90
-    try:
-        while time.time() < deadline and child.poll() is None:  # wait until phase 2 has begun
-            if (out / JOURNAL).exists() and any(l.startswith(b'{"type": "verify"')
-                                                for l in (out / JOURNAL).read_bytes().splitlines(keepends=True)
-                                                if l.endswith(b"\n")):
-                break
-            time.sleep(0.05)
-        assert child.poll() is None, f"the child ended before the kill: {child.communicate()}"
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == -signal.SIGKILL
+    kill_when(child, lambda: (out / JOURNAL).exists() and any(  # once phase 2 has begun
+        l.startswith(b'{"type": "verify"') for l in (out / JOURNAL).read_bytes().splitlines(keepends=True)
+        if l.endswith(b"\n")), timeout=90)
     partial = records(out)
     assert 1 <= sum(r["type"] == "verify" for r in partial) < 4  # killed while verifying the first relation
     assert sum(r["type"] == "fact" for r in partial) == 5

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from ...attribution import scores as neuron_scores
 from ...degenerate import degenerate_pairs, fact_pairs
@@ -20,7 +19,7 @@ from ...localization import top
 from ..state import State
 from .base import Phase, error_of, mean, record
 from .locate import answers_of, located
-from .setting import at_least, check_fields, fraction, setting
+from .setting import phase_settings, at_least, fraction, setting
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def _pairs(rows) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     return [((r[0], r[1]), (r[2], r[3])) for r in rows]
 
 
-@dataclass(frozen=True)
+@phase_settings
 class DegenerateSettings:
     """How degenerate knowledge neurons are found (Chen et al. 2024)."""
 
@@ -48,8 +47,6 @@ class DegenerateSettings:
     dkn_share: float = setting(0.5, "a pair is the fact's when it holds on at least this share of its prompts",
                                check=fraction)
 
-    def __post_init__(self):
-        check_fields(self)
 
 
 class Degenerate(Phase):

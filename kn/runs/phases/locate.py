@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Sequence
 
 from ...data.prepare import prepare_fact
@@ -24,7 +24,7 @@ from ...neuron import Neuron
 from ...probing import answer_prob
 from ..state import State
 from .base import Phase, error_of, mean, record
-from .setting import at_least, check_fields, fraction, fraction_or_none, low_high, open_fraction, positive_fraction, setting
+from .setting import phase_settings, at_least, fraction, fraction_or_none, low_high, open_fraction, positive_fraction, setting
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def located_facts(state: State, relation: str) -> list[str]:
     return list(rel["facts"]) if rel else []
 
 
-@dataclass(frozen=True)
+@phase_settings
 class LocateSettings:
     """How knowledge neurons are located (Dai et al. 2022, section 3.2; algorithms.md section 1)."""
 
@@ -91,8 +91,6 @@ class LocateSettings:
         0.1, "a relation-level neuron is a knowledge neuron of at least this share of the relation's located facts",
         check=positive_fraction, scope="table")
 
-    def __post_init__(self):
-        check_fields(self)
 
 
 class Locate(Phase):

@@ -35,6 +35,12 @@ def setting(default: Any, help: str, *, check: Callable[[str, Any], Any] | None 
     return dataclasses.field(default=default, metadata=meta)
 
 
+def phase_settings(cls):
+    """Decorator of a phase's settings class: a frozen dataclass whose fields' checks run on construction."""
+    cls.__post_init__ = check_fields
+    return dataclass(frozen=True)(cls)
+
+
 def check_fields(value) -> None:
     """Run each field's check on a frozen settings value, storing what it returns (e.g. a list as a tuple)."""
     for f in fields(value):

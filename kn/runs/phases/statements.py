@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from ...statements import FactCheck, plan_relation, score_fact, table, wrong_object
 from ..state import State
 from .base import Phase, error_of, record
 from .degenerate import Degenerate, _pairs
 from .locate import answers_of, knowledge_neurons, located
-from .setting import at_least, check_fields, fraction, setting
+from .setting import phase_settings, at_least, fraction, setting
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@phase_settings
 class StatementsSettings:
     """How fact-checking statements are made and scored (Chen et al. 2024)."""
 
@@ -37,8 +36,6 @@ class StatementsSettings:
                               check=at_least(1))
     fc_random: int = setting(10, "random neuron sets of the DKN set's size drawn per relation", check=at_least(0))
 
-    def __post_init__(self):
-        check_fields(self)
 
 
 class Statements(Phase):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 from ...verification import effect
@@ -18,7 +17,7 @@ from ...interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from .base import Phase, error_of, mean, ratio, record
 from .controls import Controls
 from .locate import answers_of, knowledge_neurons, located, located_facts
-from .setting import boolean, check_fields, number, setting
+from .setting import phase_settings, boolean, number, setting
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ CONTROLS = ("other", "same")
 EFFECT = ("p_before", "p_suppressed", "p_amplified", "suppression", "amplification")
 
 
-@dataclass(frozen=True)
+@phase_settings
 class VerifySettings:
     """How knowledge neurons are verified (Dai et al. 2022, section 4.2)."""
 
@@ -35,8 +34,6 @@ class VerifySettings:
     suppress_factor: float = setting(SUPPRESS_FACTOR, "suppression multiplies the neurons' activations by this", check=number)
     amplify_factor: float = setting(AMPLIFY_FACTOR, "amplification multiplies the neurons' activations by this", check=number)
 
-    def __post_init__(self):
-        check_fields(self)
 
 
 class Verify(Phase):
