@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 
@@ -121,7 +122,7 @@ def _selected(args, facts, lm, language, seed: int):
     if not len(chosen):
         raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
                          f"language {language!r})")
-    check_out(path.parent, multilingual=not isinstance(language, str))  # again: it may have changed meanwhile
+    check_out(path.parent)  # again: it may have changed meanwhile
     if args.fresh:
         replace(path.parent)  # the old run, its selection too, moved aside whole (logged); None if no run there
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,8 +142,9 @@ def run_settings(args):
             raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
     given = {name: getattr(args, name) for name, _ in phase_flags() if getattr(args, name) is not None}
     phases = tuple(p.strip() for p in args.phases.split(",")) if args.phases else RunSettings().phases
-    return RunSettings.make(language=args.language or RunSettings().language, seed=args.seed, phases=phases,
-                            attribution=resolve(method=args.method, **ig), **given)
+    langs = {"languages": args.languages} if args.languages else {"language": args.language or RunSettings().language}
+    return RunSettings.make(seed=args.seed, phases=phases, attribution=resolve(method=args.method, **ig), **langs,
+                            **given)
 
 
 def phase_flags():
@@ -157,23 +159,22 @@ def phase_flags():
 def cmd_run(args) -> None:
     from .runs import run
     from .runs.directory import check_out
-    from .runs.multilingual import check_languages
 
+    if args.languages and args.language:
+        raise ValueError("pass --language (one) or --languages (several), not both")
     settings = run_settings(args)  # before the data and the model: bad settings and --out fail fast
     _engine(args)
-    langs = check_languages(args.languages) if args.languages else None
-    if langs and args.language:
-        raise ValueError("pass --language (one run) or --languages (a run per language), not both")
-    check_out(args.out, multilingual=bool(langs))  # a folder that is not a kn run: refused, nothing written
+    langs = list(settings.languages)
+    check_out(args.out)  # a folder that is not a kn run: refused, nothing written
     _allocator(args)
-    facts = _facts(args, langs or [settings.language])
+    facts = _facts(args, langs)
     lm = _load(args)
     t0 = time.perf_counter()
-    facts = _selected(args, facts, lm, langs or settings.language, settings.seed)
+    facts = _selected(args, facts, lm, langs if len(langs) > 1 else langs[0], settings.seed)
     print(f"{lm.name}: {len(facts)} facts of {len(facts.relations)} relations -> {args.out}", file=sys.stderr)
-    res = run(lm, facts, args.out, settings, languages=langs, resume=not args.fresh, engine=_engine(args))
-    for lang, one in (res.runs.items() if langs else [(None, res)]):
-        if lang:
+    res = run(lm, facts, args.out, settings, resume=not args.fresh, engine=_engine(args), command=args.invocation)
+    for lang, one in res.runs.items():
+        if len(langs) > 1:
             print(f"\n{lang}:")
         _summary(one)
     print(f"{time.perf_counter() - t0:.0f} s; tables in {args.out}")
@@ -406,12 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("record", help="record a finished run's tables with their provenance (for book/results)")
     p.add_argument("run_dir")
     p.add_argument("dest", help="an empty (or new) directory, or one kn recorded before: only its files are replaced")
-    p.add_argument("--command", dest="command_line", required=True, help="the command that made the run")
-    p.add_argument("--seconds", type=float, default=None, help="wall-clock seconds (default: the facts' own)")
-    p.add_argument("--commit", default=None, help="kn commit the run used (default: this checkout's)")
+    p.add_argument("--command", dest="command_line", default=None,
+                   help="the command that made the run, for a run that did not record it (made by the Python API "
+                        "without command=, or by an older kn); a run made by kn run records its own")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="wall-clock seconds (default: the run's sessions', else the facts' own)")
+    p.add_argument("--commit", default=None, help="kn commit the run used (default: the one at the run's start, "
+                                                   "else this checkout's)")
     p.set_defaults(func=cmd_record)
 
     args = parser.parse_args(argv)
+    args.invocation = "kn " + shlex.join(sys.argv[1:] if argv is None else argv)  # as given, for the run's sessions
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if args.command == "locate" and len(args.prompts) < args.min_prompts:
         parser.error(f"locate needs at least --min-prompts={args.min_prompts} paraphrases, got {len(args.prompts)}")

@@ -11,33 +11,29 @@ For each fact with knowledge neurons in at least two languages, and each languag
 
 Each neuron set is suppressed (x `suppress_factor`) and amplified (x `amplify_factor`) at the answer
 position, on the fact's prompts in the measured language and on an unrelated fact's (another
-relation, located in every language, picked per fact by a seeded RNG). `summary` gives the paper's
-Succ and bootstrap intervals. `edits` goes beyond the paper: the value-slot fact update made through
-the LIKN (and through one language's own neurons), measured in every language. Both journal one
-record per fact (fsynced), so an interrupted call resumes where it stopped.
+relation, located in every language, picked per fact by a seeded RNG: `unrelated_fact`). `summary`
+gives the paper's Succ and bootstrap intervals. `fact_edits` goes beyond the paper: the value-slot
+fact update made through the LIKN (and through one language's own neurons), measured in every
+language. The run phases "crosslingual" and "crossedit" (`kn.runs.phases.crosslingual`) do both per
+fact of a run in several languages, journaled with the run.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
-
 from . import checks
+from .editing import LAMBDA1, LAMBDA2
 from .likn import fact_likn
-from .editing import LAMBDA1, LAMBDA2, update_fact
-from .experiment import journaled, read_journal
 from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from .stats import bootstrap_mean, succ
 from .verification import effect, ratio_of_means
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "crosslingual.jsonl"
 COLUMNS = ["fact_id", "relation", "condition", "source", "measured", "target", "target_fact", "n_neurons",
            "p_before", "p_suppressed", "p_amplified", "suppression", "amplification"]
 
@@ -72,75 +68,32 @@ def neuron_sets(per_language: dict[str, set], languages: Sequence[str]) -> list[
     return out
 
 
-class _Unrelated:
-    """A seeded fact of another relation, located in every language."""
-
-    def __init__(self, res, seed: int):
-        located = [set(r.located_facts()) for r in res.runs.values()]
-        every = set.intersection(*located) if located else set()
-        rel = res.relation_of()
-        self.ids = sorted(every)
-        self.relation = rel
-        self.seed = seed
-
-    def __call__(self, fact_id: str) -> str | None:
-        cands = [i for i in self.ids if self.relation[i] != self.relation[fact_id]]
-        return random.Random(f"{self.seed}|unrelated|{fact_id}").choice(cands) if cands else None
+def unrelated_fact(fact_id: str, located_everywhere: Sequence[str], relation_of, seed: int) -> str | None:
+    """A seeded fact of another relation among those located in every language."""
+    cands = [i for i in sorted(located_everywhere) if relation_of(i) != relation_of(fact_id)]
+    return random.Random(f"{seed}|unrelated|{fact_id}").choice(cands) if cands else None
 
 
-def effects(lm, res, settings: CrossLingual | None = None, *, out: str | Path | None = None,
-            progress: bool = True):
-    """The tidy table (`COLUMNS`) of every fact's conditions: a row per (fact, condition, source,
-    measured language, target "related" | "unrelated"). out: the journal's directory (default the
-    run's); a call with the same settings resumes it, other settings are refused."""
-
-    s = settings or CrossLingual()
-    if not isinstance(s, CrossLingual):
-        raise checks.ArgumentError(f"settings must be a kn.crosslingual.CrossLingual, got {type(s).__name__}")
-    langs = res.languages
-    per_fact = _per_fact(res)
-    todo = [f for f, per in per_fact.items() if sum(bool(v) for v in per.values()) >= 2]
-    unrelated = _Unrelated(res, s.seed)
-
-    def work(fid: str) -> list[dict]:
-        u = unrelated(fid)
-        rows = []
-        for cond, src, meas, neurons in neuron_sets(per_fact[fid], langs):
-            for target, tf in (("related", fid), ("unrelated", u)):
-                if tf is None:
-                    continue
-                queries = res.runs[meas].fact_queries(tf)
-                e = effect(lm, [p for p, _ in queries], [a for _, a in queries], sorted(neurons),
-                           s.amplify_factor, s.suppress_factor)
-                rows.append({"condition": cond, "source": src, "measured": meas, "target": target,
-                             "target_fact": tf, "n_neurons": len(neurons), "before": e.before.tolist(),
-                             "suppressed": e.suppressed.tolist(), "amplified": e.amplified.tolist()})
-        return rows
-
-    header = {"type": "settings", **dataclasses.asdict(s), "languages": langs, "model": res.config["model"]["model"]}
-    done = journaled(Path(out or res.out_dir) / JOURNAL, header, todo, res.relation_of(), work,
-                     "cross-lingual", progress)
-    return table(done)
-
-
-def _per_fact(res) -> dict[str, dict[str, set]]:
-    """{fact_id: {language: knowledge neurons}} over the run's facts and languages."""
-    sets = res.sets()
-    return {fid: {l: set(sets[l].get(fid, ())) for l in res.languages} for fid in res.facts.fact_id.unique()}
-
-
-def load_effects(out_dir):
-    """`effects`' table from its journal in `out_dir` (no model needed)."""
-    return table(read_journal(Path(out_dir) / JOURNAL))
-
-
-def load_edits(out_dir):
-    """`edits`' table from its journal in `out_dir` (no model needed)."""
-    return edit_table(read_journal(Path(out_dir) / EDIT_JOURNAL))
+def fact_effects(lm, fact_id: str, per_language: dict[str, set], languages: Sequence[str], queries,
+                 unrelated: str | None, s: CrossLingual) -> list[dict]:
+    """The rows of one fact (conditions of `neuron_sets`, each on the fact and on `unrelated`):
+    queries(language, fact_id) -> [(prompt, answer), ...]."""
+    rows = []
+    for cond, src, meas, neurons in neuron_sets(per_language, languages):
+        for target, tf in (("related", fact_id), ("unrelated", unrelated)):
+            if tf is None:
+                continue
+            qs = queries(meas, tf)
+            e = effect(lm, [p for p, _ in qs], [a for _, a in qs], sorted(neurons), s.amplify_factor,
+                       s.suppress_factor)
+            rows.append({"condition": cond, "source": src, "measured": meas, "target": target, "target_fact": tf,
+                         "n_neurons": len(neurons), "before": e.before.tolist(), "suppressed": e.suppressed.tolist(),
+                         "amplified": e.amplified.tolist()})
+    return rows
 
 
 def table(records):
-    """The tidy table of `effects`' fact records."""
+    """The tidy table of the "crosslingual" phase's records (`kn.runs.phases.crosslingual`)."""
     import numpy as np
     import pandas as pd
 
@@ -188,7 +141,6 @@ def summary(t, *, seed: int = 0, level: float = 0.95):
 
 
 # -- cross-lingual editing -----------------------------------------------------------------------
-EDIT_JOURNAL = "crosslingual_edits.jsonl"
 EDIT_COLUMNS = ["fact_id", "relation", "edit_language", "neurons", "n_neurons", "old", "new", "measured",
                 "n_prompts", "n_right", "success", "changed", "p_old_before", "p_old_after", "p_new_before",
                 "p_new_after"]
@@ -209,68 +161,54 @@ class CrossLingualEdit:
         checks.integer(self.seed, "seed")
 
 
-def edits(lm, res, settings: CrossLingualEdit | None = None, *, out: str | Path | None = None,
-          progress: bool = True):
-    """Cross-lingual fact updating (beyond the paper, which only scaled activations): for each fact
-    with language-independent neurons and each language A, the value-slot update old -> new
+def new_fact(fact_id: str, objects: dict[str, list[str]], relation_of, seed: int) -> str | None:
+    """A seeded fact of the same relation whose object differs from this fact's in every language
+    (`objects`: {fact_id: its object per language}, over the facts located in every language)."""
+    mine = objects[fact_id]
+    cands = sorted(f for f, o in objects.items()
+                   if relation_of(f) == relation_of(fact_id) and all(a != b for a, b in zip(o, mine)))
+    return random.Random(f"{seed}|crossedit|{fact_id}").choice(cands) if cands else None
+
+
+def fact_edits(lm, fact_id: str, per_language: dict[str, set], languages: Sequence[str], queries, new: str,
+               s: CrossLingualEdit) -> list[dict]:
+    """Cross-lingual fact updating (beyond the paper, which only scaled activations) of one fact with
+    language-independent neurons: for each language A, the value-slot update old -> new
     (`kn.editing.update_fact`, A's words) made through the LIKN and, as the comparison, through A's
-    own knowledge neurons, measured in every language. The new object is another fact's of the same
-    relation (seeded per fact; its object in each language). A row per (fact, A, neurons, measured
-    language): `success` / `changed` on the prompts whose old answer was top-1 before (as Dai et
-    al.), and the mean P(old) and P(new) over all its prompts before and after. Journaled per fact;
+    own knowledge neurons, measured in every language. `new`: the fact whose object (in each
+    language) is the new one; queries(language, fact_id) -> [(prompt, answer), ...]. A row per (A,
+    neurons, measured language) with P(old) / rank and P(new) / rank per prompt, before and after;
     the model is restored bit-identically after each edit."""
     from .data.templates import with_object
+    from .editing import update_fact
     from .probing import answer_stats
 
-    s = settings or CrossLingualEdit()
-    if not isinstance(s, CrossLingualEdit):
-        raise checks.ArgumentError(f"settings must be a kn.crosslingual.CrossLingualEdit, got {type(s).__name__}")
-    langs = res.languages
-    per_fact = _per_fact(res)
-    likn = {f: fact_likn(per) for f, per in per_fact.items()}
-    todo = [f for f in per_fact if likn[f]]
-    located = set.intersection(*[set(r.located_facts()) for r in res.runs.values()])
-    rel = res.relation_of()
-    queries = {l: {f: res.runs[l].fact_queries(f) for f in located} for l in langs}
+    likn_set = fact_likn(per_language)
+    new_obj = {l: queries(l, new)[0][1].strip() for l in languages}
 
-    def new_object(fid: str) -> str | None:
-        objs = {f: [queries[l][f][0][1].strip() for l in langs] for f in located if rel[f] == rel[fid]}
-        mine = objs[fid]
-        cands = sorted(f for f, o in objs.items() if all(a != b for a, b in zip(o, mine)))
-        return random.Random(f"{s.seed}|crossedit|{fid}").choice(cands) if cands else None
+    def measure(lang: str) -> list:
+        return [(*answer_stats(lm, p, a), *answer_stats(lm, p, with_object(a, new_obj[lang])))
+                for p, a in queries(lang, fact_id)]
 
-    def measure(fid: str, lang: str, new: str) -> list[tuple[float, int, float, int]]:
-        return [(*answer_stats(lm, p, a), *answer_stats(lm, p, with_object(a, new))) for p, a in queries[lang][fid]]
-
-    def work(fid: str) -> list[dict]:
-        u = new_object(fid)
-        if u is None:
-            return []
-        new = {l: queries[l][u][0][1].strip() for l in langs}
-        before = {l: measure(fid, l, new[l]) for l in langs}
-        rows = []
-        for a in langs:
-            if not per_fact[fid][a]:
-                continue
-            p0, a0 = queries[a][fid][0]
-            for kind, neurons in (("likn", likn[fid]), ("mono", per_fact[fid][a])):
-                with update_fact(lm, sorted(neurons), p0, a0, with_object(a0, new[a]), lambda1=s.lambda1,
-                                 lambda2=s.lambda2):
-                    after = {l: measure(fid, l, new[l]) for l in langs}
-                for l in langs:
-                    rows.append({"edit_language": a, "neurons": kind, "n_neurons": len(neurons),
-                                 "old": queries[l][fid][0][1].strip(), "new": new[l], "measured": l, "new_fact": u,
-                                 "before": before[l], "after": after[l]})
-        return rows
-
-    header = {"type": "settings", **dataclasses.asdict(s), "languages": langs, "model": res.config["model"]["model"]}
-    done = journaled(Path(out or res.out_dir) / EDIT_JOURNAL, header, todo, rel, work, "cross-lingual edits",
-                     progress)
-    return edit_table(done)
+    before = {l: measure(l) for l in languages}
+    rows = []
+    for a in languages:
+        if not per_language.get(a):
+            continue
+        p0, a0 = queries(a, fact_id)[0]
+        for kind, neurons in (("likn", likn_set), ("mono", per_language[a])):
+            with update_fact(lm, sorted(neurons), p0, a0, with_object(a0, new_obj[a]), lambda1=s.lambda1,
+                             lambda2=s.lambda2):
+                after = {l: measure(l) for l in languages}
+            for l in languages:
+                rows.append({"edit_language": a, "neurons": kind, "n_neurons": len(neurons),
+                             "old": queries(l, fact_id)[0][1].strip(), "new": new_obj[l], "measured": l,
+                             "new_fact": new, "before": before[l], "after": after[l]})
+    return rows
 
 
 def edit_table(records):
-    """The tidy table of `edits`' fact records."""
+    """The tidy table of the "crossedit" phase's records (`kn.runs.phases.crosslingual`)."""
     import numpy as np
     import pandas as pd
 

@@ -15,71 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
-import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
 
+from .provenance import commit, machine, now, versions
+
 log = logging.getLogger(__name__)
-from .version import __version__
 
 PROVENANCE = "provenance.json"
 KIND = "kn recording"
 RUN_TABLES = ("relations", "facts", "neurons")
-
-
-def machine() -> dict:
-    """This machine: CPU model, cores, memory, OS."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "os": platform.platform()}
-
-
-def commit(path: str | os.PathLike | None = None) -> str | None:
-    """The git commit of the kn source at `path` (default: this package's checkout), with "+dirty"
-    when kn/ has uncommitted changes; None outside a git checkout."""
-    where = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
-def versions() -> dict:
-    """Versions of kn and of the packages its numbers depend on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"kn": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def now() -> str:
-    """The current UTC time as provenance writes it (ISO 8601, seconds)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def provenance(command: str, *, seconds: float | None = None, started: str | None = None,
@@ -178,26 +126,52 @@ def _write_provenance(out: Path, prov: dict) -> None:
     os.replace(tmp, out / PROVENANCE)
 
 
-def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str, *,
+def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str | None = None, *,
                seconds: float | None = None, kn_commit: str | None = None) -> Path:
-    """Record the relations, facts and neurons tables of a finished run directory (`kn.run`, any
-    format) with its config. A multilingual run: those tables with a language column, its LIKN
-    table and, where `kn.crosslingual` journaled them in the run's directory, its cross-lingual
-    effects and edits."""
+    """Record a finished run directory (`kn.run`, any format): its relations, facts and neurons tables
+    and each of its phases' own tables (degenerate pairs, statements, ...), with its config. A
+    multilingual run: those tables with a language column, its LIKN table and, where
+    `kn.crosslingual` journaled them in the run's directory, its cross-lingual effects and edits.
+
+    The provenance comes from the run itself (`kn.runs.sessions`): the command that started it, the
+    kn commit at its start, its sessions and their wall-clock seconds. `command`, `seconds` and
+    `kn_commit` are for runs that did not record them (made by the Python API without `command=`, or
+    by kn before sessions were kept); a `command` other than the one the run recorded is refused."""
     from .runs import MultiRunResult, load_run
+    from .runs.phases import PHASES
+    from .runs.sessions import of as sessions_of
 
     check_dest(dest)  # before loading the run
     res = load_run(run_dir)
     if not res.complete:
         raise ValueError(f"the run in {run_dir} is not finished ({len(res.facts)} of "
                          f"{res.config['data']['n_facts']} facts); finish it (run it again) before recording")
+    configs = [r.config for r in res.runs.values()] if isinstance(res, MultiRunResult) else [res.config]
+    sessions = [s for c in configs for s in sessions_of(c)]
+    recorded = next((s["command"] for s in sessions if s.get("command")), None)
+    if recorded and command and command != recorded:
+        raise ValueError(f"the run in {run_dir} recorded the command that made it ({recorded!r}); kn record takes it "
+                         f"from there: leave out command (CLI: --command)")
+    command = recorded or command
+    if not command:
+        raise ValueError(f"the run in {run_dir} recorded no command (made with the Python API without command=, or "
+                         "by an older kn): pass the command that made it (CLI: --command)")
     if seconds is None:
-        seconds = float(res.facts["seconds"].sum())
-    prov = provenance(command, seconds=seconds, started=res.config.get("created"), kn_commit=kn_commit,
-                      run_config=res.config)
+        timed = [s["seconds"] for s in sessions if s.get("seconds") is not None]
+        seconds = float(sum(timed)) if timed and len(timed) == len(sessions) else float(res.facts["seconds"].sum())
+    if kn_commit is None and sessions:
+        kn_commit = sessions[0].get("commit")
+    started = sessions[0]["started"] if sessions else res.config.get("created")
+    prov = provenance(command, seconds=seconds, started=started, kn_commit=kn_commit, run_config=res.config,
+                      sessions=sessions)
     tables = {name: getattr(res, name) for name in RUN_TABLES}
     if isinstance(res, MultiRunResult):
         tables |= _multilingual_tables(res)
+    else:
+        if len(res.languages) > 1:
+            tables["likn"] = res.likn()[0]
+        tables |= {t: res.tables[t] for n in res.settings.phases for t in PHASES[n].table_names
+                   if t not in tables and t in res.tables}
     return record(dest, tables, prov)
 
 

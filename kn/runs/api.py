@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = None, *, languages=None,
         progress: bool = True, resume: bool = True, engine="local", workers: int | None = None,
-        address: str | None = None, **changes) -> RunResult:
+        address: str | None = None, command: str | None = None, **changes) -> RunResult:
     """Locate and verify the knowledge neurons of every fact in `facts` (a FactSet or Facts), kill-safe.
 
     settings: a `kn.RunSettings` (default: the paper's); `changes` override its fields
@@ -32,15 +32,21 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     the run's config (parent/name-<key>): other arguments, another directory. A fact that raises is
     recorded with its error.
 
-    languages: several language codes (or "en,zh"): the facts with a version in every one, run in
-    each (`kn.runs.multilingual`: out_dir/<language>/ a run each); returns a `MultiRunResult`.
+    languages: several language codes (or "en,zh"): the facts with a version in every one, each
+    (fact, language) a unit of the run (one directory, one journal); `res.runs[language]` is one
+    language's view, `res.likn()` / `res.overlap()` the language-independent neurons.
 
     engine: "local" (this process) or "ray" (`workers` Ray actors, on the cluster at `address`, default
     a local one; or a `kn.runs.Ray(...)` for every option): the same journal and tables
     (`kn.runs.cluster`). The model is loaded in each worker by the name or path `kn.load` was given.
+
+    command: what started the run, kept with each session in config.json (`kn.runs.sessions`; the CLI
+    passes its command line), so `kn record` can say how the numbers were made.
     """
-    if languages is not None and "language" in changes:
-        raise checks.ArgumentError("pass language= (one run) or languages= (one run per language), not both")
+    if languages is not None:
+        if "language" in changes:
+            raise checks.ArgumentError("pass language= (one language) or languages= (several), not both")
+        changes["languages"] = languages
     settings = RunSettings.make(settings, **changes)
     if not isinstance(out_dir, Keyed) and (not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip()):
         raise checks.ArgumentError(f"out_dir must be a directory path or a kn.runs.Keyed, got {out_dir!r}")
@@ -50,10 +56,7 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
     ray = cluster.resolve(engine, workers, address)
     if ray is not None:
         cluster.source_of(lm)  # before any work: a model built in memory cannot reach the workers
-    if languages is not None:
-        return multilingual.run(lm, facts, out_dir, settings, languages, progress=progress, resume=resume,
-                                engine=ray)
-    return run_one(lm, facts, out_dir, settings, progress=progress, resume=resume, engine=ray)
+    return run_one(lm, facts, out_dir, settings, progress=progress, resume=resume, engine=ray, command=command)
 
 
 def load_run(out_dir: str | os.PathLike):

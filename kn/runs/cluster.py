@@ -92,14 +92,15 @@ class _Worker:
         for p in self.phases.values():
             p.start(self.lm, facts)
         self.facts = {f.fact_id: f for f in facts}
-        self.state = new_state(list(self.phases.values()))
+        self.state = new_state(list(self.phases.values()), languages=settings.languages)
 
-    def run(self, phase: str, fact_id: str, records: list) -> tuple[dict, int, float]:
-        """(the fact's record of `phase`, this process's pid, seconds), after taking in `records`."""
+    def run(self, phase: str, language: str, fact_id: str, records: list) -> tuple[dict, int, float]:
+        """(the record of `phase` for the fact in `language`, this process's pid, seconds), after taking
+        in `records`."""
         for r in records:
             self.state.add(r)
         t0 = time.perf_counter()
-        rec = self.phases[phase].run_fact(self.lm, self.facts[fact_id], self.state)
+        rec = self.phases[phase].run_fact(self.lm, self.facts[fact_id], self.state.lang(language))
         return rec, os.getpid(), time.perf_counter() - t0
 
 
@@ -131,8 +132,8 @@ class Pool:
     def _new(self) -> _Slot:
         return _Slot(self.remote.remote(*self.args))
 
-    def map(self, phase: str, facts: Sequence, records: list) -> Iterator[dict]:
-        """The records of `phase` for `facts`, in their order; `records`: the run's journal records so
+    def map(self, phase: str, language: str, facts: Sequence, records: list) -> Iterator[dict]:
+        """The records of `phase` for `facts` in `language`, in their order; `records`: the run's journal records so
         far (the driver appends as it journals; workers get what they lack with each task)."""
         ray = self.ray
         todo = deque(enumerate(facts))
@@ -146,7 +147,7 @@ class Pool:
                 i, f = todo.popleft()
                 slot = free.pop()
                 delta, slot.seen = records[slot.seen:], len(records)
-                pending[slot.handle.run.remote(phase, f.fact_id, delta)] = (i, f, slot)
+                pending[slot.handle.run.remote(phase, language, f.fact_id, delta)] = (i, f, slot)
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             i, f, slot = pending.pop(ref)
             try:

@@ -27,7 +27,7 @@ from .settings import RunSettings
 
 FORMAT = 3
 KIND = "kn run"
-NOT_COMPARED = ("created", "format", "kn_version", "history", "legacy_keys")
+NOT_COMPARED = ("created", "format", "kn_version", "history", "legacy_keys", "sessions")
 
 
 def make(lm, facts, selected: Sequence, settings: RunSettings) -> dict:
@@ -106,6 +106,8 @@ def resumed(new: dict, stored: dict, when: str) -> dict:
     """The config.json a resume of `stored` with config `new` writes: `new`, created when `stored`
     was, with `stored`'s settings in its history when they differ."""
     out = {**new, "created": stored.get("created")}
+    if "sessions" in stored:
+        out["sessions"] = stored["sessions"]
     history = list(stored.get("history", []))
     if phase_differences(new, stored) or new.get("kn_version") != stored.get("kn_version"):
         history.append({"until": when, "kn_version": stored.get("kn_version"), "settings": stored["settings"]})

@@ -130,17 +130,15 @@ def refuse_foreign(out: Path) -> None:
                              f"changed; choose another output directory for out_dir (CLI: --out)")
 
 
-def check_out(out: Path, multilingual: bool = False) -> None:
+def check_out(out: Path) -> None:
     """Refuse, before any work, a directory the run may not use: one neither empty nor a kn run
-    (`refuse_foreign`), or one holding a kn run of the other kind (single-language / multilingual)."""
+    (`refuse_foreign`), or one holding a multilingual run of an older kn (a directory per language,
+    which `kn.load_run` still reads)."""
     refuse_foreign(out)
-    there = kind(out)
-    if there == "run" and multilingual:
-        raise RunConfigError(f"{out} holds a single-language kn run; choose another output directory for a "
-                             f"multilingual run (out_dir; CLI: --out)")
-    if there == "multilingual" and not multilingual:
-        raise RunConfigError(f"{out} holds a multilingual kn run; pass its languages (languages=; CLI: "
-                             f"--languages) to resume it, or choose another output directory")
+    if kind(out) == "multilingual":
+        raise RunConfigError(f"{out} holds a multilingual run of an older kn (a directory per language), which "
+                             f"kn.load_run reads but kn run no longer writes; choose another output directory "
+                             f"(out_dir; CLI: --out)")
 
 
 def replace(out: Path) -> Path | None:

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from .. import checks
 from . import cluster
 from . import config as C
+from . import sessions
 from . import tables as T
 from .directory import CONFIG, JOURNAL, kind, locked, read_config, start, write_json
 from .journal import Journal
@@ -18,7 +19,7 @@ from .keyed import resolve
 from .phases import Phase, make_phases, new_state
 from .result import RunResult
 from .settings import RunSettings
-from .state import KEY, State, with_legacy_keys
+from .state import ALL, KEY, LANGUAGE, State, with_legacy_keys
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +27,25 @@ TABLES_EVERY = 60.0  # seconds: the tidy tables are also rewritten this often du
 
 
 def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True, resume: bool = True,
-            engine=None) -> RunResult:
-    """`kn.run` in one language, its arguments checked (`kn.runs.api.run`); engine: None or "local"
-    (here), or a `kn.runs.Ray`."""
+            engine=None, command: str | None = None) -> RunResult:
+    """`kn.run`, its arguments checked (`kn.runs.api.run`): the facts with a version in every language
+    of the settings, each (fact, language) a unit of work. engine: None or "local" (here), or a
+    `kn.runs.Ray`; command: what started it, for its sessions (`kn.runs.sessions`)."""
     ray = engine if isinstance(engine, cluster.Ray) else None
-    selected = [f for f in facts if f.has(settings.language)]
+    langs = settings.languages
+    selected = [f for f in facts if all(f.has(l) for l in langs)]
     if not selected:
-        raise checks.ArgumentError(f"none of the {len(facts)} facts has a {settings.language!r} version; pass "
-                                   f"language= one of {', '.join(sorted({l for f in facts for l in f.languages}))}")
+        have = ", ".join(sorted({l for f in facts for l in f.languages}))
+        raise checks.ArgumentError(f"none of the {len(facts)} facts has a version in {' and '.join(map(repr, langs))}; "
+                                   f"pass language= / languages= of {have}")
     if len(selected) < len(facts):
-        log.info("%d of %d facts have no %r version; left out", len(facts) - len(selected), len(facts),
-                 settings.language)
+        log.info("%d of %d facts lack a version in %s; left out", len(facts) - len(selected), len(facts),
+                 ", ".join(langs))
     config = C.make(lm, facts, selected, settings)
     out = resolve(out_dir, config)
     if kind(out) == "multilingual":
-        raise checks.ArgumentError(f"{out} holds a multilingual run; pass its languages= to resume it, or "
-                                   "choose another directory")
+        raise checks.ArgumentError(f"{out} holds a multilingual run of an older kn (one directory per language): "
+                                   "kn.load_run reads it; choose another directory for a new run")
     out.mkdir(parents=True, exist_ok=True)
     phases = make_phases(settings)
     with locked(out):
@@ -50,25 +54,30 @@ def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True,
         if C.differences(C.comparable(config), C.comparable(C.upgrade(stored))) or \
                 config["kn_version"] != stored.get("kn_version"):  # other phase settings, or a newer kn
             changed = C.phase_differences(config, stored)
-            if changed:
-                log.warning("%s: the phases' settings changed; what they invalidate is recomputed (the journal keeps "
-                            "the old records, config.json their settings under \"history\"):\n  %s", out,
-                            "\n  ".join(changed))
+            if changed:  # a phase added or left out reuses what is valid: said quietly; a setting changed: loudly
+                old_phases = C.upgrade(stored)["settings"].get("phases", [])
+                level = logging.WARNING if any(f"settings.{p}." in c for c in changed for p in old_phases) else logging.INFO
+                log.log(level, "%s: the phases or their settings changed; what they invalidate is recomputed (the journal "
+                        "keeps the old records, config.json their settings under \"history\"):\n  %s", out,
+                        "\n  ".join(changed))
             write_json(out / CONFIG, C.resumed(config, stored, _now()))
         legacy = C.legacy_keys(read_config(out))
+        t0 = sessions.begin(out, command)
         journal = Journal(out / JOURNAL)
         records = with_legacy_keys(journal.read(), legacy)
         try:
             if ray is None:
-                _work(lm, selected, phases, new_state(phases, records), journal, out, progress, records, None)
+                _work(lm, selected, phases, new_state(phases, records, langs), journal, out, progress, records, None)
             else:
                 with cluster.Pool(ray, lm, settings, selected) as pool:
-                    _work(lm, selected, phases, new_state(phases, records), journal, out, progress, records, pool)
+                    _work(lm, selected, phases, new_state(phases, records, langs), journal, out, progress, records,
+                          pool)
         finally:
             journal.close()
         # the final tables come from the journal as it stands on disk
-        tables = T.build(new_state(phases, with_legacy_keys(journal.read(), legacy)), phases)
+        tables = T.build(new_state(phases, with_legacy_keys(journal.read(), legacy), langs), phases)
         T.write(out, tables)
+        sessions.end(out, t0)
     return RunResult(out, read_config(out), tables)
 
 
@@ -80,40 +89,55 @@ def _now() -> str:
 
 def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Journal, out: Path,
           progress: bool, records: list, pool) -> None:
-    """The run loop; `records`: the journal's records (appended to as it journals); `pool`: a
-    `kn.runs.cluster.Pool` doing the per-fact work, or None (here)."""
+    """The run loop: relation by relation, each phase in each language, its facts then the relation;
+    then the phases over every language (`Phase.every_language`), relation by relation. `records`:
+    the journal's records (appended to as it journals); `pool`: a `kn.runs.cluster.Pool` doing the
+    per-fact work, or None (here)."""
     root = phases[0]
     for p in phases:
         p.start(lm, selected)
-    done = sum(state.has(root.fact_record, f.fact_id) for f in selected)
+    total = len(selected) * len(state.languages)
+    done = sum(state.lang(l).has(root.fact_record, f.fact_id) for l in state.languages for f in selected)
     if done:
-        log.info("resuming: %d of %d facts already %sd", done, len(selected), root.name)
+        log.info("resuming: %d of %d (fact, language) units already %sd", done, total, root.name)
     writer = _Writer(out, state, phases, records)
-    with tqdm(total=len(selected), initial=done, desc="facts", unit="fact", disable=not progress) as bar:
-        for relation, rel_facts in _grouped(selected).items():
-            if all(_finished(p, relation, rel_facts, state) for p in phases):
-                continue  # finished before a restart
-            for p in phases:
-                bar.set_postfix_str(relation if p is root else f"{relation}: {p.name}")
-                todo = _todo(p, rel_facts, state)
-                done = (p.run_fact(lm, f, state) for f in todo) if pool is None else pool.map(p.name, todo, records)
-                for rec in done:
-                    writer.add(journal, {**rec, KEY: p.fact_key})
-                    if p is root:
-                        bar.update()
-                if p.relation_record and not state.has(p.relation_record, relation):
-                    writer.add(journal, {**p.run_relation(lm, relation, rel_facts, state), KEY: p.relation_key})
-            writer.write()  # tidy results as we go
+    stages = [[p for p in phases if not p.every_language], [p for p in phases if p.every_language]]
+    with tqdm(total=total, initial=done, desc="facts", unit="fact", disable=not progress) as bar:
+        for stage in stages:
+            for relation, rel_facts in _grouped(selected).items():
+                if all(_finished(p, relation, rel_facts, state) for p in stage):
+                    continue  # finished before a restart
+                for p in stage:
+                    for lang in _languages(p, state):
+                        view = state.lang(lang)
+                        bar.set_postfix_str(relation + ("" if p is root else f": {p.name}")
+                                            + (f" ({lang})" if len(state.languages) > 1 else ""))
+                        todo = _todo(p, rel_facts, view)
+                        recs = ((p.run_fact(lm, f, view) for f in todo) if pool is None
+                                else pool.map(p.name, lang, todo, records))
+                        for rec in recs:
+                            writer.add(journal, {**rec, KEY: p.fact_key, LANGUAGE: lang})
+                            if p is root:
+                                bar.update()
+                        if p.relation_record and not view.has(p.relation_record, relation):
+                            writer.add(journal, {**p.run_relation(lm, relation, rel_facts, view), KEY: p.relation_key,
+                                                 LANGUAGE: lang})
+                writer.write()  # tidy results as we go
 
 
-def _todo(p: Phase, facts: Sequence, state: State) -> list:
+def _languages(p: Phase, state: State) -> tuple[str, ...]:
+    return (ALL,) if p.every_language else state.languages
+
+
+def _todo(p: Phase, facts: Sequence, view) -> list:
     if not p.fact_record:
         return []
-    return [f for f in facts if not state.has(p.fact_record, f.fact_id) and p.wants(f.fact_id, state)]
+    return [f for f in facts if not view.has(p.fact_record, f.fact_id) and p.wants(f.fact_id, view)]
 
 
 def _finished(p: Phase, relation: str, facts: Sequence, state: State) -> bool:
-    return not _todo(p, facts, state) and (not p.relation_record or state.has(p.relation_record, relation))
+    return all(not _todo(p, facts, v) and (not p.relation_record or v.has(p.relation_record, relation))
+               for v in map(state.lang, _languages(p, state)))
 
 
 def _grouped(facts: Sequence) -> dict[str, list]:

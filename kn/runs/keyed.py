@@ -75,7 +75,7 @@ def warn_if_new(keyed: Keyed, out: Path, config: dict) -> None:
     if not found:
         return
     *_, last, old = max(found, key=lambda t: t[:3])
-    diffs = C.differences(json.loads(json.dumps(config, default=str)), old)
+    diffs = C.differences(C.identity(json.loads(json.dumps(config, default=str))), C.identity(old))
     log.warning("%s: a new run directory, beside %d other %s-<key> run(s) in %s; the most recent, %s, differs in:"
                 "\n  %s", out, len(found), keyed.name, parent, last,
                 "\n  ".join(diffs) or "nothing kn records (written by another kn version?)")

@@ -24,15 +24,15 @@ ATTRIBUTION_KEYWORDS = ("method", "steps", "rule", "baseline", "multiplier", "fr
 class RunSettings:
     """Settings of `kn.run` (Dai et al. 2022, sections 3-4; algorithms.md section 1).
 
-    phases: the run's units of work, in order (`kn.runs.phases.PHASES`); language: the facts'
-    language; attribution: how neurons are scored, `kn.IG(...)` or `kn.Activation()`; seed: every
-    seeded choice (controls); per_phase: ((phase name, its settings value), ...), one per phase of
-    `phases` (missing ones take their defaults). A phase's setting reads as an attribute too
-    (`settings.share`).
+    phases: the run's units of work, in order (`kn.runs.phases.PHASES`); languages: the languages
+    the facts are run in (each (fact, language) a unit of work; `language=` sets one); attribution:
+    how neurons are scored, `kn.IG(...)` or `kn.Activation()`; seed: every seeded choice (controls);
+    per_phase: ((phase name, its settings value), ...), one per phase of `phases` (missing ones take
+    their defaults). A phase's setting reads as an attribute too (`settings.share`).
     """
 
     phases: tuple[str, ...] = DEFAULT_PHASES
-    language: str = "en"
+    languages: tuple[str, ...] = ("en",)
     attribution: Settings = IG()
     seed: int = 0
     per_phase: tuple[tuple[str, Any], ...] = ()
@@ -43,8 +43,7 @@ class RunSettings:
         check_phases(self.phases)
         if not isinstance(self.attribution, (IG, Activation)):
             raise TypeError(f"attribution must be kn.IG(...) or kn.Activation(), got {self.attribution!r}")
-        if not isinstance(self.language, str) or not self.language:
-            raise ValueError(f"language must be a language code such as 'en', got {self.language!r}")
+        _set(self, "languages", check_languages(self.languages))
         checks.integer(self.seed, "seed")
         given = dict(self.per_phase)
         for name, value in given.items():
@@ -67,6 +66,11 @@ class RunSettings:
         raise AttributeError(f"RunSettings has no setting {name!r} (phases {list(self.__dict__.get('phases', ()))})")
 
     @property
+    def language(self) -> str:
+        """The run's first language (the only one of a one-language run)."""
+        return self.languages[0]
+
+    @property
     def coarse_threshold(self) -> float:
         """The coarse filter t the run uses: the locate phase's threshold, else the attribution's."""
         t = self.of("locate").threshold if "locate" in self.phases else None
@@ -74,7 +78,7 @@ class RunSettings:
 
     def common(self) -> dict:
         """The common part every phase's records depend on (JSON-safe; `phases` aside)."""
-        return {"language": self.language, "attribution": self.attribution.to_dict(), "seed": self.seed}
+        return {"languages": list(self.languages), "attribution": self.attribution.to_dict(), "seed": self.seed}
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
@@ -87,6 +91,10 @@ class RunSettings:
             raise TypeError(f"settings must be a kn.RunSettings, got {type(settings).__name__}")
         base = settings or cls()
         short = {k: changes.pop(k) for k in ATTRIBUTION_KEYWORDS if k in changes}
+        if "language" in changes:
+            if "languages" in changes:
+                raise checks.ArgumentError("pass language= (one) or languages= (several), not both")
+            changes["languages"] = (changes.pop("language"),)
         unknown = sorted(k for k in changes if k not in COMMON and owner_of(k) is None)
         if unknown:
             raise TypeError(f"unknown run setting(s) {unknown}; the settings are {field_names()} "
@@ -124,6 +132,8 @@ class RunSettings:
         d = dict(d)
         if isinstance(d.get("attribution"), Mapping):
             d["attribution"] = attribution_from_dict(d["attribution"])
+        if "language" in d:  # runs of one language before kn ran several in one run
+            d["languages"] = [d.pop("language")]
         common = {k: d.pop(k) for k in COMMON if k in d}
         phases = tuple(common.get("phases", DEFAULT_PHASES))
         common["phases"] = phases
@@ -160,7 +170,7 @@ class RunSettings:
         d = dict(d)
         method, steps = d.pop("method"), d.pop("steps", None)
         d["attribution"] = IG(steps=steps) if method == "ig" else resolve(method=method)
-        return cls.from_dict({k: v for k, v in d.items() if k in field_names()})
+        return cls.from_dict({k: v for k, v in d.items() if k in field_names() or k == "language"})
 
     def asdict(self) -> dict:
         """JSON-safe: config.json's "settings", {common..., phase: {its settings as the run uses them}}."""
@@ -168,6 +178,16 @@ class RunSettings:
         for name, value in self.per_phase:
             out[name] = to_json(PHASES[name].resolved(value, self))
         return out
+
+
+def check_languages(languages) -> tuple[str, ...]:
+    """Language codes: non-empty strings ("en,zh" splits), no repeats (any code the data has)."""
+    if isinstance(languages, str):
+        languages = [l.strip() for l in languages.split(",") if l.strip()]
+    langs = checks.texts(languages, "languages")
+    if len(set(langs)) != len(langs):
+        raise checks.ArgumentError(f"languages repeats a code: {langs}")
+    return tuple(langs)
 
 
 def field_names() -> list[str]:

@@ -80,10 +80,7 @@ def test_release_gives_it_back():
 @glibc
 def test_env_makes_the_call_a_no_op():
     out = run("keep", {"KN_MALLOC": "default"})
-    assert not out["enabled"] and not out["kept"]
-    # glibc's own adaptive threshold (raised by the first frees of 24 MB blocks) may keep one block of
-    # three, never all of them as the kept thresholds do (> 60 MB above)
-    assert out["after"] < 40 << 20, out
+    assert not out["enabled"] and not out["kept"]  # kn set no malloc threshold (what glibc then keeps is its own)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_multilingual_runs_are_keyed_too(lm, tmp_path):
     b = run(lm, facts(2), Keyed(tmp_path, "ml"), languages=["en", "xx"], steps=STEPS, progress=False)
     c = run(lm, facts(2), Keyed(tmp_path, "ml"), languages=["en"], steps=STEPS, progress=False)
     assert a.out_dir == b.out_dir != c.out_dir and a.out_dir.name.startswith("ml-")
-    assert sorted(a.runs) == ["en", "xx"] and (a.out_dir / "en" / "config.json").exists()
+    assert sorted(a.runs) == ["en", "xx"] and (a.out_dir / "config.json").exists()
 
 
 def warnings(caplog) -> list[str]:

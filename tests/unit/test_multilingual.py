@@ -1,12 +1,14 @@
-"""Multilingual runs (one run per language, facts aligned by id) and the language-independent neurons."""
+"""Runs in several languages (one run, each (fact, language) a unit, facts aligned by id), the
+language-independent neurons, and the cross-lingual phases."""
 import json
 
+import pandas as pd
 import pytest
 
 import kn
 from kn import likn
 from kn.data.schema import Fact, FactSet
-from kn.runs import MultiRunResult, RunConfigError, load_run, run
+from kn.runs import MultiRunResult, RunConfigError, RunResult, load_run, run
 from kn.testing import tiny_lm
 
 STEPS = 3
@@ -42,89 +44,94 @@ def lm():
     return tiny_lm("GPT-2")
 
 
+PHASES = ("locate", "verify", "crosslingual", "crossedit")
+
+
 @pytest.fixture(scope="module")
 def whole(lm, tmp_path_factory):
-    return run(lm, facts(), tmp_path_factory.mktemp("ml"), languages=["en", "xx", "yy"], steps=STEPS,
+    return run(lm, facts(), tmp_path_factory.mktemp("ml"), languages=["en", "xx", "yy"], steps=STEPS, phases=PHASES,
                progress=False)
 
 
-def test_one_run_per_language_over_aligned_facts(lm, whole, tmp_path):
-    assert isinstance(whole, MultiRunResult) and whole.complete
-    assert whole.languages == ["en", "xx", "yy"]
+def test_one_run_with_a_unit_per_fact_and_language(lm, whole, tmp_path):
+    assert isinstance(whole, RunResult) and whole.complete
+    assert whole.languages == ["en", "xx", "yy"] and list(whole.runs) == ["en", "xx", "yy"]
     f = whole.facts
     assert len(f) == 18 and set(f.language) == {"en", "xx", "yy"}  # capital/Japan has no xx / yy version
     assert "capital/Japan" not in set(f.fact_id)
     assert list(f.columns[:3]) == ["fact_id", "language", "relation"]
+    assert sorted(p.name for p in whole.out_dir.iterdir() if p.is_dir()) == []  # one directory, one journal
     # each language's neurons are those of a single-language run in that language
     one = run(lm, facts().filter(language=["en", "xx", "yy"]), tmp_path / "xx", language="xx", steps=STEPS,
               progress=False)
     assert whole.sets()["xx"] == {fid: one.fact_neurons(fid) for fid in one.located_facts()}
-    assert whole.runs["xx"].config["settings"]["language"] == "xx"
+    pd.testing.assert_frame_equal(whole.runs["xx"].neurons.drop(columns="language"),
+                                  one.neurons.drop(columns="language"))
+    assert whole.runs["xx"].fact_queries("capital/France") == one.fact_queries("capital/France")
+    with pytest.raises(ValueError, match="several languages"):
+        whole.fact_queries("capital/France")
     loaded = load_run(whole.out_dir)
-    assert isinstance(loaded, MultiRunResult) and loaded.facts.equals(whole.facts)
-    cfg = json.loads((whole.out_dir / "languages.json").read_text())
-    assert cfg["languages"] == ["en", "xx", "yy"] and cfg["settings"]["attribution"]["steps"] == STEPS
+    assert isinstance(loaded, RunResult) and loaded.facts.equals(whole.facts)
+    cfg = json.loads((whole.out_dir / "config.json").read_text())
+    assert cfg["settings"]["languages"] == ["en", "xx", "yy"] and cfg["settings"]["attribution"]["steps"] == STEPS
 
 
 def test_interrupted_run_resumes_to_the_same_tables(lm, whole, tmp_path):
     out = tmp_path / "cut"
-    run(lm, facts(), out, languages=["en", "xx", "yy"], steps=STEPS, progress=False)
-    journal = out / "xx" / "journal.jsonl"  # a kill during the second language: half its journal kept
-    lines = journal.read_text().splitlines(keepends=True)
-    journal.write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:7])
-    for name in ("yy",):
-        for p in (out / name).iterdir():
-            p.unlink()
-        (out / name).rmdir()
-    again = run(lm, facts(), out, languages=["en", "xx", "yy"], steps=STEPS, progress=False)
-    for name in ("neurons", "prompts"):
-        assert getattr(again, name).equals(getattr(whole, name)), name
+    out.mkdir()
+    lines = (whole.out_dir / "journal.jsonl").read_text().splitlines(keepends=True)
+    (out / "config.json").write_bytes((whole.out_dir / "config.json").read_bytes())
+    (out / "journal.jsonl").write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:7])  # a kill
+    again = run(lm, facts(), out, languages=["en", "xx", "yy"], steps=STEPS, phases=PHASES, progress=False)
+    for name in ("neurons", "prompts", "crosslingual", "crosslingual_edits"):
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(whole, name), obj=name)
     cols = [c for c in whole.facts.columns if c != "seconds"]
-    assert again.facts[cols].equals(whole.facts[cols])
-    ids = [json.loads(l)["fact_id"] for l in journal.read_text().splitlines() if '"type": "fact"' in l]
-    assert sorted(ids) == sorted(set(ids))  # nothing done twice
+    pd.testing.assert_frame_equal(again.facts[cols], whole.facts[cols])
+    recs = [json.loads(l) for l in (out / "journal.jsonl").read_text().splitlines()]
+    units = [(r["fact_id"], r["language"]) for r in recs if r["type"] in ("fact", "crosslingual")]
+    assert len(units) == len(set(units))  # nothing done twice
 
 
-def test_resume_refuses_other_settings_and_mixed_directories(lm, whole, tmp_path):
-    with pytest.raises(RunConfigError, match="different configuration"):
-        run(lm, facts(), whole.out_dir, languages=["en", "xx", "yy"], steps=STEPS + 1, progress=False)
-    with pytest.raises(RunConfigError, match="different configuration"):
-        run(lm, facts(), whole.out_dir, languages=["en", "xx"], steps=STEPS, progress=False)
-    with pytest.raises(ValueError, match="holds a multilingual run"):
-        run(lm, facts(), whole.out_dir, steps=STEPS, progress=False)
-    single = tmp_path / "single"
-    run(lm, facts(), single, steps=STEPS, progress=False)
-    with pytest.raises(RunConfigError, match="single-language"):
-        run(lm, facts(), single, languages=["en", "xx"], steps=STEPS, progress=False)
-    with pytest.raises(ValueError, match="every language"):
+def test_resume_refuses_other_settings(lm, whole, tmp_path):
+    with pytest.raises(RunConfigError, match="different configuration.*attribution.steps"):
+        run(lm, facts(), whole.out_dir, languages=["en", "xx", "yy"], steps=STEPS + 1, phases=PHASES, progress=False)
+    with pytest.raises(RunConfigError, match="different configuration.*languages"):
+        run(lm, facts(), whole.out_dir, languages=["en", "xx"], steps=STEPS, phases=PHASES, progress=False)
+    with pytest.raises(ValueError, match="has a version in 'en' and 'zz'"):
         run(lm, facts(), tmp_path / "none", languages=["en", "zz"], steps=STEPS, progress=False)
     with pytest.raises(ValueError, match="repeats"):
         run(lm, facts(), tmp_path / "rep", languages="en,en", steps=STEPS, progress=False)
     with pytest.raises(ValueError, match="not both"):
         run(lm, facts(), tmp_path / "both", languages=["en"], language="xx", progress=False)
+    with pytest.raises(ValueError, match="phase 'crosslingual' needs \\['locate'\\]"):
+        run(lm, facts(), tmp_path / "order", languages=["en", "xx"], phases=("crosslingual",), progress=False)
 
 
-def test_fresh_moves_a_multilingual_run_aside(lm, tmp_path):
-    """resume=False on a multilingual run: the whole directory (languages.json, a run per language)
-    is moved to DIR.replaced-<time>, journals intact, and the run starts anew; a language's run that
-    another process is writing keeps the whole run where it is."""
-    import fcntl
-
+def test_fresh_moves_a_run_in_several_languages_aside(lm, tmp_path):
     out = tmp_path / "ml"
     run(lm, facts(), out, languages=["en", "xx"], steps=STEPS, phases=("locate",), progress=False)
-    en = (out / "en" / "journal.jsonl").read_bytes()
-    with open(out / "xx" / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        with pytest.raises(RunConfigError, match=r"another process is writing to the run in .*xx"):
-            run(lm, facts(), out, languages=["en", "xx"], steps=STEPS + 1, phases=("locate",), progress=False,
-                resume=False)
-    assert not list(tmp_path.glob("ml.replaced-*")) and (out / "en" / "journal.jsonl").read_bytes() == en
+    journal = (out / "journal.jsonl").read_bytes()
     again = run(lm, facts(), out, languages=["en", "xx"], steps=STEPS + 1, phases=("locate",), progress=False,
                 resume=False)
     assert again.complete and again.config["settings"]["attribution"]["steps"] == STEPS + 1
     [aside] = tmp_path.glob("ml.replaced-*")
-    assert (aside / "en" / "journal.jsonl").read_bytes() == en
+    assert (aside / "journal.jsonl").read_bytes() == journal
     assert load_run(aside).config["settings"]["attribution"]["steps"] == STEPS
+
+
+def test_a_multilingual_run_of_an_older_kn_still_loads(lm, whole, tmp_path):
+    """The layout kn wrote before (languages.json, a run per language) loads as a MultiRunResult
+    with the same reading methods."""
+    old = tmp_path / "old"
+    for lang in ("en", "xx"):
+        run(lm, facts(), old / lang, language=lang, steps=STEPS, progress=False)
+    (old / "languages.json").write_text(json.dumps({"kind": "kn multilingual run", "format": 1, "languages": ["en", "xx"],
+                                                    "settings": {}, "model": whole.config["model"], "data": {}}))
+    res = load_run(old)
+    assert isinstance(res, MultiRunResult) and res.languages == ["en", "xx"]
+    assert res.sets()["xx"] == whole.sets()["xx"] and set(res.facts.language) == {"en", "xx"}
+    with pytest.raises(ValueError, match="older kn"):
+        run(lm, facts(), old, languages=["en", "xx"], steps=STEPS, progress=False)
 
 
 SETS = {  # written by hand: {language: {fact: neurons}}
@@ -205,10 +212,10 @@ def test_cli_languages(lm, tmp_path, monkeypatch, capsys):
     assert "en:" in text and "xx:" in text and text.count("mean over relations") == 2
     res = load_run(out)
     assert res.languages == ["en", "xx"] and len(res.facts) == 12
-    journal = (out / "xx" / "journal.jsonl").read_bytes()
+    journal = (out / "journal.jsonl").read_bytes()
     assert cli.main(["run", "--languages", "en,xx", "--steps", str(STEPS), "--out", str(out), "--fresh"]) == 0
     [aside] = tmp_path.glob("cli.replaced-*")  # moved aside, the selection.json the CLI wrote with it
-    assert (aside / "xx" / "journal.jsonl").read_bytes() == journal and (aside / "selection.json").exists()
+    assert (aside / "journal.jsonl").read_bytes() == journal and (aside / "selection.json").exists()
     assert load_run(out).complete and (out / "selection.json").exists()
     assert cli.main(["run", "--languages", "en,xx", "--language", "en", "--out", str(tmp_path / "b")]) == 2
     assert "not both" in capsys.readouterr().err
@@ -243,7 +250,7 @@ def _p_zeroed(lm, prompt, answer, neurons):
 def test_crosslingual_conditions_against_plain_hooks(lm, whole, tmp_path):
     from kn import crosslingual as X
 
-    t = X.effects(lm, whole, out=tmp_path, progress=False)
+    t = whole.crosslingual
     sets = whole.sets()
     facts_with = [f for f in whole.facts.fact_id.unique() if sum(bool(sets[l].get(f)) for l in whole.languages) >= 2]
     assert set(t.fact_id) == set(facts_with) and len(facts_with) >= 2
@@ -274,19 +281,18 @@ def test_crosslingual_conditions_against_plain_hooks(lm, whole, tmp_path):
     assert (s.suppression_diff <= s.suppression_diff_high + 1e-12).all()
 
 
-def test_crosslingual_resumes_and_refuses_other_settings(lm, whole, tmp_path):
-    from kn import crosslingual as X
-
-    full = X.effects(lm, whole, out=tmp_path, progress=False)
-    journal = tmp_path / X.JOURNAL
-    lines = journal.read_text().splitlines(keepends=True)
-    journal.write_text("".join(lines[:2]) + lines[2][:10])  # the header, one fact, a torn line
-    again = X.effects(lm, whole, out=tmp_path, progress=False)
-    assert again.equals(full)
-    ids = [json.loads(l)["fact_id"] for l in journal.read_text().splitlines()[1:]]
-    assert sorted(ids) == sorted(set(ids))
-    with pytest.raises(ValueError, match="other settings"):
-        X.effects(lm, whole, X.CrossLingual(amplify_factor=3.0), out=tmp_path, progress=False)
+def test_crosslingual_settings_change_its_numbers_not_the_rest(lm, whole, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.json", "journal.jsonl"):
+        (out / name).write_bytes((whole.out_dir / name).read_bytes())
+    n = len((out / "journal.jsonl").read_text().splitlines())
+    again = run(lm, facts(), out, languages=["en", "xx", "yy"], steps=STEPS, phases=PHASES, cross_amplify_factor=3.0,
+                progress=False)
+    new = [json.loads(l) for l in (out / "journal.jsonl").read_text().splitlines()[n:]]
+    assert {r["type"] for r in new} == {"crosslingual"} and all(r["language"] == "*" for r in new)
+    assert not again.crosslingual.p_amplified.equals(whole.crosslingual.p_amplified)
+    pd.testing.assert_series_equal(again.crosslingual.p_suppressed, whole.crosslingual.p_suppressed)
 
 
 def test_bootstrap_interval():
@@ -309,8 +315,15 @@ def test_crosslingual_edits_against_the_update_written_here(lm, whole, tmp_path)
     from kn.data.templates import with_object
 
     state = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    t = X.edits(lm, whole, out=tmp_path, progress=False)
+    t = whole.crosslingual_edits
+    out = tmp_path / "edits"  # the phase alone, on the run's records: the model comes back bit-identical
+    out.mkdir()
+    for name in ("config.json", "journal.jsonl"):
+        (out / name).write_bytes((whole.out_dir / name).read_bytes())
+    again = run(lm, facts(), out, languages=["en", "xx", "yy"], steps=STEPS, phases=PHASES, edit_lambda2=8.5,
+                progress=False)
     assert all(torch.equal(v, state[k]) for k, v in lm.model.state_dict().items())  # restored bit-identically
+    assert len(again.crosslingual_edits) == len(t)
     assert len(t) and set(t.neurons) == {"likn", "mono"} and set(t.measured) == set(whole.languages)
     sets = whole.sets()
     row = t[(t.neurons == "likn")].iloc[0]
@@ -334,7 +347,6 @@ def test_crosslingual_edits_against_the_update_written_here(lm, whole, tmp_path)
             logits = other(input_ids=tok(p, return_tensors="pt").input_ids).logits[0, -1]
         p_new.append(float(torch.softmax(logits.float(), -1)[tok.convert_tokens_to_ids(row.new)]))
     assert abs(sum(p_new) / len(p_new) - row.p_new_after) < 1e-6
-    assert X.edits(lm, whole, out=tmp_path, progress=False).equals(t)  # resumed from the journal
 
 
 def test_localization_quality_side_by_side(lm, whole, tmp_path):
@@ -358,17 +370,14 @@ def test_localization_quality_side_by_side(lm, whole, tmp_path):
 
 
 def test_a_multilingual_run_records_with_its_likn_and_crosslingual_tables(lm, whole, tmp_path):
-    from kn import crosslingual as X
     from kn import recording
 
-    eff = X.effects(lm, whole, progress=False)  # journaled in the run's own directory
     dest = recording.record_run(whole.out_dir, tmp_path / "rec", "kn run --languages en,xx,yy ...")
     rec = recording.read(dest)
-    assert set(rec.tables) == {"relations", "facts", "neurons", "likn", "crosslingual"}
+    assert set(rec.tables) == {"relations", "facts", "neurons", "likn", "crosslingual", "crosslingual_edits"}
     assert len(rec["facts"]) == len(whole.facts) and set(rec["facts"].language) == {"en", "xx", "yy"}
-    assert len(rec["crosslingual"]) == len(eff) and len(rec["likn"]) == len(whole.likn()[0])
-    assert rec.provenance["run_config"]["languages"] == ["en", "xx", "yy"] and rec.provenance["started"]
-    assert X.load_effects(whole.out_dir).equals(eff)
+    assert len(rec["crosslingual"]) == len(whole.crosslingual) and len(rec["likn"]) == len(whole.likn()[0])
+    assert rec.provenance["run_config"]["settings"]["languages"] == ["en", "xx", "yy"] and rec.provenance["started"]
 
 
 def test_coverage_per_language(lm):

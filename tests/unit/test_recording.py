@@ -183,3 +183,38 @@ def test_the_books_recordings_from_before_the_marker_are_kn_s(repo_root, tmp_pat
     assert new.provenance["kind"] == "kn recording" and new.tables.keys() == old.tables.keys()
     for name in old.tables:
         pd.testing.assert_frame_equal(new[name], old[name])
+
+
+def test_the_run_writes_its_own_provenance(tmp_path, monkeypatch, capsys):
+    """kn run keeps each session (command as given, commit, seconds) in config.json; kn record takes the
+    command, the commit at the run's start and the seconds from there, and refuses another command."""
+    from kn import cli
+    from kn.runs.sessions import of as sessions_of
+
+    lm = tiny_lm("GPT-2")
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    out = tmp_path / "run"
+    argv = ["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "2", "--steps", "2",
+            "--phases", "locate,degenerate", "--dkn-candidates", "4", "--out", str(out)]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0  # run, then resume (a no-op session)
+    sessions = sessions_of(load_run(out).config)
+    assert [s["command"] for s in sessions] == ["kn " + " ".join(argv)] * 2
+    assert all(s["commit"] == recording.commit() and s["seconds"] >= 0 and s["finished"] for s in sessions)
+    assert cli.main(["record", str(out), str(tmp_path / "rec")]) == 0
+    prov = recording.read(tmp_path / "rec").provenance
+    assert prov["command"] == "kn " + " ".join(argv) and prov["commit"] == sessions[0]["commit"]
+    assert prov["seconds"] == pytest.approx(sum(s["seconds"] for s in sessions), abs=0.2)
+    assert prov["started"] == sessions[0]["started"] and len(prov["sessions"]) == 2
+    assert {"facts", "relations", "neurons", "degenerate_pairs"} <= set(prov["tables"])  # the phases' own tables too
+    capsys.readouterr()
+    assert cli.main(["record", str(out), str(tmp_path / "rec2"), "--command", "typed by hand"]) == 2
+    assert "recorded the command that made it" in capsys.readouterr().err
+    api = tmp_path / "api"
+    run(lm, kn_facts(), api, steps=2, phases=("locate",), progress=False)  # the API, without command=
+    with pytest.raises(ValueError, match="recorded no command"):
+        recording.record_run(api, tmp_path / "rec3")
+    assert recording.read(recording.record_run(api, tmp_path / "rec3", "my script")).provenance["command"] == "my script"
+
+
+def kn_facts():
+    return FactSet([Fact(f"capital/{s}", "capital", {"en": s}, {"en": o}, {"en": TEMPLATES}) for s, o in PAIRS], "tiny")

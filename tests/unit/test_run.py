@@ -166,7 +166,7 @@ def test_config_mismatch_refuses_to_resume(lm, baseline):
 
 
 # one other valid value per common setting: a run must refuse to resume with any of them changed
-COMMON_CHANGED = {"language": "de", "attribution": IG(steps=STEPS, rule="gauss_legendre"), "seed": 1}
+COMMON_CHANGED = {"languages": ("de",), "attribution": IG(steps=STEPS, rule="gauss_legendre"), "seed": 1}
 # one other valid value per phase setting: a resume with it recomputes what it invalidates
 PHASE_CHANGED = {"threshold": 0.3, "share": 0.6, "min_prompts": 2, "kns_per_fact": (1, 4), "share_step": 0.1,
                  "share_tries": 3, "relation_neuron_share": 0.5, "controls": False, "suppress_factor": 0.5,
@@ -195,7 +195,7 @@ def test_any_changed_common_setting_refuses_to_resume(lm, baseline, name):
     before = (baseline.out_dir / JOURNAL).read_bytes()
     changed = RunSettings.make(RunSettings(attribution=IG(steps=STEPS)), **{name: COMMON_CHANGED[name]})
     facts = tiny_facts()
-    if name == "language":  # a run needs facts in its language (else it is refused before any resume)
+    if name == "languages":  # a run needs facts in its language (else it is refused before any resume)
         facts = FactSet([*facts, Fact("de/1", "capital", {"de": "Paris"}, {"de": "Frankreich"},
                                       {"de": ["[X] ist die Hauptstadt von [Y]"]})], "tiny+de")
     with pytest.raises(RunConfigError, match=rf"(?s)cannot be resumed:.*settings\.{name}[.:]"):

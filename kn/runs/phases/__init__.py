@@ -7,13 +7,14 @@ import dataclasses
 from typing import Sequence
 
 from .base import Phase
+from .crosslingual import CrossEdit, CrossLingual
 from .degenerate import Degenerate
 from .locate import Locate
 from .statements import Statements
 from .verify import Verify
 
 PHASES: dict[str, type[Phase]] = {}
-COMMON = ("phases", "language", "attribution", "seed")  # RunSettings' own fields: no phase may reuse them
+COMMON = ("phases", "languages", "attribution", "seed")  # RunSettings' own fields: no phase may reuse them
 
 
 def register(cls: type[Phase]) -> type[Phase]:
@@ -85,14 +86,14 @@ def record_versions(phases: Sequence[Phase]) -> dict[str, str]:
     return {t: k for p in phases for t, k in p.keys().items()}
 
 
-def new_state(phases: Sequence[Phase], records=()):
-    """The `State` of the phases' valid records among `records`."""
+def new_state(phases: Sequence[Phase], records=(), languages: Sequence[str] = ("en",)):
+    """The `State` of the phases' valid records among `records`, in a run of `languages`."""
     from ..state import State
 
-    return State(record_keys(phases), records, record_versions(phases))
+    return State(record_keys(phases), records, record_versions(phases), languages)
 
 
-for _phase in (Locate, Verify, Degenerate, Statements):
+for _phase in (Locate, Verify, Degenerate, Statements, CrossLingual, CrossEdit):
     register(_phase)
 
 __all__ = ["COMMON", "PHASES", "Phase", "check_phase", "check_phases", "make_phases", "new_state", "owner_of",

@@ -42,6 +42,9 @@ class Phase:
     dtypes: ClassVar[Mapping[str, str]] = {}  # facts-table column -> pandas dtype
     table_names: ClassVar[tuple[str, ...]] = ()  # its own tables (`tables`)
     headline: ClassVar[tuple[str, ...]] = ()  # relations-table columns `RunResult.headline` averages
+    # a phase over each fact in every language (its records' language is `state.ALL`; it runs once every
+    # relation is done with the phases before it, and sees every language's records: `state.lang(l)`)
+    every_language: ClassVar[bool] = False
     summary: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()  # (relations column, header, format) the CLI prints
 
     fact_key: str = ""

@@ -115,7 +115,7 @@ class Locate(Phase):
 
     # -- the work ------------------------------------------------------------------------------
     def run_fact(self, lm, fact, state: State) -> dict:
-        s, language = self.settings, self.run.language
+        s, language = self.settings, state.language
         t0 = time.perf_counter()
         rec = record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation,
                      subject=fact.subject.get(language))

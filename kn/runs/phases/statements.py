@@ -47,8 +47,8 @@ class Statements(Phase):
     table_names = ("statements",)
 
     def start(self, lm, facts) -> None:
-        lang = self.run.language
-        self.distractors = {f.fact_id: tuple(f.distractors.get(lang, ())) for f in facts}
+        self.distractors = {(f.fact_id, lang): tuple(f.distractors.get(lang, ())) for f in facts
+                            for lang in self.run.languages}
         self.n_layers, self.width = lm.n_layers, lm.width
         self._plans: dict = {}
 
@@ -59,14 +59,15 @@ class Statements(Phase):
 
     def plan(self, relation: str, state: State):
         """The relation's plan (None for fewer than two measured facts), from its degenerate records."""
-        if relation not in self._plans:
+        key = (relation, state.language)
+        if key not in self._plans:
             recs = [r for r in state.all(Degenerate.fact_record).values()
                     if r["relation"] == relation and "fact_pairs" in r]
             pairs = {r["fact_id"]: _pairs(r["fact_pairs"]) for r in recs}
             neurons = {f: knowledge_neurons(state, f, relation) or [] for f in pairs}
-            self._plans[relation] = (plan_relation(relation, pairs, neurons, self.check(), n_layers=self.n_layers,
+            self._plans[key] = (plan_relation(relation, pairs, neurons, self.check(), n_layers=self.n_layers,
                                                    width=self.width) if len(pairs) >= 2 else None)
-        return self._plans[relation]
+        return self._plans[key]
 
     def wants(self, fact_id: str, state: State) -> bool:
         loc = located(state, fact_id)
@@ -84,7 +85,8 @@ class Statements(Phase):
         t0 = time.perf_counter()
         try:
             objects = {f: answers_of(located(state, f))[0].strip() for f in p.train + p.test}
-            wrong = wrong_object(fact.fact_id, p, objects, self.distractors.get(fact.fact_id, ()), self.run.seed)
+            given = self.distractors.get((fact.fact_id, state.language), ())
+            wrong = wrong_object(fact.fact_id, p, objects, given, self.run.seed)
             queries = list(zip(loc["prompts"], answers_of(loc)))[: self.settings.fc_prompts]
             out["rows"] = score_fact(lm, queries, p, part, wrong, self.run.attribution)
         except Exception as err:

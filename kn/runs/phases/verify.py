@@ -54,11 +54,18 @@ class Verify(Phase):
                ("control_other_suppression", "ctrl suppress", "+.1%"),
                ("control_other_amplification", "ctrl amplify", "+.1%"))
 
-    controls: Controls | None = None
 
     # -- the work ------------------------------------------------------------------------------
     def start(self, lm, facts: Sequence) -> None:
-        self.controls = Controls(lm, facts, self.run.language, self.run.seed) if self.settings.controls else None
+        self._lm, self._facts, self._controls = lm, facts, {}
+
+    def controls(self, language: str) -> Controls | None:
+        """The seeded control facts in `language` (None without controls)."""
+        if not self.settings.controls:
+            return None
+        if language not in self._controls:
+            self._controls[language] = Controls(self._lm, self._facts, language, self.run.seed)
+        return self._controls[language]
 
     def wants(self, fact_id: str, state: State) -> bool:
         rec = located(state, fact_id)
@@ -71,12 +78,13 @@ class Verify(Phase):
         try:
             out["fact"] = {"fact_id": rec["fact_id"], **self._effect(lm, rec["prompts"], answers_of(rec), neurons)}
             out["other"] = out["same"] = None
-            if self.controls is not None:
-                o = self.controls.other(rec["fact_id"], rec["relation"])
+            controls = self.controls(state.language)
+            if controls is not None:
+                o = controls.other(rec["fact_id"], rec["relation"])
                 if o is not None:
-                    prompts, other_answers = self.controls.prompts(o)
+                    prompts, other_answers = controls.prompts(o)
                     out["other"] = {"fact_id": o, **self._effect(lm, prompts, other_answers, neurons)}
-                same = self.controls.same(rec["fact_id"], located_facts(state, rec["relation"]))
+                same = controls.same(rec["fact_id"], located_facts(state, rec["relation"]))
                 if same is not None:
                     s = located(state, same)
                     out["same"] = {"fact_id": same, **self._effect(lm, s["prompts"], answers_of(s), neurons)}
