@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-import kn
+from . import attribution, interventions, localization, models, probing, verification
 from .interventions import AMPLIFY_FACTOR
 from .models import DEFAULT_MODEL, LM, PACKAGED
 from .neuron import Neuron
@@ -169,7 +169,7 @@ class FactExplorer:
                  share: float = 0.7, min_prompts: int = 3, factor: float = AMPLIFY_FACTOR, n_columns: int = 24,
                  groups: int = 1, loader: Callable[[str], LM] | None = None):
         w = _require_ipywidgets()
-        self._loader = loader or kn.load
+        self._loader = loader or models.load
         self._lms: dict[str, LM] = {}
         self._scores: dict[tuple, torch.Tensor] = {}  # (model, prompt, answer, steps) -> [n_layers, width]
         self.min_prompts, self.groups, self.n_columns = min_prompts, groups, n_columns
@@ -289,11 +289,11 @@ class FactExplorer:
         """Top-k answers of the prompt, and P(answer) and its rank when an answer is given."""
         with self._step("probe"):
             lm, prompt = self.lm, self._prompt()
-            self.predictions = kn.probe(lm, prompt, k=self.k_input.value)
+            self.predictions = probing.probe(lm, prompt, k=self.k_input.value)
             caption = f"{lm.name}: {'[MASK]' if lm.masked else 'next token'} after {prompt!r}"
             answer = self.answer_text.value.strip()
             if answer:
-                p, rank = kn.answer_prob(lm, prompt, answer), kn.answer_rank(lm, prompt, answer)
+                p, rank = probing.answer_prob(lm, prompt, answer), probing.answer_rank(lm, prompt, answer)
                 caption += f"; P({answer}) = {p:.4g}, its first token ranks {rank + 1}"
             self.topk_html.value = _html_table(topk_frame(self.predictions), caption)
             self._info(f"probed {lm.name}")
@@ -363,7 +363,7 @@ class FactExplorer:
         if key not in self._scores:
             total = torch.zeros(lm.n_layers, lm.width)
             for layers in layer_groups(lm.n_layers, self.groups):
-                total += kn.attribute(lm, prompt, answer, steps=steps, layers=layers).float().cpu()
+                total += attribution.attribute(lm, prompt, answer, steps=steps, layers=layers).float().cpu()
                 self.progress.value += 1
             self._scores[key] = total
         else:
@@ -375,8 +375,8 @@ class FactExplorer:
 
     def _locate_from_cache(self, lm: LM, prompts: list[str], answer: str, steps: int) -> None:
         t, share = self.threshold_slider.value, self.share_slider.value
-        sets = [kn.coarse(self._scores[self._key(lm, p, answer, steps)], t) for p in prompts]
-        self.neurons = kn.refine(sets, share, self.min_prompts)
+        sets = [localization.coarse(self._scores[self._key(lm, p, answer, steps)], t) for p in prompts]
+        self.neurons = localization.refine(sets, share, self.min_prompts)
         self._located_for = (lm.name, answer.strip(), steps, tuple(prompts))
         listed = ", ".join(f"({l}, {i})" for l, i in self.neurons)
         found = [len(s) for s in sets]
@@ -415,18 +415,19 @@ class FactExplorer:
         lm, mode = self.lm, self.intervention.value
         _, answer, _, prompts = self._located_for  # the fact the neurons were located for
         prompts = list(prompts)
-        before = [kn.answer_prob(lm, p, answer) for p in prompts]
+        before = [probing.answer_prob(lm, p, answer) for p in prompts]
         if mode == "none" or not self.neurons:
             after = before
         else:
             factor = self.factor_input.value
-            ctx = kn.suppress(lm, self.neurons) if mode == "suppress" else kn.amplify(lm, self.neurons, factor)
+            ctx = (interventions.suppress(lm, self.neurons) if mode == "suppress"
+                   else interventions.amplify(lm, self.neurons, factor))
             with ctx:
-                after = [kn.answer_prob(lm, p, answer) for p in prompts]
+                after = [probing.answer_prob(lm, p, answer) for p in prompts]
         self.table = paraphrase_table(prompts, before, after)
         what = {"none": "no intervention", "suppress": f"{len(self.neurons)} neuron(s) set to 0",
                 "amplify": f"{len(self.neurons)} neuron(s) multiplied by {self.factor_input.value:g}"}[mode]
-        change = kn.ratio_of_means(before, after)
+        change = verification.ratio_of_means(before, after)
         self.table_html.value = _html_table(
             self.table, f"P({answer.strip()}): {what}; relative change of the mean: "
                         f"{'-' if math.isnan(change) else f'{change:+.1%}'}")
