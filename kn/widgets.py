@@ -420,7 +420,8 @@ class FactExplorer:
             after = before
         else:
             factor = self.factor_input.value
-            ctx = interventions.suppress(lm, self.neurons) if mode == "suppress" else interventions.amplify(lm, self.neurons, factor)
+            ctx = (interventions.suppress(lm, self.neurons) if mode == "suppress"
+                   else interventions.amplify(lm, self.neurons, factor))
             with ctx:
                 after = [probing.answer_prob(lm, p, answer) for p in prompts]
         self.table = paraphrase_table(prompts, before, after)

@@ -153,7 +153,7 @@ def test_threshold_and_share_relocate_from_cached_scores(gpt2, monkeypatch):
     ex.locate_button.click()
     calls = []
     real = kn.attribute
-    monkeypatch.setattr(kn.attribution, "attribute", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(kn.attribution, "attribute", lambda *a, **k: calls.append(a) or real(*a, **k))  # what widgets calls
     ex.locate_button.click()  # same fact: nothing attributed again
     assert calls == []
     at_default = ex.neurons
@@ -166,6 +166,10 @@ def test_threshold_and_share_relocate_from_cached_scores(gpt2, monkeypatch):
     ex.share_slider.value = 0.7
     assert ex.neurons == kn.locate(gpt2, PROMPTS, "France", threshold=0.05, share=0.7, steps=STEPS)
     assert len(ex.neurons) > len(at_default) and len(ex.neurons) > len(kn.refine(direct, 1.0))
+    calls.clear()
+    ex.answer_text.value = "Italy"  # another fact: attributed again, through the patched function
+    ex.locate_button.click()
+    assert {a[1] for a in calls} == set(PROMPTS) and {a[2] for a in calls} == {"Italy"}
 
 
 @pytest.mark.parametrize("field, value, expected", [
@@ -212,7 +216,7 @@ def test_an_error_inside_an_intervention_leaves_no_hook(gpt2, monkeypatch):
             raise RuntimeError("inside the intervention")
         return real(lm, prompt, answer)
 
-    monkeypatch.setattr(kn.probing, "answer_prob", fails_when_hooked)
+    monkeypatch.setattr(kn.probing, "answer_prob", fails_when_hooked)  # what widgets calls
     ex.intervention.value = "suppress"
     assert "RuntimeError: inside the intervention" in ex.error
     assert hooks.count(gpt2.model) == 0
