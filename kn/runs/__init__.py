@@ -3,8 +3,10 @@ results (Dai et al. 2022, sections 3-4; algorithms.md section 1).
 
 A run lives in one directory:
 
-- ``config.json``: what was run (`RunSettings`, ``lm.describe()``, the data's name and fingerprint,
-  ``kn.__version__``; `kn.runs.config`). A run resumes only into a directory whose config is the same.
+- ``config.json``: what was run (`RunSettings`: the common settings and each phase's, ``lm.describe()``,
+  the data's name and fingerprint, ``kn.__version__``; `kn.runs.config`) and its sessions (command,
+  commit, seconds; `kn.runs.sessions`). A run resumes into a directory of the same model, data and
+  common settings; other phases or phase settings recompute what they invalidate.
 - ``journal.jsonl``: the source of truth (`kn.runs.journal`). Append-only, one JSON record per line,
   each flushed and fsynced before the run moves on. A restart reads it, cuts off a torn last line (a
   kill during a write) and skips the work it holds, so no fact is lost or done twice.
@@ -12,11 +14,11 @@ A run lives in one directory:
   (``neurons.parquet``): tidy tables, rebuilt from the journal after each relation and at the end
   (`load_run` rebuilds them anywhere; `kn.runs.tables`).
 
-A run in several languages (`kn.run(..., languages=[...])`, `kn.runs.multilingual`) is one such
-directory per language under its own, with ``languages.json`` saying what was run.
+A run in several languages (`kn.run(..., languages=[...])`) is one such directory whose unit of work
+is a (fact, language); `kn.runs.multilingual` reads the directory-per-language runs of older kn.
 
-The work is done by phases (`kn.runs.phases`: "locate", then "verify"), each with its own journal
-records and table columns. The per-fact work runs here or on a Ray cluster (`kn.runs.cluster`,
+The work is done by phases (`kn.runs.phases`: "locate", "verify", "degenerate", "statements",
+"crosslingual", "crossedit"), each with its own settings, journal records and table columns. The per-fact work runs here or on a Ray cluster (`kn.runs.cluster`,
 ``engine="ray"``), with the same journal and tables. Controls are picked by a seeded RNG keyed on the fact id, so a resumed run
 equals an uninterrupted one.
 """
