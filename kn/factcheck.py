@@ -6,8 +6,8 @@ the paper's rule); a statement is flagged false when its score (the mean attribu
 set) falls below a threshold fitted on the train statements (`fit_threshold`); `metrics` scores the
 flags for detecting false statements with the standard definitions (`metrics_as_reference`: the
 reference code's, labelled). `decisions` fits every detector of `METHODS` (the paper's, kn's
-classifier, and the baselines) on a statements table (`kn.statements.score_statements`, the
-model-facing part) and `evaluate` scores them per relation and overall.
+classifier, and the baselines) on a statements table (`res.statements` of a run with the phase
+"statements", the model-facing part) and `evaluate` scores them per relation and overall.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ class Logistic:
         return 1 / (1 + np.exp(-(self.w[0] + Z @ self.w[1:])))
 
 
-# -- detectors over a statements table (`kn.statements.score_statements`) ---------------------------
+# -- detectors over a statements table (a run's `statements`, `kn.runs.phases.statements`) -----------
 METHODS = {  # name -> what it is, as the tables and plots label it
     "dkn": "DKN score, threshold fitted on train (the paper's method)",
     "dkn-fixed": "DKN score, fixed threshold 1e-6 (as in the reference code)",

@@ -176,13 +176,17 @@ def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str
 
 
 def _multilingual_tables(res) -> dict:
+    """A multilingual run of an older kn: its LIKN table and the cross-lingual tables its side journals
+    (a header, then a record per fact) hold, if any."""
     from . import crosslingual as X
+    from .runs.journal import Journal
 
     out = {"likn": res.likn()[0]}
-    for name, load in (("crosslingual", X.load_effects), ("crosslingual_edits", X.load_edits)):
-        t = load(res.out_dir)
-        if len(t):
-            out[name] = t
+    for name, file, build in (("crosslingual", "crosslingual.jsonl", X.table),
+                              ("crosslingual_edits", "crosslingual_edits.jsonl", X.edit_table)):
+        recs = [r for r in Journal(res.out_dir / file).read(repair=False)[1:] if r.get("type") == "fact"]
+        if recs:
+            out[name] = build(recs)
     return out
 
 

@@ -147,7 +147,7 @@ def plan(res, settings: FactCheck | None = None, *, n_layers: int, width: int) -
 
 
 def table(records):
-    """The statements table of `score_statements`' fact records."""
+    """The statements table of the "statements" phase's records (`kn.runs.phases.statements`)."""
     import pandas as pd
 
     rows = []

@@ -5,7 +5,6 @@ import json
 import pandas as pd
 import pytest
 
-import kn
 from kn import likn
 from kn.data.schema import Fact, FactSet
 from kn.runs import MultiRunResult, RunConfigError, RunResult, load_run, run
@@ -132,6 +131,10 @@ def test_a_multilingual_run_of_an_older_kn_still_loads(lm, whole, tmp_path):
     assert res.sets()["xx"] == whole.sets()["xx"] and set(res.facts.language) == {"en", "xx"}
     with pytest.raises(ValueError, match="older kn"):
         run(lm, facts(), old, languages=["en", "xx"], steps=STEPS, progress=False)
+    from kn import recording
+
+    rec = recording.read(recording.record_run(old, tmp_path / "rec", "kn run (older kn)"))
+    assert {"facts", "likn"} <= set(rec.tables) and set(rec["facts"].language) == {"en", "xx"}
 
 
 SETS = {  # written by hand: {language: {fact: neurons}}
@@ -311,8 +314,6 @@ def test_crosslingual_edits_against_the_update_written_here(lm, whole, tmp_path)
     import copy
 
     import torch
-    from kn import crosslingual as X
-    from kn.data.templates import with_object
 
     state = {k: v.clone() for k, v in lm.model.state_dict().items()}
     t = whole.crosslingual_edits
