@@ -17,7 +17,9 @@ a row per relation with a relation record; each phase adds its columns to those 
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -25,6 +27,8 @@ import numpy as np
 from ...verification import ratio_of_means
 from ..state import State
 from .setting import NoSettings, digest, scoped
+
+log = logging.getLogger(__name__)
 
 
 class Phase:
@@ -110,6 +114,17 @@ class Phase:
     def tables(self, state: State) -> dict:
         """Its own tables {name: DataFrame} (names in `table_names`)."""
         return {}
+
+    def attempt(self, out: dict, work) -> dict:
+        """`out` (a record) with the fields `work()` returns, or with an ``error`` if it raises (logged:
+        the run goes on), and the ``seconds`` it took."""
+        t0 = time.perf_counter()
+        try:
+            out = {**out, **work()}
+        except Exception as err:  # recorded in the record; the run goes on
+            log.warning("%s of %s failed: %s: %s", self.name, out.get("fact_id"), type(err).__name__, err)
+            out = {**out, "error": error_of(err)}
+        return out | {"seconds": round(time.perf_counter() - t0, 3)}
 
     def error(self, fact_id: str, state: State) -> dict | None:
         """The {type, message} its record of the fact holds, if any."""

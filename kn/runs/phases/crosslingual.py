@@ -12,17 +12,15 @@ several languages, once every relation is located in every language.
 """
 from __future__ import annotations
 
-import logging
 
 from ... import crosslingual as X
 from ...editing import LAMBDA1, LAMBDA2
 from ...interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from ...likn import fact_likn
-from .base import Phase, error_of, record
+from .base import Phase, record
 from .locate import answers_of, knowledge_neurons, located
 from .setting import number, phase_settings, setting
 
-log = logging.getLogger(__name__)
 
 
 class _EveryLanguage(Phase):
@@ -54,15 +52,6 @@ class _EveryLanguage(Phase):
             return list(zip(rec["prompts"], answers_of(rec)))
         return of
 
-    def record_of(self, fact, rows_of) -> dict:
-        out = record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation)
-        try:
-            out |= rows_of()
-        except Exception as err:  # recorded; the run goes on
-            log.warning("%s of %s failed: %s: %s", self.name, fact.fact_id, type(err).__name__, err)
-            out["error"] = error_of(err)
-        return out
-
 
 @phase_settings
 class CrossLingualSettings:
@@ -90,7 +79,7 @@ class CrossLingual(_EveryLanguage):
             u = X.unrelated_fact(fact.fact_id, self.located_everywhere(view), self.relation.get, self.run.seed)
             return {"rows": X.fact_effects(lm, fact.fact_id, self.per_language(fact.fact_id, view), view.languages,
                                            self.queries(view), u, s)}
-        return self.record_of(fact, rows)
+        return self.attempt(record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation), rows)
 
     def tables(self, view) -> dict:
         return {"crosslingual": X.table([r for r in view.all(self.fact_record).values() if "rows" in r])}
@@ -124,7 +113,7 @@ class CrossEdit(_EveryLanguage):
                 return {"new_fact": None, "rows": []}
             return {"new_fact": new, "rows": X.fact_edits(lm, fact.fact_id, self.per_language(fact.fact_id, view),
                                                           view.languages, queries, new, s)}
-        return self.record_of(fact, rows)
+        return self.attempt(record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation), rows)
 
     def tables(self, view) -> dict:
         return {"crosslingual_edits": X.edit_table([r for r in view.all(self.fact_record).values() if "rows" in r])}

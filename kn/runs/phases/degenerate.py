@@ -10,18 +10,15 @@ when it kept that many (`locate.TOP`), else recomputed with the run's attributio
 """
 from __future__ import annotations
 
-import logging
-import time
 
 from ...attribution import scores as neuron_scores
 from ...degenerate import degenerate_pairs, fact_pairs
 from ...localization import top
 from ..state import State
-from .base import Phase, error_of, mean, record
+from .base import Phase, mean, record
 from .locate import answers_of, located
 from .setting import phase_settings, at_least, fraction, setting
 
-log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ["fact_id", "relation", "layer_a", "index_a", "layer_b", "index_b", "n_prompts_found", "n_prompts"]
 
@@ -66,9 +63,8 @@ class Degenerate(Phase):
     def run_fact(self, lm, fact, state: State) -> dict:
         s = self.settings
         loc = located(state, fact.fact_id)
-        out = record(self.fact_record, fact_id=loc["fact_id"], relation=loc["relation"])
-        t0 = time.perf_counter()
-        try:
+
+        def pairs() -> dict:
             per_prompt, counts = [], []
             for j, (p, a) in enumerate(zip(loc["prompts"], answers_of(loc))):
                 kept = loc.get("top", [[]] * len(loc["prompts"]))[j]
@@ -77,13 +73,9 @@ class Degenerate(Phase):
                 cands = [(l, i) for l, i, _ in best[: s.dkn_candidates]]
                 counts.append(len(cands))
                 per_prompt.append(degenerate_pairs(lm, p, a, cands, single=s.dkn_single, pair=s.dkn_pair))
-            out |= {"candidates": counts, "pairs": [_flat(x) for x in per_prompt],
+            return {"candidates": counts, "pairs": [_flat(x) for x in per_prompt],
                     "fact_pairs": _flat(fact_pairs(per_prompt, s.dkn_share))}
-        except Exception as err:
-            log.warning("degenerate pairs of %s failed: %s: %s", fact.fact_id, type(err).__name__, err)
-            out["error"] = error_of(err)
-        out["seconds"] = round(time.perf_counter() - t0, 3)
-        return out
+        return self.attempt(record(self.fact_record, fact_id=loc["fact_id"], relation=loc["relation"]), pairs)
 
     def fact_row(self, fact_id: str, state: State) -> dict:
         r = state.get(self.fact_record, fact_id)

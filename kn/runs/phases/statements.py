@@ -12,17 +12,14 @@ dkn, kn_mean, random)}, or {fact_id, relation, error}. Own table: ``statements``
 """
 from __future__ import annotations
 
-import logging
-import time
 
 from ...statements import FactCheck, plan_relation, score_fact, table, wrong_object
 from ..state import State
-from .base import Phase, error_of, record
+from .base import Phase, record
 from .degenerate import Degenerate, _pairs
 from .locate import answers_of, knowledge_neurons, located
 from .setting import phase_settings, at_least, fraction, setting
 
-log = logging.getLogger(__name__)
 
 
 @phase_settings
@@ -81,19 +78,14 @@ class Statements(Phase):
         loc = located(state, fact.fact_id)
         p = self.plan(loc["relation"], state)
         part = "train" if fact.fact_id in p.train else "test"
-        out = record(self.fact_record, fact_id=fact.fact_id, relation=loc["relation"], split=part)
-        t0 = time.perf_counter()
-        try:
+
+        def rows() -> dict:
             objects = {f: answers_of(located(state, f))[0].strip() for f in p.train + p.test}
             given = self.distractors.get((fact.fact_id, state.language), ())
             wrong = wrong_object(fact.fact_id, p, objects, given, self.run.seed)
             queries = list(zip(loc["prompts"], answers_of(loc)))[: self.settings.fc_prompts]
-            out["rows"] = score_fact(lm, queries, p, part, wrong, self.run.attribution)
-        except Exception as err:
-            log.warning("statements of %s failed: %s: %s", fact.fact_id, type(err).__name__, err)
-            out["error"] = error_of(err)
-        out["seconds"] = round(time.perf_counter() - t0, 3)
-        return out
+            return {"rows": score_fact(lm, queries, p, part, wrong, self.run.attribution)}
+        return self.attempt(record(self.fact_record, fact_id=fact.fact_id, relation=loc["relation"], split=part), rows)
 
     def fact_row(self, fact_id: str, state: State) -> dict:
         r = state.get(self.fact_record, fact_id)
