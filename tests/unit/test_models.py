@@ -148,7 +148,12 @@ def test_bad_steps_and_rule():
 
 
 def test_unknown_model_name(monkeypatch, tmp_path):
+    import huggingface_hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub read the variable when it was imported: without this the lookup waits on the
+    # network (about 20 s of retries here) before failing
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("KN_CACHE", str(tmp_path))
     with pytest.raises(kn.ModelNotFoundError, match="gemma-3-270m"):
         kn.load("no-such-model-xyz")
