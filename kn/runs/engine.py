@@ -9,6 +9,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from .. import checks
+from ..provenance import now
 from . import cluster
 from . import config as C
 from . import sessions
@@ -50,17 +51,7 @@ def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True,
     phases = make_phases(settings)
     with locked(out):
         start(out, config, resume)
-        stored = read_config(out)
-        if C.differences(C.comparable(config), C.comparable(C.upgrade(stored))) or \
-                config["kn_version"] != stored.get("kn_version"):  # other phase settings, or a newer kn
-            changed = C.phase_differences(config, stored)
-            if changed:  # a phase added or left out reuses what is valid: said quietly; a setting changed: loudly
-                old_phases = C.upgrade(stored)["settings"].get("phases", [])
-                level = logging.WARNING if any(f"settings.{p}." in c for c in changed for p in old_phases) else logging.INFO
-                log.log(level, "%s: the phases or their settings changed; what they invalidate is recomputed (the journal "
-                        "keeps the old records, config.json their settings under \"history\"):\n  %s", out,
-                        "\n  ".join(changed))
-            write_json(out / CONFIG, C.resumed(config, stored, _now()))
+        _reconcile(out, config)
         legacy = C.legacy_keys(read_config(out))
         t0 = sessions.begin(out, command)
         journal = Journal(out / JOURNAL)
@@ -81,10 +72,21 @@ def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True,
     return RunResult(out, read_config(out), tables)
 
 
-def _now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _reconcile(out: Path, config: dict) -> None:
+    """Rewrite the resumed run's config.json when its phases or their settings changed, or kn did (the
+    old settings go to its history); a phase added or left out is said quietly, a setting changed loudly."""
+    stored = read_config(out)
+    if not C.differences(C.comparable(config), C.comparable(C.upgrade(stored))) and \
+            config["kn_version"] == stored.get("kn_version"):
+        return
+    changed = C.phase_differences(config, stored)
+    if changed:
+        old_phases = C.upgrade(stored)["settings"].get("phases", [])
+        loud = any(f"settings.{p}." in c for c in changed for p in old_phases)
+        log.log(logging.WARNING if loud else logging.INFO,
+                "%s: the phases or their settings changed; what they invalidate is recomputed (the journal keeps the "
+                "old records, config.json their settings under \"history\"):\n  %s", out, "\n  ".join(changed))
+    write_json(out / CONFIG, C.resumed(config, stored, now()))
 
 
 def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Journal, out: Path,
