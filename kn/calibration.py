@@ -56,6 +56,19 @@ class Calibration:
         """The chosen setting's worst error over the queries."""
         return max(self.errors)
 
+    def tables(self, queries: Sequence[tuple[str, str]]) -> dict:
+        """{"candidates": a row per (candidate, query) with its error and the bound, "chosen": one row}
+        (pandas DataFrames, for a recording)."""
+        import pandas as pd
+
+        rows = [{"rule": r, "steps": m, "query": j, "prompt": queries[j][0], "answer": str(queries[j][1]),
+                 "error": float(e), "bound": float(self.bounds[j]), "chosen": (r, m) == (self.rule, self.steps)}
+                for r, m, errs in self.grid for j, e in enumerate(errs)]
+        chosen = {"rule": self.rule, "steps": self.steps, "worst_error": self.error,
+                  "against": ":".join(map(str, self.against)) if self.against else None, "exact": self.exact,
+                  "queries": len(queries), **{k: v for k, v in self.settings.to_dict().items() if k not in ("rule", "steps")}}
+        return {"candidates": pd.DataFrame(rows), "chosen": pd.DataFrame([chosen])}
+
 
 def relative_error(scores: torch.Tensor, exact: torch.Tensor) -> float:
     """max |scores - exact| / max |exact| (the absolute difference when `exact` is all zero)."""
@@ -88,6 +101,24 @@ def search(measure: Callable[[str, int], Errors], candidates: Sequence[tuple[str
         if ok:
             return min(ok, key=lambda c: max(c[2])), grid
     return None, grid
+
+
+def queries_of(lm: LM, facts, languages: Sequence[str], per_fact: int = 1) -> list[tuple[str, str]]:
+    """The first `per_fact` (prompt, answer) pairs of each fact in each language, as `kn.run` asks them
+    (`kn.data.prepare`); facts the model cannot be asked in a language (no usable template, an answer
+    its tokenizer cannot represent) are left out there."""
+    from .data.prepare import prepare_fact
+
+    out = []
+    for f in facts:
+        for lang in languages:
+            try:
+                p = prepare_fact(f, lm, lang) if f.has(lang) else None
+            except ValueError:
+                continue
+            if p is not None and p.usable:
+                out += list(zip(p.prompts, p.answers))[:per_fact]
+    return out
 
 
 def calibrate(lm: LM, queries: Sequence[tuple[str, str]], settings: IG | None = None, *,

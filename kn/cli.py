@@ -219,6 +219,47 @@ def _summary(res) -> None:
               f"{_fmt(h['control_other_amplification'], '+.1%')})")
 
 
+def cmd_calibrate(args) -> None:
+    """`kn calibrate`: the cheapest quadrature no less accurate than --against on every calibration
+    prompt (`kn.calibrate`), on facts of --data; with --record, its tables and provenance."""
+    from . import recording
+    from .calibration import calibrate, queries_of
+    from .data import select_facts
+    from .quadrature import RULES
+    from .settings import IG
+
+    rule, _, steps = args.against.partition(":")
+    if rule not in RULES or not steps.isdigit():
+        raise ValueError(f"--against must be RULE:STEPS with a rule of {list(RULES)}, e.g. riemann_left:20; "
+                         f"got {args.against!r}")
+    languages = [l.strip() for l in args.languages.split(",") if l.strip()]
+    if args.record:
+        recording.check_dest(args.record)  # before the model: a folder kn may not record into is refused now
+    t0, started = time.perf_counter(), recording.now()
+    facts = _facts(args, languages)
+    lm = _load(args)
+    chosen = select_facts(facts, relations=_relations(args), per_relation=args.facts_per_relation,
+                          language=languages if len(languages) > 1 else languages[0], lm=lm, known=args.known,
+                          seed=args.seed)
+    queries = queries_of(lm, chosen, languages)
+    if not queries:
+        raise ValueError(f"no calibration prompt: none of the selected facts can be asked of {lm.name} in "
+                         f"{', '.join(languages)}; choose other --relations or --data")
+    base = IG(baseline=args.baseline or IG().baseline, multiplier=args.multiplier or IG().multiplier)
+    cal = calibrate(lm, queries, base, against=(rule, int(steps)), exact=args.exact)
+    print(f"{lm.name}: {cal.rule} with {cal.steps} points, worst error {cal.error:.2e} over {len(queries)} prompts "
+          f"(no worse than {args.against} on each)")
+    print(_table([(r, m, f"{max(e):.2e}", "*" if (r, m) == (cal.rule, cal.steps) else "") for r, m, e in cal.grid],
+                 ("rule", "steps", "worst error", "chosen")))
+    if args.record:
+        prov = recording.provenance(args.invocation, seconds=time.perf_counter() - t0, started=started,
+                                    settings={"model": lm.name, "data": args.data, "relations": _relations(args),
+                                              "languages": languages, "facts_per_relation": args.facts_per_relation,
+                                              "known": args.known, "seed": args.seed, "against": args.against,
+                                              "exact": args.exact, "base": base.to_dict()})
+        print(f"recorded -> {recording.record(args.record, cal.tables(queries), prov)}")
+
+
 def cmd_record(args) -> None:
     from .recording import record_run
 
@@ -403,6 +444,22 @@ def main(argv: list[str] | None = None) -> int:
                         "one kn recorded before")
     common(p)
     p.set_defaults(func=cmd_coverage)
+
+    p = sub.add_parser("calibrate", help="the cheapest IG quadrature no less accurate than the paper's on a few "
+                                         "facts' prompts (kn.calibrate), optionally recorded")
+    p.add_argument("--data", default="builtin", help="builtin, pararel:PATH or bmlama:PATH")
+    p.add_argument("--relations", default=None, help="comma-separated relation ids (default: all)")
+    p.add_argument("--languages", default="en", help="comma-separated language codes: a prompt per fact in each")
+    p.add_argument("--facts-per-relation", type=positive_int, default=1, help="seeded sample per relation")
+    p.add_argument("--known", action="store_true", help="only facts the model knows (gold in its top 10 on at "
+                                                        "least half the prompts)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--against", default="riemann_left:20", help="the setting to be no worse than, RULE:STEPS")
+    p.add_argument("--exact", type=positive_int, default=64, help="Gauss-Legendre nodes of the exact integral")
+    _add_baseline(p)
+    p.add_argument("--record", default=None, help="record the tables with their provenance here (for book/results)")
+    common(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("record", help="record a finished run's tables with their provenance (for book/results)")
     p.add_argument("run_dir")

@@ -94,3 +94,38 @@ def test_bad_inputs_say_what_was_wrong(kwargs, match):
     q = args.pop("queries")
     with pytest.raises((ValueError, TypeError), match=match):
         calibrate(lm, q, **args)
+
+
+def test_cli_calibrate_records_what_kn_calibrate_picks(tmp_path, monkeypatch, capsys):
+    """`kn calibrate`: the queries are each selected fact's first prompt per language, the pick and
+    every candidate's errors are kn.calibrate's on them, and --record keeps both with the command."""
+    import pandas as pd
+
+    from kn import cli, recording
+    from kn.calibration import queries_of
+
+    from test_run import tiny_facts
+
+    lm = tiny_lm("GPT-2")
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    monkeypatch.setattr(cli, "_facts", lambda args, languages: tiny_facts())
+    argv = ["calibrate", "--relations", "capital", "--facts-per-relation", "2", "--exact", "16", "--record",
+            str(tmp_path / "rec")]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    rec = recording.read(tmp_path / "rec")
+    from kn.data import select_facts
+
+    queries = queries_of(lm, select_facts(tiny_facts(), relations=["capital"], per_relation=2, language="en"), ["en"])
+    want = calibrate(lm, queries, exact=16)
+    chosen = rec["chosen"].iloc[0]
+    assert (chosen.rule, int(chosen.steps)) == (want.rule, want.steps) and f"{want.rule} with {want.steps}" in printed
+    c = rec["candidates"]
+    assert len(c) == len(want.grid) * len(queries) and c.prompt.tolist()[: len(queries)] == [p for p, _ in queries]
+    got = {(r, int(m), int(j)): e for r, m, j, e in zip(c.rule, c.steps, c["query"], c.error)}
+    for r, m, errs in want.grid:
+        assert [got[(r, m, j)] for j in range(len(queries))] == pytest.approx(list(errs), rel=1e-5, abs=1e-9)
+    assert rec.provenance["command"] == "kn " + " ".join(argv) and rec.provenance["settings"]["exact"] == 16
+    assert isinstance(c, pd.DataFrame) and c.chosen.sum() == len(queries)
+    assert cli.main(["calibrate", "--against", "simpson:20"]) == 2
+    assert "--against must be RULE:STEPS" in capsys.readouterr().err
