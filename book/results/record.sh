@@ -7,7 +7,7 @@
 # runs/dkn and runs/ml (kill-safe: run it again and it resumes), its log in runs/logs/. A finished
 # (model, language) writes runs/logs/NAME.done and is skipped after. The quadrature: gemma-3-270m at
 # gauss_legendre 6, what kn.calibrate picked for the AMIG baseline on 3 built-in facts outside these
-# relations, en + zh (book/results/calibration/gemma-3-270m-amig.json, from book/results/calibrate.py);
+# relations, en + zh (book/results/calibration/gemma-3-270m-amig, recorded by `kn calibrate`, see README.md);
 # smollm2-135m at the paper's setting, which calibration keeps on that model (chapter "How many steps
 # do you need?").
 set -u
