@@ -61,28 +61,29 @@ def localization_quality(results: Mapping[str, object], *, seed: int = 0, level:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def recorded_runs(root) -> dict:
-    """{name: {method: facts table}} of the recordings under `root` (a `Path`), with the recordings
-    themselves: `root/NAME/METHOD/` each a recorded run (`kn record`), the method from its config; or,
-    as the amig chapter recorded them before, `root/NAME/` with every method's facts in one table (a
-    ``method`` column). Returns ({name: {method: facts}}, {name: [Recording, ...]})."""
+def recorded_runs(root) -> tuple[dict, dict]:
+    """The recordings under `root` (a path) as ({name: {method: facts table}}, {name: [Recording, ...]}):
+    `root/NAME/METHOD/` each a recorded run (`kn record`; the method from its config), or, as the amig
+    chapter recorded them before, `root/NAME/` with every method's facts in one table (a ``method``
+    column). Where NAME has both, its METHOD recordings are the ones read."""
     from pathlib import Path
 
     from . import recording
 
     runs: dict = {}
     found: dict = {}
-    for prov in sorted(Path(root).glob("*/provenance.json")) + sorted(Path(root).glob("*/*/provenance.json")):
+    for prov in sorted(Path(root).glob("*/*/provenance.json")):
         rec = recording.read(prov.parent)
-        facts = rec["facts"]
-        if prov.parent.parent == Path(root):  # the chapter's own recording: every method in one table
-            name, methods = prov.parent.name, {m: g.drop(columns="method") for m, g in facts.groupby("method", sort=False)}
-        else:
-            name = prov.parent.parent.name
-            methods = {method_label(rec.provenance["run_config"]["settings"]["attribution"]): facts}
-        runs.setdefault(name, {}).update(methods)
-        found.setdefault(name, []).append(rec)
-    return runs, found
+        method = method_label(rec.provenance["run_config"]["settings"]["attribution"])
+        runs.setdefault(prov.parent.parent.name, {})[method] = rec["facts"]
+        found.setdefault(prov.parent.parent.name, []).append(rec)
+    for prov in sorted(Path(root).glob("*/provenance.json")):
+        name = prov.parent.name
+        if name not in runs:
+            rec = recording.read(prov.parent)
+            runs[name] = {m: g.drop(columns="method") for m, g in rec["facts"].groupby("method", sort=False)}
+            found[name] = [rec]
+    return dict(sorted(runs.items())), dict(sorted(found.items()))
 
 
 def compare(quality, method: str = "AMIG", against: str = "IG (zero)"):
