@@ -2,7 +2,7 @@
 # The full-size runs the chapters read, recorded under book/results/. Each is a `kn run` (kill-safe: run
 # this again and it resumes where it stopped) followed by `kn record`, which writes the run's tables with
 # the run's own provenance (the command as given, the kn commit at its start, its sessions' seconds).
-#   bash book/results/record.sh pararel PARAREL_DIR  # "Knowledge neurons at scale" and "Editing"
+#   bash book/results/record.sh pararel PARAREL_DIR  # "Knowledge neurons at scale", "Editing" and "Query localization"
 #   bash book/results/record.sh dkn      # "Degenerate knowledge neurons" and "Fact-checking"
 #   bash book/results/record.sh ml       # "AMIG" and "Language-independent knowledge neurons"
 #   bash book/results/record.sh amig-en  # "AMIG": smollm2-135m in English alone (it knows few facts in en and fr)
@@ -37,7 +37,7 @@ pararel() {  # pararel PARAREL_DIR: both packaged models, IG (with the editing p
     local data="pararel:$1" m
     for m in gemma-3-270m smollm2-135m; do
         kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation 20 --known \
-            --method ig --phases locate,verify,update,erase --edits-per-relation 5 --out "runs/pararel/$m-ig"
+            --method ig --phases locate,verify,update,erase,query --edits-per-relation 5 --out "runs/pararel/$m-ig"
         kn record "runs/pararel/$m-ig" "book/results/pararel/$m-ig"
         kn record "runs/pararel/$m-ig" "book/results/editing/$m"
         kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation 20 --known \
