@@ -284,8 +284,8 @@ def test_bfloat16_model_stays_close_to_float32(family):
     lm = tiny_lm(family)
     exact = kn.attribute(lm, prompt_of(lm), "France", steps=8)
     lm.model.to(torch.bfloat16)
-    for reference in (False, True):
-        low = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=reference)
+    for plain in (False, True):
+        low = kn.attribute(lm, prompt_of(lm), "France", steps=8, reference=plain)
         assert low.dtype == torch.float32
         assert ((low - exact).abs().max() / exact.abs().max()) < 5e-2
 

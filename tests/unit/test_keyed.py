@@ -85,7 +85,7 @@ def test_a_new_directory_beside_others_is_never_silent(lm, tmp_path, caplog):
     caplog.clear()
     c = run(lm, facts(2), Keyed(tmp_path, "tiny"), steps=STEPS + 1, phases=("locate",), progress=False)
     [said] = warnings(caplog)  # compared with b, the most recent: the data differ, the steps do not
-    assert str(c.out_dir) in said and f"2 other tiny-<key> run(s)" in said and b.out_dir.name in said
+    assert str(c.out_dir) in said and "2 other tiny-<key> run(s)" in said and b.out_dir.name in said
     assert "data.n_facts: 2 now, 3 in the directory" in said and "steps" not in said
 
 

@@ -7,7 +7,6 @@ import math
 import shutil
 
 import pytest
-import torch
 
 import kn
 from kn import query
