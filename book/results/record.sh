@@ -6,6 +6,7 @@
 #   bash book/results/record.sh dkn      # "Degenerate knowledge neurons" and "Fact-checking"
 #   bash book/results/record.sh ml       # "AMIG" and "Language-independent knowledge neurons"
 #   bash book/results/record.sh amig-en  # "AMIG": smollm2-135m in English alone (it knows few facts in en and fr)
+#   bash book/results/record.sh critique # "Knowledge, or grammar?": facts and the agreement set, en and fr
 # The runs live in runs/ (not in the repository). The quadrature: gemma-3-270m at gauss_legendre 6, what
 # `kn calibrate` picked for the AMIG baseline on facts outside these relations (book/results/calibration/
 # gemma-3-270m-amig); smollm2-135m at the paper's setting, which calibration keeps on that model (chapter
@@ -72,11 +73,22 @@ ml() {  # ml MODEL LANGUAGES NAME FACTS_PER_RELATION: the AMIG chapter's three m
     fi
 }
 
+critique() {  # critique MODEL: the same locate and verify on built-in facts and on the agreement set
+    local m=$1 data
+    for data in builtin agreement; do
+        # shellcheck disable=SC2046
+        kn run --model "$m" --data "$data" --languages en,fr --facts-per-relation 10 --known $(quadrature "$m") \
+            --min-prompts 2 --out "runs/critique/$m-$data"
+        kn record "runs/critique/$m-$data" "book/results/critique/$m-$data"
+    done
+}
+
 case "${1:-}" in
     pararel) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh pararel PARAREL_DIR" >&2; exit 2; }
              pararel "$2" ;;
     dkn) dkn gemma-3-270m en; dkn gemma-3-270m zh; dkn smollm2-135m en ;;
     ml) ml gemma-3-270m en,zh,fr,ru gemma-3-270m 20; ml smollm2-135m en,fr smollm2-135m 20 ;;
     amig-en) ml smollm2-135m en smollm2-135m-en 10 ;;
-    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en" >&2; exit 2 ;;
+    critique) critique gemma-3-270m ;;
+    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique" >&2; exit 2 ;;
 esac

@@ -1,13 +1,15 @@
 """Which data a run or chapter reads, as one string: ``"builtin"`` (the fact set shipped with kn,
-the default everywhere), ``"pararel:PATH_OR_URL"`` or ``"bmlama:PATH_OR_URL"``."""
+the default everywhere), ``"agreement"`` (a syntactic control set shipped with kn,
+`kn.data.agreement`), ``"pararel:PATH_OR_URL"`` or ``"bmlama:PATH_OR_URL"``."""
 from __future__ import annotations
 
+from .agreement import agreement
 from .bmlama import load_bmlama
 from .builtin_set import builtin
 from .pararel import load_pararel
 from .schema import FactSet
 
-KINDS = ("builtin", "pararel:PATH", "bmlama:PATH")
+KINDS = ("builtin", "agreement", "pararel:PATH", "bmlama:PATH")
 
 
 def load(spec: str = "builtin", *, relations=None, languages=None) -> FactSet:
@@ -21,6 +23,8 @@ def load(spec: str = "builtin", *, relations=None, languages=None) -> FactSet:
     kind, _, source = spec.partition(":")
     if kind == "builtin" and not source:
         return builtin()
+    if kind == "agreement" and not source:
+        return agreement()
     if kind == "pararel" and source:
         return load_pararel(source, relations=relations)
     if kind == "bmlama" and source:

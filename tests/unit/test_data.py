@@ -459,3 +459,25 @@ def test_filter_known(facts):
     assert len(by_id.kept) == 4
     pred = SimpleNamespace(token="?", prob=1.0, id=prep[2].gold_id)
     assert P.is_hit([pred], prep[2]) and not P.is_hit([pred], prep[3])
+
+
+def test_the_agreement_set_is_minimal_pairs():
+    """kn.data.agreement: per noun a singular and a plural item whose prompts differ only in the noun
+    phrase, each ending before the verb, the other number's verb as the distractor."""
+    from kn.data import load
+    from kn.data.agreement import COPULA, NOUNS
+
+    fs = list(load("agreement"))
+    assert len(fs) == 2 * len(NOUNS["en"]) and {f.relation for f in fs} == {"agreement_singular", "agreement_plural"}
+    by_id = {f.fact_id: f for f in fs}
+    for f in fs:
+        if f.relation != "agreement_singular":
+            continue
+        twin = by_id[f.fact_id.replace("singular", "plural")]
+        for lang in ("en", "fr"):
+            sg, pl = f.causal_prompts(lang), twin.causal_prompts(lang)
+            assert len(sg) == len(pl) == 5
+            for a, b in zip(sg, pl):
+                assert a.replace(f.subject[lang], "#") == b.replace(twin.subject[lang], "#")  # only the noun phrase differs
+            assert (f.object[lang], twin.object[lang]) == COPULA[lang]
+            assert f.distractors[lang] == (twin.object[lang],)

@@ -41,7 +41,7 @@ def _validated_runs(commands, monkeypatch) -> dict[str, object]:
     return runs
 
 
-@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en"])
+@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique"])
 def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch):
     commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode == "pararel" else [mode]))
     assert {c[0] for c in commands} == {"run", "record"}
@@ -63,6 +63,8 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         assert runs["runs/dkn/gemma-3-270m-zh"].languages == ("zh",)
         g = runs["runs/dkn/gemma-3-270m-en"].attribution
         assert (g.rule, g.steps, g.baseline) == ("gauss_legendre", 6, "amig")
+    if mode == "critique":
+        assert runs["runs/critique/gemma-3-270m-agreement"].languages == ("en", "fr")
     if mode == "ml":
         assert runs["runs/ml/gemma-3-270m-amig"].languages == ("en", "zh", "fr", "ru")
         assert "crossedit" in phases["runs/ml/gemma-3-270m-amig"] and "crossedit" not in phases["runs/ml/gemma-3-270m-ig-zero"]
