@@ -169,8 +169,9 @@ class Outputs:
 
     @contextmanager
     def step(self, what: str, buttons):
-        """One step, busy: an exception becomes a red message naming the step, not a traceback."""
+        """One step, busy (the status says so): an exception becomes a red message naming the step, not a traceback."""
         self.error = None
+        self.info(f"{what} ...")
         with self.busy(buttons):
             try:
                 yield
