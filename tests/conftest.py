@@ -73,11 +73,10 @@ def missing(what: str) -> None:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's Chromium (or KN_CHROMIUM) for Playwright, which is imported here; never a downloaded browser."""
+    import importlib.util
     import shutil
 
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         missing("Playwright for Python not installed (`pip install playwright`, in the project's test extra; "
                 "never `playwright install`: the tests use Debian's chromium)")
     path = os.environ.get("KN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
