@@ -119,7 +119,9 @@ _build/executed/book/%.ipynb: book/%.md $(KN_SRC)
 	fi
 
 # 2. the book is built from a staged copy of the sources in which each chapter is its executed
-#    notebook, so nothing runs twice; the build is strict (-W -n: warnings are errors).
+#    notebook, so nothing runs twice; the build is strict (-W -n: warnings are errors). kn.rerun adds
+#    to each chapter, after its parameters, the values it was executed with and the command that
+#    reruns it with others.
 html: $(EXECUTED) $(WIDGETS)/embed.js
 	@rm -rf _build/src && mkdir -p _build/src
 	@cp _config.yml _toc.yml _build/src/
@@ -127,6 +129,7 @@ html: $(EXECUTED) $(WIDGETS)/embed.js
 	@cp -R book _build/src/book
 	@rm -f _build/src/book/*.ipynb $(CHAPTERS:%=_build/src/book/%.md)
 	@cp $(EXECUTED) _build/src/book/
+	@$(BIN)/python -m kn.rerun $(CHAPTERS:%=_build/src/book/%.ipynb)
 	@sed -i 's/^\(\s*execute_notebooks:\).*/\1 "off"/' _build/src/_config.yml
 	@grep -q 'execute_notebooks: "off"' _build/src/_config.yml
 	@start=$$(date +%s); \
