@@ -2,7 +2,7 @@
 
 The `lab` fixture starts the server as `make lab` does (the Makefile's `lab-server` target: this
 venv's kernel, `_jupyter/` on JUPYTER_CONFIG_PATH, jupytext) on a free port of 127.0.0.1 with a random
-token, serving a copy of the explorer chapter (so nothing is saved into book/), with the user's
+token, serving a copy of book/ (so nothing is saved into the repository), with the user's
 Jupyter configuration, settings and runtime files kept out (temporary directories). It stops the server
 (its whole process group) when the module ends, passed or failed, and checks that the port is closed
 and the kernel's connection file is gone.
@@ -72,8 +72,7 @@ def lab(tmp_path_factory):
         pytest.fail(what) if os.environ.get("CI", "").lower() in {"1", "true", "yes"} else pytest.skip(what)
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "served"
-    (root / "book").mkdir(parents=True)
-    shutil.copy(ROOT / "book" / "explore.md", root / "book")
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
     shutil.copy(ROOT / "jupytext.toml", root)
     port, token, log = free_port(), secrets.token_hex(16), tmp / "server.log"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -125,9 +124,11 @@ def notebook(lab, chromium):
             page.wait_for_function("() => document.body.textContent.includes('Python 3 (ipykernel) | Idle')")
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-            page.wait_for_function("""() => {
+            page.wait_for_function("""() => {  // every cell ran, or one failed (Run All stops there)
                 const prompts = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')];
-                return prompts.length > 0 && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent));
+                const failed = [...document.querySelectorAll('.jp-OutputArea')].some(
+                    (o) => o.textContent.includes('Traceback'));
+                return failed || (prompts.length > 0 && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent)));
             }""", timeout=300_000)
             print(f"lab: chapter opened and run in {time.monotonic() - started:.1f} s")
             yield page, remote
