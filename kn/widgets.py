@@ -179,6 +179,12 @@ class Outputs:
                 log.debug("%s failed", what, exc_info=True)
                 self.fail(f"{what}: {exploring.message(err)}")
 
+    def show_table(self, results: exploring.Exploration, lm: LM, mode: str, factor: float) -> None:
+        """P(answer) in every paraphrase under the intervention (`results.intervene`), or a hint to locate first."""
+        table = results.intervene(lm, mode, factor)
+        self.table.value = ("<i>Locate the knowledge neurons first.</i>" if table is None else
+                            intervention_html(table, results.located_for[1], mode, len(results.neurons), factor))
+
     def draw(self, results: exploring.Exploration, n_columns: int) -> None:
         name, prompt, answer, steps = results.scored_for
         fig = figures.attribution_figure(results.scores, n=n_columns, neurons=results.boxed(),
@@ -308,7 +314,7 @@ class FactExplorer:
             out.neurons.value = neurons_html(located, ui.threshold.value, ui.share.value)
             if r.scores is not None:
                 out.draw(r, self.n_columns)
-            self._show_table()
+            out.show_table(r, lm, ui.intervention.value, ui.factor.value)
             if not located.neurons:
                 raise ValueError(f"no knowledge neurons found at threshold {ui.threshold.value:.2f} and share "
                                  f"{ui.share.value:.2f}: lower them, or add paraphrases")
@@ -321,14 +327,9 @@ class FactExplorer:
             self.ui.intervention.value = mode  # its observer calls back here
             return self.results.table
         with self.out.step("intervention", self.ui.buttons):
-            self._show_table(mode or self.ui.intervention.value)
+            self.out.show_table(self.results, self.lm, mode or self.ui.intervention.value, self.ui.factor.value)
         return self.results.table if self.error is None else None
 
-    def _show_table(self, mode: str | None = None) -> None:
-        ui, r, mode = self.ui, self.results, mode or self.ui.intervention.value
-        table = r.intervene(self.lm, mode, ui.factor.value)
-        self.out.table.value = ("<i>Locate the knowledge neurons first.</i>" if table is None else
-                                intervention_html(table, r.located_for[1], mode, len(r.neurons), ui.factor.value))
 
 
 def _wire(ex: FactExplorer) -> None:
