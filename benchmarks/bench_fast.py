@@ -62,7 +62,7 @@ MATMUL = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm
 
 
 def recommended(path: Path = REPO / "book" / "results" / "convergence" / "recommended.csv") -> str:
-    """The convergence study's recommended setting (benchmarks/convergence.py --record), if recorded."""
+    """The convergence study's recommended setting (kn convergence --record), if recorded."""
     import csv
 
     if path.is_file():

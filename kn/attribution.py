@@ -23,7 +23,8 @@ from . import baselines
 from .ig import fast, reference as ref
 from .ig.clean import clean_run
 from .models import LM
-from .settings import IG, Activation, Settings, resolve
+from .gradxact import grad_x_act_target
+from .settings import IG, Activation, GradXAct, Settings, resolve
 from .tokens import targets
 
 
@@ -57,12 +58,21 @@ def activations(lm: LM, prompt: str, answer: str) -> torch.Tensor:
     return sum(clean_run(lm, t).acts.float().cpu() for t in targets(lm, prompt, answer))
 
 
+def grad_x_act(lm: LM, prompt: str, answer: str, *, layers=None) -> torch.Tensor:
+    """Gradient x activation scores [n_layers, width] (float32, CPU; `kn.gradxact`), summed over answer
+    tokens; zero rows outside `layers`."""
+    layers = lm.check_layers(layers)
+    return sum(grad_x_act_target(lm, t, layers) for t in targets(lm, prompt, answer))
+
+
 def scores(lm: LM, prompt: str, answer: str, settings: Settings | None = None, *, layers=None) -> torch.Tensor:
     """The neuron scores [n_layers, width] that `settings` defines: `attribute` for `kn.IG`,
-    `activations` for `kn.Activation()` (zero rows outside `layers`)."""
+    `grad_x_act` for `kn.GradXAct()`, `activations` for `kn.Activation()` (zero rows outside `layers`)."""
     settings = resolve(settings)
     if isinstance(settings, IG):
         return attribute(lm, prompt, answer, settings, layers=layers)
+    if isinstance(settings, GradXAct):
+        return grad_x_act(lm, prompt, answer, layers=layers)
     keep = lm.check_layers(layers)
     acts = activations(lm, prompt, answer)
     if len(keep) < lm.n_layers:
@@ -72,4 +82,4 @@ def scores(lm: LM, prompt: str, answer: str, settings: Settings | None = None, *
     return acts
 
 
-__all__ = ["attribute", "activations", "scores", "IG", "Activation"]
+__all__ = ["attribute", "activations", "grad_x_act", "scores", "IG", "Activation", "GradXAct"]

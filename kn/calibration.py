@@ -6,7 +6,7 @@ beats the paper's 20 points on gemma-3-270m; smollm2-135m needs about 20). Befor
 on a few prompts and returns the cheapest one that is, on every prompt, no less accurate than a
 reference setting (the paper's by default). The criterion is per prompt because the convergence
 study found that a worst-over-prompts tolerance does not carry over to other facts (one bad prompt
-sets it), while "no worse on every calibration prompt" does (`benchmarks/convergence.py`, `transfer`).
+sets it), while "no worse on every calibration prompt" does (`kn.convergence.transfer`).
 Candidates are measured cheapest first, so the cost is the exact integral plus the candidates up to
 the chosen one, paid once per model.
 """

@@ -260,6 +260,37 @@ def cmd_calibrate(args) -> None:
         print(f"recorded -> {recording.record(args.record, cal.tables(queries), prov)}")
 
 
+def cmd_convergence(args) -> None:
+    """`kn convergence`: every quadrature rule at several point counts against an exact integral on real
+    facts (`kn.convergence`), printed; with --record, its tables and provenance."""
+    from . import recording
+    from .convergence import study
+
+    if args.record:
+        recording.check_dest(args.record)  # before the models: a folder kn may not record into is refused now
+    started = recording.now()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    t = study(models, args.out, facts=args.facts, prompts=args.prompts, steps=steps, exact=args.exact,
+              pararel=args.pararel, pararel_relations=args.pararel_relations.split(",") if args.pararel_relations
+              else None, cross_facts=args.cross_facts)
+    cross = t["exact_checks"].disagreement
+    if len(cross):
+        print(f"exact integral: Gauss-Legendre {args.exact}; its largest disagreement with the trapezoid rule at "
+              f"{4 * args.exact} points: {cross.max():.2e} of the largest score ({len(cross)} prompts)")
+    print(t["errors"].groupby(["model", "rule", "steps"])[["error", "coarse_vs_exact", "coarse_vs_paper"]].median()
+          .unstack("model").round(4).to_string())
+    print(t["sets"].groupby(["model", "rule", "steps"])[["refined_vs_exact", "refined_vs_paper"]].mean()
+          .unstack("model").round(3).to_string())
+    print("recommended:", t["recommended"].to_dict("records")[0])
+    if args.record:
+        settings = {k: getattr(args, k) for k in ("out", "models", "facts", "prompts", "steps", "exact", "pararel",
+                                                   "pararel_relations", "cross_facts")}
+        prov = recording.provenance(args.invocation, seconds=t["seconds"], started=started, settings=settings)
+        tables = {k: v for k, v in t.items() if k != "seconds"}
+        print(f"recorded -> {recording.record(args.record, tables, prov)}")
+
+
 def cmd_record(args) -> None:
     from .recording import record_run
 
@@ -460,6 +491,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", default=None, help="record the tables with their provenance here (for book/results)")
     common(p)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("convergence", help="how many IG steps: every quadrature rule at several point counts against "
+                                           "an exact integral on real facts (kn.convergence), optionally recorded")
+    p.add_argument("--out", required=True, help="the study's directory (its journal: run again to resume)")
+    p.add_argument("--models", default="gemma-3-270m,smollm2-135m", help="comma-separated models")
+    p.add_argument("--facts", type=positive_int, default=30, help="known facts per model")
+    p.add_argument("--prompts", type=positive_int, default=3, help="prompts per fact")
+    p.add_argument("--steps", default="2,4,8,16,32,64", help="comma-separated point counts of every rule")
+    p.add_argument("--exact", type=positive_int, default=128, help="Gauss-Legendre nodes of the exact integral")
+    p.add_argument("--pararel", default=None, help="a PARAREL directory: half the facts come from it")
+    p.add_argument("--pararel-relations", default=None,
+                   help="PARAREL relations to draw from (default: the object-last ones of the PARAREL chapter)")
+    p.add_argument("--cross-facts", type=int, default=3,
+                   help="facts whose first prompt cross-checks the exact integral")
+    p.add_argument("--record", default=None, help="record the tables with their provenance here (for book/results)")
+    p.set_defaults(func=cmd_convergence)
 
     p = sub.add_parser("record", help="record a finished run's tables with their provenance (for book/results)")
     p.add_argument("run_dir")

@@ -6,8 +6,9 @@ and towards the new one's:
 Relation erasing zeroes the value slots of a relation's most frequent knowledge neurons.
 Both are context managers: the slots are restored bit-identically on exit, also after an exception.
 Objects of several tokens are represented by their first token (the one that must become top-1).
-`update_facts` and `erase_relations` run the paper's two experiments over a dataset run (a `kn.RunResult`,
-read through its methods): each plans its edits first (seeded), then measures them.
+The paper's two experiments are the run phases "update" and "erase" (`kn.runs.phases.editing`), which
+plan each edit here (`plan_update`, `plan_erasure`; seeded per fact) and measure it (`measure_update`,
+`measure_erasure`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import math
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -113,7 +114,7 @@ def most_frequent(kns: Sequence[Sequence[tuple[int, int]]], k: int = 20) -> list
     return [n for n, _ in shared_counts(kns).most_common(k)]
 
 
-# -- the paper's experiments over a dataset run (a kn.RunResult) ------------------------------------
+# -- the paper's two experiments: plans and their measures (the run phases "update" and "erase") --------
 Item = tuple[str, Continuation]  # (prompt, answer as it follows the prompt)
 
 UPDATE_COLUMNS = ["relation", "fact_id", "old", "new", "n_neurons", "n_prompts", "success", "changed",
@@ -156,11 +157,6 @@ class Erasure:
     other_items: tuple[Item, ...]
 
 
-def _items(run) -> dict[str, list[Item]]:
-    """{fact_id: [(prompt, answer), ...]} of the run's facts with no error, in run order."""
-    return {f: run.fact_queries(f) for f in run.error_free_facts()}
-
-
 def run_object(items: Sequence[Item]) -> str:
     """The object of a fact's (prompt, answer) pairs (the answer without its separator)."""
     return items[0][1].strip()
@@ -170,73 +166,51 @@ def _first_token(lm: LM, prompt: str, answer: str) -> int:
     return answer_ids(lm, prompt.split(MASK)[0] if lm.masked else prompt, answer)[0]
 
 
-def plan_updates(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1, side_facts: int = 5,
-                 seed: int = 0) -> list[Update]:
-    """Which facts `update_facts` edits, towards which objects, through which neurons (seeded).
+def edit_neurons(kns: Sequence[Neuron], counts: Mapping[Neuron, int], n_located: int,
+                 max_share: float = 0.1) -> list[Neuron]:
+    """The fact's knowledge neurons an update writes into: those that are knowledge neurons of at most
+    `max_share` of the relation's `n_located` located facts (`counts`: neuron -> how many), and any that
+    is this fact's alone."""
+    return [n for n in kns if counts.get(n, 0) <= max_share * max(n_located, 1) or counts.get(n, 0) == 1]
 
-    Per relation, up to `per_relation` facts (seeded order) with knowledge neurons left after those
-    shared by more than `max_share` of the relation's located facts are dropped (a neuron of the fact
-    alone is always kept), whose answer `lm` ranks top-1 on at least one prompt, and whose relation
-    has another object; that object is drawn (seeded), as are `side_facts` facts of the relation and of
-    other relations for the side effects and the random control neurons.
+
+def plan_update(lm: LM, fact_id: str, neurons: Sequence[Neuron], items: Mapping[str, Sequence[Item]],
+                relation_of: Mapping[str, str], *, side_facts: int = 5, seed: int = 0) -> Update | None:
+    """The update of `fact_id` through `neurons`, or None if `lm` answers none of its prompts right (top-1)
+    or its relation has no other object (with another first token).
+
+    items: {fact_id: its (prompt, answer) pairs} of the facts an edit draws from, `relation_of` their
+    relations: the new object is drawn from the objects of the relation's other facts, the intra side
+    facts among those facts and the inter side facts among the other relations' (`side_facts` each),
+    and the random control neurons (one per layer of `neurons`, duplicates merged); every draw seeded
+    by (`seed`, `fact_id`), so a fact's plan is the same whatever else is planned.
     """
-    per_relation = checks.integer(per_relation, "per_relation", low=1)
-    max_share = checks.number(max_share, "max_share", low=0.0, high=1.0)
-    side_facts = checks.integer(side_facts, "side_facts", low=0)
-    seed = checks.integer(seed, "seed")
-    items = _items(run)
-    by_rel: dict[str, list[str]] = {}
-    for fid in items:
-        by_rel.setdefault(run.fact_relation(fid), []).append(fid)
-    planner = _Planner(lm, items, by_rel, side_facts, seed, torch.Generator().manual_seed(seed))
-    plan = []
-    for rel, fids in by_rel.items():
-        order = sorted(fids)
-        random.Random(f"{seed}|update|{rel}").shuffle(order)
-        counts, n_loc = run.relation_neuron_counts(rel), max(len(run.located_facts(rel)), 1)
-        planned = 0
-        for fid in order:
-            if planned >= per_relation:
-                break
-            kns = [n for n in run.fact_neurons(fid) if counts[n] <= max_share * n_loc or counts[n] == 1]
-            u = planner.update(rel, fid, kns) if kns else None
-            if u is not None:
-                plan.append(u)
-                planned += 1
-    return plan
+    rel = relation_of[fact_id]
+    right = [(p, a) for p, a in items[fact_id] if answer_stats(lm, p, a)[1] == 0]
+    if not right or not neurons:
+        return None
+    rng = random.Random(f"{seed}|update|{fact_id}")
+    others = sorted(f for f in items if f != fact_id and relation_of[f] == rel)
+    first = _first_token(lm, *right[0])
+    news = [run_object(items[f]) for f in others
+            if _first_token(lm, right[0][0], with_object(right[0][1], items[f][0][1])) != first]
+    if not news:
+        return None
+    new = rng.choice(sorted(set(news)))
+    intra = [x for f in rng.sample(others, min(side_facts, len(others))) for x in items[f]]
+    other_rel = sorted(f for f in items if relation_of[f] != rel)
+    inter = [x for f in rng.sample(other_rel, min(side_facts, len(other_rel))) for x in items[f]]
+    rand = sorted({(l, rng.randrange(lm.width)) for l, _ in neurons})
+    return Update(rel, fact_id, run_object(items[fact_id]), new, tuple(neurons), tuple(rand), tuple(right),
+                  tuple(intra), tuple(inter))
 
 
-@dataclass
-class _Planner:
-    """The draws of `plan_updates`; `gen` (random neurons) runs on across the run's edits."""
-
-    lm: LM
-    items: dict[str, list[Item]]
-    by_rel: dict[str, list[str]]
-    side_facts: int
-    seed: int
-    gen: torch.Generator
-
-    def update(self, rel: str, fid: str, kns: list[Neuron]) -> Update | None:
-        """The fact's edit, None if `lm` answers none of its prompts right or the relation has no other object."""
-        items, lm = self.items, self.lm
-        right = [(p, a) for p, a in items[fid] if answer_stats(lm, p, a)[1] == 0]
-        if not right:
-            return None
-        rng = random.Random(f"{self.seed}|update|{fid}")
-        others = [f for f in self.by_rel[rel] if f != fid]
-        first = _first_token(lm, *right[0])
-        news = [items[f][0][1].strip() for f in others
-                if _first_token(lm, right[0][0], with_object(right[0][1], items[f][0][1])) != first]
-        if not news:
-            return None
-        new = rng.choice(sorted(set(news)))
-        old = run_object(items[fid])
-        intra = [x for f in rng.sample(others, min(self.side_facts, len(others))) for x in items[f]]
-        other_rel = sorted(f for r, fs in self.by_rel.items() if r != rel for f in fs)
-        inter = [x for f in rng.sample(other_rel, min(self.side_facts, len(other_rel))) for x in items[f]]
-        rand = sorted({(l, int(torch.randint(lm.width, (1,), generator=self.gen))) for l, _ in kns})
-        return Update(rel, fid, old, new, tuple(kns), tuple(rand), tuple(right), tuple(intra), tuple(inter))
+def update_order(fact_ids: Sequence[str], relation: str, seed: int = 0) -> list[str]:
+    """The seeded order in which a relation's facts are considered for an update (the first
+    `per_relation` that `plan_update` can plan are edited)."""
+    order = sorted(fact_ids)
+    random.Random(f"{seed}|update|{relation}").shuffle(order)
+    return order
 
 
 def measure_update(lm: LM, u: Update, *, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2) -> dict:
@@ -280,68 +254,23 @@ def _collateral(before, after) -> tuple[float, float]:
     return shift, flipped
 
 
-def update_facts(lm: LM, run, *, per_relation: int = 10, max_share: float = 0.1, side_facts: int = 5,
-                 lambda1: float = LAMBDA1, lambda2: float = LAMBDA2, seed: int = 0, progress: bool = True):
-    """Fact updating over a run (Dai et al. 2022, 5.1): one row per edit (pandas DataFrame).
-
-    The edits are `plan_updates`' (see there: which facts, new objects, side facts, random neurons).
-    Measured on the prompts where the old answer was top-1: `success`, the share where the new object
-    is top-1 after the edit, and `changed`, where the old one no longer is; then accuracy and
-    perplexity of the side facts of the same relation (intra) and of other relations (inter), before
-    and after, and the edit's collateral on them: `*_max_shift`, the largest change of log10 P(answer)
-    over their prompts (orders of magnitude), and `*_flipped`, the share whose top-1 answer flipped.
-    The same edit through the random neurons is the control (`random_success`, `random_changed`).
-    The model is restored after each edit.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    lambda1, lambda2 = checks.number(lambda1, "lambda1", low=0.0), checks.number(lambda2, "lambda2", low=0.0)
-    plan = plan_updates(lm, run, per_relation=per_relation, max_share=max_share, side_facts=side_facts, seed=seed)
-    rows = [measure_update(lm, u, lambda1=lambda1, lambda2=lambda2)
-            for u in tqdm(plan, desc="edits", disable=not progress)]
-    return pd.DataFrame(rows, columns=UPDATE_COLUMNS)
+def plan_erasure(relation: str, kns: Sequence[Sequence[Neuron]], items: Sequence[Item],
+                 other_items: Sequence[Item], *, k: int = 20) -> Erasure:
+    """Erasing `relation`: the `k` most frequent of its located facts' knowledge neurons `kns`, measured
+    on its (prompt, answer) pairs `items` and on the other relations' `other_items`."""
+    return Erasure(relation, tuple(most_frequent(kns, k)), tuple(items), tuple(other_items))
 
 
-def plan_erasures(run, relations: Sequence[str], *, k: int = 20) -> list[Erasure]:
-    """The `k` most frequent knowledge neurons of each relation and the prompts to measure on."""
-    relations = checks.texts(relations, "relations")
-    k = checks.integer(k, "k", low=1)
-    items = _items(run)
-    have = list(dict.fromkeys(run.fact_relation(f) for f in items))
-    plan = []
-    for rel in relations:
-        if rel not in have:
-            raise ValueError(f"relation {rel!r} has no located fact in this run; it has {', '.join(sorted(have))}")
-        kns = most_frequent([run.fact_neurons(f) for f in sorted(run.located_facts(rel))], k)
-        mine = [x for f, xs in items.items() if run.fact_relation(f) == rel for x in xs]
-        rest = [x for f, xs in items.items() if run.fact_relation(f) != rel for x in xs]
-        plan.append(Erasure(rel, tuple(kns), tuple(mine), tuple(rest)))
-    return plan
-
-
-def measure_erasure(lm: LM, e: Erasure) -> dict:
-    """One row of `erase_relations`: accuracy and perplexity before and after zeroing the neurons."""
+def measure_erasure(lm: LM, e: Erasure, before: Mapping[Item, tuple[float, int]] | None = None) -> dict:
+    """One erasure's row (`ERASE_COLUMNS`): accuracy and perplexity before and after zeroing the neurons.
+    before: each item's `answer_stats` on the unedited model where known already (saves passes)."""
+    known = before or {}
     row = {"relation": e.relation, "n_neurons": len(e.neurons), "n_prompts": len(e.items),
            "n_other_prompts": len(e.other_items)}
-    row["acc_before"], row["ppl_before"] = scores(lm, e.items)
-    row["other_acc_before"], row["other_ppl_before"] = scores(lm, e.other_items)
+    row["acc_before"], row["ppl_before"] = _acc_ppl([known.get(x) or answer_stats(lm, *x) for x in e.items])
+    row["other_acc_before"], row["other_ppl_before"] = _acc_ppl(
+        [known.get(x) or answer_stats(lm, *x) for x in e.other_items])
     with erase(lm, e.neurons):
         row["acc_after"], row["ppl_after"] = scores(lm, e.items)
         row["other_acc_after"], row["other_ppl_after"] = scores(lm, e.other_items)
     return row
-
-
-def erase_relations(lm: LM, run, relations: Sequence[str], *, k: int = 20, progress: bool = True):
-    """Relation erasing over a run (Dai et al. 2022, 5.2): one row per erased relation (DataFrame).
-
-    The relation's `k` most frequent knowledge neurons are zeroed; accuracy (answer's first token
-    top-1) and perplexity on every prompt of the relation's facts and of all other relations' facts,
-    before and after.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    plan = plan_erasures(run, relations, k=k)
-    rows = [measure_erasure(lm, e) for e in tqdm(plan, desc="erasing", disable=not progress)]
-    return pd.DataFrame(rows, columns=ERASE_COLUMNS)

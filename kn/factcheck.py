@@ -215,6 +215,16 @@ def evaluate(decided):
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def recorded_summary(rec, *, fixed: float = 1e-6):
+    """`evaluate` of a recording's statements (`kn record` of a run with the "statements" phase), or the
+    summary table the recording holds (the fact-checking chapter's own recordings, made before its
+    statements' attributions were recorded: their "dkn" and "random" columns are absent)."""
+    st = rec["statements"]
+    if "dkn" in st.columns:
+        return evaluate(decisions(st, fixed=fixed))
+    return rec["summary"]
+
+
 def roc_curve(positive: Sequence[bool], score: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate) of `score >= t` over every threshold t, from (0, 0)
     to (1, 1); tied scores move both rates at once (the area under it is `roc_auc`)."""

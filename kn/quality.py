@@ -21,23 +21,35 @@ COLUMNS = ["method", "language", "facts", "neurons_per_fact", "suppression_relat
            "suppression_diff_high", "amplification_diff", "amplification_diff_low", "amplification_diff_high"]
 
 
-def _runs_by_language(res) -> dict:
-    return dict(res.runs) if hasattr(res, "runs") else {res.settings.language: res}
+def _facts_by_language(res) -> dict:
+    """{language: facts table} of a RunResult / MultiRunResult or of a facts table with a language column."""
+    if hasattr(res, "runs"):
+        return {lang: r.facts for lang, r in res.runs.items()}
+    if hasattr(res, "facts"):
+        return {res.settings.language: res.facts}
+    return {lang: g for lang, g in res.groupby("language", sort=False)}
+
+
+def method_label(attribution: Mapping) -> str:
+    """A run's method as the comparison names it, from its config's attribution settings."""
+    if attribution.get("kind") == "activation":
+        return "activation"
+    return "AMIG" if attribution.get("baseline") == "amig" else f"IG ({attribution.get('baseline', 'zero')})"
 
 
 def localization_quality(results: Mapping[str, object], *, seed: int = 0, level: float = 0.95):
-    """A row per (method name, language) of `results` {name: RunResult or MultiRunResult}, over the
-    facts verified with an unrelated control (the module docstring's metrics)."""
+    """A row per (method name, language) of `results` {name: RunResult, MultiRunResult, or a run's facts
+    table (a recording's)}, over the facts verified with an unrelated control (the module docstring's
+    metrics)."""
     import pandas as pd
 
     rows = []
     for name, res in results.items():
-        for lang, r in _runs_by_language(res).items():
-            f = r.facts
-            f = f[f.suppression.notna() & f.control_other_suppression.notna()]
+        for lang, facts in _facts_by_language(res).items():
+            f = facts[facts.suppression.notna() & facts.control_other_suppression.notna()]
             row = {"method": name, "language": lang, "facts": len(f),
-                   "neurons_per_fact": float(r.facts.n_neurons.dropna().astype(float).mean())
-                   if r.facts.n_neurons.notna().any() else math.nan}
+                   "neurons_per_fact": float(facts.n_neurons.dropna().astype(float).mean())
+                   if facts.n_neurons.notna().any() else math.nan}
             for what, col in (("suppression", "p_suppressed"), ("amplification", "p_amplified")):
                 row[f"{what}_related"] = ratio_of_means(f.p_before, f[col])
                 row[f"{what}_unrelated"] = ratio_of_means(f.control_other_p_before, f[f"control_other_{col}"])
@@ -47,3 +59,65 @@ def localization_quality(results: Mapping[str, object], *, seed: int = 0, level:
                                row["amplification_related"], row["amplification_unrelated"])
             rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def recorded_runs(root) -> tuple[dict, dict]:
+    """The recordings under `root` (a path) as ({name: {method: facts table}}, {name: [Recording, ...]}):
+    `root/NAME/METHOD/` each a recorded run (`kn record`; the method from its config), or, as the amig
+    chapter recorded them before, `root/NAME/` with every method's facts in one table (a ``method``
+    column). Where NAME has both, its METHOD recordings are the ones read."""
+    from pathlib import Path
+
+    from . import recording
+
+    runs: dict = {}
+    found: dict = {}
+    for prov in sorted(Path(root).glob("*/*/provenance.json")):
+        rec = recording.read(prov.parent)
+        method = method_label(rec.provenance["run_config"]["settings"]["attribution"])
+        runs.setdefault(prov.parent.parent.name, {})[method] = rec["facts"]
+        found.setdefault(prov.parent.parent.name, []).append(rec)
+    for prov in sorted(Path(root).glob("*/provenance.json")):
+        name = prov.parent.name
+        if name not in runs:
+            rec = recording.read(prov.parent)
+            runs[name] = {m: g.drop(columns="method") for m, g in rec["facts"].groupby("method", sort=False)}
+            found[name] = [rec]
+    return dict(sorted(runs.items())), dict(sorted(found.items()))
+
+
+def compare(quality, method: str = "AMIG", against: str = "IG (zero)"):
+    """Per language of a `localization_quality` table: `method` against `against` (Chen et al.'s claim:
+    AMIG localizes better than zero-baseline IG): each one's Succ, suppression difference related -
+    unrelated with its interval, neurons per fact and facts, whether `method`'s Succ is higher, and
+    whether the two suppression intervals overlap."""
+    import pandas as pd
+
+    g = quality.set_index(["method", "language"])
+    rows = []
+    for lang in dict.fromkeys(quality.language):
+        if (method, lang) not in g.index or (against, lang) not in g.index:
+            continue
+        a, z = g.loc[(method, lang)], g.loc[(against, lang)]
+        row = {"language": lang}
+        for tag, r in (("", a), ("_against", z)):
+            row |= {f"succ{tag}": r.succ, f"suppression_diff{tag}": r.suppression_diff,
+                    f"suppression_diff_low{tag}": r.suppression_diff_low,
+                    f"suppression_diff_high{tag}": r.suppression_diff_high,
+                    f"neurons_per_fact{tag}": r.neurons_per_fact, f"facts{tag}": r.facts}
+        row["higher_succ"] = bool(a.succ > z.succ)
+        row["intervals_overlap"] = bool(a.suppression_diff_low <= z.suppression_diff_high
+                                        and z.suppression_diff_low <= a.suppression_diff_high)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def set_overlap(a: Mapping[str, Mapping[str, list]], b: Mapping[str, Mapping[str, list]]) -> dict[str, float]:
+    """{language: mean Jaccard overlap of a fact's knowledge neurons under two runs} over the facts with
+    neurons under both; `a`, `b`: {language: {fact_id: neurons}} (`RunResult.sets`). NaN for none."""
+    out = {}
+    for lang, sa in a.items():
+        sb = b.get(lang, {})
+        v = [len(set(sa[f]) & set(sb[f])) / len(set(sa[f]) | set(sb[f])) for f in sa if sa[f] and sb.get(f)]
+        out[lang] = sum(v) / len(v) if v else math.nan
+    return out

@@ -62,7 +62,17 @@ def record(dest: str | os.PathLike, tables: Mapping[str, pd.DataFrame], prov: di
     before = check_dest(out)
     out.mkdir(parents=True, exist_ok=True)
     files = sorted({*(f"{name}.csv" for name in tables), PROVENANCE})
+    tables = {name: _with_json_cells(df) for name, df in tables.items()}
+    json_columns = {name: cols for name, (_, cols) in tables.items() if cols}
+    tables = {name: df for name, (df, _) in tables.items()}
     prov = {**prov, "kind": KIND, "tables": {name: len(df) for name, df in tables.items()}}
+    if json_columns:
+        prov["json_columns"] = json_columns
+    text_columns = {name: cols for name, df in tables.items()
+                    if (cols := [c for c in df.columns if c not in json_columns.get(name, ())
+                                 and (df[c].dtype == object or pd.api.types.is_string_dtype(df[c]))])}
+    if text_columns:  # read back as text: a CSV reader would make "true" / "1" of a text column a bool / number
+        prov["text_columns"] = text_columns
     # kn's claim on every file comes first: a recording killed part-way is still kn's to redo
     _write_provenance(out, {**prov, "files": sorted(before | set(files))})
     for name, df in tables.items():
@@ -74,6 +84,17 @@ def record(dest: str | os.PathLike, tables: Mapping[str, pd.DataFrame], prov: di
             log.info("removing %s: the recording there before had it, this one does not", out / name)
             (out / name).unlink(missing_ok=True)
     return out
+
+
+def _with_json_cells(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """`df` with its list- or dict-valued columns as JSON text (a CSV cell holds text), and their names
+    (`read` parses them back)."""
+    cols = [c for c in df.columns if df[c].dtype == object
+            and df[c].map(lambda v: isinstance(v, (list, tuple, dict))).any()]
+    if not cols:
+        return df, []
+    return df.assign(**{c: df[c].map(lambda v: json.dumps(list(v) if isinstance(v, tuple) else v))
+                        for c in cols}), cols
 
 
 def check_dest(dest: str | os.PathLike) -> set[str]:
@@ -220,5 +241,9 @@ def read(path: str | os.PathLike) -> Recording:
     if not (where / PROVENANCE).exists():
         raise FileNotFoundError(f"no recording in {where} ({PROVENANCE} missing)")
     prov = json.loads((where / PROVENANCE).read_text(encoding="utf-8"))
-    tables = {name: pd.read_csv(where / f"{name}.csv", keep_default_na=True) for name in prov.get("tables", {})}
+    text = prov.get("text_columns", {})
+    tables = {name: pd.read_csv(where / f"{name}.csv", keep_default_na=True, dtype={c: str for c in text.get(name, ())})
+              for name in prov.get("tables", {})}
+    for name, cols in prov.get("json_columns", {}).items():
+        tables[name] = tables[name].assign(**{c: tables[name][c].map(json.loads) for c in cols})
     return Recording(where, tables, prov)

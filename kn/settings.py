@@ -1,4 +1,4 @@
-"""How neurons are scored, as one frozen value: `IG(...)` or `Activation()`.
+"""How neurons are scored, as one frozen value: `IG(...)`, `Activation()` or `GradXAct()`.
 
 A value goes to `kn.attribute` (IG), `kn.locate` and `kn.localization.prompt_sets`; each knows its default
 coarse-filter threshold (Dai et al.: 0.2 for IG, 0.5 for raw activation). `dataclasses.asdict(v)`
@@ -96,8 +96,20 @@ class Activation:
         return {"kind": self.kind}
 
 
-Settings = Union[IG, Activation]
-KINDS: dict[str, type] = {"ig": IG, "activation": Activation}
+@dataclass(frozen=True)
+class GradXAct:
+    """Gradient x activation: the score is x * dP(gold)/dx at the clean activations, every layer from
+    one forward and one backward pass (`kn.gradxact`): IG's first-order, one-point shortcut."""
+
+    kind: str = field(default="gradxact", init=False, repr=False)
+    coarse_threshold: ClassVar[float] = 0.2
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind}
+
+
+Settings = Union[IG, Activation, GradXAct]
+KINDS: dict[str, type] = {"ig": IG, "activation": Activation, "gradxact": GradXAct}
 
 
 def from_dict(d: dict) -> Settings:
@@ -125,10 +137,10 @@ def resolve(settings: Settings | None = None, *, method: str | None = None, **ov
             raise TypeError("pass either settings (kn.IG(...) / kn.Activation()) or method=, not both")
         settings = KINDS[method]()
     settings = IG() if settings is None else settings
-    if not isinstance(settings, (IG, Activation)):
-        raise TypeError(f"settings must be kn.IG(...) or kn.Activation(), got {type(settings).__name__}"
+    if not isinstance(settings, tuple(KINDS.values())):
+        raise TypeError(f"settings must be kn.IG(...), kn.Activation() or kn.GradXAct(), got {type(settings).__name__}"
                         + (" (rebuild a dict with kn.settings.from_dict)" if isinstance(settings, dict) else ""))
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides and isinstance(settings, Activation):
-        raise TypeError(f"{sorted(overrides)} apply to integrated gradients, not to the activation baseline")
+    if overrides and not isinstance(settings, IG):
+        raise TypeError(f"{sorted(overrides)} apply to integrated gradients, not to method {settings.kind!r}")
     return dataclasses.replace(settings, **overrides) if overrides else settings

@@ -1,64 +1,82 @@
 #!/usr/bin/env bash
-# The full-size runs of the second paper's chapters (issues 13 and 14), recorded under book/results/:
-#   bash book/results/record.sh dkn   # degenerate + fact_checking: gemma-3-270m en and zh, smollm2-135m en
-#   bash book/results/record.sh ml    # amig + language_independent: gemma-3-270m en,zh,fr,ru; smollm2-135m en,fr
-#   bash book/results/record.sh amig-en   # amig alone: smollm2-135m en, 6 relations x 10 facts (it knows few facts in both en and fr)
-# Each chapter runs with papermill (cwd book/) and its full-size parameters; its kn runs live in
-# runs/dkn and runs/ml (kill-safe: run it again and it resumes), its log in runs/logs/. A finished
-# (model, language) writes runs/logs/NAME.done and is skipped after. The quadrature: gemma-3-270m at
-# gauss_legendre 6, what kn.calibrate picked for the AMIG baseline on 3 built-in facts outside these
-# relations, en + zh (book/results/calibration/gemma-3-270m-amig, recorded by `kn calibrate`, see README.md);
-# smollm2-135m at the paper's setting, which calibration keeps on that model (chapter "How many steps
-# do you need?").
-set -u
+# The full-size runs the chapters read, recorded under book/results/. Each is a `kn run` (kill-safe: run
+# this again and it resumes where it stopped) followed by `kn record`, which writes the run's tables with
+# the run's own provenance (the command as given, the kn commit at its start, its sessions' seconds).
+#   bash book/results/record.sh pararel PARAREL_DIR  # "Knowledge neurons at scale" and "Editing"
+#   bash book/results/record.sh dkn      # "Degenerate knowledge neurons" and "Fact-checking"
+#   bash book/results/record.sh ml       # "AMIG" and "Language-independent knowledge neurons"
+#   bash book/results/record.sh amig-en  # "AMIG": smollm2-135m in English alone (it knows few facts in en and fr)
+# The runs live in runs/ (not in the repository). The quadrature: gemma-3-270m at gauss_legendre 6, what
+# `kn calibrate` picked for the AMIG baseline on facts outside these relations (book/results/calibration/
+# gemma-3-270m-amig); smollm2-135m at the paper's setting, which calibration keeps on that model (chapter
+# "How many steps do you need?"). The studies that are kn commands of their own: `kn calibrate --record`,
+# `kn coverage --record` and `kn convergence --record` (see book/results/README.md).
+set -eu -o pipefail
 cd "$(dirname "$0")/../.."
-export PATH="$PWD/.venv/bin:$PATH" PYTHONUNBUFFERED=1
-mkdir -p runs/logs
-RELATIONS='["capital", "official_language", "continent", "currency", "city_country", "company_country"]'
-GEMMA=(-p rule gauss_legendre -p steps 6)
-SMOLLM=(-p rule riemann_left -p steps 20)
+export PYTHONUNBUFFERED=1
+KN=${KN:-$PWD/.venv/bin/kn}  # the kn command (a test puts a recorder of the commands here)
+kn() { "$KN" "$@"; }
 
-chapter() {  # chapter NAME TAG PARAMS...: execute book/NAME.md; 0 on success
-    local name=$1 tag=$2; shift 2
-    jupytext --quiet --to ipynb --output "runs/logs/$tag.src.ipynb" "book/$name.md" || return 1
-    local start=$SECONDS
-    papermill --cwd book --kernel python3 --no-progress-bar --log-level WARNING --execution-timeout 86400 \
-        "runs/logs/$tag.src.ipynb" "runs/logs/$tag.ipynb" "$@" > "runs/logs/$tag.log" 2>&1
-    local rc=$?
-    echo "$(date -u +%FT%TZ) $tag rc=$rc $((SECONDS - start)) s" | tee -a runs/logs/record.log
-    return $rc
+RELATIONS=capital,official_language,continent,currency,city_country,company_country
+PARAREL_RELATIONS=P30,P36,P1376,P407,P364,P27,P108,P279,P463
+quadrature() {  # quadrature MODEL: its IG settings in these runs
+    case $1 in
+        gemma-3-270m) echo --rule gauss_legendre --steps 6 ;;
+        *) echo --rule riemann_left --steps 20 ;;
+    esac
+}
+method_flags() {  # method_flags METHOD MODEL: the attribution of the AMIG chapter's three methods
+    case $1 in
+        amig) echo --baseline amig "$(quadrature "$2")" ;;
+        ig-zero) echo --baseline zero "$(quadrature "$2")" ;;
+        activation) echo --method activation ;;
+    esac
 }
 
-dkn() {  # dkn MODEL LANGUAGE QUADRATURE...
-    local m=$1 l=$2; shift 2
-    [ -e "runs/logs/dkn-$m-$l.done" ] && return 0
-    local p=(-p model "$m" -p language "$l" -y "relations: $RELATIONS" -p facts_per_relation 20 "$@"
-             -p out "$PWD/runs/dkn")
-    chapter degenerate "dkn-$m-$l" "${p[@]}" -p sets_per_relation 2 -p record "results/dkn/$m-$l" \
-        && chapter fact_checking "fc-$m-$l" "${p[@]}" -p record "results/factcheck/$m-$l" \
-        && touch "runs/logs/dkn-$m-$l.done"
+pararel() {  # pararel PARAREL_DIR: both packaged models, IG (with the editing phases) and activation
+    local data="pararel:$1" m
+    for m in gemma-3-270m smollm2-135m; do
+        kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation 20 --known \
+            --method ig --phases locate,verify,update,erase --edits-per-relation 5 --out "runs/pararel/$m-ig"
+        kn record "runs/pararel/$m-ig" "book/results/pararel/$m-ig"
+        kn record "runs/pararel/$m-ig" "book/results/editing/$m"
+        kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation 20 --known \
+            --method activation --out "runs/pararel/$m-activation"
+        kn record "runs/pararel/$m-activation" "book/results/pararel/$m-activation"
+    done
 }
 
-ml() {  # ml MODEL LANGUAGES QUADRATURE...
-    local m=$1 langs=$2; shift 2
-    [ -e "runs/logs/ml-$m.done" ] && return 0
-    local p=(-p model "$m" -y "languages: $langs" -y "relations: $RELATIONS" -p facts_per_relation 20 "$@"
-             -p out "$PWD/runs/ml")
-    chapter amig "amig-$m" "${p[@]}" -p record "results/amig/$m" \
-        && chapter language_independent "likn-$m" "${p[@]}" -p record "results/likn/$m" \
-        && touch "runs/logs/ml-$m.done"
+dkn() {  # dkn MODEL LANGUAGE: degenerate knowledge neurons and fact-checking, one run
+    local m=$1 l=$2
+    # shellcheck disable=SC2046
+    kn run --model "$m" --language "$l" --relations "$RELATIONS" --facts-per-relation 20 --known --baseline amig \
+        $(quadrature "$m") --min-prompts 2 --phases locate,degenerate,degeneracy,statements \
+        --dkn-sets-per-relation 2 --out "runs/dkn/$m-$l"
+    kn record "runs/dkn/$m-$l" "book/results/dkn/$m-$l"
+    kn record "runs/dkn/$m-$l" "book/results/factcheck/$m-$l"
 }
 
-amig_one() {  # amig_one MODEL LANGUAGE FACTS_PER_RELATION QUADRATURE...: the AMIG comparison in one language
-    local m=$1 l=$2 n=$3; shift 3
-    [ -e "runs/logs/amig-$m-$l.done" ] && return 0
-    chapter amig "amig-$m-$l" -p model "$m" -y "languages: [$l]" -y "relations: $RELATIONS" -p facts_per_relation "$n" \
-        "$@" -p out "$PWD/runs/ml" -p record "results/amig/$m-$l" && touch "runs/logs/amig-$m-$l.done"
+ml() {  # ml MODEL LANGUAGES NAME FACTS_PER_RELATION: the AMIG chapter's three methods; the AMIG run with
+        # the cross-lingual phases is the language-independent chapter's (several languages only)
+    local m=$1 langs=$2 name=$3 n=$4 method phases
+    for method in amig ig-zero activation; do
+        phases=locate,verify
+        [[ $method == amig && $langs == *,* ]] && phases=locate,verify,crosslingual,crossedit
+        # shellcheck disable=SC2046
+        kn run --model "$m" --languages "$langs" --relations "$RELATIONS" --facts-per-relation "$n" --known \
+            $(method_flags "$method" "$m") --min-prompts 2 --phases "$phases" --out "runs/ml/$name-$method"
+        kn record "runs/ml/$name-$method" "book/results/amig/$name/$method"
+    done
+    if [[ $langs == *,* ]]; then
+        kn record "runs/ml/$name-amig" "book/results/likn/$name"
+    fi
 }
 
 case "${1:-}" in
-    dkn) dkn gemma-3-270m en "${GEMMA[@]}"; dkn gemma-3-270m zh "${GEMMA[@]}"; dkn smollm2-135m en "${SMOLLM[@]}" ;;
-    ml) ml gemma-3-270m "[en, zh, fr, ru]" "${GEMMA[@]}"; ml smollm2-135m "[en, fr]" "${SMOLLM[@]}" ;;
-    amig-en) amig_one smollm2-135m en 10 "${SMOLLM[@]}" ;;  # smollm2-135m knows few facts in both en and fr
-    *) echo "usage: bash book/results/record.sh dkn|ml|amig-en" >&2; exit 2 ;;
+    pararel) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh pararel PARAREL_DIR" >&2; exit 2; }
+             pararel "$2" ;;
+    dkn) dkn gemma-3-270m en; dkn gemma-3-270m zh; dkn smollm2-135m en ;;
+    ml) ml gemma-3-270m en,zh,fr,ru gemma-3-270m 20; ml smollm2-135m en,fr smollm2-135m 20 ;;
+    amig-en) ml smollm2-135m en smollm2-135m-en 10 ;;
+    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en" >&2; exit 2 ;;
 esac

@@ -74,6 +74,14 @@ def settings_of(config: dict) -> RunSettings:
     return RunSettings.from_dict(upgrade(config)["settings"])
 
 
+def languages_of(config: dict) -> list[str]:
+    """The languages of the run a config records (any format, also an older kn's multilingual run's
+    config, which lists them at its top)."""
+    if "languages" in config:
+        return list(config["languages"])
+    return list(settings_of(config).languages)
+
+
 def legacy_keys(config: dict) -> dict[str, str]:
     """{record type: key} for the journal's records that carry no key: written before kn keyed its
     records, under the settings of the config that run started with."""

@@ -81,8 +81,8 @@ def _reconcile(out: Path, config: dict) -> None:
         return
     changed = C.phase_differences(config, stored)
     if changed:
-        old_phases = C.upgrade(stored)["settings"].get("phases", [])
-        loud = any(f"settings.{p}." in c for c in changed for p in old_phases)
+        kept = set(C.upgrade(stored)["settings"].get("phases", [])) & set(config["settings"]["phases"])
+        loud = any(f"settings.{p}." in c for c in changed for p in kept)
         log.log(logging.WARNING if loud else logging.INFO,
                 "%s: the phases or their settings changed; what they invalidate is recomputed (the journal keeps the "
                 "old records, config.json their settings under \"history\"):\n  %s", out, "\n  ".join(changed))

@@ -101,11 +101,10 @@ def test_kn_matches_the_package_on_tiny_bert(bench, tmp_path):
 
 
 def test_convergence_study_on_a_tiny_model():
-    """benchmarks/convergence.py's per-fact record: errors shrink with steps where the rule converges,
+    """kn.convergence's per-fact record: errors shrink with steps where the rule converges,
     the paper's own setting agrees with itself, and the exact integral's cross-check is tight."""
-    spec = importlib.util.spec_from_file_location("convergence", REPO / "benchmarks" / "convergence.py")
-    conv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conv)
+    from kn import convergence as conv
+
     from kn.testing import tiny_lm
 
     torch.set_num_threads(1)
@@ -164,9 +163,8 @@ def test_flop_count_includes_the_in_place_products_the_profiler_misses():
 def test_convergence_recommendation_is_the_cheapest_setting_no_worse_than_the_papers():
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("convergence", REPO / "benchmarks" / "convergence.py")
-    conv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conv)
+    from kn import convergence as conv
+
     # (rule, steps) -> (error, refined-set agreement), the same on two models but for one planted flaw
     table = {("riemann_left", 20): (1e-3, 0.8), ("riemann_left", 4): (1e-2, 0.5), ("gauss_legendre", 2): (5e-3, 0.9),
              ("gauss_legendre", 4): (1e-5, 0.95), ("linspace", 4): (1e-6, 0.99), ("gauss_legendre", 8): (1e-7, 1.0)}
@@ -187,9 +185,8 @@ def test_calibration_transfer_on_planted_tables():
     model b: nothing cheaper holds, so the paper's setting is kept. Checked split by split."""
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("convergence", REPO / "benchmarks" / "convergence.py")
-    conv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conv)
+    from kn import convergence as conv
+
     errors, sets = [], []
     for model in ("a", "b"):
         for f in range(8):
@@ -235,3 +232,31 @@ def test_speed_benchmark_keeps_every_part_and_touches_the_readme_only_when_all_r
     assert speed.main(args + ["--parts", "fast"]) == 0
     r = readme.read_text()
     assert "old table" not in r and "| model | 3.0x |" in r and r.startswith("intro\n") and r.endswith("rest\n")
+
+
+def test_kn_convergence_command_end_to_end(tmp_path, capsys):
+    """`kn convergence` on a saved tiny model: the study's tables, the recommendation and a recording
+    with the command as given; run again it resumes (no fact twice); a folder with a user's file is
+    refused untouched."""
+    from kn import cli, recording
+    from kn.testing import tiny_lm
+
+    torch.set_num_threads(1)
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    lm.model.save_pretrained(tmp_path / "m")
+    lm.tokenizer.save_pretrained(tmp_path / "m")
+    argv = ["convergence", "--models", str(tmp_path / "m"), "--out", str(tmp_path / "study"), "--facts", "2",
+            "--prompts", "1", "--steps", "2,8", "--exact", "16", "--cross-facts", "1"]
+    assert cli.main(argv + ["--record", str(tmp_path / "rec")]) == 0
+    rec = recording.read(tmp_path / "rec")
+    assert set(rec.tables) == {"errors", "sets", "recommended", "transfer", "exact_checks"}
+    assert rec.provenance["command"] == "kn " + " ".join(argv + ["--record", str(tmp_path / "rec")])
+    assert rec["errors"].fact_id.nunique() == 2 and set(rec["errors"].steps) == {2, 8, 20}
+    lines = (tmp_path / "study" / "journal.jsonl").read_text().splitlines()
+    assert cli.main(argv) == 0 and (tmp_path / "study" / "journal.jsonl").read_text().splitlines() == lines
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert cli.main(argv[:3] + ["--out", str(mine)] + argv[5:]) == 2
+    assert "notes.txt" in capsys.readouterr().err and [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -2,6 +2,7 @@
 none, and the batched suppression equals `kn.suppress` one set at a time."""
 import random
 
+import pandas as pd
 import pytest
 import torch
 
@@ -161,3 +162,48 @@ def test_cumulative_and_pair_effects_equal_one_at_a_time():
             (by_hand(lm, p, ans, [r.a]), by_hand(lm, p, ans, [r.b]), by_hand(lm, p, ans, [r.a, r.b])), rel=1e-5)
     planted = t.iloc[0]  # the planted pair: each alone keeps the fact, both off remove it
     assert planted.a_off > 0.8 * planted.p0 and planted.b_off > 0.8 * planted.p0 and planted.both_off < 0.75 * planted.p0
+
+
+def test_degeneracy_phase_measures_what_its_definition_says(tmp_path):
+    """The phase's tables against the definitions, one suppression at a time: each pair's effects on
+    each prompt, the curve of the top neurons going off, and the sets of the first fact per relation."""
+    from kn.runs import run
+    from test_run import tiny_facts
+
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    plant_redundant(lm)
+    # a loose pair rule (alone: anything; together: any drop), so that the tiny model has sets to find
+    kw = dict(steps=3, phases=("locate", "degenerate", "degeneracy"), dkn_candidates=6, dkn_share=0.5,
+              dkn_single=1.0, dkn_pair=0.0, progress=False)
+    res = run(lm, tiny_facts(), tmp_path / "a", dkn_sets_per_relation=1, dkn_max_size=3, **kw)
+    pairs, effects, curves, sets = res.degenerate_pairs, res.pair_effects, res.curves, res.degenerate_sets
+    measured = res.facts[res.facts.dkn_pairs.notna()].fact_id.tolist()
+    assert measured and sorted(curves.fact_id.unique()) == sorted(measured)
+    for fid in measured:
+        queries = res.fact_queries(fid)
+        mine = pairs[pairs.fact_id == fid]
+        e = effects[effects.fact_id == fid]
+        assert len(e) == len(mine) * len(queries)
+        for r in e.itertuples():
+            (p, ans), = [(q, a) for q, a in queries if q == r.prompt]
+            a, b = tuple(r.a), tuple(r.b)
+            assert (r.p0, r.a_off, r.b_off, r.both_off) == pytest.approx(
+                (kn.answer_prob(lm, p, ans), by_hand(lm, p, ans, [a]), by_hand(lm, p, ans, [b]),
+                 by_hand(lm, p, ans, [a, b])), rel=1e-4)
+        p, ans = queries[0]
+        order = D.top_neurons(lm, p, ans, 6, kn.IG(steps=3))
+        p0 = kn.answer_prob(lm, p, ans)
+        c = curves[curves.fact_id == fid].sort_values("k")
+        want = [by_hand(lm, p, ans, order[:k]) / p0 if k else 1.0 for k in range(7)]
+        assert c.k.tolist() == list(range(7)) and c.p_ratio.tolist() == pytest.approx(want, rel=1e-4)
+        first = res.located_facts(res.fact_relation(fid))[0]
+        got = sorted(sorted(map(tuple, x)) for x in sets[sets.fact_id == fid].neurons)
+        if fid == first:
+            assert got == sorted(sorted(x) for x in D.degenerate_sets(lm, p, ans, order, single=1.0, drop=0.0,
+                                                                      max_size=3))
+        else:
+            assert got == []
+    # its settings are the records' key: no sets searched now, and the same curves measured again
+    again = run(lm, tiny_facts(), tmp_path / "a", dkn_sets_per_relation=0, dkn_max_size=3, **kw)
+    assert len(res.degenerate_sets) > 0 and len(again.degenerate_sets) == 0 and len(again.curves) == len(res.curves)
+    pd.testing.assert_frame_equal(again.curves, res.curves)

@@ -1,4 +1,4 @@
-"""kn.editing's experiments over a real run (update_facts, erase_relations) on a tiny GPT-2 with planted facts.
+"""kn.editing's experiments as run phases ("update", "erase") on a tiny GPT-2 with planted facts.
 
 Oracles are independent of kn.editing: the numbers are recomputed on a deep copy of the model whose
 value slots (GPT-2: rows of the Conv1D c_proj weight) the test edits or zeroes itself, with a plain
@@ -7,14 +7,18 @@ softmax over the full logits.
 from __future__ import annotations
 
 import copy
+import json
 import math
+import shutil
 
+import pandas as pd
 import pytest
 import torch
 
 import kn
 from kn import editing
 from kn.data.schema import Fact, FactSet
+from kn.data.templates import Continuation
 from kn.testing import tiny_lm
 
 # fact id -> (relation, template, subject, answer); the causal prompt is the template cut before [Y]
@@ -54,17 +58,31 @@ def _plant(lm) -> None:
     assert not weak, f"planting failed for {weak}"
 
 
+PHASES = ("locate", "update", "erase")
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """A tiny GPT-2 that knows three planted facts, and a real kn run over them (one prompt each)."""
+    """A tiny GPT-2 that knows three planted facts, and a real kn run over them (one prompt each) with
+    the editing phases (a strong update, lambda2 = 200); the model's weights before the run."""
     torch.set_num_threads(1)
     lm = tiny_lm("GPT-2", initializer_range=0.2)
     _plant(lm)
-    facts = FactSet([Fact(f, rel, {"en": s}, {"en": a}, {"en": [t]}) for f, (rel, t, s, a) in FACTS.items()], "planted")
-    res = kn.run(lm, facts, tmp_path_factory.mktemp("run"), steps=4, min_prompts=1, controls=False, progress=False)
+    weights = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    res = kn.run(lm, FACTSET, tmp_path_factory.mktemp("run"), steps=4, min_prompts=1, phases=PHASES, lambda2=200.0,
+                 progress=False)
     assert res.complete and res.error_free_facts() == ["a", "b", "c"]
     assert all(res.fact_neurons(f) for f in FACTS), res.neurons
-    return lm, res
+    return lm, res, weights
+
+
+FACTSET = FactSet([Fact(f, rel, {"en": s}, {"en": a}, {"en": [t]}) for f, (rel, t, s, a) in FACTS.items()], "planted")
+ITEMS = {f: [(PROMPTS[f], Continuation(" " + ANSWERS[f]))] for f in FACTS}
+RELATION = {f: r for f, (r, *_) in FACTS.items()}
+
+
+def _plan(lm, res, fid, seed=0, side_facts=5):
+    return editing.plan_update(lm, fid, res.fact_neurons(fid), ITEMS, RELATION, side_facts=side_facts, seed=seed)
 
 
 def _oracle(model, tok, items):
@@ -106,40 +124,44 @@ def _hand_edited(lm, neurons, old: str, new: str, lambda1: float, lambda2: float
     return model
 
 
-def test_update_facts_moves_the_answer_and_restores_the_model(planted):
-    lm, res = planted
-    state = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    df = editing.update_facts(lm, res, lambda2=200.0, progress=False)
-    assert list(df.columns) == editing.UPDATE_COLUMNS
+def test_update_phase_moves_the_answer_and_restores_the_model(planted):
+    lm, res, weights = planted
+    df = res.updates
+    assert list(df.columns) == editing.UPDATE_COLUMNS[:1] + ["language"] + editing.UPDATE_COLUMNS[1:]
     # r1 has two facts: each is edited towards the other's answer; r2 has no second object: no edit
     assert sorted(df.fact_id) == ["a", "b"]
     for row in df.itertuples():
         assert row.old == ANSWERS[row.fact_id] and row.new == ANSWERS["b" if row.fact_id == "a" else "a"]
         assert row.success == 1.0 and row.changed == 1.0  # a strong edit through the fact's own neurons
         assert row.n_neurons == len(res.fact_neurons(row.fact_id))  # planted neurons are not shared
+    assert res.relations.set_index("relation").loc["r1", "edit_success"] == 1.0
     for k, v in lm.model.state_dict().items():
-        assert torch.equal(v, state[k]), k
+        assert torch.equal(v, weights[k]), k
 
 
-def test_plan_updates_is_seeded_and_draws_controls_in_the_same_layers(planted):
-    lm, res = planted
-    plan = editing.plan_updates(lm, res, seed=0)
-    assert plan == editing.plan_updates(lm, res, seed=0)
-    assert [u.random_neurons for u in editing.plan_updates(lm, res, seed=1)] != [u.random_neurons for u in plan]
+def test_plan_update_is_seeded_per_fact_and_draws_controls_in_the_same_layers(planted):
+    lm, res, _ = planted
+    plan = [_plan(lm, res, f) for f in ("a", "b")]
+    assert plan == [_plan(lm, res, f) for f in ("a", "b")]
+    assert [u.random_neurons for u in plan] != [_plan(lm, res, f, seed=1).random_neurons for f in ("a", "b")]
     for u in plan:
         assert u.neurons == tuple(res.fact_neurons(u.fact_id)) and u.prompts == ((PROMPTS[u.fact_id], " " + u.old),)
         assert {l for l, _ in u.random_neurons} == {l for l, _ in u.neurons}
         assert 1 <= len(u.random_neurons) <= len(u.neurons)
         other = "b" if u.fact_id == "a" else "a"
         assert u.intra == ((PROMPTS[other], " " + ANSWERS[other]),) and u.inter == ((PROMPTS["c"], " " + ANSWERS["c"]),)
-    assert editing.plan_updates(lm, res, per_relation=1, seed=0)[0] in plan
-    # a neuron shared by more than max_share of the relation's facts is left out (unless the fact's alone)
-    assert editing.plan_updates(lm, res, max_share=0.0) == plan  # every planted neuron is one fact's
+    assert _plan(lm, res, "c") is None  # r2 has no other object
+    assert _plan(lm, res, "a", side_facts=0).intra == ()
+    # a neuron shared by more than max_share of the relation's facts is left out, unless it is the fact's alone
+    counts = {(0, 1): 2, (0, 2): 1, (1, 3): 1}
+    assert editing.edit_neurons([(0, 1), (0, 2)], counts, 2, max_share=1.0) == [(0, 1), (0, 2)]
+    assert editing.edit_neurons([(0, 1), (0, 2)], counts, 2, max_share=0.1) == [(0, 2)]
+    assert editing.update_order(["x", "y", "z"], "r", 0) == editing.update_order(["z", "y", "x"], "r", 0)
 
 
 def test_measure_update_against_a_hand_edited_copy(planted):
-    lm, res = planted
-    u = editing.plan_updates(lm, res, seed=0)[0]
+    lm, res, _ = planted
+    u = _plan(lm, res, "a")
     row = editing.measure_update(lm, u, lambda1=1.0, lambda2=8.0)
     tok = lm.tokenizer
     assert math.isclose(row["intra_ppl_before"], _oracle(lm.model, tok, u.intra)[1], rel_tol=1e-4)
@@ -162,11 +184,11 @@ def test_measure_update_against_a_hand_edited_copy(planted):
             assert row["intra_max_shift"] > 0.01  # a strong edit moves its relation's other fact
 
 
-def test_erase_relations_against_a_hand_erased_copy(planted):
-    lm, res = planted
-    df = editing.erase_relations(lm, res, ["r1"], k=20, progress=False)
-    assert list(df.columns) == editing.ERASE_COLUMNS
-    row = df.iloc[0]
+def test_erase_phase_against_a_hand_erased_copy(planted):
+    lm, res, _ = planted
+    df = res.erased
+    assert list(df.columns) == editing.ERASE_COLUMNS[:1] + ["language"] + editing.ERASE_COLUMNS[1:] and sorted(df.relation) == ["r1", "r2"]
+    row = df.set_index("relation").loc["r1"]
     neurons = sorted({n for f in ("a", "b") for n in res.fact_neurons(f)})
     assert row.n_neurons == len(neurons)  # k = 20 > the relation's distinct neurons: all of them
     copy_ = copy.deepcopy(lm.model)
@@ -177,15 +199,52 @@ def test_erase_relations_against_a_hand_erased_copy(planted):
     rest = [(PROMPTS["c"], ANSWERS["c"])]
     acc_b, ppl_b = _oracle(lm.model, lm.tokenizer, mine)
     acc_a, ppl_a = _oracle(copy_, lm.tokenizer, mine)
+    oacc_b, oppl_b = _oracle(lm.model, lm.tokenizer, rest)
     oacc_a, oppl_a = _oracle(copy_, lm.tokenizer, rest)
     assert row.acc_before == acc_b == 1.0
     assert math.isclose(row.ppl_before, ppl_b, rel_tol=1e-4)
+    assert row.other_acc_before == oacc_b and math.isclose(row.other_ppl_before, oppl_b, rel_tol=1e-4)
     assert row.acc_after == acc_a and math.isclose(row.ppl_after, ppl_a, rel_tol=1e-4)
     assert row.other_acc_after == oacc_a and math.isclose(row.other_ppl_after, oppl_a, rel_tol=1e-4)
     assert row.ppl_after > row.ppl_before  # zeroing the most active neurons hurts the relation
-    (two,) = editing.plan_erasures(res, ["r1"], k=2)  # the most frequent: no other neuron serves more facts
-    counts = res.relation_neuron_counts("r1")
+    two = editing.plan_erasure("r1", [res.fact_neurons(f) for f in ("a", "b")], mine, rest, k=2)
+    counts = res.relation_neuron_counts("r1")  # the most frequent: no other neuron serves more facts
     assert len(set(two.neurons)) == 2 and set(two.neurons) <= set(counts)
     assert min(counts[n] for n in two.neurons) >= max(c for n, c in counts.items() if n not in two.neurons)
-    with pytest.raises(ValueError, match="no located fact"):
-        editing.erase_relations(lm, res, ["P999"], progress=False)
+
+
+CHANGED = {"lambda1": 3.0, "lambda2": 8.0, "update_max_share": 0.5, "update_side_facts": 0, "edits_per_relation": 1,
+           "erase_k": 1}
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED))
+def test_a_changed_editing_setting_recomputes_what_it_invalidates(planted, tmp_path, name):
+    """Resuming the finished run with one editing setting changed: the records that depend on it are
+    made anew, the tables follow; a table-scoped setting makes no record anew."""
+    from kn.runs.phases import PHASES as ALL
+    from kn.runs.phases.setting import scoped
+
+    assert set(CHANGED) == {f for p in ("update", "erase") for f in {**scoped(ALL[p].Settings(), "fact"),
+                                                                     **scoped(ALL[p].Settings(), "table")}}
+    lm, res, _ = planted
+    out = tmp_path / "run"
+    shutil.copytree(res.out_dir, out)
+    lines = (out / "journal.jsonl").read_text().splitlines()
+    again = kn.run(lm, FACTSET, out, steps=4, min_prompts=1, phases=PHASES, lambda2=200.0, progress=False,
+                   **{name: CHANGED[name]} if name != "lambda2" else {})
+    new = [json.loads(x)["type"] for x in (out / "journal.jsonl").read_text().splitlines()[len(lines):]]
+    if name == "lambda2":  # lambda2 = 200 as before and then 8: the same call again is a no-op
+        assert new == []
+        again = kn.run(lm, FACTSET, out, steps=4, min_prompts=1, phases=PHASES, lambda2=8.0, progress=False)
+        new = [json.loads(x)["type"] for x in (out / "journal.jsonl").read_text().splitlines()[len(lines):]]
+    owner = "erase" if name == "erase_k" else "update"
+    expected = {"edits_per_relation": set(), "erase_k": {"erasure"}}.get(name, {"update"})
+    assert set(new) == expected, new
+    table = again.erased if owner == "erase" else again.updates
+    before = res.erased if owner == "erase" else res.updates
+    if name == "update_max_share":  # every planted neuron is one fact's alone: kept under any share
+        pd.testing.assert_frame_equal(table, before)
+    else:
+        assert not table.equals(before), f"changing {name} changed no number"
+    if name == "edits_per_relation":
+        assert list(table.fact_id) == [f for f in before.fact_id if f in set(table.fact_id)] and len(table) == 1

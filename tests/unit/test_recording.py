@@ -218,3 +218,15 @@ def test_the_run_writes_its_own_provenance(tmp_path, monkeypatch, capsys):
 
 def kn_facts():
     return FactSet([Fact(f"capital/{s}", "capital", {"en": s}, {"en": o}, {"en": TEMPLATES}) for s, o in PAIRS], "tiny")
+
+
+def test_list_and_text_cells_read_back_as_written(tmp_path):
+    """A list-valued column comes back as lists, a text column holding "true" / "1" as text, not a bool
+    or a number; numbers stay numbers."""
+    df = pd.DataFrame({"kind": ["true", "false"], "code": ["1", "007"], "neurons": [[[3, 4]], []],
+                       "plan": [(1.5, 2.0), (0.0,)], "p": [0.25, float("nan")]})
+    rec = recording.read(recording.record(tmp_path / "rec", {"t": df}, recording.provenance("test")))
+    back = rec["t"]
+    assert back.kind.tolist() == ["true", "false"] and back.code.tolist() == ["1", "007"]
+    assert back.neurons.tolist() == [[[3, 4]], []] and back.plan.tolist() == [[1.5, 2.0], [0.0]]
+    assert back.p.iloc[0] == 0.25 and back.p.isna().iloc[1]

@@ -612,3 +612,24 @@ def test_dkn_candidates_beyond_what_locate_keeps(lm, dkn_baseline, tmp_path):
     deg = [r for r in records(tmp_path)[len(records(dkn_baseline.out_dir)):] if r["type"] == "degenerate"]
     assert deg and all(c == TOP + 5 for r in deg for c in r.get("candidates", [TOP + 5]))
     assert res.config["settings"]["degenerate"]["dkn_candidates"] == TOP + 5
+
+
+def test_a_phase_left_out_or_added_is_said_quietly(lm, dkn_baseline, tmp_path, caplog):
+    """Only a changed setting of a phase the run keeps is a warning; leaving a phase out, or adding one,
+    is information (a chapter that reads the same run with fewer phases prints no warning)."""
+    import logging
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for f in ("config.json", JOURNAL):
+        (out / f).write_bytes((dkn_baseline.out_dir / f).read_bytes())
+    with caplog.at_level(logging.INFO, logger="kn.runs.engine"):
+        run(lm, tiny_facts(), out, steps=STEPS, phases=("locate", "verify"), progress=False)
+        run(lm, tiny_facts(), out, steps=STEPS, phases=("locate", "verify", "degenerate"), progress=False)
+    said = [r for r in caplog.records if "phases or their settings changed" in r.getMessage()]
+    assert len(said) == 2 and all(r.levelno == logging.INFO for r in said), [r.levelname for r in said]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="kn.runs.engine"):
+        run(lm, tiny_facts(), out, steps=STEPS, phases=("locate", "verify", "degenerate"), dkn_candidates=5,
+            progress=False)
+    assert [r.levelno for r in caplog.records if "phases or their settings changed" in r.getMessage()] == [logging.WARNING]

@@ -143,3 +143,15 @@ def test_cli_phases(lm, tmp_path, monkeypatch, capsys):
     assert res.facts.dkn_pairs.notna().any()
     assert cli.main(["run", "--phases", "locate,nope", "--out", str(tmp_path / "b")]) == 2
     assert "unknown phase 'nope'" in capsys.readouterr().err
+
+
+def test_a_recording_of_the_run_evaluates_as_the_run(res, tmp_path):
+    """kn record keeps the statements' attribution lists (JSON cells): the fact-checking metrics read
+    from the recording equal those of the run."""
+    from kn import factcheck, recording
+
+    rec = recording.read(recording.record_run(res.out_dir, tmp_path / "rec", "kn run (test)"))
+    assert isinstance(rec["statements"].dkn.iloc[0], list) and isinstance(rec["statements"].random.iloc[0], list)
+    live = factcheck.evaluate(factcheck.decisions(res.statements))
+    assert len(live) and set(live.method) >= {"dkn", "random", "argmax"}
+    pd.testing.assert_frame_equal(factcheck.recorded_summary(rec), live, check_dtype=False)

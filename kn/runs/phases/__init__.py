@@ -8,7 +8,9 @@ from typing import Sequence
 
 from .base import Phase
 from .crosslingual import CrossEdit, CrossLingual
+from .degeneracy import Degeneracy
 from .degenerate import Degenerate
+from .editing import Erase, Update
 from .locate import Locate
 from .statements import Statements
 from .verify import Verify
@@ -93,7 +95,7 @@ def new_state(phases: Sequence[Phase], records=(), languages: Sequence[str] = ("
     return State(record_keys(phases), records, record_versions(phases), languages)
 
 
-for _phase in (Locate, Verify, Degenerate, Statements, CrossLingual, CrossEdit):
+for _phase in (Locate, Verify, Degenerate, Degeneracy, Statements, CrossLingual, CrossEdit, Update, Erase):
     register(_phase)
 
 __all__ = ["COMMON", "PHASES", "Phase", "check_phase", "check_phases", "make_phases", "new_state", "owner_of",

@@ -104,6 +104,11 @@ def number(name: str, v: Any) -> float:
     return checks.number(v, name)
 
 
+def non_negative(name: str, v: Any) -> float:
+    """A number >= 0."""
+    return checks.number(v, name, low=0.0)
+
+
 def at_least(low: int) -> Callable[[str, Any], int]:
     """An int >= `low`."""
     def check(name: str, v: Any) -> int:

@@ -1,38 +1,29 @@
-#!/usr/bin/env python
-"""How many IG steps do you need? Each quadrature rule at a few step counts against an exact
-integral, on real models and real facts, with the neuron sets each one finds.
+"""How many IG steps do you need? Each quadrature rule at a few step counts against an exact integral,
+on real models and real facts, with the neuron sets each one finds (`kn convergence`; the chapter "How
+many steps do you need?" reads its recording).
 
-    python benchmarks/convergence.py --out runs/convergence                  # gemma-3-270m and smollm2-135m
-    python benchmarks/convergence.py --out runs/convergence --models smollm2-135m --facts 10 --prompts 2
-    python benchmarks/convergence.py --out runs/convergence --pararel ../shared/data/pararel
-    python benchmarks/convergence.py --out runs/convergence --record book/results/convergence
-
-Per prompt (the first `--prompts` of each of `--facts` known facts: the built-in set, and PARAREL given
-its path): the exact integral is Gauss-Legendre with `--exact` nodes, cross-checked against the
-trapezoid rule with 4x as many points on the first prompt of the first `--cross-facts` facts (the
-largest disagreement is printed: the exact integral is only as exact as that). Then every rule of kn.RULES
-at each of `--steps`: its error (max |score - exact| / max |exact|), the Jaccard agreement of its
-coarse set (threshold 0.2) with the exact one's and with the paper's (riemann_left, 20 steps); per
-fact, the same for the refined sets (share 0.7, min_prompts 2). Journaled one record per (model,
-fact) in `--out` (rerun to resume); writes errors.csv and sets.csv there and prints the medians.
+Per prompt (the first `prompts` of each of `facts` known facts: the built-in set, and PARAREL given its
+path): the exact integral is Gauss-Legendre with `exact` nodes, cross-checked against the trapezoid
+rule with 4x as many points on the first prompt of the first `cross_facts` facts (the exact integral
+is only as exact as that). Then every rule of kn.RULES at each of `steps`: its error (max |score -
+exact| / max |exact|), the Jaccard agreement of its coarse set (threshold 0.2) with the exact one's and
+with the paper's (riemann_left, 20 steps); per fact, the same for the refined sets (share 0.7,
+min_prompts 2). Journaled one record per (model, fact) in the study's directory (run it again to
+resume).
 
 The recommended fast setting (`recommend`): the cheapest (rule, steps), fewest steps first, whose
 median error is at most the paper setting's and whose refined sets agree with the exact integral's at
-least as well as the paper's (mean Jaccard), on every model. `--record DEST` keeps errors, sets, the
-recommendation and the exact integral's cross-checks as a recording (kn.recording) with provenance;
-book/steps.md reads it and benchmarks/bench_fast.py takes its recommendation as the default.
+least as well as the paper's (mean Jaccard), on every model; `transfer`: does a setting calibrated on
+a few facts hold on the others.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
-import sys
+import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from typing import Sequence
 
 PAPER = ("riemann_left", 20)
 
@@ -50,11 +41,12 @@ def round_robin(facts) -> list:
 
 
 def fact_record(lm, fid: str, queries, rules, steps, exact_nodes: int, check: bool) -> dict:
-    import kn
-    from kn.localization import coarse, refine
+    from .attribution import attribute
+    from .localization import coarse, refine
+    from .settings import IG
 
     def scores(rule, m, p, a):
-        return kn.attribute(lm, p, a, kn.IG(rule=rule, steps=m)).double()
+        return attribute(lm, p, a, IG(rule=rule, steps=m)).double()
 
     rows, sets = [], {}
     cross = None
@@ -113,7 +105,7 @@ def transfer(errors, sets, k: int = 3, splits: int = 50, seed: int = 0):
     import numpy as np
     import pandas as pd
 
-    from kn.calibration import search
+    from .calibration import search
 
     rows = []
     for model, err in errors.groupby("model"):
@@ -143,104 +135,83 @@ def transfer(errors, sets, k: int = 3, splits: int = 50, seed: int = 0):
     return out
 
 
-def main() -> None:
-    from kn.data.pararel import CAUSAL_RELATIONS
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--models", default="gemma-3-270m,smollm2-135m")
-    ap.add_argument("--facts", type=int, default=30)
-    ap.add_argument("--prompts", type=int, default=3)
-    ap.add_argument("--steps", default="2,4,8,16,32,64")
-    ap.add_argument("--exact", type=int, default=128, help="Gauss-Legendre nodes of the exact integral")
-    ap.add_argument("--pararel", default=None, help="a PARAREL directory: half the facts come from it")
-    ap.add_argument("--pararel-relations", default=",".join(CAUSAL_RELATIONS),
-                    help="PARAREL relations to draw from (default: the object-last ones of the PARAREL chapter)")
-    ap.add_argument("--cross-facts", type=int, default=3, help="facts whose first prompt cross-checks the exact integral")
-    ap.add_argument("--record", default=None, help="record the tables and the recommendation here (kn.recording)")
-    args = ap.parse_args()
-    import time
+OWN_FILES = ("journal.jsonl", "errors.csv", "sets.csv")
 
 
+def check_out(out: Path) -> None:
+    """The study's directory: new, empty, or one it wrote (only its own files): nothing of a user's is
+    overwritten."""
+    if out.exists():
+        others = sorted(p.name for p in out.iterdir() if p.name not in OWN_FILES)
+        if others:
+            raise ValueError(f"{out} holds files the convergence study did not write ({', '.join(others[:5])}); "
+                             f"give it a new or empty directory (--out)")
+
+
+def study(models: Sequence[str], out, *, facts: int = 30, prompts: int = 3, steps: Sequence[int] = (2, 4, 8, 16, 32, 64),
+          exact: int = 128, pararel: str | None = None, pararel_relations: Sequence[str] | None = None,
+          cross_facts: int = 3, progress: bool = True) -> dict:
+    """Run (or resume) the study in `out` and return its tables {errors, sets, recommended, transfer,
+    exact_checks} (pandas DataFrames) and its `seconds` (the sum over its facts' records)."""
     import pandas as pd
-    import torch
     from tqdm.auto import tqdm
 
-    import kn
-    import kn.data
-    from kn.data import select_facts
+    from . import checks
+    from .data import load as load_data
+    from .data import select_facts
+    from .data.pararel import CAUSAL_RELATIONS
+    from .data.prepare import prepare_fact
+    from .models import load
+    from .quadrature import RULES
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    out = Path(args.out)
+    models = checks.texts(models, "models")
+    facts, prompts = checks.integer(facts, "facts", low=1), checks.integer(prompts, "prompts", low=1)
+    exact, cross_facts = checks.integer(exact, "exact", low=2), checks.integer(cross_facts, "cross_facts", low=0)
+    steps = [checks.integer(s, "steps", low=1) for s in steps]
+    out = Path(out)
+    check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "journal.jsonl"
     done = {(r["model"], r["fact_id"]): r for r in map(json.loads, journal.read_text().splitlines())} \
         if journal.exists() else {}
-    steps = [int(s) for s in args.steps.split(",")]
-    rules = list(kn.RULES)
+    rules = list(RULES)
     chosen_by_model = {}
-    for model in args.models.split(","):
-        lm = kn.load(model, device="cpu")
-        pools = [("builtin", kn.data.load("builtin", languages=["en"]))]
-        if args.pararel:
-            pools.append(("pararel", kn.data.load(f"pararel:{args.pararel}", relations=args.pararel_relations.split(","))))
-        per_pool = args.facts // len(pools)
+    for model in models:
+        lm = load(model, device="cpu")
+        pools = [("builtin", load_data("builtin", languages=["en"]))]
+        if pararel:
+            pools.append(("pararel", load_data(f"pararel:{pararel}", relations=list(pararel_relations or CAUSAL_RELATIONS))))
+        per_pool = facts // len(pools)
         chosen = []
-        for name, facts in pools:
-            rels = list(dict.fromkeys(f.relation for f in facts))
-            picked = select_facts(facts, relations=rels, per_relation=max(1, -(-per_pool // len(rels))),
+        for name, pool in pools:
+            rels = list(dict.fromkeys(f.relation for f in pool))
+            picked = select_facts(pool, relations=rels, per_relation=max(1, -(-per_pool // len(rels))),
                                   language="en", lm=lm, known=True, seed=0)
             chosen += [(name, f) for f in round_robin(picked)[:per_pool]]
         chosen_by_model[model] = chosen
-        from kn.data.prepare import prepare_fact
-
-        for i, (name, f) in enumerate(tqdm(chosen, desc=model, unit="fact")):
+        for i, (name, f) in enumerate(tqdm(chosen, desc=model, unit="fact", disable=not progress)):
             if (model, f.fact_id) in done:
                 continue
             prep = prepare_fact(f, lm, "en")
-            queries = list(zip(prep.prompts, prep.answers))[: args.prompts]
+            queries = list(zip(prep.prompts, prep.answers))[:prompts]
             t0 = time.perf_counter()
-            rec = {"model": model, "data": name, **fact_record(lm, f.fact_id, queries, rules, steps, args.exact,
-                                                               check=i < args.cross_facts),
+            rec = {"model": model, "data": name, **fact_record(lm, f.fact_id, queries, rules, steps, exact,
+                                                               check=i < cross_facts),
                    "seconds": time.perf_counter() - t0}
             with open(journal, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             done[(model, f.fact_id)] = rec
-    recs = [done[(model, f.fact_id)] for model in args.models.split(",") for _, f in chosen_by_model[model]]
+    recs = [done[(model, f.fact_id)] for model in models for _, f in chosen_by_model[model]]
     errors = pd.DataFrame([{"model": r["model"], "data": r["data"], "fact_id": r["fact_id"], **e}
                            for r in recs for e in r["errors"]])
     sets = pd.DataFrame([{"model": r["model"], "data": r["data"], "fact_id": r["fact_id"], **s}
                          for r in recs for s in r["sets"]])
     errors.to_csv(out / "errors.csv", index=False)
     sets.to_csv(out / "sets.csv", index=False)
-    cross = [r["cross_check"] for r in recs if r["cross_check"] is not None]
-    print(f"exact integral: Gauss-Legendre {args.exact}; its largest disagreement with the trapezoid rule at "
-          f"{4 * args.exact} points: {max(cross):.2e} of the largest score ({len(cross)} prompts)")
-    print(errors.groupby(["model", "rule", "steps"])[["error", "coarse_vs_exact", "coarse_vs_paper"]].median()
-          .unstack("model").round(4).to_markdown())
-    print(sets.groupby(["model", "rule", "steps"])[["refined_vs_exact", "refined_vs_paper"]].mean()
-          .unstack("model").round(3).to_markdown())
-    rec = recommend(errors, sets)
-    print("recommended:", rec.to_dict("records")[0])
-    moved = transfer(errors, sets)
-    print("calibrated on 3 facts, scored on the rest (means over splits):")
-    print(moved.groupby("model")[["steps", "held_error", "paper_held_error", "held_agreement", "paper_held_agreement",
-                                   "prompts_no_worse", "no_worse"]].mean().round(4).to_markdown())
-    if args.record:
-        from kn import recording
-
-        checks = pd.DataFrame([{"model": r["model"], "fact_id": r["fact_id"], "exact_nodes": args.exact,
-                                "trapezoid_points": 4 * args.exact, "disagreement": r["cross_check"]}
-                               for r in recs if r["cross_check"] is not None])
-        cmd = "python benchmarks/convergence.py " + " ".join(sys.argv[1:])
-        prov = recording.provenance(cmd, seconds=sum(r.get("seconds", 0.0) for r in recs),
-                                    settings={k: v for k, v in vars(args).items() if k != "record"})
-        recording.record(args.record, {"errors": errors, "sets": sets, "recommended": rec,
-                                       "transfer": moved, "exact_checks": checks}, prov)
-        print(f"recorded in {args.record}")
-
-
-if __name__ == "__main__":
-    main()
+    checked = pd.DataFrame([{"model": r["model"], "fact_id": r["fact_id"], "exact_nodes": exact,
+                             "trapezoid_points": 4 * exact, "disagreement": r["cross_check"]}
+                            for r in recs if r["cross_check"] is not None])
+    return {"errors": errors, "sets": sets, "recommended": recommend(errors, sets), "transfer": transfer(errors, sets),
+            "exact_checks": checked, "seconds": sum(r.get("seconds", 0.0) for r in recs)}

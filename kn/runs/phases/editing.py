@@ -1,0 +1,183 @@
+"""Phases "update" and "erase" (Dai et al. 2022, section 5; `kn.editing`): per located fact, the
+paper's value-slot update towards another object of its relation; per relation, zeroing its most
+frequent knowledge neurons. The side facts and measured prompts are the run's facts' prompts in the
+record's language (`locate.fact_queries`).
+
+- "update": which facts are edited is the relation's plan: its located facts in a seeded order
+  (`kn.editing.update_order`), the first `edits_per_relation` that `kn.editing.plan_update` can plan
+  (the model answers a prompt right, the relation has another object); each fact's draws are seeded
+  by the fact alone. Record ``update`` = {fact_id, relation, rank (its place in the plan), neurons,
+  random_neurons, and `kn.editing.measure_update`'s row}, or {fact_id, relation, rank, error}. Own
+  table ``updates`` (`kn.editing.UPDATE_COLUMNS`), the plan's first `edits_per_relation` edits.
+- "erase": record ``erasure`` = {relation, neurons, and `kn.editing.measure_erasure`'s row}, or
+  {relation, error}. Own table ``erased`` (`kn.editing.ERASE_COLUMNS`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from ...editing import (ERASE_COLUMNS, LAMBDA1, LAMBDA2, UPDATE_COLUMNS, edit_neurons, measure_erasure,
+                        measure_update, plan_erasure, plan_update, update_order)
+from ...localization import shared_counts
+from ...probing import answer_stats
+from ..state import State
+from .base import Phase, mean, record
+from .locate import fact_queries, knowledge_neurons, located, located_facts
+from .setting import at_least, fraction, non_negative, phase_settings, setting
+
+
+class _Edits(Phase):
+    """What both phases read: every run fact's (prompt, answer) pairs per language, and each pair's
+    answer statistics on the unedited model (every edit restores it)."""
+
+    needs = ("locate",)
+
+    def start(self, lm, facts: Sequence) -> None:
+        self._lm, self._facts = lm, facts
+        self._items: dict[str, tuple[dict, dict]] = {}
+        self._clean: dict = {}
+
+    def items(self, language: str) -> tuple[dict, dict]:
+        """({fact_id: [(prompt, answer), ...]}, {fact_id: relation}) of the facts with usable prompts."""
+        if language not in self._items:
+            items, relation_of = {}, {}
+            for f in self._facts:
+                try:
+                    prompts, answers, _ = fact_queries(self._lm, f, language)
+                except ValueError:
+                    continue
+                items[f.fact_id], relation_of[f.fact_id] = list(zip(prompts, answers)), f.relation
+            self._items[language] = (items, relation_of)
+        return self._items[language]
+
+    def clean(self, lm, language: str, pairs) -> dict:
+        """{pair: answer_stats on the unedited model} for `pairs` (computed once per run)."""
+        known = self._clean.setdefault(language, {})
+        for x in pairs:
+            if x not in known:
+                known[x] = answer_stats(lm, *x)
+        return {x: known[x] for x in pairs}
+
+    def tables_of(self, state: State, name: str, columns: Sequence[str], keep=lambda r: True) -> dict:
+        import pandas as pd
+
+        rows = [{c: r.get(c) for c in columns} for r in state.all(self.record_type).values()
+                if "error" not in r and keep(r)]
+        return {name: pd.DataFrame(rows, columns=list(columns))}
+
+
+@phase_settings
+class UpdateSettings:
+    """How facts are updated (Dai et al. 2022, 5.1)."""
+
+    lambda1: float = setting(LAMBDA1, "fact updating: the weight on moving a value slot away from the old object",
+                             check=non_negative)
+    lambda2: float = setting(LAMBDA2, "fact updating: the weight on moving a value slot towards the new object",
+                             check=non_negative)
+    update_max_share: float = setting(
+        0.1, "fact updating leaves out a knowledge neuron of more than this share of the relation's located "
+             "facts (one of the fact's alone is kept)", check=fraction)
+    update_side_facts: int = setting(5, "side facts measured per update, of its relation and of the others",
+                                     check=at_least(0))
+    edits_per_relation: int = setting(10, "at most this many facts updated per relation (seeded order)",
+                                      check=at_least(1), scope="table")
+
+
+class Update(_Edits):
+    name = "update"
+    Settings = UpdateSettings
+    fact_record = record_type = "update"
+    relation_columns = ("edits", "edit_success", "edit_changed", "edit_random_success")
+    table_names = ("updates",)
+    summary = (("edit_success", "update succ", ".1%"), ("edit_random_success", "random succ", ".1%"))
+
+    def start(self, lm, facts: Sequence) -> None:
+        super().start(lm, facts)
+        self._plans: dict = {}
+
+    def plan(self, relation: str, state: State) -> dict:
+        """{fact_id: (rank, kn.editing.Update)} of the relation's planned updates in `state`'s language."""
+        key = (relation, state.language)
+        if key not in self._plans:
+            s = self.settings
+            kns = {f: knowledge_neurons(state, f, relation) or [] for f in located_facts(state, relation)}
+            counts, items = shared_counts(list(kns.values())), self.items(state.language)
+            plan: dict = {}
+            for fid in update_order([f for f in kns if f in items[0]], relation, self.run.seed):
+                if len(plan) >= s.edits_per_relation:
+                    break
+                u = plan_update(self._lm, fid, edit_neurons(kns[fid], counts, len(kns), s.update_max_share), *items,
+                                side_facts=s.update_side_facts, seed=self.run.seed)
+                if u is not None:
+                    plan[fid] = (len(plan), u)
+            self._plans[key] = plan
+        return self._plans[key]
+
+    def wants(self, fact_id: str, state: State) -> bool:
+        loc = located(state, fact_id)
+        return (loc is not None and knowledge_neurons(state, fact_id, loc["relation"]) is not None
+                and fact_id in self.plan(loc["relation"], state))
+
+    def run_fact(self, lm, fact, state: State) -> dict:
+        rank, u = self.plan(fact.relation, state)[fact.fact_id]
+        s = self.settings
+
+        def edit() -> dict:
+            return {"neurons": [list(n) for n in u.neurons], "random_neurons": [list(n) for n in u.random_neurons],
+                    **measure_update(lm, u, lambda1=s.lambda1, lambda2=s.lambda2)}
+        return self.attempt(record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, rank=rank), edit)
+
+    def kept(self, r: dict) -> bool:
+        return r["rank"] < self.settings.edits_per_relation
+
+    def relation_row(self, relation: str, facts, state: State) -> dict:
+        rows = [r for r in state.all(self.fact_record).values()
+                if r["relation"] == relation and "error" not in r and self.kept(r)]
+        return {"edits": len(rows), "edit_success": mean([r["success"] for r in rows]) if rows else math.nan,
+                "edit_changed": mean([r["changed"] for r in rows]) if rows else math.nan,
+                "edit_random_success": mean([r["random_success"] for r in rows]) if rows else math.nan}
+
+    def tables(self, state: State) -> dict:
+        return self.tables_of(state, "updates", UPDATE_COLUMNS, self.kept)
+
+
+@phase_settings
+class EraseSettings:
+    """How relations are erased (Dai et al. 2022, 5.2)."""
+
+    erase_k: int = setting(20, "relation erasing zeroes the value slots of the relation's this many most frequent "
+                               "knowledge neurons", check=at_least(1))
+
+
+class Erase(_Edits):
+    name = "erase"
+    Settings = EraseSettings
+    relation_record = record_type = "erasure"
+    relation_columns = ("erase_ppl_rise", "erase_other_ppl_rise")
+    table_names = ("erased",)
+    summary = (("erase_ppl_rise", "erase PPL x", ".1f"), ("erase_other_ppl_rise", "others' PPL x", ".1f"))
+
+    def run_relation(self, lm, relation: str, facts, state: State) -> dict:
+        def erasure() -> dict:
+            mine = located_facts(state, relation)
+            if not mine:
+                raise ValueError(f"relation {relation!r} has no located fact to erase")
+            items, relation_of = self.items(state.language)
+            e = plan_erasure(relation, [knowledge_neurons(state, f, relation) or [] for f in mine],
+                             [x for f in mine if f in items for x in items[f]],
+                             [x for f, xs in items.items() if relation_of[f] != relation for x in xs],
+                             k=self.settings.erase_k)
+            before = self.clean(lm, state.language, e.items + e.other_items)
+            return {"neurons": [list(n) for n in e.neurons], **measure_erasure(lm, e, before)}
+        return self.attempt(record(self.relation_record, relation=relation), erasure)
+
+    def relation_row(self, relation: str, facts, state: State) -> dict:
+        r = state.get(self.relation_record, relation)
+        if r is None or "error" in r:
+            return {"erase_ppl_rise": math.nan, "erase_other_ppl_rise": math.nan}
+        return {"erase_ppl_rise": r["ppl_after"] / r["ppl_before"],
+                "erase_other_ppl_rise": r["other_ppl_after"] / r["other_ppl_before"]}
+
+    def tables(self, state: State) -> dict:
+        return self.tables_of(state, "erased", ERASE_COLUMNS)

@@ -1,0 +1,76 @@
+"""book/results/record.sh is a list of `kn run` and `kn record` commands: each run command parses with
+kn's own CLI into valid run settings (nothing is run: a recorder stands in for kn), and each recording
+is of a run made just before it, written where the chapters read."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kn import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "book" / "results" / "record.sh"
+
+
+def _commands(tmp_path: Path, *args: str) -> list[list[str]]:
+    log = tmp_path / "commands.jsonl"
+    fake = tmp_path / "kn"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nwith open({str(log)!r}, 'a') as f:\n"
+                    "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    fake.chmod(0o755)
+    subprocess.run(["bash", str(SCRIPT), *args], check=True, env={**os.environ, "KN": str(fake)}, timeout=60)
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _validated_runs(commands, monkeypatch) -> dict[str, object]:
+    """{--out: RunSettings} of the run commands, each parsed by kn's CLI (cmd_run replaced by a check)."""
+    runs = {}
+
+    def check(args):
+        runs[args.out] = cli.run_settings(args)
+
+    monkeypatch.setattr(cli, "cmd_run", check)
+    for c in commands:
+        if c[0] == "run":
+            assert cli.main(c) == 0, c
+    return runs
+
+
+@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en"])
+def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch):
+    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode == "pararel" else [mode]))
+    assert {c[0] for c in commands} == {"run", "record"}
+    runs = _validated_runs(commands, monkeypatch)
+    made = set()
+    for c in commands:
+        if c[0] == "run":
+            made.add(c[c.index("--out") + 1])
+        else:
+            run_dir, dest = c[1], c[2]
+            assert run_dir in made, f"{dest} records {run_dir} before it is run"
+            assert dest.startswith("book/results/") and ".." not in dest
+    phases = {out: s.phases for out, s in runs.items()}
+    if mode == "pararel":
+        assert phases["runs/pararel/gemma-3-270m-ig"] == ("locate", "verify", "update", "erase")
+        assert runs["runs/pararel/smollm2-135m-activation"].attribution.kind == "activation"
+    if mode == "dkn":
+        assert set(phases.values()) == {("locate", "degenerate", "degeneracy", "statements")}
+        assert runs["runs/dkn/gemma-3-270m-zh"].languages == ("zh",)
+        g = runs["runs/dkn/gemma-3-270m-en"].attribution
+        assert (g.rule, g.steps, g.baseline) == ("gauss_legendre", 6, "amig")
+    if mode == "ml":
+        assert runs["runs/ml/gemma-3-270m-amig"].languages == ("en", "zh", "fr", "ru")
+        assert "crossedit" in phases["runs/ml/gemma-3-270m-amig"] and "crossedit" not in phases["runs/ml/gemma-3-270m-ig-zero"]
+        assert runs["runs/ml/smollm2-135m-ig-zero"].attribution.rule == "riemann_left"
+        dests = {c[2] for c in commands if c[0] == "record"}
+        assert {"book/results/likn/gemma-3-270m", "book/results/amig/gemma-3-270m/activation"} <= dests
+
+
+def test_a_mode_it_does_not_know_is_refused(tmp_path):
+    r = subprocess.run(["bash", str(SCRIPT), "nope"], capture_output=True, text=True, env={**os.environ, "KN": "false"})
+    assert r.returncode == 2 and "usage" in r.stderr
