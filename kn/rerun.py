@@ -53,15 +53,20 @@ def _yaml(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _value(p: Parameter):
+    """The parameter's value; an expression that is not a literal stays its text (papermill passes text)."""
+    try:
+        return ast.literal_eval(p.value)
+    except (ValueError, SyntaxError):
+        return p.value
+
+
 def note(chapter: str, params: list[Parameter], injected: dict | None = None) -> str:
     """The Markdown of the rerun note: the parameters as executed (`injected`: papermill's values, which
     replace the cell's) and the command that reruns the chapter with others."""
     injected = injected or {}
-    rows = []
-    for p in params:
-        value = injected[p.name] if p.name in injected else ast.literal_eval(p.value)
-        rows.append(f"{p.name}: {_yaml(value)}" + (f"  # {p.help}" if p.help else ""))
-    current = {p.name: injected.get(p.name, ast.literal_eval(p.value)) for p in params}
+    current = {p.name: injected[p.name] if p.name in injected else _value(p) for p in params}
+    rows = [f"{p.name}: {_yaml(current[p.name])}" + (f"  # {p.help}" if p.help else "") for p in params]
     if isinstance(current.get("model"), str) and current["model"] in OTHER_MODEL:
         one = f"-p model {OTHER_MODEL[current['model']]}"
     else:  # the first parameter whose value needs no quoting, as it is

@@ -39,6 +39,7 @@ def test_the_note_shows_the_values_executed_and_the_commands():
     assert yaml_block(rerun_with)["languages"] == ["fr"] and yaml_block(rerun_with)["model"] == "smollm2-135m"
     assert "languages, model given to papermill" in rerun_with and "-p model gemma-3-270m" in rerun_with
     assert "PARAMS='-p steps 6'" in rerun.note("x", rerun.parameters("languages = ['en']\nsteps = 6\n"))
+    assert yaml_block(rerun.note("x", rerun.parameters("out = str(1 + 2)\n"))) == {"out": "str(1 + 2)"}  # not a literal
 
 
 def test_annotate_puts_the_note_after_the_parameters_once(tmp_path):
