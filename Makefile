@@ -37,12 +37,13 @@ WIDGETS      := _build/assets/html-manager-$(HTML_MANAGER)
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help book test html execute chapter venv assets clean clean-venv
+.PHONY: help book test html execute chapter lab lab-server venv assets clean clean-venv
 
 help:
 	@echo "make book   # set up .venv, execute the chapters, build the book into _build/html"
-	@echo "make test   # set up .venv, run tests/unit, tests/integration and tests/book"
+	@echo "make test   # set up .venv, run tests/unit, tests/integration, tests/book and tests/live"
 	@echo "make chapter NAME=dai_pararel PARAMS='-p model smollm2-135m'   # rerun one chapter, rebuild the book"
+	@echo "make lab    # JupyterLab on 127.0.0.1: the chapters (book/*.md) as live notebooks, widgets working"
 
 # ---- the two README commands ------------------------------------------------------------------
 book: $(STAMP)
@@ -50,7 +51,7 @@ book: $(STAMP)
 	@echo "book: $(abspath _build/html/index.html)"
 
 # pytest exits 5 when it collects no test: that fails here like any other error.
-TEST_DIRS := $(wildcard tests/unit tests/integration tests/book)
+TEST_DIRS := $(wildcard tests/unit tests/integration tests/book tests/live)
 test: $(STAMP)
 	@echo "test: pytest $(TEST_DIRS)"
 	@rc=0; $(BIN)/python -m pytest --durations=10 $(TEST_DIRS) || rc=$$?; \
@@ -118,7 +119,9 @@ _build/executed/book/%.ipynb: book/%.md $(KN_SRC)
 	fi
 
 # 2. the book is built from a staged copy of the sources in which each chapter is its executed
-#    notebook, so nothing runs twice; the build is strict (-W -n: warnings are errors).
+#    notebook, so nothing runs twice; the build is strict (-W -n: warnings are errors). kn.rerun adds
+#    to each chapter, after its parameters, the values it was executed with and the command that
+#    reruns it with others.
 html: $(EXECUTED) $(WIDGETS)/embed.js
 	@rm -rf _build/src && mkdir -p _build/src
 	@cp _config.yml _toc.yml _build/src/
@@ -126,6 +129,7 @@ html: $(EXECUTED) $(WIDGETS)/embed.js
 	@cp -R book _build/src/book
 	@rm -f _build/src/book/*.ipynb $(CHAPTERS:%=_build/src/book/%.md)
 	@cp $(EXECUTED) _build/src/book/
+	@$(BIN)/python -m kn.rerun $(CHAPTERS:%=_build/src/book/%.ipynb)
 	@sed -i 's/^\(\s*execute_notebooks:\).*/\1 "off"/' _build/src/_config.yml
 	@grep -q 'execute_notebooks: "off"' _build/src/_config.yml
 	@start=$$(date +%s); \
@@ -150,6 +154,27 @@ chapter: $(STAMP)
 	fi
 	@$(MAKE) --no-print-directory html
 	@echo "book: $(abspath _build/html/book/$(NAME).html)"
+
+# ---- the chapters as live notebooks ---------------------------------------------------------
+# make lab: JupyterLab on 127.0.0.1 (port LAB_PORT, or the next free one) with this venv's kernel;
+# jupytext opens book/*.md as notebooks and the explorer's widgets run live. _jupyter/ is the
+# project's Jupyter configuration, put first on JUPYTER_CONFIG_PATH (see _jupyter/README.md).
+# The token is Jupyter's own random one, printed in the URL, unless LAB_TOKEN gives one; LAB_ROOT
+# (the directory served) and LAB_OPTS (more jupyter lab options) are how tests/live starts it.
+# As root (a container, CI) Jupyter refuses to start without --allow-root, which is then given.
+LAB_PORT  ?= 8888
+LAB_ROOT  ?= .
+LAB_TOKEN ?=
+LAB_OPTS  ?=
+lab: $(STAMP)
+	@$(MAKE) --no-print-directory lab-server
+
+lab-server:
+	@echo "lab: JupyterLab on http://127.0.0.1:$(LAB_PORT)/lab/tree/book (book/*.md open as notebooks; Ctrl-C stops it)"
+	@export JUPYTER_CONFIG_PATH=$(abspath _jupyter)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}; \
+	exec $(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=$(abspath $(LAB_ROOT)) \
+	  --LabApp.default_url=/lab/tree/book $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN)) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_OPTS)
 
 clean:
 	rm -rf _build

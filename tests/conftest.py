@@ -61,3 +61,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def missing(what: str) -> None:
+    """A missing tool: skip, saying how to install it (fails under CI=true, where .ci/run installs it)."""
+    if _in_ci():
+        pytest.fail(what)
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium (or KN_CHROMIUM) for Playwright, which is imported here; never a downloaded browser."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("playwright") is None:
+        missing("Playwright for Python not installed (`pip install playwright`, in the project's test extra; "
+                "never `playwright install`: the tests use Debian's chromium)")
+    path = os.environ.get("KN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        missing("Chromium not found (Debian: `apt-get install -y chromium`; or set KN_CHROMIUM=/path/to/chromium)")
+    return path

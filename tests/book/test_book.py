@@ -133,3 +133,23 @@ def test_book_builds_strictly(book_build):
     assert (book_build.html / "index.html").exists()
     for chapter in chapters():
         assert (book_build.html / "book" / f"{chapter}.html").exists(), chapter
+
+
+def test_every_page_shows_its_parameters_and_how_to_rerun_it(book_build):
+    """kn.rerun's note on each chapter's page: every parameter with its value, and the make chapter command."""
+    import html
+    import re
+
+    from kn import rerun
+
+    if not book_build.ok:
+        pytest.skip(f"no built book (see test_book_builds_strictly): {book_build.problem[:300]}")
+    for chapter in chapters():
+        page = book_build.html / "book" / f"{chapter}.html"
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        assert "Parameters of this page, and how to rerun it with others" in text, chapter
+        assert f"make chapter NAME={chapter} PARAMS='-f params.yaml'" in text, chapter
+        source = jupytext.read(BOOK / f"{chapter}.md")
+        (cell,) = [c for c in source.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        for p in rerun.parameters(cell.source):
+            assert re.search(rf"^{re.escape(p.name)}: ", text, re.M), f"{chapter}: parameter {p.name} not shown"

@@ -10,11 +10,13 @@ delimiters left in the text), its embedded ipywidgets rendered. A full-page scre
 page goes to `_build/screenshots/` (beside the html directory).
 
 Missing Playwright or Chromium skips, saying how to install them (CI=true: fails, since .ci/run
-installs both).
+installs both; the `chromium` fixture of tests/conftest.py). On the explorer's page a reader without a
+kernel picks recorded facts (`test_recorded_facts_explore_offline`): each pick must show that fact's
+neurons and recorded effect, read here from book/results.
 """
 from __future__ import annotations
 
-import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -33,23 +35,6 @@ LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 # The chapter with the ipywidgets fact explorer: where it exists, its page must hold widgets.
 WIDGET_CHAPTERS = ["explore"]
 TIMEOUT_MS = 60_000
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _missing(what: str) -> None:
-    if _in_ci():
-        pytest.fail(what)
-    pytest.skip(what)
-
-
-def chromium_path() -> str:
-    path = os.environ.get("KN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        _missing("Chromium not found (Debian: `apt-get install -y chromium`; or set KN_CHROMIUM=/path/to/chromium)")
-    return path
 
 
 @dataclass
@@ -123,14 +108,11 @@ def book_html(book_build) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reports(book_html) -> dict[str, PageReport]:
+def reports(book_html, chromium) -> dict[str, PageReport]:
     """Opens every page once, offline, and reports what it saw (the tests below read the reports)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("Playwright for Python not installed (`pip install playwright`, in the project's test extra; "
-                 "never `playwright install`: the tests use Debian's chromium)")
-    executable = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium  # tests/conftest.py: Debian's chromium, or a skip (CI: a failure) saying how to install it
     shots = book_html.parent / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
@@ -228,3 +210,62 @@ def test_widgets_render(reports, book_html):
 def test_screenshots_saved(reports):
     for name, r in reports.items():
         assert r.screenshot and r.screenshot.stat().st_size > 1000, name
+
+
+# The static explorer of book/explore.md: recorded facts picked in the page, offline, no kernel.
+RECORDED = ROOT / "book" / "results" / "likn"
+
+
+def _recorded(model: str, language: str, fact_id: str) -> tuple[list[tuple[int, int]], dict]:
+    """The fact's neurons and its facts.csv row, read straight from the recording."""
+    import pandas as pd
+
+    neurons = pd.read_csv(RECORDED / model / "neurons.csv")
+    facts = pd.read_csv(RECORDED / model / "facts.csv")
+    mine = neurons[(neurons.fact_id == fact_id) & (neurons.language == language)]
+    (row,) = facts[(facts.fact_id == fact_id) & (facts.language == language)].to_dict("records")
+    return sorted(zip(mine.layer.astype(int), mine["index"].astype(int))), row
+
+
+def test_recorded_facts_explore_offline(book_html, chromium):
+    page_path = book_html / "book" / "explore.html"
+    if not page_path.exists():
+        pytest.skip("no explorer chapter in this book")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
+            page, remote, errors = context.new_page(), [], []
+            page.route(lambda url: not url.startswith(LOCAL_SCHEMES), lambda route: (remote.append(route.request.url),
+                                                                                      route.abort()))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_path.as_uri(), wait_until="load", timeout=TIMEOUT_MS)
+            pick = page.locator(".kn-recorded-pick select")
+            pick.wait_for(timeout=TIMEOUT_MS)
+            labels = pick.locator("option").all_inner_texts()
+            models = {label.split("\xa0")[0].split(" ")[0] for label in labels}
+            languages = {label.replace("\xa0", " ").split(" · ")[1] for label in labels}
+            assert len(labels) >= 4 and len(models) >= 2 and len(languages) >= 2, labels
+            seen = set()
+            for i in [0, len(labels) // 2, len(labels) - 1]:  # the first, one in the middle, the last
+                pick.select_option(index=i)
+                fact = page.locator(".kn-recorded-fact")
+                page.wait_for_function("(want) => { const f = document.querySelector('.kn-recorded-fact');"
+                                       " return f && f.textContent.includes(want); }",
+                                       arg=labels[i].replace("\xa0", " ").split(" · ")[2].split(": ", 1)[1])
+                model, language, fact_id = fact.get_attribute("data-fact").split("/", 2)
+                seen.add((model, language, fact_id))
+                neurons, row = _recorded(model, language, fact_id)
+                shown = [tuple(map(int, p)) for p in re.findall(r"\((\d+), (\d+)\)",
+                                                                page.locator(".kn-recorded-neurons").inner_text())]
+                assert sorted(shown) == neurons, (model, language, fact_id)
+                assert page.locator(".kn-recorded-cell").count() == len(neurons)  # one shaded cell per neuron
+                effect = page.locator(".kn-recorded-effect").inner_text()
+                assert f"{row['p_before']:.4g}" in effect and f"{row['p_suppressed']:.4g}" in effect, effect
+                assert f"{row['suppression']:+.1%}" in effect, effect
+            assert len(seen) == 3, seen
+            assert not remote and not errors, (remote, errors)
+        finally:
+            browser.close()

@@ -1,0 +1,56 @@
+"""Drawings of an attribution (matplotlib, no pyplot state): the heatmap of the strongest neurons beside
+the by-layer profile, as a Figure or PNG bytes. The fact explorer shows them; chapters may too."""
+from __future__ import annotations
+
+import io
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from .exploring import heatmap_frame, layer_profile, strongest_columns
+from .neuron import Neuron
+
+
+def attribution_figure(scores: torch.Tensor, *, n: int = 24, neurons: Iterable[Neuron] = (), title: str = ""):
+    """A matplotlib Figure: the heatmap of scores [n_layers, width] over the strongest neuron columns
+    (located `neurons` boxed), beside the by-layer profile (sum of positive scores)."""
+    from matplotlib.figure import Figure
+
+    neurons = list(neurons)
+    cols = strongest_columns(scores, n, include=sorted({i for _, i in neurons}))
+    frame, profile = heatmap_frame(scores, cols), layer_profile(scores)
+    n_layers = scores.shape[0]
+    fig = Figure(figsize=(min(4 + 0.28 * len(cols), 13), 1.6 + 0.22 * n_layers), dpi=90, layout="constrained")
+    heat, bars = fig.subplots(1, 2, sharey=True, width_ratios=[4, 1])
+    v = float(np.abs(frame.to_numpy()).max()) or 1.0
+    im = heat.imshow(frame.to_numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-v, vmax=v,
+                     interpolation="nearest")
+    heat.set_xticks(range(len(cols)), [str(c) for c in cols], rotation=90, fontsize=7)
+    heat.set_yticks(range(n_layers), [str(l) for l in range(n_layers)], fontsize=7)
+    heat.set_xlabel("neuron (the strongest columns)")
+    heat.set_ylabel("layer")
+    where = {c: x for x, c in enumerate(cols)}
+    boxed = [(where[i], l) for l, i in neurons if i in where]
+    if boxed:
+        xs, ys = zip(*boxed)
+        heat.scatter(xs, ys, marker="s", s=70, facecolors="none", edgecolors="black", linewidths=1.2,
+                     label="knowledge neuron")
+        heat.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=7, frameon=False)
+    fig.colorbar(im, ax=heat, shrink=0.8, pad=0.01, label="attribution")
+    bars.barh(range(n_layers), profile["positive sum"].to_numpy(), color="#4c72b0")
+    bars.set_xlabel("sum of positive\nscores", fontsize=8)
+    bars.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def figure_png(fig) -> bytes:
+    """PNG bytes of a matplotlib Figure (no pyplot state involved)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
