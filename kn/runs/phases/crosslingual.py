@@ -69,6 +69,11 @@ class CrossLingual(_EveryLanguage):
     fact_record = "crosslingual"
     table_names = ("crosslingual",)
 
+    @staticmethod
+    def check_run(settings) -> None:
+        """Its cost grows with the square of the languages (`kn.crosslingual.MAX_CONDITIONS`)."""
+        X.check_languages(len(settings.languages))
+
     def wants(self, fact_id: str, view) -> bool:
         return sum(bool(v) for v in self.per_language(fact_id, view).values()) >= 2
 
