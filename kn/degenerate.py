@@ -27,17 +27,25 @@ ROW_TOKENS = 16384  # tokens per forward pass (memory, not results)
 MAX_SETS = 100_000  # neuron sets a search may try (a batch row each): C(20, 2) + ... + C(20, 6) is 60,439
 
 
-def search_cost(n: int, max_size: int) -> int:
-    """The most neuron sets `degenerate_sets` tries over n candidates: sum of C(n, s), s = 2..max_size."""
-    return sum(math.comb(n, s) for s in range(2, min(max_size, n) + 1))
+def search_cost(n: int, max_size: int, *, beyond: int | None = None) -> int:
+    """The most neuron sets `degenerate_sets` tries over n candidates: sum of C(n, s), s = 2..max_size;
+    with `beyond`, summing stops once past it when many terms are left (the sum is then a lower bound)."""
+    top, total = min(max_size, n), 0
+    for s in range(2, top + 1):
+        total += math.comb(n, s)
+        if beyond is not None and total > beyond and top - s > 64:
+            break
+    return total
 
 
 def check_search(n: int, max_size: int, what: str) -> None:
     """Refuse a search whose worst case (`search_cost`) passes MAX_SETS, saying its cost and the fix."""
-    cost = search_cost(n, max_size)
+    cost = search_cost(n, max_size, beyond=MAX_SETS)
     if cost > MAX_SETS:
+        exact = min(max_size, n) <= 66  # else summing stopped early: a lower bound
         raise checks.ArgumentError(
-            f"{what} over {n} candidates may try {cost:,} neuron sets (sum of C({n}, s) for s = 2..{min(max_size, n)}), "
+            f"{what} over {n} candidates may try {'' if exact else 'more than '}{cost:,} neuron sets (sum of C({n}, s) "
+            f"for s = 2..{min(max_size, n)}), "
             f"a forward pass row each; kn's bound is {MAX_SETS:,} (kn.degenerate.MAX_SETS): lower max_size, k or "
             "the candidates")
 
@@ -95,7 +103,7 @@ def top_neurons(lm: LM, prompt: str, answer: str, k: int = 20, settings=None) ->
 def _candidates(lm, prompt, answer, candidates, k) -> list[Neuron]:
     if candidates is None:
         return top_neurons(lm, prompt, answer, k)
-    return checks.neurons(lm, candidates)
+    return checks.neurons(lm, candidates, "candidates")
 
 
 def degenerate_pairs(lm: LM, prompt: str, answer: str, candidates: Iterable[Neuron] | None = None, *,
