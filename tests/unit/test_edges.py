@@ -190,3 +190,45 @@ def test_cli_coverage_on_a_folder_that_does_not_exist_fails(spec, tmp_path, monk
     monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model loads after the data"))
     assert cli.main(["coverage", "--data", spec.format(missing=tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+# -- a failed (fact, language) ----------------------------------------------------------------
+def test_tables_build_without_a_failed_or_missing_fact_language_and_say_so(tmp_path, caplog):
+    import logging
+
+    from test_multilingual import STEPS, TEMPLATES, facts
+
+    from kn.data.schema import Fact, FactSet
+    from kn.runs import JOURNAL, load_run, run
+
+    langs = ("en", "xx", "yy")
+    portugal = Fact("capital/Portugal", "capital", {l: "Spain" for l in langs},
+                    {"en": "Madrid", "xx": "Lisbon", "yy": "Madrid"},  # "Lisbon": not a word of the tiny tokenizer
+                    {l: TEMPLATES[l] for l in langs})
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="kn.runs.phases.crosslingual"):
+        res = run(tiny_lm("GPT-2"), FactSet([*facts(), portugal], "t"), out, languages=list(langs), steps=STEPS,
+                  phases=("locate", "verify", "crosslingual", "crossedit"), progress=False)
+    f = res.facts.set_index(["fact_id", "language"])
+    assert f.error.notna().sum() == 1 and "Lisbon" in f.loc[("capital/Portugal", "xx"), "error"]
+    t = res.crosslingual
+    mine = t[t.fact_id == "capital/Portugal"]
+    assert len(mine) and "xx" not in set(mine.measured) and not mine.source.str.contains("xx").any()
+    assert "capital/Portugal" not in set(res.crosslingual_edits.fact_id)  # not located everywhere
+    assert t.attrs["left_out"] == {"failed": 1, "not_done": 0}
+    assert "crosslingual: built without 1 (fact, language) unit(s): 1 failed to locate" in caplog.text
+    assert res.likn()[0].set_index("fact_id").loc["capital/Portugal", "languages_located"] == 2
+    # a language never started (killed before it): every table builds from the journal, saying so
+    records = [json.loads(line) for line in (out / JOURNAL).read_text().splitlines()]
+    keep = [r for r in records if r.get("language") != "yy" and r.get("type") not in ("crosslingual", "crossedit")]
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "config.json").write_bytes((out / "config.json").read_bytes())
+    (cut / JOURNAL).write_text("".join(json.dumps(r) + "\n" for r in keep))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="kn.runs.phases.crosslingual"):
+        part = load_run(cut)
+    n = res.facts.fact_id.nunique()
+    assert len(part.crosslingual) == 0 and part.crosslingual.attrs["left_out"] == {"failed": 1, "not_done": n}
+    assert "not located yet" in caplog.text and not part.complete
+    assert set(part.facts.language) == {"en", "xx"} and len(part.likn()[0]) == n and part.overlap()[1].loc["yy", "yy"] == 0
