@@ -185,6 +185,24 @@ def test_locate(gpt, prompts, threshold, share):
 
 
 @PROFILE
+@given(kind=st.sampled_from(["causal", "masked"]), data=st.data(), answer=answers, factor=mostly(st.floats(-3, 3),
+                                                                                                 numbers))
+def test_verify_scores_and_ranks(models, kind, data, answer, factor):
+    lm = models[kind]
+    prompts = data.draw(mostly(st.lists(st.sampled_from(PROMPTS[kind]), min_size=1, max_size=3)))
+    neurons = data.draw(mostly(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 31)), max_size=4), neurons_of(lm)))
+    method = data.draw(st.sampled_from([kn.Activation(), kn.IG(steps=2), None]))
+    names = ("prompt", "answer", "neurons", "factor", "layer", "index", "pair", "[mask]")
+    v = outcome(lambda: kn.verify(lm, prompts, answer, neurons, factor=factor), names)
+    assert v is None or len(v.summary())
+    p = prompts[0] if isinstance(prompts, list) and prompts else prompts
+    s = outcome(lambda: (kn.scores(lm, p, answer, method), kn.activations(lm, p, answer), kn.answer_rank(lm, p, answer)),
+                names)
+    if s is not None:
+        assert finite(s[0]) and finite(s[1]) and 0 <= s[2] < len(lm.tokenizer)
+
+
+@PROFILE
 @given(data=st.data(), max_size=mostly(st.integers(2, 8), ints), single=mostly(st.floats(0, 1), numbers),
        k=mostly(st.integers(1, 8), ints))
 def test_degenerate_sets(gpt, data, max_size, single, k):
@@ -287,6 +305,29 @@ def test_recording_never_holds_a_non_finite_number(tmp_path_factory, seconds, ex
     else:
         json.loads((dest / "provenance.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} written"))
         assert "inf" not in (dest / "t.csv").read_text().lower()
+
+
+RUN_SETTINGS = {"phases": st.sampled_from(["locate", "locate, verify", "verify", "locate,,verify"]),
+                "steps": st.integers(1, 3), "threshold": st.floats(0, 1), "min_prompts": st.integers(0, 4),
+                "suppress_factor": st.floats(-2, 2), "seed": st.integers(-3, 3)}
+
+
+@settings(PROFILE, max_examples=8)
+@given(name=st.sampled_from(list(RUN_SETTINGS)), data=st.data())
+def test_kn_run_writes_its_directory_only(gpt, tmp_path_factory, name, data):
+    from test_run import tiny_facts
+
+    from kn.data.schema import FactSet
+
+    value = data.draw(mostly(RUN_SETTINGS[name]))
+    root = tmp_path_factory.mktemp("runs")
+    (root / "mine.txt").write_text("a user's file")
+    out = root / "run"
+    two = FactSet(list(tiny_facts())[:2], "two")
+    kw = {"steps": 1, "phases": "locate", "progress": False} | {name: value}
+    with only_writes(root, allowed=out):
+        res = outcome(lambda: kn.run(gpt, two, out, **kw), (name, "phase"))
+    assert res is None or len(res.facts) == 2
 
 
 # -- CLI commands -----------------------------------------------------------------------------
