@@ -165,8 +165,9 @@ class _Worker:
         return rec, os.getpid(), time.perf_counter() - t0
 
 
-class WorkerStartError(RuntimeError):
-    """A Ray worker could not start (its model did not load, an import failed): the worker's own error."""
+class WorkerStartError(ChildProcessError):
+    """A Ray worker could not start (its model did not load, an import failed): the worker's own error
+    (an OSError, as `kn run` reports it: one line, exit 2)."""
 
 
 class _Slot:
@@ -219,7 +220,7 @@ class Pool:
                 raise WorkerStartError(f"a Ray worker died while starting (loading {self.source['name_or_path']!r}): "
                                        f"{err}") from None
             if error:
-                raise WorkerStartError(f"a Ray worker could not start (loading {self.source['name_or_path']!r}):\n"
+                raise WorkerStartError(f"a Ray worker could not start (loading {self.source['name_or_path']!r}): "
                                        f"{error}")
 
     def _new(self) -> _Slot:
