@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from collections import deque
@@ -74,6 +75,15 @@ def check_fits(engine: Ray, cpus: float, where: str) -> None:
             f"has {cpus:g}; each worker loads the model, so pass workers <= {most}")
 
 
+def _fits_here(engine: Ray) -> Ray:
+    """A local Ray to be started for the run must fit this machine's CPUs: checked before anything is
+    written or started (a cluster's own CPUs are checked once connected)."""
+    ray = sys.modules.get("ray")
+    if engine.address is None and not (ray is not None and ray.is_initialized()):
+        check_fits(engine, os.cpu_count() or 1, "this machine")
+    return engine
+
+
 def _host_port(address: str) -> tuple[str, int] | None:
     """(host, port) of a "host:port" address; None for "auto", "ray://..." and the like (Ray resolves those)."""
     host, sep, port = address.rpartition(":")
@@ -104,11 +114,11 @@ def resolve(engine, workers=None, address=None) -> Ray | None:
             raise checks.ArgumentError("workers= and address= belong to engine='ray'; the local engine runs here")
         return None
     if engine == "ray":
-        return Ray(**{k: v for k, v in (("workers", workers), ("address", address)) if v is not None})
+        return _fits_here(Ray(**{k: v for k, v in (("workers", workers), ("address", address)) if v is not None}))
     if isinstance(engine, Ray):
         if workers is not None or address is not None:
             raise checks.ArgumentError("pass workers / address inside kn.runs.Ray(...), or with engine='ray'")
-        return engine
+        return _fits_here(engine)
     raise checks.ArgumentError(f"engine must be 'local', 'ray' or a kn.runs.Ray(...), got {engine!r}")
 
 

@@ -173,7 +173,11 @@ def test_more_workers_than_cpus_are_refused_before_any_starts(lm, tmp_path):
     with pytest.raises(checks.ArgumentError, match=f"workers={n + 1} x num_cpus=1 need {n + 1} CPUs and this machine "
                                                    f"has {n}; .* pass workers <= {n}"):
         run(lm, tiny_facts(), tmp_path / "x", engine=Ray(workers=n + 1), **KW)
-    assert not ray.is_initialized() and not ray_children()
+    with pytest.raises(checks.ArgumentError, match=f"workers=2 x num_cpus={n:g} need {2 * n} CPUs"):
+        run(lm, tiny_facts(), tmp_path / "x", engine=Ray(workers=2, num_cpus=n), **KW)
+    with pytest.raises(checks.ArgumentError, match=f"workers={n + 1} x num_cpus=1 need"):
+        run(lm, tiny_facts(), tmp_path / "x", engine="ray", workers=n + 1, **KW)
+    assert not ray.is_initialized() and not ray_children() and not (tmp_path / "x").exists()  # nothing written
 
 
 def test_a_worker_start_up_error_reaches_the_user_and_nothing_is_left_running(saved, tmp_path):
