@@ -43,9 +43,18 @@ def check(baseline) -> Spec:
         if baseline.dim() != 2 or not baseline.is_floating_point():
             raise ValueError(f"a baseline tensor must be a float tensor [n_layers, width], got "
                              f"{baseline.dtype} {list(baseline.shape)}")
+        _finite(baseline, "baseline")
         return baseline
     raise TypeError(f"baseline must be a name ({list(BASELINES)}), kn.AMIG(...) or a tensor [n_layers, width], "
                     f"got {type(baseline).__name__}")
+
+
+def _finite(t: torch.Tensor, what: str) -> None:
+    bad = ~torch.isfinite(t.detach())
+    if bad.any():
+        at = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{what} holds {int(bad.sum())} non-finite value(s) (first at [layer, index] {list(at)}: "
+                         f"{t[at].item()}); pass finite numbers")
 
 
 def check_shape(lm: LM, baseline: torch.Tensor, what: str = "baseline") -> None:
@@ -68,6 +77,7 @@ def resolve(lm: LM, target: Target, baseline: Spec) -> torch.Tensor:
     fn = BASELINES[baseline] if isinstance(baseline, str) else baseline
     out = fn(lm, target)
     check_shape(lm, out, f"baseline {baseline!r}")
+    _finite(out, f"baseline {baseline!r} of this prompt")
     return out
 
 

@@ -20,7 +20,8 @@ import torch
 
 from .attribution import attribute
 from .models import LM
-from .quadrature import RULES, quadrature
+from . import checks
+from .quadrature import MAX_STEPS, RULES, quadrature
 from .settings import IG
 
 STEPS = (2, 3, 4, 6, 8, 10, 12, 16, 20)
@@ -135,16 +136,18 @@ def calibrate(lm: LM, queries: Sequence[tuple[str, str]], settings: IG | None = 
     queries = [tuple(q) for q in queries]
     if not queries or any(len(q) != 2 or not all(isinstance(s, str) for s in q) for q in queries):
         raise ValueError("queries must be a non-empty list of (prompt, answer) string pairs")
-    rules = list(RULES) if rules is None else list(rules)
+    rules = list(RULES) if rules is None else checks.names(rules, "rules")
     bad = [r for r in rules if r not in RULES]
     if bad:
         raise ValueError(f"unknown rule(s) {bad}; choose from {list(RULES)} (kn.RULES)")
-    if not steps or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in steps):
-        raise ValueError(f"steps must be positive integers, got {list(steps)!r}")
-    if isinstance(exact, bool) or not isinstance(exact, int) or exact < 2:
-        raise ValueError(f"exact must be an integer >= 2 (Gauss-Legendre nodes), got {exact!r}")
-    if tolerance is not None and not tolerance >= 0:
-        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    steps = [steps] if isinstance(steps, int) else steps
+    if not isinstance(steps, Sequence) or isinstance(steps, str) or not steps or \
+            any(isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_STEPS for m in steps):
+        raise ValueError(f"steps must be an integer or a list of integers between 1 and {MAX_STEPS} "
+                         f"(kn.quadrature.MAX_STEPS), got {steps!r}")
+    exact = checks.integer(exact, "exact", low=2, high=MAX_STEPS)
+    if tolerance is not None:
+        tolerance = checks.number(tolerance, "tolerance", low=0.0)
     against = tuple(against)
     if len(against) != 2 or against[0] not in RULES or not accepts(*against):
         raise ValueError(f"against must be a (rule, steps) setting of kn.RULES, e.g. {PAPER}, got {against!r}")

@@ -40,6 +40,24 @@ def texts(value, name: str, *, at_least: int = 1) -> list[str]:
     return items
 
 
+def names(value, name: str, *, at_least: int = 1) -> list[str]:
+    """Names from the forms people type: "a,b", "a, b" or a list ["a", "b"] (each stripped); one string
+    is one name or a comma-separated list of names, never its characters."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.strip().strip(",").split(",")]  # a comma at either end: nothing
+        if any(not v for v in items) and value.strip().strip(","):
+            raise ArgumentError(f"{name}={value!r} has an empty name between commas; write names as \"a,b\"")
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, dict)):
+        items = [text(v, f"{name}[{i}]").strip() for i, v in enumerate(list(value))]
+    else:
+        raise ArgumentError(f"{name} must be a name, names separated by commas (\"a,b\") or a list of names, got "
+                            f"{type(value).__name__} {value!r}")
+    items = [v for v in items if v]
+    if len(items) < at_least:
+        raise ArgumentError(f"{name} names {len(items)} item(s); at least {at_least} needed")
+    return items
+
+
 def integer(value, name: str, *, low: int | None = None, high: int | None = None) -> int:
     """An int (numpy ints and 0-d tensors too; not bool, not a float) within [low, high]."""
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):

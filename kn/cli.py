@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 
+from . import checks
 from .models import DEFAULT_MODEL, PACKAGED
 
 
@@ -81,7 +82,7 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def _relations(args) -> list[str] | None:
-    return [r.strip() for r in args.relations.split(",") if r.strip()] if args.relations else None
+    return checks.names(args.relations, "--relations") if args.relations else None
 
 
 def _facts(args, languages: list[str]):
@@ -141,7 +142,7 @@ def run_settings(args):
         if args.method != "ig" and value is not None:
             raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
     given = {name: getattr(args, name) for name, _ in phase_flags() if getattr(args, name) is not None}
-    phases = tuple(p.strip() for p in args.phases.split(",")) if args.phases else RunSettings().phases
+    phases = tuple(checks.names(args.phases, "--phases")) if args.phases else RunSettings().phases
     langs = {"languages": args.languages} if args.languages else {"language": args.language or RunSettings().language}
     return RunSettings.make(seed=args.seed, phases=phases, attribution=resolve(method=args.method, **ig), **langs,
                             **given)
@@ -232,7 +233,7 @@ def cmd_calibrate(args) -> None:
     if rule not in RULES or not steps.isdigit():
         raise ValueError(f"--against must be RULE:STEPS with a rule of {list(RULES)}, e.g. riemann_left:20; "
                          f"got {args.against!r}")
-    languages = [l.strip() for l in args.languages.split(",") if l.strip()]
+    languages = checks.names(args.languages, "--languages")
     if args.record:
         recording.check_dest(args.record)  # before the model: a folder kn may not record into is refused now
     t0, started = time.perf_counter(), recording.now()
@@ -305,9 +306,9 @@ def cmd_coverage(args) -> None:
     t0 = time.perf_counter()
     if args.record:
         recording.check_dest(args.record)  # before the model: a folder kn may not record into is refused now
+    languages = checks.names(args.languages, "--languages") if args.languages else None
+    facts = data.load(args.data, languages=languages)  # before the model: a missing folder fails fast
     lm = _load(args)
-    languages = args.languages.split(",") if args.languages else None
-    facts = data.load(args.data, languages=languages)
     table = coverage(facts, lm, languages, known=not args.no_probe, sample=args.sample or None, seed=args.seed)
     print(f"{lm.name} on {args.data}" + ("" if args.no_probe else f" (known: gold in the top 10 on at least half "
                                                                   f"the prompts, of a seeded sample of {args.sample})"))

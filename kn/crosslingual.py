@@ -34,6 +34,25 @@ from .verification import effect, ratio_of_means
 
 log = logging.getLogger(__name__)
 
+MAX_CONDITIONS = 1200  # neuron sets measured per fact (each on the fact and an unrelated one): 24 languages
+
+
+def n_conditions(k: int) -> int:
+    """Neuron sets `neuron_sets` measures at most for a fact with neurons in k languages: the LIKN in each
+    (k), A's in B (k^2) and A's and B's together in A and in B (k(k - 1)): 2k^2, the square of k."""
+    return 2 * k * k
+
+
+def check_languages(k: int) -> None:
+    """Refuse more languages than MAX_CONDITIONS allows, stating the cost."""
+    if n_conditions(k) > MAX_CONDITIONS:
+        most = max(j for j in range(1, k) if n_conditions(j) <= MAX_CONDITIONS)
+        raise checks.ArgumentError(
+            f"cross-lingual effects over {k} languages measure {n_conditions(k):,} neuron sets per fact (2k^2 "
+            f"for k languages, each suppressed and amplified on the fact's and an unrelated fact's prompts); kn's "
+            f"bound is {MAX_CONDITIONS:,} (kn.crosslingual.MAX_CONDITIONS): pass at most {most} languages")
+
+
 COLUMNS = ["fact_id", "relation", "condition", "source", "measured", "target", "target_fact", "n_neurons",
            "p_before", "p_suppressed", "p_amplified", "suppression", "amplification"]
 
@@ -78,6 +97,7 @@ def fact_effects(lm, fact_id: str, per_language: dict[str, set], languages: Sequ
                  unrelated: str | None, s: CrossLingual) -> list[dict]:
     """The rows of one fact (conditions of `neuron_sets`, each on the fact and on `unrelated`):
     queries(language, fact_id) -> [(prompt, answer), ...]."""
+    check_languages(len(languages))
     rows = []
     for cond, src, meas, neurons in neuron_sets(per_language, languages):
         for target, tf in (("related", fact_id), ("unrelated", unrelated)):

@@ -11,6 +11,7 @@ batch each (each row carries its own mask), never one forward pass per set.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -23,6 +24,30 @@ from .neuron import Neuron
 from .tokens import targets
 
 ROW_TOKENS = 16384  # tokens per forward pass (memory, not results)
+MAX_SETS = 100_000  # neuron sets a search may try (a batch row each): C(20, 2) + ... + C(20, 6) is 60,439
+
+
+def search_cost(n: int, max_size: int, *, beyond: int | None = None) -> int:
+    """The most neuron sets `degenerate_sets` tries over n candidates: sum of C(n, s), s = 2..max_size;
+    with `beyond`, summing stops once past it when many terms are left (the sum is then a lower bound)."""
+    top, total = min(max_size, n), 0
+    for s in range(2, top + 1):
+        total += math.comb(n, s)
+        if beyond is not None and total > beyond and top - s > 64:
+            break
+    return total
+
+
+def check_search(n: int, max_size: int, what: str) -> None:
+    """Refuse a search whose worst case (`search_cost`) passes MAX_SETS, saying its cost and the fix."""
+    cost = search_cost(n, max_size, beyond=MAX_SETS)
+    if cost > MAX_SETS:
+        exact = min(max_size, n) <= 66  # else summing stopped early: a lower bound
+        raise checks.ArgumentError(
+            f"{what} over {n} candidates may try {'' if exact else 'more than '}{cost:,} neuron sets (sum of C({n}, s) "
+            f"for s = 2..{min(max_size, n)}), "
+            f"a forward pass row each; kn's bound is {MAX_SETS:,} (kn.degenerate.MAX_SETS): lower max_size, k or "
+            "the candidates")
 
 
 def _answer_mask(lm: LM, ids: torch.Tensor, pos: int) -> torch.Tensor:
@@ -78,7 +103,7 @@ def top_neurons(lm: LM, prompt: str, answer: str, k: int = 20, settings=None) ->
 def _candidates(lm, prompt, answer, candidates, k) -> list[Neuron]:
     if candidates is None:
         return top_neurons(lm, prompt, answer, k)
-    return checks.neurons(lm, candidates)
+    return checks.neurons(lm, candidates, "candidates")
 
 
 def degenerate_pairs(lm: LM, prompt: str, answer: str, candidates: Iterable[Neuron] | None = None, *,
@@ -89,6 +114,7 @@ def degenerate_pairs(lm: LM, prompt: str, answer: str, candidates: Iterable[Neur
     single = checks.number(single, "single", low=0.0, high=1.0)
     pair = checks.number(pair, "pair", low=0.0, high=1.0)
     cands = _candidates(lm, prompt, answer, candidates, k)
+    check_search(len(cands), 2, "degenerate_pairs")
     p0 = float(suppressed_probs(lm, prompt, answer, [[]])[0])
     alone = suppressed_probs(lm, prompt, answer, [[n] for n in cands])
     ok = [n for n, p in zip(cands, alone) if p >= (1 - single) * p0]
@@ -107,12 +133,16 @@ def degenerate_sets(lm: LM, prompt: str, answer: str, candidates: Iterable[Neuro
     Pruned search, level by level: a set of size s is tried only if all its (s-1)-subsets kept the
     fact (a set containing a dropping subset is not minimal). Cost: one batched pass per level over
     the surviving sets; at most C(n, s) sets of size s for n candidates passing alone (n = 20, s = 3:
-    1140 rows), usually far fewer after pruning.
+    1140 rows), usually far fewer after pruning. That worst case is bounded by `MAX_SETS` (100,000):
+    a larger search is refused before it starts, with its cost.
     """
     single = checks.number(single, "single", low=0.0, high=1.0)
     drop = checks.number(drop, "drop", low=0.0, high=1.0)
     max_size = checks.integer(max_size, "max_size", low=2)
+    if candidates is None:  # before the attribution that finds them
+        check_search(checks.integer(k, "k", low=1), max_size, f"degenerate_sets(max_size={max_size})")
     cands = _candidates(lm, prompt, answer, candidates, k)
+    check_search(len(cands), max_size, f"degenerate_sets(max_size={max_size})")
     p0 = float(suppressed_probs(lm, prompt, answer, [[]])[0])
     alone = suppressed_probs(lm, prompt, answer, [[n] for n in cands])
     kept = {(n,) for n, p in zip(cands, alone) if p >= (1 - single) * p0}  # subsets that keep the fact

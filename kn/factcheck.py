@@ -103,10 +103,18 @@ class Logistic:
 
     def __init__(self, l2: float = 1.0, iterations: int = 50):
         self.l2 = checks.number(l2, "l2", low=0.0)
-        self.iterations = iterations
+        if self.l2 <= 0:  # separable data (few statements, many neurons: common) has no unpenalised fit
+            raise checks.ArgumentError(f"l2 must be > 0, got {l2!r}: without a penalty the fit has no solution "
+                                       "when the classes are separable; pass a small l2 such as 1e-3")
+        self.iterations = checks.integer(iterations, "iterations", low=1)
 
     def fit(self, X, y) -> "Logistic":
         X, y = np.asarray(X, float), np.asarray(y, float)
+        if X.ndim != 2 or y.shape != (len(X),):
+            raise checks.ArgumentError(f"fit takes X [n, d] and y [n], got X {list(X.shape)} and y {list(y.shape)}")
+        if not np.isfinite(X).all():
+            raise checks.ArgumentError(f"X holds {int((~np.isfinite(X)).sum())} non-finite value(s); pass finite "
+                                       "features")
         self.mean, self.scale = X.mean(0), X.std(0) + 1e-12
         Z = np.hstack([np.ones((len(X), 1)), (X - self.mean) / self.scale])
         w = np.zeros(Z.shape[1])

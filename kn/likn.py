@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Mapping
 
+from . import checks
 from .neuron import Neuron
 
 Sets = Mapping[str, Mapping[str, Iterable[Neuron]]]
@@ -37,6 +38,14 @@ def sets_from_table(neurons) -> dict[str, dict[str, list[Neuron]]]:
     return out
 
 
+def _q(q) -> int:
+    """q of "found in at least q languages": an int >= 1."""
+    try:
+        return checks.integer(q, "q", low=1)
+    except checks.ArgumentError as err:
+        raise checks.ArgumentError(f"{err} (q counts the languages a neuron is found in)") from None
+
+
 def fact_likn(per_language: Mapping[str, set[Neuron]]) -> set[Neuron]:
     """The neurons shared by every language with a non-empty set (empty below two such languages)."""
     found = [s for s in per_language.values() if s]
@@ -51,8 +60,7 @@ def likn_tables(sets: Sets, relations: Mapping[str, str] | None = None, q: int =
     all k."""
     import pandas as pd
 
-    if isinstance(q, bool) or not isinstance(q, int) or q < 1:
-        raise ValueError(f"q must be an int >= 1 (neurons found in at least q languages), got {q!r}")
+    q = _q(q)
     relations = relations or {}
     frows, nrows = [], []
     for fid, per in _by_fact(sets).items():
@@ -77,6 +85,8 @@ def by_layer(sets: Sets, n_layers: int, q: int = 2):
     and in all of a fact's languages (its LIKN), summed over facts."""
     import pandas as pd
 
+    q = _q(q)
+    n_layers = checks.integer(n_layers, "n_layers", low=1)
     rows = {l: Counter() for l in range(n_layers)}
     for per in _by_fact(sets).values():
         with_n = [l for l, s in per.items() if s]

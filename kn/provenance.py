@@ -56,6 +56,24 @@ def versions() -> dict:
     return out
 
 
+def finite(obj, name: str):
+    """`obj` (JSON-like: dicts, lists, numbers, text) if every number in it is finite, else a clear error
+    naming where the first non-finite one is (provenance is never written with NaN or inf)."""
+    import math
+
+    from .checks import ArgumentError
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ArgumentError(f"{name} is {obj}: provenance holds finite numbers only (pass None where there is none)")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            finite(v, f"{name}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            finite(v, f"{name}[{i}]")
+    return obj
+
+
 def now() -> str:
     """The current UTC time as provenance writes it (ISO 8601, seconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

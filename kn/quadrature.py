@@ -57,10 +57,17 @@ RULES: dict[str, Callable[[int], Quadrature]] = {
 }
 
 
+MAX_STEPS = 1000  # path points: each is a forward and backward pass per prompt; gauss_legendre's nodes cost O(m^3)
+
+
 def quadrature(rule: str, steps: int) -> Quadrature:
-    """The points and weights of `rule` with `steps` points; ValueError names the valid choices."""
-    if rule not in RULES:
+    """The points and weights of `rule` with `steps` points (1..MAX_STEPS); ValueError names the valid choices."""
+    if not isinstance(rule, str) or rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {list(RULES)} (kn.RULES)")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps={steps} costs {steps} forward and backward passes per prompt and answer token "
+                         f"(and {rule}'s points at that size); kn's bound is {MAX_STEPS} (kn.quadrature.MAX_STEPS): "
+                         "IG converges long before (kn calibrate finds the steps a model needs)")
     return RULES[rule](steps)

@@ -21,7 +21,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from .provenance import commit, machine, now, versions
+from . import checks
+from .provenance import commit, finite, machine, now, versions
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,16 @@ def provenance(command: str, *, seconds: float | None = None, started: str | Non
                kn_commit: str | None = None, **extra) -> dict:
     """What a recording says about how it was made. `kn_commit` defaults to this checkout's commit
     (pass the commit the numbers were computed at when recording later)."""
+    if seconds is not None:
+        seconds = checks.number(seconds, "seconds", low=0.0)
+    for k, v in extra.items():
+        finite(v, k)
     return {
         "command": command,
         "commit": kn_commit if kn_commit is not None else commit(),
         "started": started,
         "recorded": now(),
-        "seconds": None if seconds is None else round(float(seconds), 1),
+        "seconds": None if seconds is None else round(seconds, 1),
         "machine": machine(),
         "versions": versions(),
         **extra,
@@ -58,6 +63,9 @@ def record(dest: str | os.PathLike, tables: Mapping[str, pd.DataFrame], prov: di
     odd = [name for name in tables if not _plain(f"{name}.csv")]
     if odd:
         raise ValueError(f"table names must be plain file names (no path separator): {odd}")
+    finite(prov, "prov")
+    for name, df in tables.items():
+        _no_infinity(name, df)
     out = Path(dest)
     before = check_dest(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,6 +94,45 @@ def record(dest: str | os.PathLike, tables: Mapping[str, pd.DataFrame], prov: di
     return out
 
 
+def _no_infinity(name: str, df: pd.DataFrame) -> None:
+    """Refuse +-inf in a table (a CSV would hold "inf"); NaN is a missing value (an empty cell, null in a
+    JSON cell)."""
+    import numpy as np
+
+    for c in df.columns:
+        col = df[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            bad = np.isinf(col.to_numpy(dtype=float, na_value=np.nan))
+        elif col.dtype == object:
+            bad = col.map(_has_infinity).to_numpy(dtype=bool)
+        else:
+            continue
+        if bad.any():
+            raise checks.ArgumentError(f"table {name!r}, column {c!r} holds {int(bad.sum())} infinite value(s) (first "
+                                       f"in row {int(np.argmax(bad))}); a recording holds finite numbers or missing ones "
+                                       "(NaN): replace them first")
+
+
+def _has_infinity(v) -> bool:
+    if isinstance(v, float):
+        return v in (float("inf"), float("-inf"))
+    if isinstance(v, dict):
+        return any(map(_has_infinity, v.values()))
+    if isinstance(v, (list, tuple)):
+        return any(map(_has_infinity, v))
+    return False
+
+
+def _nan_to_none(v):
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: _nan_to_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_nan_to_none(x) for x in v]
+    return v
+
+
 def _with_json_cells(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """`df` with its list- or dict-valued columns as JSON text (a CSV cell holds text), and their names
     (`read` parses them back)."""
@@ -93,8 +140,7 @@ def _with_json_cells(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             and df[c].map(lambda v: isinstance(v, (list, tuple, dict))).any()]
     if not cols:
         return df, []
-    return df.assign(**{c: df[c].map(lambda v: json.dumps(list(v) if isinstance(v, tuple) else v))
-                        for c in cols}), cols
+    return df.assign(**{c: df[c].map(lambda v: json.dumps(_nan_to_none(v), allow_nan=False)) for c in cols}), cols
 
 
 def check_dest(dest: str | os.PathLike) -> set[str]:
@@ -143,7 +189,7 @@ def _plain(name: str) -> bool:
 def _write_provenance(out: Path, prov: dict) -> None:
     """provenance.json, atomically (provenance.json.tmp, kn's own name wherever it is, renamed over it)."""
     tmp = out / (PROVENANCE + ".tmp")
-    tmp.write_text(json.dumps(prov, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(prov, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, out / PROVENANCE)
 
 

@@ -32,6 +32,27 @@ class Target:
     slot: tuple[int, int]
 
 
+def max_positions(lm: LM) -> int | None:
+    """The most tokens `lm` reads at once (its position embeddings'; RoBERTa's family offsets them by
+    its padding index + 1); None for a model without such a limit in its config (ALiBi: BLOOM)."""
+    cfg = lm.model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    for attr in ("n_positions", "max_position_embeddings"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+                v -= (getattr(cfg, "pad_token_id", None) or 0) + 1
+            return v
+    return None
+
+
+def _fits(lm: LM, ids: list[int], prompt: str, what: str) -> None:
+    limit = max_positions(lm)
+    if limit is not None and len(ids) > limit:
+        raise checks.ArgumentError(f"the prompt is too long for {lm.name}: {what} is {len(ids)} tokens and the model "
+                                   f"reads at most {limit} positions; shorten it (it starts {prompt[:40]!r})")
+
+
 def answer_ids(lm: LM, left: str, answer: str) -> list[int]:
     """Token ids of `answer` as it follows `left` (a `Continuation` as given, a plain string with the
     separator of `kn.data.templates.continuation`)."""
@@ -80,6 +101,7 @@ def targets(lm: LM, prompt: str, answer: str) -> list[Target]:
         left, right = _split_mask(prompt)
         gold = answer_ids(lm, left, answer)
         ids, pos = _masked_ids(lm, left, right, len(gold))
+        _fits(lm, ids, prompt, "the prompt with its answer's masks")
         out = []
         for j, g in enumerate(gold):
             filled = ids[:pos] + gold[:j] + ids[pos + j:]
@@ -88,6 +110,7 @@ def targets(lm: LM, prompt: str, answer: str) -> list[Target]:
     prefix = _causal_prefix(lm, prompt)
     gold = answer_ids(lm, prompt, answer)
     seq = prefix + gold
+    _fits(lm, seq[:-1], prompt, "the prompt with its answer but the last token")
     return [
         Target(torch.tensor([seq[: len(prefix) + j]], device=dev), len(prefix) + j - 1, g,
                (len(prefix), len(prefix) + j))
@@ -104,4 +127,5 @@ def query(lm: LM, prompt: str) -> tuple[torch.Tensor, int]:
     else:
         ids = _causal_prefix(lm, prompt)
         pos = len(ids) - 1
+    _fits(lm, ids, prompt, "the prompt")
     return torch.tensor([ids], device=lm.device), pos

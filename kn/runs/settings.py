@@ -39,7 +39,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         _set = object.__setattr__
-        _set(self, "phases", tuple(self.phases) if not isinstance(self.phases, str) else (self.phases,))
+        _set(self, "phases", tuple(checks.names(self.phases, "phases")))
         check_phases(self.phases)
         if not isinstance(self.attribution, tuple(ATTRIBUTIONS.values())):
             raise TypeError(f"attribution must be kn.IG(...), kn.Activation() or kn.GradXAct(), got {self.attribution!r}")
@@ -51,6 +51,8 @@ class RunSettings:
                 raise TypeError(f"the settings of phase {name!r} must be a {PHASES[name].Settings.__name__}, "
                                 f"got {value!r}")
         _set(self, "per_phase", tuple((n, given.get(n) or PHASES[n].Settings()) for n in self.phases))
+        for n in self.phases:  # bounds over several settings (a phase's costs), checked here, once
+            getattr(PHASES[n], "check_run", lambda settings: None)(self)
 
     def of(self, phase: str):
         """The settings value of one of the run's phases."""
@@ -106,7 +108,7 @@ class RunSettings:
             method = short.pop("method", None)
             common["attribution"] = resolve(None if method else base.attribution, method=method, **short)
         phases = common.get("phases", base.phases)
-        phases = (phases,) if isinstance(phases, str) else tuple(phases)
+        phases = tuple(checks.names(phases, "phases"))
         by_phase: dict[str, dict] = {}
         for k, v in changes.items():
             by_phase.setdefault(owner_of(k).name, {})[k] = v
@@ -182,9 +184,7 @@ class RunSettings:
 
 def check_languages(languages) -> tuple[str, ...]:
     """Language codes: non-empty strings ("en,zh" splits), no repeats (any code the data has)."""
-    if isinstance(languages, str):
-        languages = [l.strip() for l in languages.split(",") if l.strip()]
-    langs = checks.texts(languages, "languages")
+    langs = checks.names(languages, "languages")
     if len(set(langs)) != len(langs):
         raise checks.ArgumentError(f"languages repeats a code: {langs}")
     return tuple(langs)

@@ -83,7 +83,7 @@ def test_search_takes_the_fewest_points_then_the_smallest_worst_error_on_planted
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(queries=[]), "non-empty list"), (dict(queries=[("p",)]), "string pairs"),
-    (dict(rules=["simpson"]), "unknown rule"), (dict(steps=(0, 2)), "positive integers"),
+    (dict(rules=["simpson"]), "unknown rule"), (dict(steps=(0, 2)), "steps must be an integer or a list of integers between 1"),
     (dict(exact=1), "exact must be"), (dict(tolerance=-1.0), "tolerance must be"),
     (dict(settings=kn.Activation()), "must be a kn.IG"), (dict(against=("simpson", 4)), "against must be"),
     (dict(against=("riemann_trapezoid", 1)), "against must be"),

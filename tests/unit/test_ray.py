@@ -17,6 +17,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs ray (pip install '
 import kn  # noqa: E402
 from kn import checks  # noqa: E402
 from kn.runs import JOURNAL, Ray, load_run, run  # noqa: E402
+from kn.runs.cluster import WorkerStartError  # noqa: E402
 from kn.testing import tiny_lm  # noqa: E402
 
 from test_run import tiny_facts  # noqa: E402
@@ -126,6 +127,89 @@ def test_a_driver_killed_with_9_resumes(saved, local, tmp_path):
     assert_same(load_run(out), local)
     keys = [(r["type"], r["fact_id"]) for r in fact_records(out)]
     assert len(keys) == len(set(keys))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ray_children() -> list:
+    """This process's child processes that are Ray's (raylet, gcs_server, workers), after a moment to exit."""
+    import psutil
+
+    def of():
+        out = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "ray" in " ".join(p.cmdline()).lower():
+                    out.append(p)
+            except psutil.Error:
+                pass
+        return out
+
+    deadline = time.monotonic() + 20
+    while (left := of()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+# these four run before the module's `cluster` fixture starts one: each run starts (and must stop) its own
+def test_no_cluster_at_the_address_fails_fast(lm, tmp_path):
+    t0 = time.monotonic()
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(checks.ArgumentError, match=f"no Ray cluster answers at address='{address}'"):
+        run(lm, tiny_facts(), tmp_path / "x", engine=Ray(address=address, connect_timeout=2), **KW)
+    assert time.monotonic() - t0 < 30 and not ray.is_initialized()
+    with pytest.raises(checks.ArgumentError, match="connect_timeout"):
+        Ray(connect_timeout=float("nan"))
+
+
+def test_more_workers_than_cpus_are_refused_before_any_starts(lm, tmp_path):
+    n = os.cpu_count()
+    with pytest.raises(checks.ArgumentError, match=f"workers={n + 1} x num_cpus=1 need {n + 1} CPUs and this machine "
+                                                   f"has {n}; .* pass workers <= {n}"):
+        run(lm, tiny_facts(), tmp_path / "x", engine=Ray(workers=n + 1), **KW)
+    with pytest.raises(checks.ArgumentError, match=f"workers=2 x num_cpus={n:g} need {2 * n} CPUs"):
+        run(lm, tiny_facts(), tmp_path / "x", engine=Ray(workers=2, num_cpus=n), **KW)
+    with pytest.raises(checks.ArgumentError, match=f"workers={n + 1} x num_cpus=1 need"):
+        run(lm, tiny_facts(), tmp_path / "x", engine="ray", workers=n + 1, **KW)
+    assert not ray.is_initialized() and not ray_children() and not (tmp_path / "x").exists()  # nothing written
+
+
+def test_a_worker_start_up_error_reaches_the_user_and_nothing_is_left_running(saved, tmp_path):
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(saved, broken)
+    lm = kn.load(broken, device="cpu")
+    (broken / "config.json").unlink()  # the driver has it loaded; a worker cannot load it
+    t0 = time.monotonic()
+    with pytest.raises(WorkerStartError, match="a Ray worker could not start") as err:
+        run(lm, tiny_facts(), tmp_path / "x", engine=Ray(workers=1), **KW)
+    first = str(err.value).splitlines()[0]  # what `kn run` prints: the worker's own message on the first line
+    assert str(broken) in first and "config.json" in first
+    assert time.monotonic() - t0 < 120
+    assert not ray.is_initialized() and not ray_children()
+
+
+def test_ctrl_c_stops_every_ray_process_the_run_started(lm, tmp_path, monkeypatch):
+    from kn.runs import journal
+
+    append = journal.Journal.append
+
+    def interrupted(self, record):
+        append(self, record)
+        if record.get("fact_id"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(journal.Journal, "append", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(lm, tiny_facts(), tmp_path / "x", engine=Ray(workers=1), **KW)
+    assert not ray.is_initialized() and not ray_children()
 
 
 def test_same_tables_as_the_local_engine(lm, local, cluster, tmp_path, caplog):

@@ -12,14 +12,38 @@ several languages, once every relation is located in every language.
 """
 from __future__ import annotations
 
+import logging
 
 from ... import crosslingual as X
 from ...editing import LAMBDA1, LAMBDA2
 from ...interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from ...likn import fact_likn
 from .base import Phase, record
-from .locate import answers_of, knowledge_neurons, located
+from .locate import Locate, answers_of, knowledge_neurons, located
 from .setting import number, phase_settings, setting
+
+log = logging.getLogger(__name__)
+
+
+def left_out(view) -> tuple[int, int]:
+    """(failed, not yet done): the (fact, language) units of the run's facts that were not located, and
+    so are in none of the cross-lingual tables' rows for that language."""
+    recs = {l: view.lang(l).all(Locate.fact_record) for l in view.languages}
+    ids = set().union(*(r.keys() for r in recs.values())) if recs else set()
+    failed = sum("error" in r[f] for r in recs.values() for f in ids if f in r)
+    return failed, sum(f not in r for r in recs.values() for f in ids)
+
+
+def _said(table, name: str, view, told: dict):
+    """`table` with attrs["left_out"], the units it leaves out said once per count (a warning for failures)."""
+    failed, missing = left_out(view)
+    table.attrs["left_out"] = {"failed": failed, "not_done": missing}
+    if (failed, missing) != told.get(name, (0, 0)):
+        told[name] = (failed, missing)
+        log.log(logging.WARNING if failed else logging.INFO,
+                "%s: built without %d (fact, language) unit(s): %d failed to locate (the facts table's error column "
+                "says why), %d not located yet", name, failed + missing, failed, missing)
+    return table
 
 
 
@@ -69,6 +93,11 @@ class CrossLingual(_EveryLanguage):
     fact_record = "crosslingual"
     table_names = ("crosslingual",)
 
+    @staticmethod
+    def check_run(settings) -> None:
+        """Its cost grows with the square of the languages (`kn.crosslingual.MAX_CONDITIONS`)."""
+        X.check_languages(len(settings.languages))
+
     def wants(self, fact_id: str, view) -> bool:
         return sum(bool(v) for v in self.per_language(fact_id, view).values()) >= 2
 
@@ -82,7 +111,8 @@ class CrossLingual(_EveryLanguage):
         return self.attempt(record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation), rows)
 
     def tables(self, view) -> dict:
-        return {"crosslingual": X.table([r for r in view.all(self.fact_record).values() if "rows" in r])}
+        t = X.table([r for r in view.all(self.fact_record).values() if "rows" in r])
+        return {"crosslingual": _said(t, "crosslingual", view, self.__dict__.setdefault("_told", {}))}
 
 
 @phase_settings
@@ -116,4 +146,5 @@ class CrossEdit(_EveryLanguage):
         return self.attempt(record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation), rows)
 
     def tables(self, view) -> dict:
-        return {"crosslingual_edits": X.edit_table([r for r in view.all(self.fact_record).values() if "rows" in r])}
+        t = X.edit_table([r for r in view.all(self.fact_record).values() if "rows" in r])
+        return {"crosslingual_edits": _said(t, "crosslingual_edits", view, self.__dict__.setdefault("_told", {}))}

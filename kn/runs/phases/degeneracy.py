@@ -17,7 +17,7 @@ index]), curve (P / P0 for k = 0..n neurons off), sets ([[[layer, index], ...], 
 from __future__ import annotations
 
 from ...attribution import scores as neuron_scores
-from ...degenerate import cumulative, degenerate_sets, pair_effects
+from ...degenerate import check_search, cumulative, degenerate_sets, pair_effects
 from ...localization import top
 from ..state import State
 from .base import Phase, record
@@ -35,7 +35,7 @@ class DegeneracySettings:
     """How far degeneracy is looked into beyond pairs."""
 
     dkn_max_size: int = setting(3, "degenerate sets are searched up to this many neurons (the search grows as "
-                                   "candidates^size)", check=at_least(2))
+                                   "candidates^size; bounded by kn.degenerate.MAX_SETS sets)", check=at_least(2))
     dkn_sets_per_relation: int = setting(2, "degenerate sets are searched for the first this many located facts "
                                             "of each relation", check=at_least(0))
 
@@ -46,6 +46,12 @@ class Degeneracy(Phase):
     fact_record = "degeneracy"
     needs = ("locate", "degenerate")
     table_names = ("pair_effects", "curves", "degenerate_sets")
+
+    @staticmethod
+    def check_run(settings) -> None:
+        """The sets search's worst case over dkn_candidates candidates is bounded (`kn.degenerate.MAX_SETS`)."""
+        check_search(settings.of("degenerate").dkn_candidates, settings.of("degeneracy").dkn_max_size,
+                     f"the degeneracy phase's dkn_max_size={settings.of('degeneracy').dkn_max_size}")
 
     def wants(self, fact_id: str, state: State) -> bool:
         deg = state.get(Degenerate.fact_record, fact_id)
