@@ -57,6 +57,10 @@ class Method:
     def apply(self, lm: LM, requests: Sequence[Request]) -> ContextManager[None]:
         raise NotImplementedError
 
+    def touched(self, lm: LM, requests: Sequence[Request]) -> tuple[int, int]:
+        """(neurons, parameters) the edit of `requests` writes or scales."""
+        return 0, 0
+
     def to_dict(self) -> dict:
         return {"method": self.name, **dataclasses.asdict(self)}
 

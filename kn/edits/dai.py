@@ -22,6 +22,10 @@ class Dai(Method):
     def __post_init__(self):
         checks.number(self.lambda1, "lambda1", low=0.0), checks.number(self.lambda2, "lambda2", low=0.0)
 
+    def touched(self, lm, requests):
+        n = len({x for r in requests for x in r.neurons})
+        return n, n * lm.value_slots(0).shape[1]
+
     @contextmanager
     def apply(self, lm, requests):
         with ExitStack() as stack:  # nested: each update restores its layers' slots, in reverse order

@@ -36,6 +36,9 @@ class FT(Method):
         layer = round(lm.n_layers / 3) if self.layer is None else self.layer
         return checks.integer(layer, "layer", high=lm.n_layers - 1)
 
+    def touched(self, lm, requests):
+        return 0, lm.value_slots(self.layer_of(lm)).numel()
+
     @contextmanager
     def apply(self, lm, requests):
         layer = self.layer_of(lm)

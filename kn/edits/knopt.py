@@ -43,6 +43,10 @@ class KNOpt(Method):
                     by_layer[l].append(i)
         return by_layer
 
+    def touched(self, lm, requests):
+        n = sum(len(ix) for ix in self.neurons(requests).values())
+        return n, n * lm.value_slots(0).shape[1]
+
     @contextmanager
     def apply(self, lm, requests):
         by_layer = self.neurons(requests)

@@ -164,6 +164,9 @@ class ROME(Method):
         u = self.key_inverse(lm, layer, k)
         return torch.outer(u, v - m) / torch.dot(k, u)
 
+    def touched(self, lm, requests):
+        return 0, lm.value_slots(self.layer_of(lm)).numel()  # rank one per request, but every weight moves
+
     @contextmanager
     def apply(self, lm, requests):
         layer = self.layer_of(lm)

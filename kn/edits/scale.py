@@ -25,6 +25,9 @@ class Scale(Method):
         if self.positions not in ("answer", "all"):
             raise checks.ArgumentError(f"positions must be 'answer' or 'all', got {self.positions!r}")
 
+    def touched(self, lm, requests):
+        return len({x for r in requests for x in r.neurons}), 0  # activations scaled, no weight written
+
     def apply(self, lm, requests):
         union = list(dict.fromkeys(n for r in requests for n in r.neurons))
         return scaled(lm, union, self.factor, self.positions)

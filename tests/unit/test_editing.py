@@ -252,6 +252,7 @@ def test_a_changed_editing_setting_recomputes_what_it_invalidates(planted, tmp_p
 
 # -- kn.edits: the methods behind one interface, each against an oracle of its own -------------------
 from kn import edits  # noqa: E402
+from kn.runs.phases import editing as editing_phase  # noqa: E402
 from kn.hooks import count as hook_count  # noqa: E402
 
 
@@ -391,3 +392,74 @@ def test_kn_opt_writes_only_the_facts_neurons_and_flips_the_answer(planted):
                    for i in (now[k] != w0[k]).any(1).nonzero()[:, 0]}
         assert changed and changed <= set(r.neurons)
         assert all(k.endswith("mlp.c_proj.weight") for k in now if not torch.equal(now[k], w0[k]))
+
+
+# -- the "edit" phase: every method on the same counterfactual edits, the field's metrics ---------------
+EDIT_OPTS = ("dai.lambda2=200", "ft.steps=10", "ft.eps=0.05", "ft.lr=0.05", "rome.steps=10", "kn-opt.lr=0.5",
+             "kn-opt.steps=30")
+
+
+def _edit_run(lm, out, **kw):
+    kw = {"edit_options": EDIT_OPTS, **kw}
+    return kn.run(lm, FACTSET, out, steps=4, min_prompts=1, phases=("locate", "edit"), progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def edited(planted, tmp_path_factory):
+    lm, _, weights = planted
+    res = _edit_run(lm, tmp_path_factory.mktemp("edit"))
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    return lm, res
+
+
+def test_edit_phase_measures_every_method_on_the_same_edits(edited):
+    lm, res = edited
+    df = res.edits
+    assert list(df.columns) == editing_phase.EDIT_COLUMNS[:1] + ["language"] + editing_phase.EDIT_COLUMNS[1:]
+    assert sorted(set(df.fact_id)) == ["a", "b"] and sorted(df.method) == sorted(2 * list(edits.METHODS))
+    for row in df.itertuples():  # each edit towards the relation's other object
+        assert row.new == ANSWERS["b" if row.fact_id == "a" else "a"] and row.n_neighbours == 2
+    by = df.set_index(["fact_id", "method"])
+    for f in ("a", "b"):
+        assert by.loc[(f, "dai"), "reliability"] == 1.0 and by.loc[(f, "kn-opt"), "reliability"] == 1.0
+        assert math.isnan(by.loc[(f, "dai"), "generalization"])  # one prompt per fact: nothing held out
+        assert by.loc[(f, "scale"), "n_params"] == 0 and by.loc[(f, "kn-opt"), "n_neurons"] <= 10
+
+
+def test_edit_metrics_against_a_hand_edited_copy(edited):
+    """dai's row recomputed on a deep copy edited by hand: reliability is the new object's argmax at the
+    prompt, locality the share of neighbours whose argmax did not move (single-token objects)."""
+    lm, res = edited
+    tok = lm.tokenizer
+    row = res.edits.set_index(["fact_id", "method"]).loc[("a", "dai")]
+    copy_ = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
+    assert row.reliability == float(int(_logits(copy_, tok, PROMPTS["a"]).argmax()) == _token(tok, "Japan"))
+    same = [int(_logits(copy_, tok, PROMPTS[f]).argmax()) == int(_logits(lm.model, tok, PROMPTS[f]).argmax())
+            for f in ("b", "c")]
+    assert row.locality == sum(same) / 2 and row.locality_relation == same[0] and row.locality_other == same[1]
+    assert row.old_kept == float(int(_logits(copy_, tok, PROMPTS["a"]).argmax()) == _token(tok, "Paris"))
+
+
+EDIT_CHANGED = {"edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
+                "edit_prompts": 2}
+
+
+@pytest.mark.parametrize("name", sorted(EDIT_CHANGED))
+def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
+    from kn.runs.phases import PHASES as ALL
+
+    assert set(EDIT_CHANGED) == {f.name for f in __import__("dataclasses").fields(ALL["edit"].Settings)}
+    lm, res = edited
+    out = tmp_path / "run"
+    shutil.copytree(res.out_dir, out)
+    kw = {name: EDIT_CHANGED[name]}
+    if name == "edit_options":
+        kw[name] = tuple(o for o in EDIT_OPTS if not o.startswith("dai.")) + EDIT_CHANGED[name]
+    table = _edit_run(lm, out, **kw).edits
+    if name == "edit_prompts":  # the planted facts have one prompt each: nothing to hold out either way
+        pd.testing.assert_frame_equal(table.drop(columns="seconds"), res.edits.drop(columns="seconds"))
+    else:
+        assert not table.drop(columns="seconds").equals(res.edits.drop(columns="seconds")), name
+    if name == "edit_options":
+        assert (table[table.method == "dai"].reliability < 1).any()  # a weak update does not flip the answer

@@ -10,7 +10,7 @@ from .base import Phase
 from .crosslingual import CrossEdit, CrossLingual
 from .degeneracy import Degeneracy
 from .degenerate import Degenerate
-from .editing import Erase, Update
+from .editing import Edit, Erase, Update
 from .locate import Locate
 from .statements import Statements
 from .verify import Verify
@@ -95,7 +95,7 @@ def new_state(phases: Sequence[Phase], records=(), languages: Sequence[str] = ("
     return State(record_keys(phases), records, record_versions(phases), languages)
 
 
-for _phase in (Locate, Verify, Degenerate, Degeneracy, Statements, CrossLingual, CrossEdit, Update, Erase):
+for _phase in (Locate, Verify, Degenerate, Degeneracy, Statements, CrossLingual, CrossEdit, Update, Erase, Edit):
     register(_phase)
 
 __all__ = ["COMMON", "PHASES", "Phase", "check_phase", "check_phases", "make_phases", "new_state", "owner_of",

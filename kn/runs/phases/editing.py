@@ -15,7 +15,12 @@ record's language (`locate.fact_queries`).
 from __future__ import annotations
 
 import math
+import random
+import time
 from typing import Sequence
+
+from ... import checks
+from ...data.templates import with_object
 
 from ...editing import (ERASE_COLUMNS, LAMBDA1, LAMBDA2, UPDATE_COLUMNS, edit_neurons, measure_erasure,
                         measure_update, plan_erasure, plan_update, update_order)
@@ -181,3 +186,158 @@ class Erase(_Edits):
 
     def tables(self, state: State) -> dict:
         return self.tables_of(state, "erased", ERASE_COLUMNS)
+
+
+# -- "edit": the edit methods of kn.edits on counterfactual edits, measured as the field does -------------
+def check_methods(name: str, v) -> tuple[str, ...]:
+    from ...edits import METHODS
+
+    names = (v,) if isinstance(v, str) else tuple(v)
+    bad = [m for m in names if m not in METHODS]
+    if not names or bad:
+        raise checks.ArgumentError(f"{name} must name edit methods of {sorted(METHODS)} (kn.edits.METHODS), got {v!r}")
+    return names
+
+
+def parse_options(name: str, v) -> tuple[str, ...]:
+    """("method.setting=value", ...): each method's settings other than its defaults (values as JSON)."""
+    opts = (v,) if isinstance(v, str) else tuple(v)
+    options(opts, name)
+    return opts
+
+
+def options(opts: Sequence[str], name: str = "edit_options") -> dict[str, dict]:
+    """{method: {setting: value}} from "method.setting=value" strings, each method value built once to check it."""
+    import json
+
+    from ...edits import METHODS, method
+
+    out: dict[str, dict] = {}
+    for o in opts:
+        head, eq, value = o.partition("=")
+        m, dot, field = head.partition(".")
+        if not (eq and dot and field) or m not in METHODS:
+            raise checks.ArgumentError(f"{name}: {o!r} must read method.setting=value with a method of {sorted(METHODS)}")
+        try:
+            out.setdefault(m, {})[field] = json.loads(value)
+        except ValueError:
+            out.setdefault(m, {})[field] = value
+    for m, kw in out.items():
+        method(m, **kw)
+    return out
+
+
+@phase_settings
+class EditSettings:
+    """Counterfactual edits with each edit method (`kn.edits`), measured as the field measures them."""
+
+    edit_methods: tuple = setting(("dai", "scale", "ft", "rome", "kn-opt"), "the edit methods compared on the same edits",
+                                  check=check_methods, cli_type=str, nargs="+")
+    edit_options: tuple = setting((), "method.setting=value: a method's setting other than its default "
+                                      "(e.g. rome.layer=4)", check=parse_options, cli_type=str, nargs="*")
+    edit_facts: int = setting(10, "at most this many facts edited per relation (seeded order)", check=at_least(1))
+    edit_prompts: int = setting(1, "the first this many of a fact's right prompts make the edit; the others are "
+                                   "held out for generalization", check=at_least(1))
+    edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
+                                      "and as many other facts whose prompts kn-opt's KL term keeps",
+                                   check=at_least(0))
+
+
+EDIT_COLUMNS = ["relation", "fact_id", "method", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
+                "reliability", "generalization", "locality", "locality_relation", "locality_other", "old_kept",
+                "seconds"]
+
+
+class Edit(_Edits):
+    """Per located fact of a relation's plan (`edit_facts` in seeded order, as "update" plans them): a
+    counterfactual target (another object of the relation whose first token differs, so the model does
+    not predict it), the edit prompts and the held paraphrases, the neighbours; then every method of
+    `edit_methods` edits the fact alone and is measured. Record ``edit`` = {fact_id, relation, new,
+    rows: [one row per method, or {method, error}]}. Own table ``edits`` (`EDIT_COLUMNS`)."""
+
+    name = "edit"
+    Settings = EditSettings
+    fact_record = record_type = "edit"
+    table_names = ("edits",)
+
+    def start(self, lm, facts: Sequence) -> None:
+        super().start(lm, facts)
+        self._plans: dict = {}
+        self._subject = {f.fact_id: f.subject for f in facts}
+
+    def plan(self, relation: str, state: State) -> dict:
+        key = (relation, state.language)
+        if key not in self._plans:
+            s = self.settings
+            kns = {f: knowledge_neurons(state, f, relation) or [] for f in located_facts(state, relation)}
+            items = self.items(state.language)
+            plan: dict = {}
+            for fid in update_order([f for f in kns if f in items[0]], relation, self.run.seed):
+                if len(plan) >= s.edit_facts:
+                    break
+                u = plan_update(self._lm, fid, kns[fid], *items, side_facts=s.edit_side_facts, seed=self.run.seed)
+                if u is not None:
+                    plan[fid] = u
+            self._plans[key] = plan
+        return self._plans[key]
+
+    def wants(self, fact_id: str, state: State) -> bool:
+        loc = located(state, fact_id)
+        return (loc is not None and knowledge_neurons(state, fact_id, loc["relation"]) is not None
+                and fact_id in self.plan(loc["relation"], state))
+
+    def keep_prompts(self, u, language: str) -> tuple[str, ...]:
+        """Prompts of other relations' facts that are not neighbours of the edit (kn-opt keeps them)."""
+        items, relation_of = self.items(language)
+        measured = set(u.inter)
+        pool = sorted(f for f in items if relation_of[f] != u.relation and not measured & set(items[f]))
+        rng = random.Random(f"{self.run.seed}|keep|{u.fact_id}")
+        return tuple(items[f][0][0] for f in rng.sample(pool, min(self.settings.edit_side_facts, len(pool))))
+
+    def run_fact(self, lm, fact, state: State) -> dict:
+        from ...edits import Request, edit, method
+        from ...edits.metrics import accuracy, agreement, top_tokens
+
+        u = self.plan(fact.relation, state)[fact.fact_id]
+        s = self.settings
+        opts = options(s.edit_options)
+        n = s.edit_prompts
+        made, held = u.prompts[:n], u.prompts[n:]
+        (p0, a0) = made[0]
+        new = with_object(a0, u.new)
+        req = Request(tuple(p for p, _ in made), a0, new, self._subject[fact.fact_id].get(state.language),
+                      tuple(u.neurons), self.keep_prompts(u, state.language))
+        sides = {"relation": list(u.intra), "other": list(u.inter)}
+        before = {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()}
+        rows = []
+        for name in s.edit_methods:
+            m = method(name, **opts.get(name, {}))
+
+            def measure(m=m) -> dict:
+                t0 = time.perf_counter()
+                with edit(lm, m, [req]):
+                    row = {"reliability": accuracy(lm, [(p, with_object(a, u.new)) for p, a in made]),
+                           "generalization": accuracy(lm, [(p, with_object(a, u.new)) for p, a in held]),
+                           "old_kept": accuracy(lm, list(made))}
+                    after = {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()}
+                row["locality_relation"] = agreement(before["relation"], after["relation"])
+                row["locality_other"] = agreement(before["other"], after["other"])
+                row["locality"] = agreement(before["relation"] + before["other"], after["relation"] + after["other"])
+                row["n_neurons"], row["n_params"] = m.touched(lm, [req])
+                row["seconds"] = round(time.perf_counter() - t0, 3)
+                return row
+            rows.append(self.attempt({"method": name}, measure))
+        return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, old=u.old, new=u.new,
+                      n_edit_prompts=len(made), n_held=len(held), n_neighbours=len(u.intra) + len(u.inter), rows=rows)
+
+    def tables(self, state: State) -> dict:
+        import pandas as pd
+
+        rows = []
+        for r in state.all(self.record_type).values():
+            if "error" in r:
+                continue
+            for m in r["rows"]:
+                if "error" not in m:
+                    rows.append({c: m.get(c, r.get(c)) for c in EDIT_COLUMNS})
+        return {"edits": pd.DataFrame(rows, columns=EDIT_COLUMNS)}
