@@ -12,6 +12,7 @@ import tempfile
 import kn
 import kn.data
 from kn.data import select_facts
+from kn.edits import METHODS
 
 
 def main() -> None:
@@ -19,7 +20,7 @@ def main() -> None:
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--relations", default="capital,official_language")
     ap.add_argument("--facts", type=int, default=2, help="facts per relation")
-    ap.add_argument("--methods", default=",".join(__import__("kn.edits", fromlist=["METHODS"]).METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS))
     a = ap.parse_args()
     relations = a.relations.split(",")
     lm = kn.load(a.model)
