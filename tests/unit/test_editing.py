@@ -441,7 +441,7 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
     assert row.old_kept == float(int(_logits(copy_, tok, PROMPTS["a"]).argmax()) == _token(tok, "Paris"))
 
 
-EDIT_CHANGED = {"edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
+EDIT_CHANGED = {"edit_batch": True, "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
                 "edit_prompts": 2}
 
 
@@ -456,7 +456,22 @@ def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
     kw = {name: EDIT_CHANGED[name]}
     if name == "edit_options":
         kw[name] = tuple(o for o in EDIT_OPTS if not o.startswith("dai.")) + EDIT_CHANGED[name]
-    table = _edit_run(lm, out, **kw).edits
+    again = _edit_run(lm, out, **kw)
+    table = again.edits
+    if name == "edit_batch":  # the single edits stay; the relation's facts are also edited all at once
+        assert res.edit_batches.empty and table.equals(res.edits)
+        b = again.edit_batches
+        assert sorted(b.method) == sorted(2 * list(edits.METHODS)) and (b.batch == 2).all()
+        assert sorted(set(b.fact_id)) == ["a", "b"]
+        # the batched dai edit is both hand edits in one copy: each fact's reliability from that copy
+        both = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
+        both = _hand_edited(type("L", (), {"model": both, "tokenizer": lm.tokenizer})(), res.fact_neurons("b"),
+                            " Japan", " Paris", 1.0, 200.0)
+        dai = b[b.method == "dai"].set_index("fact_id")
+        for f, new in (("a", "Japan"), ("b", "Paris")):
+            assert dai.loc[f, "reliability"] == float(int(_logits(both, lm.tokenizer, PROMPTS[f]).argmax())
+                                                      == _token(lm.tokenizer, new))
+        return
     if name == "edit_prompts":  # the planted facts have one prompt each: nothing to hold out either way
         pd.testing.assert_frame_equal(table.drop(columns=["seconds", "edit_seconds"]), res.edits.drop(columns=["seconds", "edit_seconds"]))
     else:

@@ -30,7 +30,7 @@ from ...probing import answer_stats
 from ..state import State
 from .base import Phase, mean, record
 from .locate import fact_queries, knowledge_neurons, located, located_facts
-from .setting import at_least, fraction, non_negative, phase_settings, setting
+from .setting import at_least, boolean, fraction, non_negative, phase_settings, setting
 
 
 class _Edits(Phase):
@@ -239,6 +239,8 @@ class EditSettings:
     edit_facts: int = setting(10, "at most this many facts edited per relation (seeded order)", check=at_least(1))
     edit_prompts: int = setting(1, "the first this many of a fact's right prompts make the edit; the others are "
                                    "held out for generalization", check=at_least(1))
+    edit_batch: bool = setting(False, "also edit each relation's planned facts all at once, per method (table "
+                                      "edit_batches)", check=boolean, scope="relation")
     edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
                                       "and as many other facts whose prompts kn-opt's KL term keeps",
                                    check=at_least(0))
@@ -255,12 +257,15 @@ class Edit(_Edits):
     not predict it), the edit prompts and the held paraphrases, the neighbours; then every method of
     `edit_methods` edits the fact alone and is measured. Record ``edit`` = {fact_id, relation, new,
     rows: [one row per method, or {method, error}]}. Own table ``edits`` (`EDIT_COLUMNS`; edit_seconds: making
-    the edit, seconds: making and measuring it)."""
+    the edit, seconds: making and measuring it). With `edit_batch`, record ``edit_batch`` = {relation, rows}
+    per relation: every method edits the relation's planned facts at once and each is measured (table
+    ``edit_batches``, with the batch size)."""
 
     name = "edit"
     Settings = EditSettings
     fact_record = record_type = "edit"
-    table_names = ("edits",)
+    relation_record = "edit_batch"
+    table_names = ("edits", "edit_batches")
 
     def start(self, lm, facts: Sequence) -> None:
         super().start(lm, facts)
@@ -296,52 +301,84 @@ class Edit(_Edits):
         rng = random.Random(f"{self.run.seed}|keep|{u.fact_id}")
         return tuple(items[f][0][0] for f in rng.sample(pool, min(self.settings.edit_side_facts, len(pool))))
 
-    def run_fact(self, lm, fact, state: State) -> dict:
-        from ...edits import Request, edit, method
+    def case(self, lm, u, language: str) -> dict:
+        """One planned edit ready to measure: its request, edit prompts, held paraphrases, neighbours and
+        their top tokens on the unedited model."""
+        from ...edits import Request
+        from ...edits.metrics import top_tokens
+
+        n = self.settings.edit_prompts
+        made, held = u.prompts[:n], u.prompts[n:]
+        p0, a0 = made[0]
+        req = Request(tuple(p for p, _ in made), a0, with_object(a0, u.new), self._subject[u.fact_id].get(language),
+                      tuple(u.neurons), self.keep_prompts(u, language))
+        sides = {"relation": list(u.intra), "other": list(u.inter)}
+        return {"u": u, "request": req, "made": made, "held": held, "sides": sides,
+                "before": {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()}}
+
+    def measure(self, lm, name: str, cases: Sequence[dict]) -> list[dict]:
+        """Method `name` edits every case at once; each case's metrics, and the edit's seconds."""
+        from ...edits import edit, method
         from ...edits.metrics import accuracy, agreement, top_tokens
 
-        u = self.plan(fact.relation, state)[fact.fact_id]
-        s = self.settings
-        opts = options(s.edit_options)
-        n = s.edit_prompts
-        made, held = u.prompts[:n], u.prompts[n:]
-        (p0, a0) = made[0]
-        new = with_object(a0, u.new)
-        req = Request(tuple(p for p, _ in made), a0, new, self._subject[fact.fact_id].get(state.language),
-                      tuple(u.neurons), self.keep_prompts(u, state.language))
-        sides = {"relation": list(u.intra), "other": list(u.inter)}
-        before = {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()}
+        m = method(name, **options(self.settings.edit_options).get(name, {}))
         rows = []
-        for name in s.edit_methods:
-            m = method(name, **opts.get(name, {}))
+        with ExitStack() as stack:
+            t0 = time.perf_counter()
+            stack.enter_context(edit(lm, m, [c["request"] for c in cases]))
+            seconds = time.perf_counter() - t0
+            for c in cases:
+                new = c["u"].new
+                after = {k: [top_tokens(lm, p, a) for p, a in v] for k, v in c["sides"].items()}
+                b = c["before"]
+                rows.append({"fact_id": c["u"].fact_id,
+                             "reliability": accuracy(lm, [(p, with_object(a, new)) for p, a in c["made"]]),
+                             "generalization": accuracy(lm, [(p, with_object(a, new)) for p, a in c["held"]]),
+                             "old_kept": accuracy(lm, list(c["made"])),
+                             "locality_relation": agreement(b["relation"], after["relation"]),
+                             "locality_other": agreement(b["other"], after["other"]),
+                             "locality": agreement(b["relation"] + b["other"], after["relation"] + after["other"])})
+        n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
+        for r in rows:
+            r.update(n_neurons=n_neurons, n_params=n_params, edit_seconds=round(seconds, 3))
+        return rows
 
-            def measure(m=m) -> dict:
-                with ExitStack() as stack:
-                    t0 = time.perf_counter()
-                    stack.enter_context(edit(lm, m, [req]))
-                    seconds = time.perf_counter() - t0
-                    row = {"reliability": accuracy(lm, [(p, with_object(a, u.new)) for p, a in made]),
-                           "generalization": accuracy(lm, [(p, with_object(a, u.new)) for p, a in held]),
-                           "old_kept": accuracy(lm, list(made))}
-                    after = {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()}
-                row["locality_relation"] = agreement(before["relation"], after["relation"])
-                row["locality_other"] = agreement(before["other"], after["other"])
-                row["locality"] = agreement(before["relation"] + before["other"], after["relation"] + after["other"])
-                row["n_neurons"], row["n_params"] = m.touched(lm, [req])
-                row["edit_seconds"] = round(seconds, 3)
-                return row
-            rows.append(self.attempt({"method": name}, measure))
-        return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, old=u.old, new=u.new,
-                      n_edit_prompts=len(made), n_held=len(held), n_neighbours=len(u.intra) + len(u.inter), rows=rows)
+    @staticmethod
+    def about(c: dict) -> dict:
+        u = c["u"]
+        return {"old": u.old, "new": u.new, "n_edit_prompts": len(c["made"]), "n_held": len(c["held"]),
+                "n_neighbours": len(u.intra) + len(u.inter)}
+
+    def run_fact(self, lm, fact, state: State) -> dict:
+        u = self.plan(fact.relation, state)[fact.fact_id]
+        c = self.case(lm, u, state.language)
+        rows = [self.attempt({"method": name}, lambda name=name: self.measure(lm, name, [c])[0])
+                for name in self.settings.edit_methods]
+        return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, **self.about(c), rows=rows)
+
+    def run_relation(self, lm, relation: str, facts, state: State) -> dict:
+        """The relation's planned edits all at once, per method (when `edit_batch`), each fact measured."""
+        out = record(self.relation_record, relation=relation)
+        plan = self.plan(relation, state)
+        if not self.settings.edit_batch or len(plan) < 2:
+            return out | {"rows": []}
+        cases = [self.case(lm, u, state.language) for u in plan.values()]
+        about = {c["u"].fact_id: self.about(c) for c in cases}
+        rows = []
+        for name in self.settings.edit_methods:
+            got = self.attempt({"method": name}, lambda name=name: {"facts": self.measure(lm, name, cases)})
+            if "error" in got:
+                rows.append(got)
+            else:
+                rows += [{"method": name, "batch": len(cases), **about[r["fact_id"]], **r} for r in got["facts"]]
+        return out | {"rows": rows}
 
     def tables(self, state: State) -> dict:
         import pandas as pd
 
-        rows = []
-        for r in state.all(self.record_type).values():
-            if "error" in r:
-                continue
-            for m in r["rows"]:
-                if "error" not in m:
-                    rows.append({c: m.get(c, r.get(c)) for c in EDIT_COLUMNS})
-        return {"edits": pd.DataFrame(rows, columns=EDIT_COLUMNS)}
+        def rows_of(kind: str, columns) -> list[dict]:
+            return [{c: m.get(c, r.get(c)) for c in columns} for r in state.all(kind).values() if "error" not in r
+                    for m in r["rows"] if "error" not in m]
+        batch_columns = EDIT_COLUMNS[:3] + ["batch"] + EDIT_COLUMNS[3:]
+        return {"edits": pd.DataFrame(rows_of(self.fact_record, EDIT_COLUMNS), columns=EDIT_COLUMNS),
+                "edit_batches": pd.DataFrame(rows_of(self.relation_record, batch_columns), columns=batch_columns)}
