@@ -478,3 +478,22 @@ def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
         assert not table.drop(columns=["seconds", "edit_seconds"]).equals(res.edits.drop(columns=["seconds", "edit_seconds"])), name
     if name == "edit_options":
         assert (table[table.method == "dai"].reliability < 1).any()  # a weak update does not flip the answer
+
+
+def test_edit_metrics_on_hand_built_cases(planted):
+    """Token accuracy of a two-token object against one plain pass over the whole sequence (argmax at
+    each position before an object token); locality's agreement on hand-written top tokens."""
+    from kn.edits.metrics import accuracy, agreement, token_accuracy
+
+    lm, _, _ = planted
+    tok = lm.tokenizer
+    for prompt, answer in ((PROMPTS["a"], " Paris Japan"), (PROMPTS["b"], " Japan"), (PROMPTS["c"], " Italian is")):
+        prefix = tok(prompt).input_ids
+        gold = tok(answer, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logits = lm.model(torch.tensor([prefix + gold])).logits[0]
+        want = sum(int(logits[len(prefix) + j - 1].argmax()) == g for j, g in enumerate(gold)) / len(gold)
+        assert token_accuracy(lm, prompt, answer) == want
+    assert token_accuracy(lm, PROMPTS["a"], " Paris") == 1.0 and token_accuracy(lm, PROMPTS["a"], " Japan") == 0.0
+    assert accuracy(lm, [(PROMPTS["a"], " Paris"), (PROMPTS["a"], " Japan")]) == 0.5 and math.isnan(accuracy(lm, []))
+    assert agreement([[1, 2], [3]], [[1, 5], [3]]) == 0.75 and math.isnan(agreement([], []))
