@@ -425,6 +425,8 @@ def test_edit_phase_measures_every_method_on_the_same_edits(edited):
         assert by.loc[(f, "dai"), "reliability"] == 1.0 and by.loc[(f, "kn-opt"), "reliability"] == 1.0
         assert math.isnan(by.loc[(f, "dai"), "generalization"])  # one prompt per fact: nothing held out
         assert by.loc[(f, "scale"), "n_params"] == 0 and by.loc[(f, "kn-opt"), "n_neurons"] <= 10
+    recorded = json.loads((res.out_dir / "config.json").read_text())["settings"]["edit"]["edit_options"]
+    assert "kn-opt.lr=0.5" in recorded and 'rome.covariance="identity"' in recorded  # given and default, both written
 
 
 def test_edit_metrics_against_a_hand_edited_copy(edited):

@@ -263,6 +263,20 @@ class Edit(_Edits):
 
     name = "edit"
     Settings = EditSettings
+
+    @classmethod
+    def resolved(cls, settings, run):
+        """edit_options with every setting of every chosen method written out (its defaults included), so
+        config.json says what each method ran with and a changed default recomputes its records."""
+        import dataclasses
+        import json
+
+        from ...edits import method
+
+        opts = options(settings.edit_options)
+        full = tuple(f"{name}.{k}={json.dumps(v)}" for name in settings.edit_methods
+                     for k, v in dataclasses.asdict(method(name, **opts.get(name, {}))).items())
+        return dataclasses.replace(settings, edit_options=full)
     fact_record = record_type = "edit"
     relation_record = "edit_batch"
     table_names = ("edits", "edit_batches")
