@@ -499,3 +499,20 @@ def test_edit_metrics_on_hand_built_cases(planted):
     assert token_accuracy(lm, PROMPTS["a"], " Paris") == 1.0 and token_accuracy(lm, PROMPTS["a"], " Japan") == 0.0
     assert accuracy(lm, [(PROMPTS["a"], " Paris"), (PROMPTS["a"], " Japan")]) == 0.5 and math.isnan(accuracy(lm, []))
     assert agreement([[1, 2], [3]], [[1, 5], [3]]) == 0.75 and math.isnan(agreement([], []))
+
+
+def test_kn_run_flags_reach_the_edit_settings(monkeypatch, tmp_path):
+    import kn.cli as cli
+
+    got = {}
+    monkeypatch.setattr(cli, "cmd_run", lambda args: got.update(s=cli.run_settings(args)))
+    cli.main(["run", "--phases", "locate,edit", "--edit-methods", "dai", "rome", "--edit-options", "rome.layer=4",
+              "--edit-batch", "--out", str(tmp_path / "run")])
+    s = got["s"].of("edit")
+    assert s.edit_methods == ("dai", "rome") and s.edit_options == ("rome.layer=4",) and s.edit_batch
+    with pytest.raises(ValueError, match="edit_options: 'rome=4' must read method.setting=value"):
+        editing_phase.EditSettings(edit_options=("rome=4",))
+    with pytest.raises(ValueError, match="edit method 'rome' has no setting 'layers'"):
+        editing_phase.EditSettings(edit_options=("rome.layers=4",))
+    with pytest.raises(ValueError, match="edit_methods must name edit methods"):
+        editing_phase.EditSettings(edit_methods=("memit",))
