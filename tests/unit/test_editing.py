@@ -248,3 +248,271 @@ def test_a_changed_editing_setting_recomputes_what_it_invalidates(planted, tmp_p
         assert not table.equals(before), f"changing {name} changed no number"
     if name == "edits_per_relation":
         assert list(table.fact_id) == [f for f in before.fact_id if f in set(table.fact_id)] and len(table) == 1
+
+
+# -- kn.edits: the methods behind one interface, each against an oracle of its own -------------------
+from kn import edits  # noqa: E402
+from kn.runs.phases import editing as editing_phase  # noqa: E402
+from kn.hooks import count as hook_count  # noqa: E402
+
+
+def _requests(res, which=("a", "b")):
+    """a: Paris -> Japan, b: Japan -> Paris (each towards the other's answer), with the fact's neurons."""
+    other = {"a": "b", "b": "a"}
+    return [edits.Request((PROMPTS[f],), " " + ANSWERS[f], " " + ANSWERS[other[f]], FACTS[f][2],
+                          tuple(res.fact_neurons(f)), keep=(PROMPTS["c"],)) for f in which]
+
+
+def _logits(model, tok, prompt):
+    with torch.no_grad():
+        return model(tok(prompt, return_tensors="pt").input_ids).logits[0, -1]
+
+
+SMALL = {"dai": {"lambda2": 200.0}, "scale": {}, "ft": {"steps": 10, "eps": 0.05, "lr": 0.05},
+         "rome": {"steps": 10}, "kn-opt": {"steps": 30, "lr": 0.5}}
+
+
+@pytest.mark.parametrize("name", sorted(edits.METHODS))
+def test_every_edit_method_restores_the_model_bit_identically_and_composes(planted, name):
+    lm, res, _ = planted
+    assert set(SMALL) == set(edits.METHODS)
+    before = editing.fingerprint(lm.model)
+    clean = {f: _logits(lm.model, lm.tokenizer, PROMPTS[f]) for f in ("a", "b")}
+    with edits.edit(lm, name, _requests(res), **SMALL[name]):  # two facts at once
+        moved = {f: not torch.equal(_logits(lm.model, lm.tokenizer, PROMPTS[f]), clean[f]) for f in ("a", "b")}
+    assert moved == {"a": True, "b": True}, moved
+    assert editing.fingerprint(lm.model) == before and hook_count(lm.model) == 0
+    with pytest.raises(RuntimeError, match="inside"):
+        with edits.edit(lm, name, _requests(res, "a"), **SMALL[name]):
+            raise RuntimeError("inside")
+    assert editing.fingerprint(lm.model) == before and hook_count(lm.model) == 0
+
+
+def test_edit_requests_and_methods_are_checked_once_with_clear_errors(planted):
+    lm, res, _ = planted
+    r = _requests(res, "a")[0]
+    with pytest.raises(ValueError, match="unknown edit method 'memit'"):
+        edits.edit(lm, "memit", [r])
+    with pytest.raises(ValueError, match="has no setting 'lambda3'"):
+        edits.edit(lm, "dai", [r], lambda3=1.0)
+    with pytest.raises(ValueError, match=r"requests\[0\].neurons is empty"):
+        edits.edit(lm, "kn-opt", [edits.Request(r.prompts, r.old, r.new)])
+    with pytest.raises(ValueError, match="subject 'Spain' is not in its prompt"):
+        edits.edit(lm, "rome", [edits.Request(r.prompts, r.old, r.new, "Spain")])
+    with pytest.raises(ValueError, match="requests is empty"):
+        edits.edit(lm, "ft", [])
+    with pytest.raises(ValueError, match="positions must be"):
+        edits.method("scale", positions="middle")
+
+
+def test_dai_is_the_hand_edited_value_slot_update(planted):
+    lm, res, _ = planted
+    r = _requests(res, "a")[0]
+    copy_ = _hand_edited(lm, r.neurons, r.old, r.new, 1.0, 8.0)
+    with edits.edit(lm, "dai", [r], lambda1=1.0, lambda2=8.0):
+        torch.testing.assert_close(_logits(lm.model, lm.tokenizer, r.prompt), _logits(copy_, lm.tokenizer, r.prompt))
+
+
+@pytest.mark.parametrize("factor", [0.0, 2.0])
+def test_scale_on_all_positions_equals_hand_scaled_value_slots(planted, factor):
+    """A neuron's activation times f is its value slot times f (the output projection is linear)."""
+    lm, res, _ = planted
+    rs = _requests(res)
+    copy_ = copy.deepcopy(lm.model)
+    with torch.no_grad():
+        for l, i in {n for r in rs for n in r.neurons}:
+            copy_.transformer.h[l].mlp.c_proj.weight[i] *= factor
+    with edits.edit(lm, "scale", rs, factor=factor, positions="all"):
+        for f in ("a", "b", "c"):
+            torch.testing.assert_close(_logits(lm.model, lm.tokenizer, PROMPTS[f]), _logits(copy_, lm.tokenizer, PROMPTS[f]))
+
+
+def test_ft_keeps_its_norm_constraint_and_touches_one_matrix(planted):
+    lm, res, _ = planted
+    rs, eps = _requests(res), 0.02
+    w0 = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    nll0 = sum(-math.log(kn.answer_prob(lm, r.prompt, r.new)) for r in rs)
+    with edits.edit(lm, "ft", rs, layer=2, eps=eps, lr=0.02, steps=10):
+        now = lm.model.state_dict()
+        changed = [k for k in now if not torch.equal(now[k], w0[k])]
+        assert changed == ["transformer.h.2.mlp.c_proj.weight"]
+        diff, w = (now[changed[0]] - w0[changed[0]]).abs(), w0[changed[0]].abs()
+        assert diff.max() > 0 and bool((diff <= eps + 2 * torch.finfo(torch.float32).eps * w).all())  # + rounding of W0 + dW
+        assert sum(-math.log(kn.answer_prob(lm, r.prompt, r.new)) for r in rs) < nll0  # the loss it minimises fell
+
+
+def _key(model, tok, layer, prompt, pos):
+    seen = {}
+    h = model.transformer.h[layer].mlp.c_proj.register_forward_hook(lambda m, a, o: seen.update(k=a[0][0, pos].clone()))
+    with torch.no_grad():
+        model(tok(prompt, return_tensors="pt").input_ids)
+    h.remove()
+    return seen["k"]
+
+
+@pytest.mark.parametrize("covariance", ["identity", "generated"])
+def test_rome_is_a_rank_one_update_meeting_w_k_equals_v_star_along_c_inverse_k(planted, covariance):
+    lm, res, _ = planted
+    r = _requests(res, "a")[0]
+    layer = 1
+    m = edits.method("rome", layer=layer, steps=15, covariance=covariance, cov_tokens=300)
+    w0 = lm.model.transformer.h[layer].mlp.c_proj.weight.detach().clone()  # Conv1D: [width, hidden]
+    pos = len(lm.tokenizer("the capital of France").input_ids) - 1
+    k = _key(lm.model, lm.tokenizer, layer, r.prompt, pos)
+    with edits.edit(lm, m, [r]):
+        w1 = lm.model.transformer.h[layer].mlp.c_proj.weight.detach().clone()
+        assert kn.answer_rank(lm, r.prompt, r.new) == 0  # reliability on the editing prompt
+    d = (w1 - w0).double()
+    s = torch.linalg.svdvals(d)
+    assert s[1] < 1e-5 * s[0]  # rank one
+    v_star = k @ w1 + lm.model.transformer.h[layer].mlp.c_proj.bias  # the key now reads v*
+    m0 = k @ w0 + lm.model.transformer.h[layer].mlp.c_proj.bias
+    torch.testing.assert_close((v_star - m0).double(), k.double() @ d, rtol=1e-5, atol=1e-5)
+    u = d[:, d.abs().sum(0).argmax()]  # the left factor, up to scale: a column of the update
+    if covariance == "identity":
+        c = torch.eye(lm.width, dtype=torch.float64)
+    else:  # the key covariance the update used, recomputed from the same seeded sample by brute force
+        c = edits.rome.sample_keys(lm, layer, 300, 0)
+        c = c + 0.1 * c.diagonal().mean() * torch.eye(lm.width, dtype=torch.float64)
+    want = torch.linalg.lstsq(c, k.double()[:, None]).solution[:, 0]
+    cos = torch.dot(u, want) / (u.norm() * want.norm())
+    assert abs(cos.item()) > 1 - 1e-6
+
+
+def test_kn_opt_writes_only_the_facts_neurons_and_flips_the_answer(planted):
+    """The planted facts live in a few last-layer value slots: kn-opt, given the fact's located
+    neurons, changes those rows and nothing else, and the new object becomes the answer."""
+    lm, res, _ = planted
+    r = _requests(res, "a")[0]
+    w0 = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    with edits.edit(lm, "kn-opt", [r], steps=60, lr=0.5):
+        assert kn.answer_rank(lm, r.prompt, r.new) == 0
+        now = lm.model.state_dict()
+        changed = {(int(k.split(".")[2]), int(i)) for k in now if not torch.equal(now[k], w0[k])
+                   for i in (now[k] != w0[k]).any(1).nonzero()[:, 0]}
+        assert changed and changed <= set(r.neurons)
+        assert all(k.endswith("mlp.c_proj.weight") for k in now if not torch.equal(now[k], w0[k]))
+
+
+# -- the "edit" phase: every method on the same counterfactual edits, the field's metrics ---------------
+EDIT_OPTS = ("dai.lambda2=200", "ft.steps=10", "ft.eps=0.05", "ft.lr=0.05", "rome.steps=10", "kn-opt.lr=0.5",
+             "kn-opt.steps=30")
+
+
+def _edit_run(lm, out, **kw):
+    kw = {"edit_options": EDIT_OPTS, **kw}
+    return kn.run(lm, FACTSET, out, steps=4, min_prompts=1, phases=("locate", "edit"), progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def edited(planted, tmp_path_factory):
+    lm, _, weights = planted
+    res = _edit_run(lm, tmp_path_factory.mktemp("edit"))
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    return lm, res
+
+
+def test_edit_phase_measures_every_method_on_the_same_edits(edited):
+    lm, res = edited
+    df = res.edits
+    assert list(df.columns) == editing_phase.EDIT_COLUMNS[:1] + ["language"] + editing_phase.EDIT_COLUMNS[1:]
+    assert sorted(set(df.fact_id)) == ["a", "b"] and sorted(df.method) == sorted(2 * list(edits.METHODS))
+    for row in df.itertuples():  # each edit towards the relation's other object
+        assert row.new == ANSWERS["b" if row.fact_id == "a" else "a"] and row.n_neighbours == 2
+    by = df.set_index(["fact_id", "method"])
+    for f in ("a", "b"):
+        assert by.loc[(f, "dai"), "reliability"] == 1.0 and by.loc[(f, "kn-opt"), "reliability"] == 1.0
+        assert math.isnan(by.loc[(f, "dai"), "generalization"])  # one prompt per fact: nothing held out
+        assert by.loc[(f, "scale"), "n_params"] == 0 and by.loc[(f, "kn-opt"), "n_neurons"] <= 10
+    recorded = json.loads((res.out_dir / "config.json").read_text())["settings"]["edit"]["edit_options"]
+    assert "kn-opt.lr=0.5" in recorded and 'rome.covariance="identity"' in recorded  # given and default, both written
+
+
+def test_edit_metrics_against_a_hand_edited_copy(edited):
+    """dai's row recomputed on a deep copy edited by hand: reliability is the new object's argmax at the
+    prompt, locality the share of neighbours whose argmax did not move (single-token objects)."""
+    lm, res = edited
+    tok = lm.tokenizer
+    row = res.edits.set_index(["fact_id", "method"]).loc[("a", "dai")]
+    copy_ = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
+    assert row.reliability == float(int(_logits(copy_, tok, PROMPTS["a"]).argmax()) == _token(tok, "Japan"))
+    same = [int(_logits(copy_, tok, PROMPTS[f]).argmax()) == int(_logits(lm.model, tok, PROMPTS[f]).argmax())
+            for f in ("b", "c")]
+    assert row.locality == sum(same) / 2 and row.locality_relation == same[0] and row.locality_other == same[1]
+    assert row.old_kept == float(int(_logits(copy_, tok, PROMPTS["a"]).argmax()) == _token(tok, "Paris"))
+
+
+EDIT_CHANGED = {"edit_batch": True, "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
+                "edit_prompts": 2}
+
+
+@pytest.mark.parametrize("name", sorted(EDIT_CHANGED))
+def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
+    from kn.runs.phases import PHASES as ALL
+
+    assert set(EDIT_CHANGED) == {f.name for f in __import__("dataclasses").fields(ALL["edit"].Settings)}
+    lm, res = edited
+    out = tmp_path / "run"
+    shutil.copytree(res.out_dir, out)
+    kw = {name: EDIT_CHANGED[name]}
+    if name == "edit_options":
+        kw[name] = tuple(o for o in EDIT_OPTS if not o.startswith("dai.")) + EDIT_CHANGED[name]
+    again = _edit_run(lm, out, **kw)
+    table = again.edits
+    if name == "edit_batch":  # the single edits stay; the relation's facts are also edited all at once
+        assert res.edit_batches.empty and table.equals(res.edits)
+        b = again.edit_batches
+        assert sorted(b.method) == sorted(2 * list(edits.METHODS)) and (b.batch == 2).all()
+        assert sorted(set(b.fact_id)) == ["a", "b"]
+        # the batched dai edit is both hand edits in one copy: each fact's reliability from that copy
+        both = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
+        both = _hand_edited(type("L", (), {"model": both, "tokenizer": lm.tokenizer})(), res.fact_neurons("b"),
+                            " Japan", " Paris", 1.0, 200.0)
+        dai = b[b.method == "dai"].set_index("fact_id")
+        for f, new in (("a", "Japan"), ("b", "Paris")):
+            assert dai.loc[f, "reliability"] == float(int(_logits(both, lm.tokenizer, PROMPTS[f]).argmax())
+                                                      == _token(lm.tokenizer, new))
+        return
+    if name == "edit_prompts":  # the planted facts have one prompt each: nothing to hold out either way
+        pd.testing.assert_frame_equal(table.drop(columns=["seconds", "edit_seconds"]), res.edits.drop(columns=["seconds", "edit_seconds"]))
+    else:
+        assert not table.drop(columns=["seconds", "edit_seconds"]).equals(res.edits.drop(columns=["seconds", "edit_seconds"])), name
+    if name == "edit_options":
+        assert (table[table.method == "dai"].reliability < 1).any()  # a weak update does not flip the answer
+
+
+def test_edit_metrics_on_hand_built_cases(planted):
+    """Token accuracy of a two-token object against one plain pass over the whole sequence (argmax at
+    each position before an object token); locality's agreement on hand-written top tokens."""
+    from kn.edits.metrics import accuracy, agreement, token_accuracy
+
+    lm, _, _ = planted
+    tok = lm.tokenizer
+    for prompt, answer in ((PROMPTS["a"], " Paris Japan"), (PROMPTS["b"], " Japan"), (PROMPTS["c"], " Italian is")):
+        prefix = tok(prompt).input_ids
+        gold = tok(answer, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logits = lm.model(torch.tensor([prefix + gold])).logits[0]
+        want = sum(int(logits[len(prefix) + j - 1].argmax()) == g for j, g in enumerate(gold)) / len(gold)
+        assert token_accuracy(lm, prompt, answer) == want
+    assert token_accuracy(lm, PROMPTS["a"], " Paris") == 1.0 and token_accuracy(lm, PROMPTS["a"], " Japan") == 0.0
+    assert accuracy(lm, [(PROMPTS["a"], " Paris"), (PROMPTS["a"], " Japan")]) == 0.5 and math.isnan(accuracy(lm, []))
+    assert agreement([[1, 2], [3]], [[1, 5], [3]]) == 0.75 and math.isnan(agreement([], []))
+
+
+def test_kn_run_flags_reach_the_edit_settings(monkeypatch, tmp_path):
+    import kn.cli as cli
+
+    got = {}
+    monkeypatch.setattr(cli, "cmd_run", lambda args: got.update(s=cli.run_settings(args)))
+    cli.main(["run", "--phases", "locate,edit", "--edit-methods", "dai", "rome", "--edit-options", "rome.layer=4",
+              "--edit-batch", "--out", str(tmp_path / "run")])
+    s = got["s"].of("edit")
+    assert s.edit_methods == ("dai", "rome") and s.edit_options == ("rome.layer=4",) and s.edit_batch
+    with pytest.raises(ValueError, match="edit_options: 'rome=4' must read method.setting=value"):
+        editing_phase.EditSettings(edit_options=("rome=4",))
+    with pytest.raises(ValueError, match="edit method 'rome' has no setting 'layers'"):
+        editing_phase.EditSettings(edit_options=("rome.layers=4",))
+    with pytest.raises(ValueError, match="edit_methods must name edit methods"):
+        editing_phase.EditSettings(edit_methods=("memit",))

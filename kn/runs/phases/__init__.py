@@ -10,7 +10,7 @@ from .base import Phase
 from .crosslingual import CrossEdit, CrossLingual
 from .degeneracy import Degeneracy
 from .degenerate import Degenerate
-from .editing import Erase, Update
+from .editing import Edit, Erase, Update
 from .locate import Locate
 from .query import Query
 from .statements import Statements
@@ -96,7 +96,8 @@ def new_state(phases: Sequence[Phase], records=(), languages: Sequence[str] = ("
     return State(record_keys(phases), records, record_versions(phases), languages)
 
 
-for _phase in (Locate, Verify, Degenerate, Degeneracy, Statements, CrossLingual, CrossEdit, Update, Erase, Query):
+for _phase in (Locate, Verify, Degenerate, Degeneracy, Statements, CrossLingual, CrossEdit, Update, Erase, Edit,
+               Query):
     register(_phase)
 
 __all__ = ["COMMON", "PHASES", "Phase", "check_phase", "check_phases", "make_phases", "new_state", "owner_of",

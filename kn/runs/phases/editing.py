@@ -15,7 +15,13 @@ record's language (`locate.fact_queries`).
 from __future__ import annotations
 
 import math
+import random
+import time
+from contextlib import ExitStack
 from typing import Sequence
+
+from ... import checks
+from ...data.templates import with_object
 
 from ...editing import (ERASE_COLUMNS, LAMBDA1, LAMBDA2, UPDATE_COLUMNS, edit_neurons, measure_erasure,
                         measure_update, plan_erasure, plan_update, update_order)
@@ -24,7 +30,7 @@ from ...probing import answer_stats
 from ..state import State
 from .base import Phase, mean, record
 from .locate import fact_queries, knowledge_neurons, located, located_facts
-from .setting import at_least, fraction, non_negative, phase_settings, setting
+from .setting import at_least, boolean, fraction, non_negative, phase_settings, setting
 
 
 class _Edits(Phase):
@@ -181,3 +187,212 @@ class Erase(_Edits):
 
     def tables(self, state: State) -> dict:
         return self.tables_of(state, "erased", ERASE_COLUMNS)
+
+
+# -- "edit": the edit methods of kn.edits on counterfactual edits, measured as the field does -------------
+def check_methods(name: str, v) -> tuple[str, ...]:
+    from ...edits import METHODS
+
+    names = (v,) if isinstance(v, str) else tuple(v)
+    bad = [m for m in names if m not in METHODS]
+    if not names or bad:
+        raise checks.ArgumentError(f"{name} must name edit methods of {sorted(METHODS)} (kn.edits.METHODS), got {v!r}")
+    return names
+
+
+def parse_options(name: str, v) -> tuple[str, ...]:
+    """("method.setting=value", ...): each method's settings other than its defaults (values as JSON)."""
+    opts = (v,) if isinstance(v, str) else tuple(v)
+    options(opts, name)
+    return opts
+
+
+def options(opts: Sequence[str], name: str = "edit_options") -> dict[str, dict]:
+    """{method: {setting: value}} from "method.setting=value" strings, each method value built once to check it."""
+    import json
+
+    from ...edits import METHODS, method
+
+    out: dict[str, dict] = {}
+    for o in opts:
+        head, eq, value = o.partition("=")
+        m, dot, field = head.partition(".")
+        if not (eq and dot and field) or m not in METHODS:
+            raise checks.ArgumentError(f"{name}: {o!r} must read method.setting=value with a method of {sorted(METHODS)}")
+        try:
+            out.setdefault(m, {})[field] = json.loads(value)
+        except ValueError:
+            out.setdefault(m, {})[field] = value
+    for m, kw in out.items():
+        method(m, **kw)
+    return out
+
+
+@phase_settings
+class EditSettings:
+    """Counterfactual edits with each edit method (`kn.edits`), measured as the field measures them."""
+
+    edit_methods: tuple = setting(("dai", "scale", "ft", "rome", "kn-opt"), "the edit methods compared on the same edits",
+                                  check=check_methods, cli_type=str, nargs="+")
+    edit_options: tuple = setting((), "method.setting=value: a method's setting other than its default "
+                                      "(e.g. rome.layer=4)", check=parse_options, cli_type=str, nargs="*")
+    edit_facts: int = setting(10, "at most this many facts edited per relation (seeded order)", check=at_least(1))
+    edit_prompts: int = setting(1, "the first this many of a fact's right prompts make the edit; the others are "
+                                   "held out for generalization", check=at_least(1))
+    edit_batch: bool = setting(False, "also edit each relation's planned facts all at once, per method (table "
+                                      "edit_batches)", check=boolean, scope="relation")
+    edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
+                                      "and as many other facts whose prompts kn-opt's KL term keeps",
+                                   check=at_least(0))
+
+
+EDIT_COLUMNS = ["relation", "fact_id", "method", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
+                "reliability", "generalization", "locality", "locality_relation", "locality_other", "old_kept",
+                "edit_seconds", "seconds"]
+
+
+class Edit(_Edits):
+    """Per located fact of a relation's plan (`edit_facts` in seeded order, as "update" plans them): a
+    counterfactual target (another object of the relation whose first token differs, so the model does
+    not predict it), the edit prompts and the held paraphrases, the neighbours; then every method of
+    `edit_methods` edits the fact alone and is measured. Record ``edit`` = {fact_id, relation, new,
+    rows: [one row per method, or {method, error}]}. Own table ``edits`` (`EDIT_COLUMNS`; edit_seconds: making
+    the edit, seconds: making and measuring it). With `edit_batch`, record ``edit_batch`` = {relation, rows}
+    per relation: every method edits the relation's planned facts at once and each is measured (table
+    ``edit_batches``, with the batch size)."""
+
+    name = "edit"
+    Settings = EditSettings
+
+    @classmethod
+    def resolved(cls, settings, run):
+        """edit_options with every setting of every chosen method written out (its defaults included), so
+        config.json says what each method ran with and a changed default recomputes its records."""
+        import dataclasses
+        import json
+
+        from ...edits import method
+
+        opts = options(settings.edit_options)
+        full = tuple(f"{name}.{k}={json.dumps(v)}" for name in settings.edit_methods
+                     for k, v in dataclasses.asdict(method(name, **opts.get(name, {}))).items())
+        return dataclasses.replace(settings, edit_options=full)
+    fact_record = record_type = "edit"
+    relation_record = "edit_batch"
+    table_names = ("edits", "edit_batches")
+
+    def start(self, lm, facts: Sequence) -> None:
+        super().start(lm, facts)
+        self._plans: dict = {}
+        self._subject = {f.fact_id: f.subject for f in facts}
+
+    def plan(self, relation: str, state: State) -> dict:
+        key = (relation, state.language)
+        if key not in self._plans:
+            s = self.settings
+            kns = {f: knowledge_neurons(state, f, relation) or [] for f in located_facts(state, relation)}
+            items = self.items(state.language)
+            plan: dict = {}
+            for fid in update_order([f for f in kns if f in items[0]], relation, self.run.seed):
+                if len(plan) >= s.edit_facts:
+                    break
+                u = plan_update(self._lm, fid, kns[fid], *items, side_facts=s.edit_side_facts, seed=self.run.seed)
+                if u is not None:
+                    plan[fid] = u
+            self._plans[key] = plan
+        return self._plans[key]
+
+    def wants(self, fact_id: str, state: State) -> bool:
+        loc = located(state, fact_id)
+        return (loc is not None and knowledge_neurons(state, fact_id, loc["relation"]) is not None
+                and fact_id in self.plan(loc["relation"], state))
+
+    def keep_prompts(self, u, language: str) -> tuple[str, ...]:
+        """Prompts of other relations' facts that are not neighbours of the edit (kn-opt keeps them)."""
+        items, relation_of = self.items(language)
+        measured = set(u.inter)
+        pool = sorted(f for f in items if relation_of[f] != u.relation and not measured & set(items[f]))
+        rng = random.Random(f"{self.run.seed}|keep|{u.fact_id}")
+        return tuple(items[f][0][0] for f in rng.sample(pool, min(self.settings.edit_side_facts, len(pool))))
+
+    def case(self, lm, u, language: str) -> dict:
+        """One planned edit ready to measure: its request, edit prompts, held paraphrases, neighbours and
+        their top tokens on the unedited model."""
+        from ...edits import Request
+        from ...edits.metrics import top_tokens
+
+        n = self.settings.edit_prompts
+        made, held = u.prompts[:n], u.prompts[n:]
+        p0, a0 = made[0]
+        req = Request(tuple(p for p, _ in made), a0, with_object(a0, u.new), self._subject[u.fact_id].get(language),
+                      tuple(u.neurons), self.keep_prompts(u, language))
+        sides = {"relation": list(u.intra), "other": list(u.inter)}
+        return {"u": u, "request": req, "made": made, "held": held, "sides": sides,
+                "before": {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()}}
+
+    def measure(self, lm, name: str, cases: Sequence[dict]) -> list[dict]:
+        """Method `name` edits every case at once; each case's metrics, and the edit's seconds."""
+        from ...edits import edit, method
+        from ...edits.metrics import accuracy, agreement, top_tokens
+
+        m = method(name, **options(self.settings.edit_options).get(name, {}))
+        rows = []
+        with ExitStack() as stack:
+            t0 = time.perf_counter()
+            stack.enter_context(edit(lm, m, [c["request"] for c in cases]))
+            seconds = time.perf_counter() - t0
+            for c in cases:
+                new = c["u"].new
+                after = {k: [top_tokens(lm, p, a) for p, a in v] for k, v in c["sides"].items()}
+                b = c["before"]
+                rows.append({"fact_id": c["u"].fact_id,
+                             "reliability": accuracy(lm, [(p, with_object(a, new)) for p, a in c["made"]]),
+                             "generalization": accuracy(lm, [(p, with_object(a, new)) for p, a in c["held"]]),
+                             "old_kept": accuracy(lm, list(c["made"])),
+                             "locality_relation": agreement(b["relation"], after["relation"]),
+                             "locality_other": agreement(b["other"], after["other"]),
+                             "locality": agreement(b["relation"] + b["other"], after["relation"] + after["other"])})
+        n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
+        for r in rows:
+            r.update(n_neurons=n_neurons, n_params=n_params, edit_seconds=round(seconds, 3))
+        return rows
+
+    @staticmethod
+    def about(c: dict) -> dict:
+        u = c["u"]
+        return {"old": u.old, "new": u.new, "n_edit_prompts": len(c["made"]), "n_held": len(c["held"]),
+                "n_neighbours": len(u.intra) + len(u.inter)}
+
+    def run_fact(self, lm, fact, state: State) -> dict:
+        u = self.plan(fact.relation, state)[fact.fact_id]
+        c = self.case(lm, u, state.language)
+        rows = [self.attempt({"method": name}, lambda name=name: self.measure(lm, name, [c])[0])
+                for name in self.settings.edit_methods]
+        return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, **self.about(c), rows=rows)
+
+    def run_relation(self, lm, relation: str, facts, state: State) -> dict:
+        """The relation's planned edits all at once, per method (when `edit_batch`), each fact measured."""
+        out = record(self.relation_record, relation=relation)
+        plan = self.plan(relation, state)
+        if not self.settings.edit_batch or len(plan) < 2:
+            return out | {"rows": []}
+        cases = [self.case(lm, u, state.language) for u in plan.values()]
+        about = {c["u"].fact_id: self.about(c) for c in cases}
+        rows = []
+        for name in self.settings.edit_methods:
+            got = self.attempt({"method": name}, lambda name=name: {"facts": self.measure(lm, name, cases)})
+            if "error" in got:
+                rows.append(got)
+            else:
+                rows += [{"method": name, "batch": len(cases), **about[r["fact_id"]], **r} for r in got["facts"]]
+        return out | {"rows": rows}
+
+    def tables(self, state: State) -> dict:
+        import pandas as pd
+
+        def rows_of(kind: str, columns) -> list[dict]:
+            return [{c: m.get(c, r.get(c)) for c in columns} for r in state.all(kind).values() if "error" not in r
+                    for m in r["rows"] if "error" not in m]
+        batch_columns = EDIT_COLUMNS[:3] + ["batch"] + EDIT_COLUMNS[3:]
+        return {"edits": pd.DataFrame(rows_of(self.fact_record, EDIT_COLUMNS), columns=EDIT_COLUMNS),
+                "edit_batches": pd.DataFrame(rows_of(self.relation_record, batch_columns), columns=batch_columns)}

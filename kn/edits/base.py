@@ -1,0 +1,173 @@
+"""What every edit method shares: the edit request, the method's interface, the registry, and the
+save-and-restore of the parameters an edit writes.
+
+An edit method is a frozen dataclass of its settings (like `kn.IG`) with a class attribute `name` and
+one method, `apply(lm, requests)`: a context manager inside which the model reads every request's
+new object, and after which it is bit-identical to before (also after an exception). Several requests
+are edited at once (a batch). A method is registered once (`register`, in `kn.edits`); `edit` is the
+public entry point that checks the requests once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import ClassVar, ContextManager, Iterable, Iterator, Sequence
+
+import torch
+
+from .. import checks
+from ..data.templates import MASK
+from ..models import LM
+from ..neuron import Neuron
+
+
+@dataclass(frozen=True)
+class Request:
+    """One fact to edit: its prompts should read `new` instead of `old`.
+
+    prompts: the editing prompts (causal: the text before the object; masked: with [MASK]); the first is
+        the editing prompt proper, the others paraphrases a method may also use (kn-opt does); prompts
+        held out for measuring generalization are not part of a request.
+    old, new: the objects as they follow the prompts (a `Continuation` keeps its separator).
+    subject: the subject as written in the prompts (ROME reads the key at its last token).
+    neurons: the fact's knowledge neurons (dai, scale and kn-opt write through them).
+    keep: prompts whose next-token distributions the edit should keep (kn-opt's KL term).
+    """
+
+    prompts: tuple[str, ...]
+    old: str
+    new: str
+    subject: str | None = None
+    neurons: tuple[Neuron, ...] = ()
+    keep: tuple[str, ...] = field(default=())
+
+    @property
+    def prompt(self) -> str:
+        return self.prompts[0]
+
+
+class Method:
+    """Base class of the edit methods (each a frozen dataclass of its settings)."""
+
+    name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()  # Request fields the method cannot do without ("neurons", "subject")
+    causal_only: ClassVar[bool] = False
+
+    def apply(self, lm: LM, requests: Sequence[Request]) -> ContextManager[None]:
+        raise NotImplementedError
+
+    def touched(self, lm: LM, requests: Sequence[Request]) -> tuple[int, int]:
+        """(neurons, parameters) the edit of `requests` writes or scales."""
+        return 0, 0
+
+    def to_dict(self) -> dict:
+        return {"method": self.name, **dataclasses.asdict(self)}
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Add an edit method (a frozen dataclass subclass of `Method` with a new `name`)."""
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        raise TypeError(f"edit method {cls.__name__}: must be a frozen dataclass of its settings")
+    if cls.name in METHODS:
+        raise ValueError(f"an edit method named {cls.name!r} is registered already ({METHODS[cls.name].__qualname__})")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method(spec: str | Method, **settings) -> Method:
+    """A method value from its name and settings (`method("rome", layer=4)`), or the value itself."""
+    if isinstance(spec, Method):
+        if settings:
+            return dataclasses.replace(spec, **settings)
+        return spec
+    if spec not in METHODS:
+        raise checks.ArgumentError(f"unknown edit method {spec!r}; choose one of {sorted(METHODS)} (kn.edits.METHODS)")
+    names = {f.name for f in dataclasses.fields(METHODS[spec])}
+    bad = sorted(set(settings) - names)
+    if bad:
+        raise checks.ArgumentError(f"edit method {spec!r} has no setting {bad[0]!r}; its settings are {sorted(names)}")
+    return METHODS[spec](**settings)
+
+
+def check_requests(lm: LM, m: Method, requests) -> list[Request]:
+    """The requests as a list, each checked once against the method's needs."""
+    if isinstance(requests, Request):
+        requests = [requests]
+    out = list(requests)
+    if not out:
+        raise checks.ArgumentError("requests is empty; pass at least one kn.edits.Request")
+    if m.causal_only and lm.masked:
+        raise checks.ArgumentError(f"edit method {m.name!r} edits causal LMs only; {lm.name} is a masked LM")
+    for i, r in enumerate(out):
+        if not isinstance(r, Request):
+            raise checks.ArgumentError(f"requests[{i}] must be a kn.edits.Request, got {type(r).__name__}")
+        checks.texts(r.prompts, f"requests[{i}].prompts")
+        checks.text(r.old, f"requests[{i}].old"), checks.text(r.new, f"requests[{i}].new")
+        if "neurons" in m.needs:
+            if not r.neurons:
+                raise checks.ArgumentError(f"edit method {m.name!r} writes through the fact's knowledge neurons: "
+                                           f"requests[{i}].neurons is empty (locate them first, kn.locate)")
+            checks.neurons(lm, r.neurons, f"requests[{i}].neurons")
+        if "subject" in m.needs:
+            checks.text(r.subject, f"requests[{i}].subject")
+            for p in r.prompts:
+                if r.subject not in p.split(MASK)[0]:
+                    raise checks.ArgumentError(f"edit method {m.name!r} reads the key at the subject's last token: "
+                                               f"requests[{i}].subject {r.subject!r} is not in its prompt {p!r}")
+    return out
+
+
+def edit(lm: LM, m: str | Method, requests: Request | Iterable[Request], **settings) -> ContextManager[None]:
+    """Inside the block `lm` reads each request's `new` object (edited with method `m`, a name of
+    `METHODS` or a method value); on exit it is bit-identical to before."""
+    m = method(m, **settings)
+    return m.apply(lm, check_requests(lm, m, requests))
+
+
+@contextmanager
+def restored(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    """The tensors' values saved on entry and copied back on exit (bit-identical)."""
+    saved = [(t, t.detach().clone()) for t in tensors]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, v in saved:
+                t.copy_(v)
+
+
+def slot_rows_hook(lm: LM, layer: int, index: torch.Tensor | None, delta: torch.Tensor) -> tuple:
+    """A hook adding what `delta` [len(index) or width, hidden] would add if added to the layer's value
+    slots (rows `index`, all rows for None): out += act[..., index] @ delta. Differentiable in delta,
+    so a method can optimise a change of the slots without touching the weights."""
+    def fn(module, args, output):
+        act = args[0]
+        a = act if index is None else act[..., index.to(act.device)]
+        return output + (a @ delta.to(a.dtype)).to(output.dtype)
+    return (lm.down_proj(layer), "post", fn)
+
+
+def nll(lm: LM, prompt: str, answer: str, *, first_only: bool = False) -> torch.Tensor:
+    """-log P(answer | prompt), teacher forced, differentiable (a sum over the answer's tokens)."""
+    from ..tokens import targets
+
+    total = None
+    for t in targets(lm, prompt, answer)[: 1 if first_only else None]:
+        logits = lm.model(input_ids=t.ids, use_cache=False).logits[0, t.pos].float()
+        x = -torch.log_softmax(logits, -1)[t.gold]
+        total = x if total is None else total + x
+    return total
+
+
+def log_probs(lm: LM, prompt: str) -> torch.Tensor:
+    """log P(next token | prompt) [vocab] at the answer position, differentiable."""
+    from ..tokens import query
+
+    ids, pos = query(lm, prompt)
+    return torch.log_softmax(lm.model(input_ids=ids, use_cache=False).logits[0, pos].float(), -1)
+
