@@ -43,6 +43,7 @@ class _Edits(Phase):
         self._lm, self._facts = lm, facts
         self._items: dict[str, tuple[dict, dict]] = {}
         self._clean: dict = {}
+        self._plans: dict = {}
 
     def items(self, language: str) -> tuple[dict, dict]:
         """({fact_id: [(prompt, answer), ...]}, {fact_id: relation}) of the facts with usable prompts."""
@@ -64,6 +65,26 @@ class _Edits(Phase):
             if x not in known:
                 known[x] = answer_stats(lm, *x)
         return {x: known[x] for x in pairs}
+
+    def planned(self, relation: str, state: State, limit: int, side_facts: int, choose) -> dict:
+        """{fact_id: (rank, kn.editing.Update)}: the relation's located facts in seeded order
+        (`kn.editing.update_order`), the first `limit` that `kn.editing.plan_update` can plan through
+        `choose(knowledge neurons, the relation's neuron counts, its located facts)` (cached)."""
+        plans = self._plans
+        key = (relation, state.language)
+        if key not in plans:
+            kns = {f: knowledge_neurons(state, f, relation) or [] for f in located_facts(state, relation)}
+            counts, items = shared_counts(list(kns.values())), self.items(state.language)
+            plan: dict = {}
+            for fid in update_order([f for f in kns if f in items[0]], relation, self.run.seed):
+                if len(plan) >= limit:
+                    break
+                u = plan_update(self._lm, fid, choose(kns[fid], counts, len(kns)), *items, side_facts=side_facts,
+                                seed=self.run.seed)
+                if u is not None:
+                    plan[fid] = (len(plan), u)
+            plans[key] = plan
+        return plans[key]
 
     def tables_of(self, state: State, name: str, columns: Sequence[str], keep=lambda r: True) -> dict:
         import pandas as pd
@@ -98,27 +119,11 @@ class Update(_Edits):
     table_names = ("updates",)
     summary = (("edit_success", "update succ", ".1%"), ("edit_random_success", "random succ", ".1%"))
 
-    def start(self, lm, facts: Sequence) -> None:
-        super().start(lm, facts)
-        self._plans: dict = {}
-
     def plan(self, relation: str, state: State) -> dict:
         """{fact_id: (rank, kn.editing.Update)} of the relation's planned updates in `state`'s language."""
-        key = (relation, state.language)
-        if key not in self._plans:
-            s = self.settings
-            kns = {f: knowledge_neurons(state, f, relation) or [] for f in located_facts(state, relation)}
-            counts, items = shared_counts(list(kns.values())), self.items(state.language)
-            plan: dict = {}
-            for fid in update_order([f for f in kns if f in items[0]], relation, self.run.seed):
-                if len(plan) >= s.edits_per_relation:
-                    break
-                u = plan_update(self._lm, fid, edit_neurons(kns[fid], counts, len(kns), s.update_max_share), *items,
-                                side_facts=s.update_side_facts, seed=self.run.seed)
-                if u is not None:
-                    plan[fid] = (len(plan), u)
-            self._plans[key] = plan
-        return self._plans[key]
+        s = self.settings
+        return self.planned(relation, state, s.edits_per_relation, s.update_side_facts,
+                            lambda kns, counts, n: edit_neurons(kns, counts, n, s.update_max_share))
 
     def wants(self, fact_id: str, state: State) -> bool:
         loc = located(state, fact_id)
@@ -283,24 +288,12 @@ class Edit(_Edits):
 
     def start(self, lm, facts: Sequence) -> None:
         super().start(lm, facts)
-        self._plans: dict = {}
         self._subject = {f.fact_id: f.subject for f in facts}
 
     def plan(self, relation: str, state: State) -> dict:
-        key = (relation, state.language)
-        if key not in self._plans:
-            s = self.settings
-            kns = {f: knowledge_neurons(state, f, relation) or [] for f in located_facts(state, relation)}
-            items = self.items(state.language)
-            plan: dict = {}
-            for fid in update_order([f for f in kns if f in items[0]], relation, self.run.seed):
-                if len(plan) >= s.edit_facts:
-                    break
-                u = plan_update(self._lm, fid, kns[fid], *items, side_facts=s.edit_side_facts, seed=self.run.seed)
-                if u is not None:
-                    plan[fid] = u
-            self._plans[key] = plan
-        return self._plans[key]
+        """{fact_id: (rank, kn.editing.Update)}: the relation's planned edits in `state`'s language."""
+        return self.planned(relation, state, self.settings.edit_facts, self.settings.edit_side_facts,
+                            lambda kns, counts, n: kns)
 
     def wants(self, fact_id: str, state: State) -> bool:
         loc = located(state, fact_id)
@@ -364,7 +357,7 @@ class Edit(_Edits):
                 "n_neighbours": len(u.intra) + len(u.inter)}
 
     def run_fact(self, lm, fact, state: State) -> dict:
-        u = self.plan(fact.relation, state)[fact.fact_id]
+        _, u = self.plan(fact.relation, state)[fact.fact_id]
         c = self.case(lm, u, state.language)
         rows = [self.attempt({"method": name}, lambda name=name: self.measure(lm, name, [c])[0])
                 for name in self.settings.edit_methods]
@@ -376,7 +369,7 @@ class Edit(_Edits):
         plan = self.plan(relation, state)
         if not self.settings.edit_batch or len(plan) < 2:
             return out | {"rows": []}
-        cases = [self.case(lm, u, state.language) for u in plan.values()]
+        cases = [self.case(lm, u, state.language) for _, u in plan.values()]
         about = {c["u"].fact_id: self.about(c) for c in cases}
         rows = []
         for name in self.settings.edit_methods:
