@@ -214,7 +214,8 @@ def update_order(fact_ids: Sequence[str], relation: str, seed: int = 0) -> list[
 
 
 def measure_update(lm: LM, u: Update, *, lambda1: float = LAMBDA1, lambda2: float = LAMBDA2) -> dict:
-    """One update's row (`UPDATE_COLUMNS`, the phase "update"): the edit through the fact's neurons and through the random ones."""
+    """One update's row (`UPDATE_COLUMNS`; the phase "update"): the edit through the fact's neurons and
+    through the random ones."""
     row = {"relation": u.relation, "fact_id": u.fact_id, "old": u.old, "new": u.new, "n_neurons": len(u.neurons),
            "n_prompts": len(u.prompts)}
     before = {side: _stats(lm, getattr(u, side)) for side in ("intra", "inter")}

@@ -128,7 +128,8 @@ def from_dict(d: dict) -> Settings:
 
 def resolve(settings: Settings | None = None, *, method: str | None = None, **overrides) -> Settings:
     """One settings value from the forms people write: a value, or keywords (`None` = not given)
-    overriding its fields (default `IG()`); `method` (a name of `KINDS`: "ig", "activation", "gradxact") is the string form.
+    overriding its fields (default `IG()`); `method` (a name of `KINDS`: "ig", "activation", "gradxact")
+    is the string form.
     """
     if method is not None:
         if method not in KINDS:
