@@ -355,8 +355,9 @@ def table(root, claims: Iterable[str] | None = None):
 
 
 def readable(t):
-    """A `table` as a reader sees it: the paper's number with its source, ours with its interval, the
-    verdict and its reason (strings)."""
+    """A `table` as a reader sees it, in two narrow tables of strings: (verdicts: the claim, the paper's
+    number, the model and language, ours with its interval, the verdict; reasons: the same rows' reason,
+    recording and the paper number's source)."""
     def num(v: float) -> str:
         return "-" if not math.isfinite(v) else f"{v:+.3g}"
 
@@ -365,9 +366,13 @@ def readable(t):
             return "-"
         return num(r.ours) + (f" [{num(r.low)}, {num(r.high)}]" if math.isfinite(r.low) else "")
 
-    out = t.assign(
-        paper_number=[("value not given" if not math.isfinite(v) else num(v)) for v in t.paper_value],
-        ours_shown=[ours(r) for r in t.itertuples()],
-        where=[f"{m} {l}".strip() for m, l in zip(t.model, t.language)])
-    return out[["paper", "says", "paper_number", "where", "ours_shown", "verdict", "reason", "recording"]].rename(
-        columns={"paper_number": "paper's number", "where": "model, language", "ours_shown": "ours [95% interval]"})
+    claim = [f"{p.split(' et al.')[0]}: {says}" for p, says in zip(t.paper, t.says)]
+    where = [f"{m} {l}".strip() for m, l in zip(t.model, t.language)]
+    verdicts = t.assign(claim=claim, number=[("value not given" if not math.isfinite(v) else num(v))
+                                             for v in t.paper_value],
+                        where=where, shown=[ours(r) for r in t.itertuples()])[
+        ["claim", "number", "where", "shown", "verdict"]].rename(
+        columns={"number": "paper's number", "where": "model, language", "shown": "ours [95% interval]"})
+    reasons = t.assign(claim=t.claim, where=where)[["claim", "where", "reason", "recording", "paper_source"]].rename(
+        columns={"where": "model, language", "paper_source": "the paper's number from"})
+    return verdicts, reasons

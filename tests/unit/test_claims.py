@@ -53,8 +53,9 @@ def test_planted_recordings_get_the_verdicts_they_were_made_for(tmp_path):
         assert t.loc[cid, "verdict"] == "not testable here"
     assert t.loc["dai-suppress", "paper_value"] == pytest.approx(-0.2903)
     assert t.loc["chen-amig", "paper_source"].startswith("paper (Journey")
-    shown = claims.readable(claims.table(tmp_path))
-    assert "value not given" in set(shown["paper's number"]) and shown.columns[0] == "paper"
+    shown, why = claims.readable(claims.table(tmp_path))
+    assert "value not given" in set(shown["paper's number"]) and list(shown.columns)[-1] == "verdict"
+    assert len(why) == len(shown) and "random" in " ".join(why.reason)
 
 
 def test_every_claim_is_judged_on_the_books_recordings():
