@@ -54,3 +54,32 @@ def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def specificity_figure(summaries: dict):
+    """A Figure, a panel per {title: `kn.specificity.summarize` output}: the median change of P(gold)
+    of the fact and of its other- and same-relation controls against the common-neuron filter's share,
+    per scope (the raw sets as thin lines, within 5% of zero shaded)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5 * len(summaries), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(summaries), sharey=True))
+    colors = {"fact": "C0", "other": "C3", "same": "C1"}
+    for ax, (title, s) in zip(axes, summaries.items()):
+        raw = s[s.scope == "none"]
+        for scope, ls in (("relation", "-"), ("run", ":")):
+            g = s[s.scope == scope].sort_values("share")
+            for col, color in colors.items():
+                if len(g):
+                    ax.plot(g.share * 100, g[col] * 100, ls=ls, marker="o", color=color, label=f"{col} ({scope})")
+        for col, color in colors.items():
+            if len(raw):
+                ax.axhline(raw[col].iloc[0] * 100, color=color, lw=0.8, alpha=0.5)
+        ax.axhspan(-5, 5, color="grey", alpha=0.15)
+        ticks = sorted(set(s.share.dropna() * 100))
+        ax.set(xscale="log", xlabel="dropped: neurons in more than this % of the scope's facts",
+               ylabel="median change of P(gold) %", title=title)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    axes[-1].legend(fontsize=7, ncol=2, loc="lower left")
+    return fig

@@ -38,7 +38,7 @@ pararel() {  # pararel PARAREL_DIR: both packaged models, IG (with the editing p
     local data="pararel:$1" m
     for m in gemma-3-270m smollm2-135m; do
         kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation 20 --known \
-            --method ig --phases locate,verify,update,erase,query --edits-per-relation 5 --out "runs/pararel/$m-ig"
+            --method ig --phases locate,verify,update,erase,query,specificity --edits-per-relation 5 --out "runs/pararel/$m-ig"
         kn record "runs/pararel/$m-ig" "book/results/pararel/$m-ig"
         kn record "runs/pararel/$m-ig" "book/results/editing/$m"
         kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation 20 --known \

@@ -92,7 +92,8 @@ def _reconcile(out: Path, config: dict) -> None:
 def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Journal, out: Path,
           progress: bool, records: list, pool) -> None:
     """The run loop: relation by relation, each phase in each language, its facts then the relation;
-    then the phases over every language (`Phase.every_language`), relation by relation. `records`:
+    then the phases over every relation or language (`Phase.after_all`, `Phase.every_language`),
+    relation by relation. `records`:
     the journal's records (appended to as it journals); `pool`: a `kn.runs.cluster.Pool` doing the
     per-fact work, or None (here)."""
     root = phases[0]
@@ -103,7 +104,8 @@ def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Jo
     if done:
         log.info("resuming: %d of %d (fact, language) units already %sd", done, total, root.name)
     writer = _Writer(out, state, phases, records)
-    stages = [[p for p in phases if not p.every_language], [p for p in phases if p.every_language]]
+    late = [p.after_all or p.every_language for p in phases]
+    stages = [[p for p, x in zip(phases, late) if not x], [p for p, x in zip(phases, late) if x]]
     with tqdm(total=total, initial=done, desc="facts", unit="fact", disable=not progress) as bar:
         for stage in stages:
             for relation, rel_facts in _grouped(selected).items():

@@ -56,7 +56,7 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
             assert dest.startswith("book/results/") and ".." not in dest
     phases = {out: s.phases for out, s in runs.items()}
     if mode == "pararel":
-        assert phases["runs/pararel/gemma-3-270m-ig"] == ("locate", "verify", "update", "erase", "query")
+        assert phases["runs/pararel/gemma-3-270m-ig"] == ("locate", "verify", "update", "erase", "query", "specificity")
         assert runs["runs/pararel/smollm2-135m-activation"].attribution.kind == "activation"
     if mode == "dkn":
         assert set(phases.values()) == {("locate", "degenerate", "degeneracy", "statements")}

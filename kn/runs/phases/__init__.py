@@ -13,6 +13,7 @@ from .degenerate import Degenerate
 from .editing import Edit, Erase, Update
 from .locate import Locate
 from .query import Query
+from .specificity import Specificity
 from .statements import Statements
 from .verify import Verify
 
@@ -97,7 +98,7 @@ def new_state(phases: Sequence[Phase], records=(), languages: Sequence[str] = ("
 
 
 for _phase in (Locate, Verify, Degenerate, Degeneracy, Statements, CrossLingual, CrossEdit, Update, Erase, Edit,
-               Query):
+               Query, Specificity):
     register(_phase)
 
 __all__ = ["COMMON", "PHASES", "Phase", "check_phase", "check_phases", "make_phases", "new_state", "owner_of",

@@ -9,7 +9,8 @@ phases it needs. A record whose key is not the current one is ignored (and recom
 is never older than its settings; the journal keeps it.
 
 A run's phases run in order, relation by relation: for each phase, every fact it wants
-(`run_fact`), then the relation (`run_relation`). A phase may read the records of the phases it
+(`run_fact`), then the relation (`run_relation`); a phase that reads other relations' records
+(`after_all`) runs once every relation is done with the others. A phase may read the records of the phases it
 `needs` (they come earlier). Tables: the facts table has a row per fact of the first phase's fact
 records, the prompts table a row per prompt the first phase counts (`n_prompts`), the relations table
 a row per relation with a relation record; each phase adds its columns to those rows, in phase order
@@ -49,6 +50,9 @@ class Phase:
     # a phase over each fact in every language (its records' language is `state.ALL`; it runs once every
     # relation is done with the phases before it, and sees every language's records: `state.lang(l)`)
     every_language: ClassVar[bool] = False
+    # a phase that reads other relations' records (it runs, relation by relation, once every relation is
+    # done with the phases before it; implied by `every_language`)
+    after_all: ClassVar[bool] = False
     summary: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()  # (relations column, header, format) the CLI prints
 
     fact_key: str = ""
