@@ -516,3 +516,60 @@ def test_kn_run_flags_reach_the_edit_settings(monkeypatch, tmp_path):
         editing_phase.EditSettings(edit_options=("rome.layers=4",))
     with pytest.raises(ValueError, match="edit_methods must name edit methods"):
         editing_phase.EditSettings(edit_methods=("memit",))
+
+
+def test_reverse_query_is_the_relations_reverse_with_subject_and_object_swapped():
+    from kn.edits import portability
+
+    capital = Fact("P36/fr", "P36", {"en": "France"}, {"en": "Paris"}, {"en": ["The capital of [X] is [Y]."]})
+    capital_of = Fact("P1376/x", "P1376", {"en": "Rome"}, {"en": "Italy"}, {"en": ["[X] is the capital of [Y]."]})
+    border = Fact("P47/x", "P47", {"en": "Spain"}, {"en": "Portugal"}, {"en": ["[X] shares a border with [Y]."]})
+    ts = portability.reverse_templates([capital, capital_of, border])
+    rev = portability.reverse_fact(capital, "Berlin", "en", ts)
+    assert rev.relation == "P1376" and rev.causal_prompts("en") == ["Berlin is the capital of"]
+    assert rev.object["en"] == "France"
+    sym = portability.reverse_fact(border, "France", "en", ts)
+    assert sym.causal_prompts("en") == ["France shares a border with"] and sym.object["en"] == "Spain"
+    assert portability.reverse_fact(capital, "Berlin", "en", {}) is None  # P1376's templates absent
+    other = Fact("P19/x", "P19", {"en": "Kafka"}, {"en": "Prague"}, {"en": ["[X] was born in [Y]."]})
+    assert portability.reverse_fact(other, "Berlin", "en", ts) is None
+
+
+def _plant_one(lm, prompt: str, answer: str, avoid) -> None:
+    """`answer` made top-1 at `prompt` through the last layer's 3 most active neurons there (not `avoid`)."""
+    last = lm.n_layers - 1
+    slots = lm.model.transformer.h[last].mlp.c_proj.weight
+    act = kn.activations(lm, prompt, answer)[last]
+    act[[i for l, i in avoid if l == last]] = -math.inf
+    top = act.topk(3).indices.tolist()
+    e = lm.model.get_input_embeddings().weight[_token(lm.tokenizer, answer)].detach()
+    with torch.no_grad():
+        slots[top] = 50 * e / e.norm() / act[top, None]
+        for _ in range(6):
+            if kn.answer_rank(lm, prompt, answer) == 0:
+                break
+            slots[top] *= 2
+
+
+def test_portability_against_a_hand_edited_copy(planted, monkeypatch, tmp_path):
+    """r1 treated as symmetric: after "the capital of France is" Paris -> Japan, the reverse queries about
+    Japan ("the capital of Japan is") and about Paris (planted: France) are asked for France; checked
+    on a copy edited by hand."""
+    from kn.edits import portability
+
+    base, res0, _ = planted
+    lm = copy.deepcopy(base)
+    _plant_one(lm, "the capital of Paris is", " France", [n for f in FACTS for n in res0.fact_neurons(f)])
+    tok = lm.tokenizer
+    france = _token(tok, "France")
+    assert int(_logits(lm.model, tok, "the capital of Paris is").argmax()) == france  # the reverse is known
+    monkeypatch.setattr(portability, "REVERSE", {"r1": "r1"})
+    res = _edit_run(lm, tmp_path / "run", edit_methods=("dai",))
+    by = res.edits.set_index("fact_id")
+    assert "a" in by.index and by.loc["a", "n_reverse"] == 1
+    copy_ = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
+    row = by.loc["a"]
+    assert row.reverse_known == 1.0
+    assert row.portability == float(int(_logits(copy_, tok, "the capital of Japan is").argmax()) == france)
+    assert row.portability_before == float(int(_logits(lm.model, tok, "the capital of Japan is").argmax()) == france)
+    assert row.reverse_kept == float(int(_logits(copy_, tok, "the capital of Paris is").argmax()) == france)

@@ -253,6 +253,7 @@ class EditSettings:
 
 EDIT_COLUMNS = ["relation", "fact_id", "method", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
                 "reliability", "generalization", "locality", "locality_relation", "locality_other", "old_kept",
+                "n_reverse", "portability", "portability_before", "reverse_known", "reverse_kept",
                 "edit_seconds", "seconds"]
 
 
@@ -287,8 +288,22 @@ class Edit(_Edits):
     table_names = ("edits", "edit_batches")
 
     def start(self, lm, facts: Sequence) -> None:
+        from ...edits.portability import reverse_templates
+
         super().start(lm, facts)
-        self._subject = {f.fact_id: f.subject for f in facts}
+        self._fact = {f.fact_id: f for f in facts}
+        self._reverse_templates = reverse_templates(facts)
+
+    def reverse_items(self, lm, fact_id: str, obj: str, language: str) -> list:
+        """(prompt, answer) pairs of the reverse query about `obj` (`kn.edits.portability`); [] if none."""
+        from ...edits.portability import reverse_fact
+
+        rev = reverse_fact(self._fact[fact_id], obj, language, self._reverse_templates)
+        try:
+            prompts, answers, _ = fact_queries(lm, rev, language) if rev else ([], [], None)
+        except ValueError:
+            return []
+        return list(zip(prompts, answers))
 
     def plan(self, relation: str, state: State) -> dict:
         """{fact_id: (rank, kn.editing.Update)}: the relation's planned edits in `state`'s language."""
@@ -312,16 +327,19 @@ class Edit(_Edits):
         """One planned edit ready to measure: its request, edit prompts, held paraphrases, neighbours and
         their top tokens on the unedited model."""
         from ...edits import Request
-        from ...edits.metrics import top_tokens
+        from ...edits.metrics import accuracy, top_tokens
 
         n = self.settings.edit_prompts
         made, held = u.prompts[:n], u.prompts[n:]
         p0, a0 = made[0]
-        req = Request(tuple(p for p, _ in made), a0, with_object(a0, u.new), self._subject[u.fact_id].get(language),
-                      tuple(u.neurons), self.keep_prompts(u, language))
+        req = Request(tuple(p for p, _ in made), a0, with_object(a0, u.new),
+                      self._fact[u.fact_id].subject.get(language), tuple(u.neurons), self.keep_prompts(u, language))
         sides = {"relation": list(u.intra), "other": list(u.inter)}
-        return {"u": u, "request": req, "made": made, "held": held, "sides": sides,
-                "before": {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()}}
+        reverse = {"new": self.reverse_items(lm, u.fact_id, u.new, language),
+                   "old": self.reverse_items(lm, u.fact_id, u.old, language)}
+        return {"u": u, "request": req, "made": made, "held": held, "sides": sides, "reverse": reverse,
+                "before": {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()},
+                "reverse_before": {k: accuracy(lm, v) for k, v in reverse.items()}}
 
     def measure(self, lm, name: str, cases: Sequence[dict]) -> list[dict]:
         """Method `name` edits every case at once; each case's metrics, and the edit's seconds."""
@@ -344,7 +362,11 @@ class Edit(_Edits):
                              "old_kept": accuracy(lm, list(c["made"])),
                              "locality_relation": agreement(b["relation"], after["relation"]),
                              "locality_other": agreement(b["other"], after["other"]),
-                             "locality": agreement(b["relation"] + b["other"], after["relation"] + after["other"])})
+                             "locality": agreement(b["relation"] + b["other"], after["relation"] + after["other"]),
+                             "portability": accuracy(lm, c["reverse"]["new"]),
+                             "portability_before": c["reverse_before"]["new"],
+                             "reverse_known": c["reverse_before"]["old"],
+                             "reverse_kept": accuracy(lm, c["reverse"]["old"])})
         n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
         for r in rows:
             r.update(n_neurons=n_neurons, n_params=n_params, edit_seconds=round(seconds, 3))
@@ -354,7 +376,7 @@ class Edit(_Edits):
     def about(c: dict) -> dict:
         u = c["u"]
         return {"old": u.old, "new": u.new, "n_edit_prompts": len(c["made"]), "n_held": len(c["held"]),
-                "n_neighbours": len(u.intra) + len(u.inter)}
+                "n_neighbours": len(u.intra) + len(u.inter), "n_reverse": len(c["reverse"]["new"])}
 
     def run_fact(self, lm, fact, state: State) -> dict:
         _, u = self.plan(fact.relation, state)[fact.fact_id]
