@@ -5,12 +5,17 @@ definitions; `../shared/design/successors.md` section 1):
   object's tokens of [argmax at the preceding position == the token], the gold prefix fed);
 - generalization: the same on held paraphrases (prompts no method saw);
 - locality: on neighbours' prompts, the share of answer positions whose argmax is the same after the
-  edit as before (teacher forced with the neighbour's own object; correctness is not checked).
+  edit as before (teacher forced with the neighbour's own object; correctness is not checked);
+- fluency: ROME's generation entropy, H2 / 3 + 2 H3 / 3 of a text sampled from the editing prompt
+  (top-k 5, at most 100 tokens with the prompt, seeded), H_n the entropy in bits of its word n-gram
+  counts (words: runs of letters or digits and single other characters, where ROME uses nltk).
 Each is a mean over prompts; a table averages them over edits.
 """
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from typing import Sequence
 
 import torch
@@ -44,3 +49,43 @@ def agreement(before: Sequence[Sequence[int]], after: Sequence[Sequence[int]]) -
     if not before:
         return math.nan
     return sum(sum(x == y for x, y in zip(b, a)) / len(b) for b, a in zip(before, after)) / len(before)
+
+
+def words(text: str) -> list[str]:
+    """Runs of letters or digits, and every other non-space character on its own."""
+    return re.findall(r"\w+|[^\w\s]", text)
+
+
+def ngram_entropy(tokens: Sequence[str], n: int) -> float:
+    """Entropy in bits of the counts of `tokens`' n-grams (0 for none)."""
+    counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    total = sum(counts.values())
+    return -sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0
+
+
+def fluency(text: str) -> float:
+    """ROME's generation entropy of one text: (2/3 H2 + 4/3 H3) / 2 over its words."""
+    w = words(text)
+    return (2 / 3 * ngram_entropy(w, 2) + 4 / 3 * ngram_entropy(w, 3)) / 2
+
+
+def sample(lm: LM, prompt: str, max_length: int = 100, *, top_k: int = 5, seed: int = 0) -> str:
+    """The prompt and its continuation sampled top-k (`max_length` tokens in all, as ROME counts them,
+    at most the model's positions), from a generator seeded by `seed` (the global RNG untouched)."""
+    from ..ig.kvcache import empty, keyword
+    from ..tokens import max_positions
+
+    ids = lm.tokenizer(prompt, return_tensors="pt").input_ids.to(lm.device)
+    limit = min(max_length, max_positions(lm) or max_length)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    cache, step_ids, out = empty(lm), ids, ids[0].tolist()
+    with torch.no_grad():
+        while len(out) < limit:
+            logits = lm.model(input_ids=step_ids, use_cache=True, **keyword(lm.model, cache)).logits[0, -1]
+            top = logits.float().cpu().topk(min(top_k, logits.numel()))
+            nxt = int(top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)])
+            out.append(nxt)
+            if nxt == lm.tokenizer.eos_token_id:
+                break
+            step_ids = torch.tensor([[nxt]], device=lm.device)
+    return lm.tokenizer.decode(out, skip_special_tokens=True)

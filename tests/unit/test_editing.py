@@ -443,7 +443,7 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
     assert row.old_kept == float(int(_logits(copy_, tok, PROMPTS["a"]).argmax()) == _token(tok, "Paris"))
 
 
-EDIT_CHANGED = {"edit_batch": True, "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
+EDIT_CHANGED = {"edit_fluency": 0, "edit_batch": True, "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
                 "edit_prompts": 2}
 
 
@@ -573,3 +573,42 @@ def test_portability_against_a_hand_edited_copy(planted, monkeypatch, tmp_path):
     assert row.portability == float(int(_logits(copy_, tok, "the capital of Japan is").argmax()) == france)
     assert row.portability_before == float(int(_logits(lm.model, tok, "the capital of Japan is").argmax()) == france)
     assert row.reverse_kept == float(int(_logits(copy_, tok, "the capital of Paris is").argmax()) == france)
+
+
+def test_fluency_is_romes_generation_entropy():
+    from kn.edits.metrics import fluency, words
+
+    assert fluency("a b a b") == pytest.approx(0.97277, abs=1e-5) and fluency("a b c d") == pytest.approx(1.19499, abs=1e-5)
+    assert words("Paris, France's capital.") == ["Paris", ",", "France", "'", "s", "capital", "."]
+    assert fluency("") == 0.0
+
+
+def test_sample_is_seeded_and_top1_is_greedy(planted):
+    from kn.edits.metrics import sample
+
+    lm, _, _ = planted
+    state = torch.random.get_rng_state()
+    a, b = sample(lm, PROMPTS["a"], 20, seed=3), sample(lm, PROMPTS["a"], 20, seed=3)
+    assert a == b and torch.equal(torch.random.get_rng_state(), state)
+    assert len(lm.tokenizer(a).input_ids) <= 20
+    ids = lm.tokenizer(PROMPTS["a"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        greedy = lm.model.generate(ids, do_sample=False, max_length=12, pad_token_id=0)
+    assert sample(lm, PROMPTS["a"], 12, top_k=1) == lm.tokenizer.decode(greedy[0], skip_special_tokens=True)
+
+
+def test_fluency_rows_before_and_after_the_edit(edited):
+    from kn.edits.metrics import fluency, sample
+
+    lm, res = edited
+    by = res.edits.set_index(["fact_id", "method"])
+    assert by.fluency.notna().all() and (by.fluency > 0).all()
+    for f in ("a", "b"):  # one text per fact before the edit, whatever the method
+        assert by.loc[f].fluency_before.nunique() == 1
+    from kn.runs.phases.setting import digest
+
+    seed = int(digest({"seed": 0, "fluency": "a"}), 16) % 2**31  # the phase's seed of fact a's text
+    edited_lm = copy.copy(lm)
+    edited_lm.model = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
+    assert by.loc[("a", "dai"), "fluency"] == pytest.approx(fluency(sample(edited_lm, PROMPTS["a"], 100, seed=seed)))
+    assert by.loc[("a", "dai"), "fluency_before"] == pytest.approx(fluency(sample(lm, PROMPTS["a"], 100, seed=seed)))

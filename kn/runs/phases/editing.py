@@ -30,7 +30,7 @@ from ...probing import answer_stats
 from ..state import State
 from .base import Phase, mean, record
 from .locate import fact_queries, knowledge_neurons, located, located_facts
-from .setting import at_least, boolean, fraction, non_negative, phase_settings, setting
+from .setting import at_least, boolean, digest, fraction, non_negative, phase_settings, setting
 
 
 class _Edits(Phase):
@@ -246,6 +246,8 @@ class EditSettings:
                                    "held out for generalization", check=at_least(1))
     edit_batch: bool = setting(False, "also edit each relation's planned facts all at once, per method (table "
                                       "edit_batches)", check=boolean, scope="relation")
+    edit_fluency: int = setting(100, "fluency: tokens sampled from each edit's editing prompt after the edit "
+                                     "(top-k 5, seeded, the prompt counted, as ROME); 0 skips it", check=at_least(0))
     edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
                                       "and as many other facts whose prompts kn-opt's KL term keeps",
                                    check=at_least(0))
@@ -254,7 +256,7 @@ class EditSettings:
 EDIT_COLUMNS = ["relation", "fact_id", "method", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
                 "reliability", "generalization", "locality", "locality_relation", "locality_other", "old_kept",
                 "n_reverse", "portability", "portability_before", "reverse_known", "reverse_kept",
-                "edit_seconds", "seconds"]
+                "fluency", "fluency_before", "edit_seconds", "seconds"]
 
 
 class Edit(_Edits):
@@ -339,7 +341,18 @@ class Edit(_Edits):
                    "old": self.reverse_items(lm, u.fact_id, u.old, language)}
         return {"u": u, "request": req, "made": made, "held": held, "sides": sides, "reverse": reverse,
                 "before": {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()},
-                "reverse_before": {k: accuracy(lm, v) for k, v in reverse.items()}}
+                "reverse_before": {k: accuracy(lm, v) for k, v in reverse.items()},
+                "fluency_before": self.fluency(lm, u.fact_id, p0)}
+
+    def fluency(self, lm, fact_id: str, prompt: str) -> float:
+        """ROME's generation entropy of a text sampled from `prompt` (seeded by the run and the fact)."""
+        from ...edits.metrics import fluency, sample
+
+        n = self.settings.edit_fluency
+        if not n or lm.masked:
+            return math.nan
+        seed = int(digest({"seed": self.run.seed, "fluency": fact_id}), 16) % 2**31
+        return fluency(sample(lm, prompt, n, seed=seed))
 
     def measure(self, lm, name: str, cases: Sequence[dict]) -> list[dict]:
         """Method `name` edits every case at once; each case's metrics, and the edit's seconds."""
@@ -366,7 +379,9 @@ class Edit(_Edits):
                              "portability": accuracy(lm, c["reverse"]["new"]),
                              "portability_before": c["reverse_before"]["new"],
                              "reverse_known": c["reverse_before"]["old"],
-                             "reverse_kept": accuracy(lm, c["reverse"]["old"])})
+                             "reverse_kept": accuracy(lm, c["reverse"]["old"]),
+                             "fluency": self.fluency(lm, c["u"].fact_id, c["made"][0][0]),
+                             "fluency_before": c["fluency_before"]})
         n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
         for r in rows:
             r.update(n_neurons=n_neurons, n_params=n_params, edit_seconds=round(seconds, 3))
