@@ -152,14 +152,25 @@ def _cap(u: torch.Tensor, cap: float | None) -> torch.Tensor:
     return u if cap is None else cap * torch.tanh(u / cap)
 
 
+EXPM1_MAX = 80.0  # dz above it (exp overflows float32 near 88) sends the row to the logsumexp pass
+
+
+def _logit_changes(head: tuple, u0: torch.Tensor, z0: torch.Tensor, dyT: torch.Tensor, c: int, chunk: int):
+    """dz [chunk, B]: the change of logits c..c+chunk when the output layer's input moves by dyT [d, B]."""
+    W, _, cap = head
+    du = W[c:c + chunk].to(dyT.dtype) @ dyT
+    return du if cap is None else _cap(u0[c:c + chunk, None] + du, cap) - z0[c:c + chunk, None]
+
+
 @torch.no_grad()
 def increases(head: tuple, y0: torch.Tensor, dy: torch.Tensor, gold: int, chunk: int = CHUNK) -> torch.Tensor:
     """log p(gold | y0 + dy_i) - log p(gold | y0) [B] for the output layer's inputs y0 [d] and y0 + dy_i
     (dy [B, d]), p = softmax(cap(W y + b)), head = (W [V, d], b [V] or None, cap or None).
 
     It is dz_ig - log S_i, dz_i the change of the logits and S_i = sum_v p(v | y0) exp(dz_iv), the vocabulary
-    walked in chunks. log S_i is log1p(sum_v p(v | y0) expm1(dz_iv)) where that sum is small (a float32
-    log of S near 1 would lose the small scores' digits), a running logsumexp elsewhere."""
+    walked in chunks: log S_i = log1p(sum_v p(v | y0) expm1(dz_iv)), which keeps the digits of small scores
+    (a float32 log of S near 1 would not); rows where that sum is not small, or some dz_iv exceeds EXPM1_MAX,
+    walk the vocabulary again with a running logsumexp (one exp per logit on the common path, not two)."""
     W, bias, cap = head
     dt = dy.dtype
     u0 = W.to(dt) @ y0 if bias is None else W.to(dt) @ y0 + bias.to(dt)
@@ -167,14 +178,21 @@ def increases(head: tuple, y0: torch.Tensor, dy: torch.Tensor, gold: int, chunk:
     logp0 = torch.log_softmax(z0, -1)
     p0 = logp0.exp()
     dyT = dy.T.contiguous()
-    lse = torch.full((dy.shape[0],), float("-inf"), dtype=dt, device=dy.device)
     small = torch.zeros(dy.shape[0], dtype=torch.float64, device=dy.device)  # sum_v p0_v expm1(dz_iv)
+    top = torch.full((dy.shape[0],), float("-inf"), dtype=dt, device=dy.device)
     for c in range(0, W.shape[0], chunk):
-        du = W[c:c + chunk].to(dt) @ dyT  # [chunk, B]
-        dz = du if cap is None else _cap(u0[c:c + chunk, None] + du, cap) - z0[c:c + chunk, None]
-        small += (p0[c:c + chunk] @ torch.expm1(dz.clamp(max=80.0))).double()
-        lse = torch.logaddexp(lse, torch.logsumexp(dz.add_(logp0[c:c + chunk, None]), 0))
-    log_s = torch.where(small.abs() < 0.5, torch.log1p(small).to(dt), lse)
+        dz = _logit_changes(head, u0, z0, dyT, c, chunk)
+        top = torch.maximum(top, dz.amax(0))
+        small += (p0[c:c + chunk] @ torch.expm1(dz.clamp_(max=EXPM1_MAX))).double()
+    log_s = torch.log1p(small).to(dt)
+    again = ((small.abs() >= 0.5) | (top > EXPM1_MAX)).nonzero()[:, 0]
+    if len(again):
+        sub = dyT[:, again].contiguous()
+        lse = torch.full((len(again),), float("-inf"), dtype=dt, device=dy.device)
+        for c in range(0, W.shape[0], chunk):
+            dz = _logit_changes(head, u0, z0, sub, c, chunk)
+            lse = torch.logaddexp(lse, torch.logsumexp(dz.add_(logp0[c:c + chunk, None]), 0))
+        log_s[again] = lse
     dzg = _cap(u0[gold] + dy @ W[gold].to(dt), cap) - z0[gold]
     return dzg - log_s
 

@@ -173,10 +173,14 @@ def test_batched_equals_one_neuron_and_one_chunk_at_a_time():
     batched = increases(params(lm), y0, dy, 9)
     loop = torch.cat([increases(params(lm), y0, dy[i:i + 1], 9, chunk=5) for i in range(len(dy))])
     assert torch.allclose(batched, loop, atol=1e-6)
-    # W_U = I, no bias, no cap: log_softmax by hand
+    # W_U = I, no bias, no cap: log_softmax by hand; small writes (the expm1 path), large ones and one logit
+    # change past EXPM1_MAX (the logsumexp pass), in one batch
     V = 32
+    dy = torch.cat([dy, 3 * torch.randn(3, V, generator=g), 100 * torch.eye(V)[[4]]])
     direct = torch.log_softmax(y0 + dy, -1)[:, 9] - torch.log_softmax(y0, -1)[9]
-    assert torch.allclose(increases((torch.eye(V), None, None), y0, dy, 9, chunk=3), direct, atol=1e-6)
+    assert torch.allclose(increases((torch.eye(V), None, None), y0, dy, 9, chunk=3), direct, atol=1e-5)
+    s_minus_1 = (torch.softmax(y0, -1) * torch.expm1(dy)).sum(-1)  # what sends a row to the second pass
+    assert direct[-1] < -80 and (s_minus_1[-4:-1].abs() >= 0.5).all() and (s_minus_1[:7].abs() < 0.5).all()
     # and with a bias and a cap
     b = torch.randn(V, generator=g)
 
