@@ -242,3 +242,13 @@ def test_a_first_class_setting(tmp_path, monkeypatch):
     assert seen[-1] == kn.LogProbIncrease()
     assert cli.main(["locate", "a", "b", "c", "-a", "x"]) == 0 and seen[-1] == kn.IG()
     assert cli.main(["locate", "a", "b", "c", "-a", "x", "--steps", "7"]) == 0 and seen[-1] == kn.IG(steps=7)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-3"])
+def test_bfloat16_weights_score_in_float32(family):
+    """bf16 models (kn run --dtype bfloat16): the scores come out float32 and near the float32 model's."""
+    lm = lm_of(family)
+    want = kn.log_prob_increase(lm, PROMPT, ANSWER)
+    half = kn.wrap(copy.deepcopy(lm.model).to(torch.bfloat16), lm.tokenizer)
+    got = kn.log_prob_increase(half, PROMPT, ANSWER)
+    assert got.dtype == torch.float32 and rel(got, want) < 0.1
