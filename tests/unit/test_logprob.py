@@ -206,9 +206,12 @@ def test_multi_token_answers_sum_their_tokens_and_layers_mask():
 
 
 @pytest.mark.parametrize("family", ["BERT", "DistilBERT"])
-def test_masked_models_are_refused(family):
-    with pytest.raises(kn.UnsupportedModelError, match="LogProbIncrease"):
+def test_masked_and_post_ln_models_are_refused(family):
+    with pytest.raises(kn.UnsupportedModelError, match="LogProbIncrease.*masked"):
         kn.scores(tiny_lm(family), "Paris is the capital of [MASK].", "France", kn.LogProbIncrease())
+    post_ln = tiny_lm("OPT", do_layer_norm_before=False)  # OPT-350m's blocks
+    with pytest.raises(kn.UnsupportedModelError, match="post-LN"):
+        kn.scores(post_ln, PROMPT, ANSWER, kn.LogProbIncrease())
 
 
 def test_a_first_class_setting(tmp_path, monkeypatch):
