@@ -17,7 +17,9 @@ m_i, write_i: neuron i's activation (its site value) and what it writes, m_i tim
   normalised on its own, which would give every neuron the norm of the whole FFN output.
 N: the final norm (the family table's `final_norm`) with its scale frozen at the clean run's final stream, so
   N(x) = g * C(x) * s (C: centring for a LayerNorm, the identity for an RMSNorm; g: its gain, read off the
-  module). A LayerNorm's bias is dropped, as the reference code does for GPT-2's ln_f.
+  module). A LayerNorm's bias is dropped, as the reference code does for GPT-2's ln_f (zepingyu0512/
+  neuron-attribution, GPT2_view_knowledge.ipynb, get_bsvalues: centre, divide by the final stream's frozen
+  std, times ln_f's weight, then lm_head; its h for FFN neurons is the stream after attention, as here).
 W_U, b, cap: the output layer as the model runs it (weight, bias if any, final logit softcap if any).
 w: the gold answer token, kn's convention for every method (the reference code scores the model's top-1
   prediction instead).
