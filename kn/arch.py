@@ -35,6 +35,8 @@ class Family:
     ffn_in: masked LMs: attribute path inside a block to the FFN's first module, whose input is the
         stream after attention and whose output is added back per position; in the last block the
         fast path feeds it the answer position only.
+    final_norm: causal LMs: attribute path from the LM-head model to the norm between the last block
+        and the output layer (`kn.logprob` projects a layer's residual stream through it), or None.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Family:
     residual_norm: str | None = None
     residual_norm_off: str | None = None
     ffn_in: str | None = None
+    final_norm: str | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -62,17 +65,20 @@ FAMILIES: tuple[Family, ...] = (
            residual_norm="output_layer_norm", ffn_in="ffn"),
     Family("ELECTRA", ("electra",), "electra.encoder.layer", "output.dense", masked=True,
            residual_norm="output.LayerNorm", ffn_in="intermediate"),
-    Family("GPT-2", ("gpt2",), "transformer.h", "mlp.c_proj", weight_layout="in_out"),
-    Family("GPT-NeoX", ("gpt_neox",), "gpt_neox.layers", "mlp.dense_4h_to_h"),
-    Family("BLOOM", ("bloom",), "transformer.h", "mlp.dense_4h_to_h", fanout=False),
+    Family("GPT-2", ("gpt2",), "transformer.h", "mlp.c_proj", weight_layout="in_out", final_norm="transformer.ln_f"),
+    Family("GPT-NeoX", ("gpt_neox",), "gpt_neox.layers", "mlp.dense_4h_to_h", final_norm="gpt_neox.final_layer_norm"),
+    Family("BLOOM", ("bloom",), "transformer.h", "mlp.dense_4h_to_h", fanout=False, final_norm="transformer.ln_f"),
     Family("OPT", ("opt",), "model.decoder.layers", "fc2", flat_ffn=True,
-           residual_norm="final_layer_norm", residual_norm_off="do_layer_norm_before"),
-    Family("Llama", ("llama",), "model.layers", "mlp.down_proj"),
-    Family("Mistral", ("mistral",), "model.layers", "mlp.down_proj"),
-    Family("Qwen2", ("qwen2",), "model.layers", "mlp.down_proj"),
-    Family("Gemma", ("gemma",), "model.layers", "mlp.down_proj"),
-    Family("Gemma-2", ("gemma2",), "model.layers", "mlp.down_proj", post_ffn_norm="post_feedforward_layernorm"),
-    Family("Gemma-3", ("gemma3_text",), "model.layers", "mlp.down_proj", post_ffn_norm="post_feedforward_layernorm"),
+           residual_norm="final_layer_norm", residual_norm_off="do_layer_norm_before",
+           final_norm="model.decoder.final_layer_norm"),
+    Family("Llama", ("llama",), "model.layers", "mlp.down_proj", final_norm="model.norm"),
+    Family("Mistral", ("mistral",), "model.layers", "mlp.down_proj", final_norm="model.norm"),
+    Family("Qwen2", ("qwen2",), "model.layers", "mlp.down_proj", final_norm="model.norm"),
+    Family("Gemma", ("gemma",), "model.layers", "mlp.down_proj", final_norm="model.norm"),
+    Family("Gemma-2", ("gemma2",), "model.layers", "mlp.down_proj", post_ffn_norm="post_feedforward_layernorm",
+           final_norm="model.norm"),
+    Family("Gemma-3", ("gemma3_text",), "model.layers", "mlp.down_proj", post_ffn_norm="post_feedforward_layernorm",
+           final_norm="model.norm"),
 )
 
 
@@ -139,6 +145,11 @@ def residual_norm(model: nn.Module, fam: Family, layer: int) -> nn.Module | None
     if fam.residual_norm_off and getattr(block, fam.residual_norm_off, False):
         return None
     return get_path(block, fam.residual_norm)
+
+
+def final_norm(model: nn.Module, fam: Family) -> nn.Module | None:
+    """The norm between the last block and the output layer, or None (masked LMs; a model built without one)."""
+    return None if fam.final_norm is None else get_path(model, fam.final_norm)
 
 
 def ffn_in(model: nn.Module, fam: Family, layer: int) -> nn.Module | None:

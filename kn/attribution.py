@@ -17,6 +17,8 @@ held at its clean value along the path, so the norm becomes a fixed linear map.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from . import baselines
@@ -24,6 +26,7 @@ from .ig import fast, reference as ref
 from .ig.clean import clean_run
 from .models import LM
 from .gradxact import grad_x_act_target
+from . import settings as _settings
 from .settings import IG, Activation, GradXAct, Settings, resolve
 from .tokens import targets
 
@@ -65,21 +68,40 @@ def grad_x_act(lm: LM, prompt: str, answer: str, *, layers=None) -> torch.Tensor
     return sum(grad_x_act_target(lm, t, layers) for t in targets(lm, prompt, answer))
 
 
-def scores(lm: LM, prompt: str, answer: str, settings: Settings | None = None, *, layers=None) -> torch.Tensor:
-    """The neuron scores [n_layers, width] that `settings` defines: `attribute` for `kn.IG`,
-    `grad_x_act` for `kn.GradXAct()`, `activations` for `kn.Activation()` (zero rows outside `layers`)."""
-    settings = resolve(settings)
-    if isinstance(settings, IG):
-        return attribute(lm, prompt, answer, settings, layers=layers)
-    if isinstance(settings, GradXAct):
-        return grad_x_act(lm, prompt, answer, layers=layers)
-    keep = lm.check_layers(layers)
+# kind -> score(lm, prompt, answer, settings, layers) -> [n_layers, width]; a method is one module that
+# defines its settings class and calls `register` once (kn.logprob)
+Scorer = Callable[[LM, str, str, Settings, list], torch.Tensor]
+SCORERS: dict[str, Scorer] = {}
+
+
+def register(cls: type, score: Scorer) -> type:
+    """Make `cls` (a settings class, `kn.settings.register`) a method: `scores`, `locate`, `run`, the CLI's
+    `--method` and `resolve(method=...)` reach `score` (zero rows outside the layers it is given)."""
+    _settings.register(cls)
+    SCORERS[cls.__dataclass_fields__["kind"].default] = score
+    return cls
+
+
+def _masked_activations(lm: LM, prompt: str, answer: str, settings, layers: list[int]) -> torch.Tensor:
     acts = activations(lm, prompt, answer)
-    if len(keep) < lm.n_layers:
+    if len(layers) < lm.n_layers:
         mask = torch.zeros(lm.n_layers, 1, dtype=torch.bool)
-        mask[keep] = True
+        mask[layers] = True
         acts = torch.where(mask, acts, torch.zeros_like(acts))
     return acts
 
 
-__all__ = ["attribute", "activations", "grad_x_act", "scores", "IG", "Activation", "GradXAct"]
+register(IG, lambda lm, prompt, answer, settings, layers: attribute(lm, prompt, answer, settings, layers=layers))
+register(Activation, _masked_activations)
+register(GradXAct, lambda lm, prompt, answer, settings, layers: grad_x_act(lm, prompt, answer, layers=layers))
+
+
+def scores(lm: LM, prompt: str, answer: str, settings: Settings | None = None, *, layers=None) -> torch.Tensor:
+    """The neuron scores [n_layers, width] that `settings` defines: `attribute` for `kn.IG`,
+    `grad_x_act` for `kn.GradXAct()`, `activations` for `kn.Activation()`, `kn.logprob.log_prob_increase`
+    for `kn.LogProbIncrease()`, any registered kind's scorer (`SCORERS`); zero rows outside `layers`."""
+    settings = resolve(settings)
+    return SCORERS[settings.kind](lm, prompt, answer, settings, lm.check_layers(layers))
+
+
+__all__ = ["attribute", "activations", "grad_x_act", "scores", "register", "SCORERS", "IG", "Activation", "GradXAct"]

@@ -42,10 +42,9 @@ def cmd_probe(args) -> None:
 def cmd_locate(args) -> None:
     from .interventions import AMPLIFY_FACTOR
     from .localization import locate_with_scores
-    from .settings import resolve
     from .verification import verify
 
-    settings = resolve(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier)
+    settings = attribution(args)
     _allocator(args)
     lm = _load(args)
     t0 = time.perf_counter()
@@ -135,17 +134,23 @@ def run_settings(args):
     """The RunSettings of `kn run`'s arguments (the one place they meet): the attribution flags, the
     common ones, and each phase's flags (`phase_flags`), those given only."""
     from .runs import RunSettings
+
+    given = {name: getattr(args, name) for name, _ in phase_flags() if getattr(args, name) is not None}
+    phases = tuple(checks.names(args.phases, "--phases")) if args.phases else RunSettings().phases
+    langs = {"languages": args.languages} if args.languages else {"language": args.language or RunSettings().language}
+    return RunSettings.make(seed=args.seed, phases=phases, attribution=attribution(args), **langs, **given)
+
+
+def attribution(args):
+    """The attribution settings of `--method` and the IG flags (`kn run`, `kn locate`); ValueError for an IG
+    flag given with another method."""
     from .settings import resolve
 
     ig = dict(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier)
     for flag, value in ig.items():
         if args.method != "ig" and value is not None:
             raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
-    given = {name: getattr(args, name) for name, _ in phase_flags() if getattr(args, name) is not None}
-    phases = tuple(checks.names(args.phases, "--phases")) if args.phases else RunSettings().phases
-    langs = {"languages": args.languages} if args.languages else {"language": args.language or RunSettings().language}
-    return RunSettings.make(seed=args.seed, phases=phases, attribution=resolve(method=args.method, **ig), **langs,
-                            **given)
+    return resolve(method=args.method, **ig)
 
 
 def phase_flags():
@@ -328,8 +333,6 @@ def _add_run(p) -> None:
 
     from .runs import RunSettings
     from .runs.phases import PHASES
-    from .quadrature import RULES
-    from .settings import KINDS
 
     D = RunSettings()
     p.add_argument("--data", default="builtin", help="builtin, pararel:PATH or bmlama:PATH (directory or URL)")
@@ -343,10 +346,7 @@ def _add_run(p) -> None:
     p.add_argument("--languages", default=None,
                    help="comma-separated language codes: a run per language over the facts they share "
                         "(--known: known in every one), in --out/<language>")
-    p.add_argument("--method", choices=list(KINDS), default=D.attribution.kind)
-    p.add_argument("--steps", type=positive_int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
-    p.add_argument("--rule", choices=list(RULES), default=None,
-                   help=f"IG quadrature rule (default {KINDS['ig']().rule})")
+    _add_method(p, D.attribution.kind)
     _add_baseline(p)
     p.add_argument("--seed", type=int, default=D.seed, help="seed of every seeded choice (facts, controls)")
     p.add_argument("--phases", default=None,
@@ -403,6 +403,19 @@ def _add_baseline(p) -> None:
                    help="IG times x-b (default, the definition) or x (the AMIG reference code's)")
 
 
+def _add_method(p, default: str = "ig") -> None:
+    """--method (a kind of `kn.settings.KINDS`), and IG's --steps and --rule (None: IG's defaults)."""
+    from .quadrature import RULES
+    from .settings import KINDS
+
+    p.add_argument("--method", choices=list(KINDS), default=default,
+                   help=f"how neurons are scored (default {default}): " + ", ".join(
+                       f"{k} (kn.{c.__name__})" for k, c in KINDS.items()))
+    p.add_argument("--steps", type=positive_int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
+    p.add_argument("--rule", choices=list(RULES), default=None,
+                   help=f"IG quadrature rule (default {KINDS['ig']().rule})")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -426,8 +439,6 @@ def fraction(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .quadrature import RULES
-
     parser = argparse.ArgumentParser(prog="kn", description="Knowledge neurons in transformer language models.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -449,8 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("locate", help="knowledge neurons of a fact from paraphrase prompts")
     p.add_argument("prompts", nargs="+")
     p.add_argument("--answer", "-a", required=True)
-    p.add_argument("--steps", type=positive_int, default=20)
-    p.add_argument("--rule", choices=list(RULES), default="riemann_left", help="IG quadrature rule")
+    _add_method(p)
     _add_baseline(p)
     p.add_argument("--threshold", type=fraction, default=0.2)
     p.add_argument("--share", type=fraction, default=0.7)

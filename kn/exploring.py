@@ -1,10 +1,11 @@
 """What the fact explorer computes, as plain functions: no widgets, no drawing (`kn.widgets` draws).
 
-Each control of the explorer is checked here (`check_k`, `check_steps`, `check_fraction`,
+Each control of the explorer is checked here (`check_k`, `check_steps`, `check_method`, `check_fraction`,
 `check_factor`, `check_prompt`, `check_paraphrases`): a value out of range raises `kn.checks.ArgumentError`
 naming the control and saying what it takes, instead of being clamped. The steps are kn's public
 functions, grouped as the explorer shows them: `probe_fact` (kn.probe with the answer's probability
-and rank), `attribute_in_groups` (kn.attribute in layer groups, one progress tick each),
+and rank), `attribute_in_groups` (kn.scores in layer groups, one progress tick each; IG with its steps or any
+registered method, `how`),
 `ScoreCache` (attributions kept by fact, so a new threshold or share re-locates at once),
 `locate_from_scores` (kn.coarse + kn.refine, what kn.locate does) and `intervention_table`
 (P(answer) in every paraphrase before and with the neurons suppressed / amplified).
@@ -18,6 +19,7 @@ import pandas as pd
 import torch
 
 from . import attribution, checks, interventions, localization, probing, verification
+from . import settings as attribution_settings
 from .models import LM
 from .neuron import Neuron
 
@@ -43,6 +45,30 @@ def check_steps(steps) -> int:
             f"IG steps is {steps}: the explorer takes 1 to {MAX_STEPS} path points (each is a forward and backward "
             f"pass); set IG steps in that range (kn.attribute(..., steps={steps}) runs more)")
     return steps
+
+
+def methods() -> list[str]:
+    """The attribution methods the explorer offers: every registered kind (`kn.settings.KINDS`)."""
+    return list(attribution_settings.KINDS)
+
+
+def check_method(method) -> str:
+    if method not in attribution_settings.KINDS:
+        raise checks.ArgumentError(f"method is {method!r}: choose one of {', '.join(methods())}")
+    return method
+
+
+def how(steps, method: str = "ig"):
+    """The attribution settings of the controls: `kn.IG(steps=steps)`, or another method's settings (IG steps
+    unused then, not checked)."""
+    method = check_method(method)
+    return attribution_settings.IG(steps=check_steps(steps)) if method == "ig" else \
+        attribution_settings.resolve(method=method)
+
+
+def describe(settings) -> str:
+    """"20 steps" for IG, the method's kind otherwise: what a status line says was run."""
+    return f"{settings.steps} steps" if settings.kind == "ig" else f"method {settings.kind}"
 
 
 def check_fraction(value, name: str) -> float:
@@ -104,36 +130,37 @@ def layer_groups(n_layers: int, groups: int) -> list[list[int]]:
 
 
 def attribute_in_groups(lm: LM, prompt: str, answer: str, steps: int, groups: int = 1,
-                        tick: Callable[[], None] = lambda: None) -> torch.Tensor:
-    """kn.attribute's scores [n_layers, width] (float32, CPU), computed `groups` layer groups at a time,
-    calling `tick()` after each (the same scores; each extra group costs ~10-25%)."""
-    prompt, steps = check_prompt(prompt), check_steps(steps)
+                        tick: Callable[[], None] = lambda: None, method: str = "ig") -> torch.Tensor:
+    """kn.scores [n_layers, width] (float32, CPU) of IG with `steps` (or of `method`, `how`), computed `groups`
+    layer groups at a time, calling `tick()` after each (the same scores; each extra group costs ~10-25%)."""
+    prompt, settings = check_prompt(prompt), how(steps, method)
     total = torch.zeros(lm.n_layers, lm.width)
     for layers in layer_groups(lm.n_layers, groups):
-        total += attribution.attribute(lm, prompt, answer, steps=steps, layers=layers).float().cpu()
+        total += attribution.scores(lm, prompt, answer, settings, layers=layers).float().cpu()
         tick()
     return total
 
 
 class ScoreCache:
-    """Attribution scores kept by (model, prompt, answer, steps): each fact is attributed once."""
+    """Attribution scores kept by (model, prompt, answer, steps, method): each fact is attributed once per
+    setting (IG steps count for IG only)."""
 
     def __init__(self):
         self._scores: dict[tuple, torch.Tensor] = {}
 
     @staticmethod
-    def key(lm: LM, prompt: str, answer: str, steps: int) -> tuple:
-        return lm.name, id(lm), prompt, answer.strip(), steps
+    def key(lm: LM, prompt: str, answer: str, steps: int, method: str = "ig") -> tuple:
+        return lm.name, id(lm), prompt, answer.strip(), how(steps, method)
 
-    def has(self, lm: LM, prompt: str, answer: str, steps: int) -> bool:
-        return self.key(lm, prompt, answer, steps) in self._scores
+    def has(self, lm: LM, prompt: str, answer: str, steps: int, method: str = "ig") -> bool:
+        return self.key(lm, prompt, answer, steps, method) in self._scores
 
     def get(self, lm: LM, prompt: str, answer: str, steps: int, groups: int = 1,
-            tick: Callable[[], None] = lambda: None) -> torch.Tensor:
+            tick: Callable[[], None] = lambda: None, method: str = "ig") -> torch.Tensor:
         """The scores, attributed on first use (`attribute_in_groups`); ticks once per group either way."""
-        key = self.key(lm, prompt, answer, steps)
+        key = self.key(lm, prompt, answer, steps, method)
         if key not in self._scores:
-            self._scores[key] = attribute_in_groups(lm, prompt, answer, steps, groups, tick)
+            self._scores[key] = attribute_in_groups(lm, prompt, answer, steps, groups, tick, method)
         else:
             for _ in layer_groups(lm.n_layers, groups):
                 tick()
@@ -186,8 +213,8 @@ class Exploration:
     def reset(self) -> None:
         """Forget the results (another model): the kept scores stay, keyed by model."""
         self.predictions = self.scores = self.neurons = self.table = None
-        self.scored_for: tuple | None = None   # (model, prompt, answer, steps) of `scores`
-        self.located_for: tuple | None = None  # (model, answer, steps, prompts) of `neurons`
+        self.scored_for: tuple | None = None   # (model, prompt, answer, settings) of `scores`
+        self.located_for: tuple | None = None  # (model, answer, settings, prompts) of `neurons`
 
     def n_groups(self, lm: LM) -> int:
         return len(layer_groups(lm.n_layers, self.groups))
@@ -197,33 +224,37 @@ class Exploration:
         self.predictions = probed.predictions
         return probed
 
-    def attribute(self, lm: LM, prompt: str, answer: str, steps: int, tick=lambda: None) -> torch.Tensor:
-        prompt, steps = check_prompt(prompt), check_steps(steps)
-        self.scores = self.cache.get(lm, prompt, answer, steps, self.groups, tick)
-        self.scored_for = (lm.name, prompt, answer.strip(), steps)
+    def attribute(self, lm: LM, prompt: str, answer: str, steps: int, tick=lambda: None,
+                  method: str = "ig") -> torch.Tensor:
+        prompt, settings = check_prompt(prompt), how(steps, method)
+        self.scores = self.cache.get(lm, prompt, answer, steps, self.groups, tick, method)
+        self.scored_for = (lm.name, prompt, answer.strip(), settings)
         return self.scores
 
-    def to_attribute(self, lm: LM, paraphrases: str, answer: str, steps: int, threshold, share) -> list[str]:
+    def to_attribute(self, lm: LM, paraphrases: str, answer: str, steps: int, threshold, share,
+                     method: str = "ig") -> list[str]:
         """The paraphrases (one a line) not attributed yet, after checking every setting of Locate."""
-        steps, prompts = check_steps(steps), check_paraphrases(paraphrases, self.min_prompts)
+        how(steps, method)
+        prompts = check_paraphrases(paraphrases, self.min_prompts)
         check_fraction(threshold, "threshold"), check_fraction(share, "share")
-        return [p for p in prompts if not self.cache.has(lm, p, answer, steps)]
+        return [p for p in prompts if not self.cache.has(lm, p, answer, steps, method)]
 
     def locate(self, lm: LM, paraphrases: str, answer: str, steps: int, threshold, share,
-               tick=lambda: None) -> Located:
+               tick=lambda: None, method: str = "ig") -> Located:
         """Attributes what is not kept yet (`tick` after each layer group), then locates."""
-        for p in self.to_attribute(lm, paraphrases, answer, steps, threshold, share):
-            self.cache.get(lm, p, answer, steps, self.groups, tick)
+        for p in self.to_attribute(lm, paraphrases, answer, steps, threshold, share, method):
+            self.cache.get(lm, p, answer, steps, self.groups, tick, method)
         prompts = check_paraphrases(paraphrases, self.min_prompts)
-        located = locate_from_scores([self.cache.get(lm, p, answer, steps) for p in prompts], threshold, share,
-                                     self.min_prompts)
-        self.neurons, self.located_for = located.neurons, (lm.name, answer.strip(), steps, tuple(prompts))
+        located = locate_from_scores([self.cache.get(lm, p, answer, steps, method=method) for p in prompts],
+                                     threshold, share, self.min_prompts)
+        self.neurons = located.neurons
+        self.located_for = (lm.name, answer.strip(), how(steps, method), tuple(prompts))
         return located
 
-    def same_fact(self, lm: LM, paraphrases: str, answer: str, steps: int) -> bool:
+    def same_fact(self, lm: LM, paraphrases: str, answer: str, steps: int, method: str = "ig") -> bool:
         """Whether the neurons were located for this fact (then a new threshold or share re-locates at once)."""
         prompts = tuple(line.strip() for line in paraphrases.splitlines() if line.strip())
-        return self.located_for == (lm.name, answer.strip(), steps, prompts)
+        return self.located_for == (lm.name, answer.strip(), how(steps, method), prompts)
 
     def boxed(self) -> list[Neuron]:
         """The neurons to mark on the heatmap: the located ones, if located for the attributed answer."""

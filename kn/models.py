@@ -108,6 +108,11 @@ class LM:
         """The norm after the residual add (post-LN blocks), or None; see `arch.residual_norm`."""
         return arch.residual_norm(self.model, self.family, layer)
 
+    @property
+    def final_norm(self) -> nn.Module | None:
+        """The norm between the last block and the output layer (causal LMs), or None."""
+        return arch.final_norm(self.model, self.family)
+
     def ffn_in(self, layer: int) -> nn.Module | None:
         """The FFN's first module (masked LMs), or None."""
         return arch.ffn_in(self.model, self.family, layer)

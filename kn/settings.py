@@ -1,4 +1,5 @@
-"""How neurons are scored, as one frozen value: `IG(...)`, `Activation()` or `GradXAct()`.
+"""How neurons are scored, as one frozen value: `IG(...)`, `Activation()`, `GradXAct()` or a kind registered
+later (`kn.LogProbIncrease()`, `register`).
 
 A value goes to `kn.attribute` (IG), `kn.locate` and `kn.localization.prompt_sets`; each knows its default
 coarse-filter threshold (Dai et al.: 0.2 for IG, 0.5 for raw activation). `dataclasses.asdict(v)`
@@ -108,8 +109,24 @@ class GradXAct:
         return {"kind": self.kind}
 
 
-Settings = Union[IG, Activation, GradXAct]
+Settings = Union[IG, Activation, GradXAct]  # and any kind registered later (kn.LogProbIncrease)
 KINDS: dict[str, type] = {"ig": IG, "activation": Activation, "gradxact": GradXAct}
+
+
+def register(cls: type) -> type:
+    """Add a settings class (a frozen dataclass with a `kind` default, `coarse_threshold` and `to_dict`) to
+    `KINDS`; `kn.attribution.register` calls it with the class's scoring function."""
+    kind = cls.__dataclass_fields__["kind"].default
+    if KINDS.get(kind, cls) is not cls:
+        raise ValueError(f"settings kind {kind!r} is taken by {KINDS[kind].__name__}")
+    KINDS[kind] = cls
+    return cls
+
+
+def names() -> str:
+    """The settings values as people write them: "kn.IG(...), kn.Activation(), ... or kn.X()"."""
+    forms = [f"kn.{c.__name__}({'...' if c is IG else ''})" for c in KINDS.values()]
+    return ", ".join(forms[:-1]) + " or " + forms[-1]
 
 
 def from_dict(d: dict) -> Settings:
@@ -128,18 +145,18 @@ def from_dict(d: dict) -> Settings:
 
 def resolve(settings: Settings | None = None, *, method: str | None = None, **overrides) -> Settings:
     """One settings value from the forms people write: a value, or keywords (`None` = not given)
-    overriding its fields (default `IG()`); `method` (a name of `KINDS`: "ig", "activation", "gradxact")
-    is the string form.
+    overriding its fields (default `IG()`); `method` (a name of `KINDS`: "ig", "activation", "gradxact",
+    "logprob") is the string form.
     """
     if method is not None:
         if method not in KINDS:
             raise ValueError(f"method must be one of {list(KINDS)}, got {method!r}")
         if settings is not None:
-            raise TypeError("pass either settings (kn.IG(...) / kn.Activation()) or method=, not both")
+            raise TypeError(f"pass either settings ({names()}) or method=, not both")
         settings = KINDS[method]()
     settings = IG() if settings is None else settings
     if not isinstance(settings, tuple(KINDS.values())):
-        raise TypeError(f"settings must be kn.IG(...), kn.Activation() or kn.GradXAct(), got {type(settings).__name__}"
+        raise TypeError(f"settings must be {names()}, got {type(settings).__name__}"
                         + (" (rebuild a dict with kn.settings.from_dict)" if isinstance(settings, dict) else ""))
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides and not isinstance(settings, IG):

@@ -7,6 +7,8 @@ browser) and the heatmap is `kn.figures`. The same steps run without clicking: `
 10^6, a threshold above 1, an answer the tokenizer cannot form) is said in the widget, in red, and
 never raised nor clamped; the next good step clears it. The methods are those of Dai et al. 2022
 (sections 3.2 and 4.2); the book's chapters "Knowledge neurons" and "Exploring a fact" walk through them.
+The method dropdown scores neurons by IG (the paper's, with the IG steps) or by any other registered kind
+(`kn.settings.KINDS`: activation, gradxact, logprob).
 
 ipywidgets comes with the `book` extra (`pip install "kn[book]"` or `pip install ipywidgets`); it is
 imported only when an explorer is built.
@@ -23,7 +25,7 @@ import pandas as pd
 import torch
 
 from . import exploring, figures, models
-from .exploring import MODES
+from .exploring import MODES, describe, how
 from .interventions import AMPLIFY_FACTOR
 from .models import DEFAULT_MODEL, LM, PACKAGED
 from .neuron import Neuron
@@ -88,17 +90,22 @@ def _make(name: str, cls, **kw):
 class Inputs:
     """What a reader sets: the model, the fact, the settings, and the buttons."""
 
-    def __init__(self, w, names, first, prompt, answer, paraphrases, k, steps, threshold, share, factor):
+    def __init__(self, w, names, first, prompt, answer, paraphrases, k, steps, threshold, share, factor,
+                 method="ig"):
         small = lambda px: w.Layout(width=f"{px}px")  # noqa: E731
         self.model = _make("model", w.Dropdown, options=names, value=first, description="model")
         self.k = _make("k", w.IntText, value=k, description="top k", layout=small(150))
         self.steps = _make("steps", w.IntText, value=steps, description="IG steps", layout=small(170))
+        self.method = _make("method", w.Dropdown, options=exploring.methods(), value=exploring.check_method(method),
+                            description="method", layout=small(210),
+                            tooltip="how neurons are scored: ig (integrated gradients, IG steps), activation, "
+                                    "gradxact (gradient x activation), logprob (log-probability increase)")
         self.prompt = _make("prompt", w.Text, value=prompt, description="prompt", layout=w.Layout(width="98%"),
                             placeholder="causal LM: ends where the answer begins; masked LM: holds [MASK]")
         self.answer = _make("answer", w.Text, value=answer, description="answer", layout=small(300))
         self.probe = _make("probe", w.Button, description="Probe", icon="search", tooltip="top-k answers (kn.probe)")
         self.attribute = _make("attribute", w.Button, description="Attribute", icon="fire",
-                               tooltip="integrated gradients of the answer (kn.attribute)")
+                               tooltip="the answer's neuron scores by the method chosen (kn.scores)")
         self.paraphrases = _make("paraphrases", w.Textarea, value="\n".join(paraphrases), description="paraphrases",
                                  placeholder="one prompt per line", layout=w.Layout(width="98%", height="96px"))
         self.threshold = _make("threshold", w.FloatText, value=threshold, step=0.05, description="threshold",
@@ -196,7 +203,7 @@ def layout(w, i: Inputs, o: Outputs):
     """The explorer's box (CSS class kn-explorer): inputs above the outputs they lead to."""
     h = lambda text: w.HTML(f"<b>{html.escape(text)}</b>")  # noqa: E731
     box = w.VBox([
-        w.HBox([i.model, i.k, i.steps]), i.prompt, w.HBox([i.answer, i.probe, i.attribute]),
+        w.HBox([i.model, i.k, i.method, i.steps]), i.prompt, w.HBox([i.answer, i.probe, i.attribute]),
         w.HBox([o.progress, o.progress_label]), o.status,
         h("Top answers"), o.topk,
         h("Attribution: layers x the strongest neurons, and the by-layer profile"), o.heatmap,
@@ -238,7 +245,8 @@ class FactExplorer:
     """
 
     def __init__(self, lm_or_name: LM | str | None = None, *, prompt: str = "", answer: str = "",
-                 paraphrases: Sequence[str] | None = None, k: int = 10, steps: int = 20, threshold: float = 0.2,
+                 paraphrases: Sequence[str] | None = None, k: int = 10, steps: int = 20, method: str = "ig",
+                 threshold: float = 0.2,
                  share: float = 0.7, min_prompts: int = 3, factor: float = AMPLIFY_FACTOR, n_columns: int = 24,
                  groups: int = 1, loader: Callable[[str], LM] | None = None):
         w = _require_ipywidgets()
@@ -246,7 +254,7 @@ class FactExplorer:
         self.n_columns = n_columns
         paraphrases = list(paraphrases) if paraphrases is not None else ([prompt] if prompt else [])
         self.ui = ui = Inputs(w, self.models.names, self.models.first, prompt, answer, paraphrases, k, steps,
-                              threshold, share, factor)
+                              threshold, share, factor, method)
         self.out = Outputs(w)
         self.widget = layout(w, ui, self.out)
         _wire(self)
@@ -287,14 +295,16 @@ class FactExplorer:
         return self.results.predictions if self.error is None else None
 
     def attribute(self) -> torch.Tensor | None:
-        """IG scores [n_layers, width] of the answer after the prompt; draws the heatmap and profile."""
+        """Scores [n_layers, width] of the answer after the prompt (IG, or the method chosen); draws the heatmap
+        and profile."""
         with self.out.step("attribution", self.ui.buttons):
             ui, lm, prompt, answer = self.ui, self.lm, self.ui.prompt.value, self.ui.answer.value
+            what = describe(how(ui.steps.value, ui.method.value))
             n = self.results.n_groups(lm)
-            tick = self.out.start_progress(n, f"attributing ({ui.steps.value} steps)", [prompt], n)
-            self.results.attribute(lm, prompt, answer, ui.steps.value, tick)
+            tick = self.out.start_progress(n, f"attributing ({what})", [prompt], n)
+            self.results.attribute(lm, prompt, answer, ui.steps.value, tick, ui.method.value)
             self.out.draw(self.results, self.n_columns)
-            self.out.info(f"attributed {answer.strip()!r} after {prompt!r} ({ui.steps.value} steps)")
+            self.out.info(f"attributed {answer.strip()!r} after {prompt!r} ({what})")
         return self.results.scores if self.error is None else None
 
     def locate(self, only_if_kept: bool = False) -> list[Neuron] | None:
@@ -305,12 +315,12 @@ class FactExplorer:
         with self.out.step("locate", self.ui.buttons):
             ui, out, lm, r = self.ui, self.out, self.lm, self.results
             args = (lm, ui.paraphrases.value, ui.answer.value, ui.steps.value)
-            todo = r.to_attribute(*args, ui.threshold.value, ui.share.value)
-            if only_if_kept and (todo or not r.same_fact(*args)):
+            todo = r.to_attribute(*args, ui.threshold.value, ui.share.value, ui.method.value)
+            if only_if_kept and (todo or not r.same_fact(*args, ui.method.value)):
                 out.info("threshold / share changed: click Locate to attribute the edited fact")
                 return r.neurons
             tick = out.start_progress(len(todo) * r.n_groups(lm), "attributing the paraphrases", todo, r.n_groups(lm))
-            located = r.locate(*args, ui.threshold.value, ui.share.value, tick)
+            located = r.locate(*args, ui.threshold.value, ui.share.value, tick, ui.method.value)
             out.neurons.value = neurons_html(located, ui.threshold.value, ui.share.value)
             if r.scores is not None:
                 out.draw(r, self.n_columns)
@@ -348,7 +358,8 @@ def _wire(ex: FactExplorer) -> None:
 def explorer(lm_or_name: LM | str | None = None, **kwargs) -> FactExplorer:
     """A `FactExplorer` on an `LM` or a model name (None: the default packaged model, loaded on first use).
 
-    kwargs: prompt, answer, paraphrases (list of prompts), k, steps, threshold, share, min_prompts,
+    kwargs: prompt, answer, paraphrases (list of prompts), k, steps (IG), method (a kind of `kn.settings.KINDS`:
+    "ig", the default, "activation", "gradxact", "logprob"), threshold, share, min_prompts,
     factor (amplify), n_columns (heatmap columns), groups (each attribution runs in this many layer
     groups, one progress step each; 1 = per prompt, the fastest: each extra group costs ~10-25%),
     loader (name -> LM, default `kn.load`). Values out of the controls' ranges are shown as a message

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .. import checks
-from ..settings import IG, KINDS as ATTRIBUTIONS, Settings, from_dict as attribution_from_dict, resolve
+from ..settings import IG, KINDS as ATTRIBUTIONS, Settings, from_dict as attribution_from_dict, names, resolve
 from .phases import COMMON, PHASES, check_phases, owner_of
 from .phases.setting import to_json
 
@@ -26,7 +26,7 @@ class RunSettings:
 
     phases: the run's units of work, in order (`kn.runs.phases.PHASES`); languages: the languages
     the facts are run in (each (fact, language) a unit of work; `language=` sets one); attribution:
-    how neurons are scored, `kn.IG(...)`, `kn.Activation()` or `kn.GradXAct()`; seed: every seeded choice (controls);
+    how neurons are scored, `kn.IG(...)`, `kn.Activation()`, `kn.GradXAct()` or `kn.LogProbIncrease()`; seed: every seeded choice (controls);
     per_phase: ((phase name, its settings value), ...), one per phase of `phases` (missing ones take
     their defaults). A phase's setting reads as an attribute too (`settings.share`).
     """
@@ -42,7 +42,7 @@ class RunSettings:
         _set(self, "phases", tuple(checks.names(self.phases, "phases")))
         check_phases(self.phases)
         if not isinstance(self.attribution, tuple(ATTRIBUTIONS.values())):
-            raise TypeError(f"attribution must be kn.IG(...), kn.Activation() or kn.GradXAct(), got {self.attribution!r}")
+            raise TypeError(f"attribution must be {names()}, got {self.attribution!r}")
         _set(self, "languages", check_languages(self.languages))
         checks.integer(self.seed, "seed")
         given = dict(self.per_phase)

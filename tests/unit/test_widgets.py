@@ -307,3 +307,29 @@ def test_without_ipywidgets_the_error_says_how_to_install(monkeypatch, gpt2):
     with pytest.raises(ImportError, match="pip install ipywidgets"):
         widgets.explorer(gpt2)
     assert exploring.layer_profile(torch.ones(2, 3))["positive sum"].tolist() == [3.0, 3.0]  # helpers still work
+
+
+def test_the_method_dropdown_offers_every_registered_kind(gpt2):
+    """Every kind of kn.settings.KINDS is offered; Attribute and Locate score by the one chosen (steps unused),
+    and each method's scores are kept apart."""
+    from kn.settings import KINDS
+
+    ex = make(gpt2, steps=10 ** 6)  # IG steps out of range: said only when IG runs
+    assert list(ex.ui.method.options) == list(KINDS) and "logprob" in KINDS and ex.ui.method.value == "ig"
+    ex.ui.method.value = "logprob"
+    ex.ui.attribute.click()
+    assert ex.error is None and "logprob" in ex.out.status.value
+    assert torch.equal(ex.results.scores, kn.log_prob_increase(gpt2, PROMPTS[0], "France"))
+    ex.ui.locate.click()
+    assert ex.results.neurons == kn.locate(gpt2, PROMPTS, "France", kn.LogProbIncrease(), threshold=0.2, share=0.7)
+    ex.ui.method.value = "ig"
+    ex.ui.attribute.click()
+    assert ex.error is not None and "IG steps" in ex.error
+    ex.ui.steps.value = STEPS
+    ex.ui.attribute.click()
+    assert ex.error is None
+    torch.testing.assert_close(ex.results.scores, kn.attribute(gpt2, PROMPTS[0], "France", steps=STEPS), rtol=1e-5,
+                               atol=1e-7)
+    assert ex.results.boxed() == []  # located by logprob, scored by IG: no boxes
+    with pytest.raises(kn.checks.ArgumentError, match="method"):
+        make(gpt2, method="nope")
