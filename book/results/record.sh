@@ -7,6 +7,7 @@
 #   bash book/results/record.sh ml       # "AMIG" and "Language-independent knowledge neurons"
 #   bash book/results/record.sh amig-en  # "AMIG": smollm2-135m in English alone (it knows few facts in en and fr)
 #   bash book/results/record.sh critique # "Knowledge, or grammar?": facts and the agreement set, en and fr
+#   bash book/results/record.sh edits PARAREL_DIR  # "Editing": every edit method on 12 relations x 20 edits, gemma-3-270m
 # The runs live in runs/ (not in the repository). The quadrature: gemma-3-270m at gauss_legendre 6, what
 # `kn calibrate` picked for the AMIG baseline on facts outside these relations (book/results/calibration/
 # gemma-3-270m-amig); smollm2-135m at the paper's setting, which calibration keeps on that model (chapter
@@ -20,6 +21,8 @@ kn() { "$KN" "$@"; }
 
 RELATIONS=capital,official_language,continent,currency,city_country,company_country
 PARAREL_RELATIONS=P30,P36,P1376,P407,P364,P27,P108,P279,P463
+# the edit study's: the reverse pairs (P36 / P1376; P47, P530 symmetric) for portability, and 8 more
+EDIT_RELATIONS=P36,P1376,P47,P530,P19,P20,P106,P101,P176,P138,P495,P740
 quadrature() {  # quadrature MODEL: its IG settings in these runs
     case $1 in
         gemma-3-270m) echo --rule gauss_legendre --steps 6 ;;
@@ -73,6 +76,14 @@ ml() {  # ml MODEL LANGUAGES NAME FACTS_PER_RELATION: the AMIG chapter's three m
     fi
 }
 
+edits() {  # edits MODEL PARAREL_DIR: single edits (20 per relation) and each relation's edits at once
+    local m=$1 data="pararel:$2"
+    # shellcheck disable=SC2046
+    kn run --model "$m" --data "$data" --relations "$EDIT_RELATIONS" --facts-per-relation 30 --known \
+        $(quadrature "$m") --phases locate,edit --edit-facts 20 --edit-batch --out "runs/edits/$m"
+    kn record "runs/edits/$m" "book/results/edits/$m"
+}
+
 critique() {  # critique MODEL: the same locate and verify on built-in facts and on the agreement set
     local m=$1 data
     for data in builtin agreement; do
@@ -90,5 +101,7 @@ case "${1:-}" in
     ml) ml gemma-3-270m en,zh,fr,ru gemma-3-270m 20; ml smollm2-135m en,fr smollm2-135m 20 ;;
     amig-en) ml smollm2-135m en smollm2-135m-en 10 ;;
     critique) critique gemma-3-270m ;;
-    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique" >&2; exit 2 ;;
+    edits) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh edits PARAREL_DIR" >&2; exit 2; }
+           edits gemma-3-270m "$2" ;;
+    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR" >&2; exit 2 ;;
 esac

@@ -41,9 +41,9 @@ def _validated_runs(commands, monkeypatch) -> dict[str, object]:
     return runs
 
 
-@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique"])
+@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits"])
 def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch):
-    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode == "pararel" else [mode]))
+    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits") else [mode]))
     assert {c[0] for c in commands} == {"run", "record"}
     runs = _validated_runs(commands, monkeypatch)
     made = set()
@@ -63,6 +63,10 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         assert runs["runs/dkn/gemma-3-270m-zh"].languages == ("zh",)
         g = runs["runs/dkn/gemma-3-270m-en"].attribution
         assert (g.rule, g.steps, g.baseline) == ("gauss_legendre", 6, "amig")
+    if mode == "edits":
+        e = runs["runs/edits/gemma-3-270m"]
+        assert e.phases == ("locate", "edit") and e.of("edit").edit_batch and e.of("edit").edit_facts == 20
+        assert {"P36", "P1376", "P47", "P530"} <= set(c for c in commands[0][commands[0].index("--relations") + 1].split(","))
     if mode == "critique":
         assert runs["runs/critique/gemma-3-270m-agreement"].languages == ("en", "fr")
     if mode == "ml":

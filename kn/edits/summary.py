@@ -1,0 +1,48 @@
+"""An edit study's tables summarised per method (the `edit` phase's `edits` and `edit_batches`), and
+issue 30's goal for kn-opt read against them."""
+from __future__ import annotations
+
+import math
+
+from ..stats import bootstrap_mean
+
+METRICS = ("reliability", "generalization", "locality", "portability", "fluency")
+# the goal for kn-opt: single edits, and each relation's edits at once
+GOAL = {"single": {"reliability": 0.95, "generalization": 0.70, "locality": 0.90},
+        "batch": {"reliability": 0.80, "locality": 0.85}}
+
+
+def by_method(edits, order=None):
+    """A row per method: edits, each metric's mean with its 95% bootstrap interval (low, high; over
+    edits, NaN rows left out), neurons and parameters touched, seconds per edit."""
+    import pandas as pd
+
+    rows = []
+    for m, g in edits.groupby("method", sort=False):
+        row = {"method": m, "edits": len(g)}
+        for k in METRICS:
+            x = g[k].dropna().to_numpy(dtype=float) if k in g else []
+            mean, low, high = bootstrap_mean(x) if len(x) else (math.nan,) * 3
+            row |= {k: mean, f"{k}_low": low, f"{k}_high": high}
+        row |= {"n_neurons": float(g.n_neurons.mean()), "n_params": float(g.n_params.mean()),
+                "edit_seconds": float(g.edit_seconds.mean())}
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if order is not None and len(out):
+        out = out.set_index("method").reindex([m for m in order if m in set(out.method)]).reset_index()
+    return out
+
+
+def goal(summary, kind: str = "single", method: str = "kn-opt") -> tuple[bool | None, str]:
+    """(met, words): whether `method`'s means in `summary` (`by_method`) reach `GOAL[kind]`; None when
+    it was not measured."""
+    row = summary[summary.method == method]
+    if row.empty:
+        return None, f"{method} was not measured ({kind} edits)"
+    r = row.iloc[0]
+    parts, met = [], True
+    for k, target in GOAL[kind].items():
+        ok = r[k] >= target
+        met &= bool(ok)
+        parts.append(f"{k} {r[k]:.0%} ({'>=' if ok else '<'} {target:.0%})")
+    return met, f"{method}, {kind} edits ({int(r.edits)}): " + ", ".join(parts)

@@ -1,0 +1,35 @@
+"""kn.edits.summary on hand-built edit tables: means and intervals per method, the goal's verdict."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from kn.edits import summary as S
+
+
+def _table():
+    return pd.DataFrame({"method": ["kn-opt"] * 4 + ["rome"] * 2,
+                         "reliability": [1, 1, 1, 0.5, 1, 1], "generalization": [1, 0.5, 1, 1, 0, 0],
+                         "locality": [1, 1, 0.8, 1, 0.5, 0.5], "portability": [math.nan, 1, 0, math.nan, 0, 0],
+                         "fluency": [5.0, 5.2, 4.8, 5.0, 3.0, 3.2], "n_neurons": [3, 4, 5, 4, 0, 0],
+                         "n_params": [1, 1, 1, 1, 9, 9], "edit_seconds": [1.0, 2.0, 3.0, 2.0, 4.0, 6.0]})
+
+
+def test_means_intervals_and_order():
+    s = S.by_method(_table(), order=["rome", "kn-opt", "ft"])
+    assert list(s.method) == ["rome", "kn-opt"]
+    k = s.set_index("method").loc["kn-opt"]
+    assert k.edits == 4 and k.reliability == pytest.approx(0.875) and k.portability == pytest.approx(0.5)
+    assert k.reliability_low <= k.reliability <= k.reliability_high and k.edit_seconds == 2.0
+    assert s.set_index("method").loc["rome", "generalization"] == 0
+
+
+def test_goal_verdict_names_each_metric():
+    s = S.by_method(_table())
+    met, words = S.goal(s)
+    assert met is False and "reliability 88% (< 95%)" in words and "locality 95% (>= 90%)" in words
+    met, _ = S.goal(s, "batch")
+    assert met is True
+    assert S.goal(s, method="ft")[0] is None
