@@ -8,6 +8,7 @@
 #   bash book/results/record.sh amig-en  # "AMIG": smollm2-135m in English alone (it knows few facts in en and fr)
 #   bash book/results/record.sh critique # "Knowledge, or grammar?": facts and the agreement set, en and fr
 #   bash book/results/record.sh edits PARAREL_DIR  # "Editing": every edit method on 12 relations x 20 edits, gemma-3-270m
+#   bash book/results/record.sh agreement PARAREL_DIR  # "How many steps": cheaper settings against the paper's
 # The runs live in runs/ (not in the repository). The quadrature: gemma-3-270m at gauss_legendre 6, what
 # `kn calibrate` picked for the AMIG baseline on facts outside these relations (book/results/calibration/
 # gemma-3-270m-amig); smollm2-135m at the paper's setting, which calibration keeps on that model (chapter
@@ -76,6 +77,25 @@ ml() {  # ml MODEL LANGUAGES NAME FACTS_PER_RELATION: the AMIG chapter's three m
     fi
 }
 
+setting_flags() {  # setting_flags NAME: the attribution of one setting of the agreement study
+    case $1 in
+        paper) echo --rule riemann_left --steps 20 ;;
+        gl6) echo --rule gauss_legendre --steps 6 ;;
+        gl3) echo --rule gauss_legendre --steps 3 ;;
+        gradxact) echo --method gradxact ;;
+    esac
+}
+
+agreement() {  # agreement MODEL PARAREL_DIR FACTS_PER_RELATION: the same known facts under each setting
+    local m=$1 data="pararel:$2" n=$3 name
+    for name in paper gl6 gl3 gradxact; do
+        # shellcheck disable=SC2046
+        kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation "$n" --known \
+            $(setting_flags "$name") --out "runs/agreement/$m-$name"
+        kn record "runs/agreement/$m-$name" "book/results/agreement/$m/$name"
+    done
+}
+
 edits() {  # edits MODEL PARAREL_DIR: single edits (20 per relation) and each relation's edits at once
     local m=$1 data="pararel:$2"
     # shellcheck disable=SC2046
@@ -101,7 +121,9 @@ case "${1:-}" in
     ml) ml gemma-3-270m en,zh,fr,ru gemma-3-270m 20; ml smollm2-135m en,fr smollm2-135m 20 ;;
     amig-en) ml smollm2-135m en smollm2-135m-en 10 ;;
     critique) critique gemma-3-270m ;;
+    agreement) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh agreement PARAREL_DIR" >&2; exit 2; }
+               agreement gemma-3-270m "$2" 23; agreement smollm2-135m "$2" 12 ;;
     edits) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh edits PARAREL_DIR" >&2; exit 2; }
            edits gemma-3-270m "$2" ;;
-    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR" >&2; exit 2 ;;
+    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR|agreement PARAREL_DIR" >&2; exit 2 ;;
 esac

@@ -41,9 +41,9 @@ def _validated_runs(commands, monkeypatch) -> dict[str, object]:
     return runs
 
 
-@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits"])
+@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits", "agreement"])
 def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch):
-    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits") else [mode]))
+    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits", "agreement") else [mode]))
     assert {c[0] for c in commands} == {"run", "record"}
     runs = _validated_runs(commands, monkeypatch)
     made = set()
@@ -67,6 +67,12 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         e = runs["runs/edits/gemma-3-270m"]
         assert e.phases == ("locate", "edit") and e.of("edit").edit_batch and e.of("edit").edit_facts == 20
         assert {"P36", "P1376", "P47", "P530"} <= set(c for c in commands[0][commands[0].index("--relations") + 1].split(","))
+    if mode == "agreement":
+        paper, gx = runs["runs/agreement/gemma-3-270m-paper"].attribution, runs["runs/agreement/gemma-3-270m-gradxact"]
+        assert (paper.kind, paper.rule, paper.steps, paper.baseline) == ("ig", "riemann_left", 20, "zero")
+        assert gx.attribution.kind == "gradxact" and runs["runs/agreement/gemma-3-270m-gl6"].attribution.steps == 6
+        per = {o: c[c.index("--facts-per-relation") + 1] for c in commands if c[0] == "run" for o in [c[c.index("--out") + 1]]}
+        assert 9 * int(per["runs/agreement/gemma-3-270m-paper"]) >= 200 and 9 * int(per["runs/agreement/smollm2-135m-paper"]) >= 100
     if mode == "critique":
         assert runs["runs/critique/gemma-3-270m-agreement"].languages == ("en", "fr")
     if mode == "ml":

@@ -1,0 +1,43 @@
+"""kn.agreement on hand-built run tables: per-fact Jaccard and recall, the summary, the fast default."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from kn import agreement as A
+
+
+def _run(sets: dict, sup: dict, amp: dict, seconds: float):
+    facts = pd.DataFrame({"fact_id": list(sets), "relation": ["r"] * len(sets),
+                          "n_neurons": [float(len(s)) for s in sets.values()],
+                          "suppression": [sup[f] for f in sets], "amplification": [amp[f] for f in sets],
+                          "seconds": [seconds] * len(sets)})
+    neurons = pd.DataFrame([{"fact_id": f, "layer": l, "index": i} for f, s in sets.items() for l, i in s])
+    return {"facts": facts, "neurons": neurons}
+
+
+REF = _run({"a": {(1, 1), (1, 2)}, "b": {(2, 5)}, "c": set()}, {"a": -.8, "b": -.6, "c": math.nan},
+           {"a": .4, "b": .2, "c": math.nan}, 10.0)
+
+
+def test_per_fact_by_hand():
+    cand = _run({"a": {(1, 1), (3, 3)}, "b": {(2, 5)}, "c": {(0, 0)}}, {"a": -.5, "b": -.6, "c": -.1},
+                {"a": .3, "b": .2, "c": 0}, 2.0)
+    d = A.per_fact(REF, cand).set_index("fact_id")
+    assert list(d.index) == ["a", "b"]  # c has no reference neurons
+    assert d.loc["a", "jaccard"] == pytest.approx(1 / 3) and d.loc["a", "recall"] == 0.5
+    assert d.loc["b", "jaccard"] == 1.0 and d.loc["a", "suppression"] == -.5
+
+
+def test_summary_and_the_fast_default():
+    same = _run({"a": {(1, 1), (1, 2)}, "b": {(2, 5)}}, {"a": -.8, "b": -.62}, {"a": .41, "b": .2}, 4.0)
+    off = _run({"a": {(1, 1)}, "b": {(9, 9)}}, {"a": -.2, "b": -.1}, {"a": .1, "b": .0}, 1.0)
+    s = A.summary(REF, {"paper": REF, "close": same, "cheap": off}).set_index("setting")
+    assert s.loc["paper", "agrees"] and s.loc["paper", "speedup"] == 1.0 and s.loc["paper", "effect_distance"] == 0
+    assert s.loc["close", "agrees"] and s.loc["close", "speedup"] == 2.5
+    assert s.loc["close", "effect_distance"] == pytest.approx(0.005 / 0.3)  # amplification: .305 against .3
+    assert not s.loc["cheap", "agrees"] and s.loc["cheap", "jaccard_median"] == pytest.approx(0.25)
+    assert A.fast_default(s.reset_index()).setting == "close"
+    assert A.fast_default(s.reset_index()[lambda t: t.setting == "cheap"]) is None
