@@ -126,13 +126,27 @@ class ROME(Method):
         layer = round(lm.n_layers / 3) if self.layer is None else self.layer
         return checks.integer(layer, "layer", high=lm.n_layers - 1)
 
-    def layers_of(self, lm: LM, requests) -> list[int]:
-        """The edited layer of each request (traced on the model as it is now for layer="trace")."""
+    def layers_of(self, lm: LM, requests, *, fresh: bool = False) -> list[int]:
+        """The edited layer of each request. layer="trace": the layers the last `apply` of this method on
+        the same model and requests traced (kept so `touched` and `chosen` do not trace again), else (or
+        with `fresh`) traced on the model as it is now."""
         if self.layer != TRACE:
             return [self.layer_of(lm)] * len(requests)
         from .tracing import causal_trace
 
-        return [causal_trace(lm, r.prompt, r.subject, r.old).layer for r in requests]
+        key = (id(lm.model), tuple((r.prompt, r.subject, str(r.old)) for r in requests))
+        last = self.__dict__.get("_traced")
+        if not fresh and last is not None and last[0] == key:
+            return list(last[1])
+        layers = [causal_trace(lm, r.prompt, r.subject, r.old).layer for r in requests]
+        object.__setattr__(self, "_traced", (key, layers))  # not a setting: asdict and equality ignore it
+        return layers
+
+    def chosen(self, lm, requests):
+        """layer="trace": each request's traced layer, {"layer": l}; {} for a given layer."""
+        if self.layer != TRACE:
+            return super().chosen(lm, requests)
+        return [{"layer": l} for l in self.layers_of(lm, requests)]
 
     def key_inverse(self, lm: LM, layer: int, k: torch.Tensor) -> torch.Tensor:
         """u = C^-1 k (k itself for C = I)."""
@@ -190,7 +204,7 @@ class ROME(Method):
 
     @contextmanager
     def apply(self, lm, requests):
-        layers = self.layers_of(lm, requests)
+        layers = self.layers_of(lm, requests, fresh=True)
         with restored([lm.value_slots(l) for l in sorted(set(layers))]):
             for layer, r in zip(layers, requests):
                 slots = lm.value_slots(layer)
