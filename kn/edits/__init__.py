@@ -16,9 +16,10 @@ from .ft import FT
 from .knopt import KNOpt
 from .rome import ROME
 from .scale import Scale
+from .tracing import Trace, causal_trace
 
 for _m in (Dai, Scale, FT, ROME, KNOpt):
     register(_m)
 
-__all__ = ["FT", "METHODS", "Dai", "KNOpt", "Method", "ROME", "Request", "Scale", "check_requests", "edit",
-           "method", "register"]
+__all__ = ["FT", "METHODS", "Dai", "KNOpt", "Method", "ROME", "Request", "Scale", "Trace", "causal_trace",
+           "check_requests", "edit", "method", "register"]
