@@ -5,8 +5,8 @@
 
 A method is a frozen dataclass of its settings in a module of its own, registered once here:
 `dai` (the paper's value-slot update), `scale` (activations x0 / x2), `ft` (FT-L), `rome` (rank-one
-update), `kn-opt` (optimised value slots of the fact's knowledge neurons). `kn.edits.metrics` measures
-an edit the way the field does.
+update; its layer given or chosen by causal tracing, `kn.edits.tracing`), `kn-opt` (optimised value
+slots of the fact's knowledge neurons). `kn.edits.metrics` measures an edit the way the field does.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from .ft import FT
 from .knopt import KNOpt
 from .rome import ROME
 from .scale import Scale
+from .tracing import Trace, causal_trace
 
 for _m in (Dai, Scale, FT, ROME, KNOpt):
     register(_m)
 
-__all__ = ["FT", "METHODS", "Dai", "KNOpt", "Method", "ROME", "Request", "Scale", "check_requests", "edit",
-           "method", "register"]
+__all__ = ["FT", "METHODS", "Dai", "KNOpt", "Method", "ROME", "Request", "Scale", "Trace", "causal_trace",
+           "check_requests", "edit", "method", "register"]

@@ -61,6 +61,11 @@ class Method:
         """(neurons, parameters) the edit of `requests` writes or scales."""
         return 0, 0
 
+    def chosen(self, lm: LM, requests: Sequence[Request]) -> list[dict]:
+        """Per request, what the method chose for it when it made the edit (recorded with the request's
+        metrics; e.g. rome's traced layer); {} each by default."""
+        return [{} for _ in requests]
+
     def to_dict(self) -> dict:
         return {"method": self.name, **dataclasses.asdict(self)}
 

@@ -14,7 +14,9 @@ false`), or "generated": estimated from `cov_tokens` tokens the model writes its
 temperature 1 from its BOS), the only text every model reaches offline (ROME used 100,000 Wikipedia
 articles, which kn does not ship), plus `ridge` times the mean of its diagonal (the keys of a short
 sample span fewer directions than the FFN is wide). Many requests: one update after another, each
-computed on the model the previous ones edited (ROME's sequential editing).
+computed on the model the previous ones edited (ROME's sequential editing). The layer is given, or
+layer="trace": each request's own, chosen by causal tracing (`kn.edits.tracing`) on the model before the
+batch's edits.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from ..models import LM
 from .base import Method, Request, log_probs, nll, restored
 
 COVARIANCES = ("identity", "generated")
+TRACE = "trace"  # layer="trace": the layer chosen per request by causal tracing (kn.edits.tracing)
 _CACHE: dict = {}  # (id(model), layer, cov_tokens, seed) -> C: the sample is costly, the model the same
 
 
@@ -82,14 +85,17 @@ def sample_keys(lm: LM, layer: int, n_tokens: int, seed: int = 0, length: int = 
 
 @dataclass(frozen=True)
 class ROME(Method):
-    """layer: the edited FFN (None: round(n_layers / 3), ROME's GPT-2 XL choice 17/48 as a share; not
-    chosen by causal tracing here); steps, lr, kl_factor, weight_decay, clamp, stop_loss: v*'s
-    optimisation (ROME's GPT-2 XL hyperparameters); covariance, cov_tokens, ridge, seed: C."""
+    """layer: the edited FFN (None: round(n_layers / 3), ROME's GPT-2 XL choice 17/48 as a share; "trace":
+    per request, the layer whose FFN output at the subject's last token has the largest indirect effect on
+    the old object (`kn.edits.tracing.causal_trace` with its defaults: 10 noise samples of 3 x the
+    embeddings' std, window 1, seed 0), traced on the model before any request of the batch is edited);
+    steps, lr, kl_factor, weight_decay, clamp, stop_loss: v*'s optimisation (ROME's GPT-2 XL
+    hyperparameters); covariance, cov_tokens, ridge, seed: C."""
 
     name = "rome"
     needs = ("subject",)
     causal_only = True
-    layer: int | None = None
+    layer: int | str | None = None
     steps: int = 20
     lr: float = 0.5
     kl_factor: float = 0.0625
@@ -102,7 +108,10 @@ class ROME(Method):
     seed: int = 0
 
     def __post_init__(self):
-        if self.layer is not None:
+        if isinstance(self.layer, str):
+            if self.layer != TRACE:
+                raise checks.ArgumentError(f"layer must be an int >= 0, None or {TRACE!r}, got {self.layer!r}")
+        elif self.layer is not None:
             checks.integer(self.layer, "layer", low=0)
         checks.integer(self.steps, "steps", low=0), checks.integer(self.cov_tokens, "cov_tokens", low=1)
         for f in ("lr", "kl_factor", "weight_decay", "clamp", "stop_loss", "ridge"):
@@ -111,8 +120,33 @@ class ROME(Method):
             raise checks.ArgumentError(f"covariance must be one of {COVARIANCES}, got {self.covariance!r}")
 
     def layer_of(self, lm: LM) -> int:
+        """The edited layer when it does not depend on the request (layer not "trace")."""
+        if self.layer == TRACE:
+            raise ValueError("layer='trace' is chosen per request: use layers_of(lm, requests)")
         layer = round(lm.n_layers / 3) if self.layer is None else self.layer
         return checks.integer(layer, "layer", high=lm.n_layers - 1)
+
+    def layers_of(self, lm: LM, requests, *, fresh: bool = False) -> list[int]:
+        """The edited layer of each request. layer="trace": the layers the last `apply` of this method on
+        the same model and requests traced (kept so `touched` and `chosen` do not trace again), else (or
+        with `fresh`) traced on the model as it is now."""
+        if self.layer != TRACE:
+            return [self.layer_of(lm)] * len(requests)
+        from .tracing import causal_trace
+
+        key = (id(lm.model), tuple((r.prompt, r.subject, str(r.old)) for r in requests))
+        last = self.__dict__.get("_traced")
+        if not fresh and last is not None and last[0] == key:
+            return list(last[1])
+        layers = [causal_trace(lm, r.prompt, r.subject, r.old).layer for r in requests]
+        object.__setattr__(self, "_traced", (key, layers))  # not a setting: asdict and equality ignore it
+        return layers
+
+    def chosen(self, lm, requests):
+        """layer="trace": each request's traced layer, {"layer": l}; {} for a given layer."""
+        if self.layer != TRACE:
+            return super().chosen(lm, requests)
+        return [{"layer": l} for l in self.layers_of(lm, requests)]
 
     def key_inverse(self, lm: LM, layer: int, k: torch.Tensor) -> torch.Tensor:
         """u = C^-1 k (k itself for C = I)."""
@@ -165,14 +199,15 @@ class ROME(Method):
         return torch.outer(u, v - m) / torch.dot(k, u)
 
     def touched(self, lm, requests):
-        return 0, lm.value_slots(self.layer_of(lm)).numel()  # rank one per request, but every weight moves
+        # rank one per request, but every weight of each edited matrix moves
+        return 0, sum(lm.value_slots(l).numel() for l in sorted(set(self.layers_of(lm, requests))))
 
     @contextmanager
     def apply(self, lm, requests):
-        layer = self.layer_of(lm)
-        slots = lm.value_slots(layer)
-        with restored([slots]):
-            for r in requests:
+        layers = self.layers_of(lm, requests, fresh=True)
+        with restored([lm.value_slots(l) for l in sorted(set(layers))]):
+            for layer, r in zip(layers, requests):
+                slots = lm.value_slots(layer)
                 change = self.update(lm, layer, r)
                 with torch.no_grad():
                     slots.add_(change.to(slots.dtype))

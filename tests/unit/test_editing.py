@@ -612,3 +612,25 @@ def test_fluency_rows_before_and_after_the_edit(edited):
     edited_lm.model = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
     assert by.loc[("a", "dai"), "fluency"] == pytest.approx(fluency(sample(edited_lm, PROMPTS["a"], 100, seed=seed)))
     assert by.loc[("a", "dai"), "fluency_before"] == pytest.approx(fluency(sample(lm, PROMPTS["a"], 100, seed=seed)))
+
+
+def test_rome_layer_trace_in_the_edit_phase_records_each_edits_traced_layer(planted, tmp_path):
+    """rome.layer=trace: config.json says "trace", and each edit's record row names the layer causal
+    tracing chose for that fact (recomputed here by kn.edits.tracing on the unedited model)."""
+    from kn.edits.tracing import causal_trace
+
+    lm, _, weights = planted
+    res = _edit_run(lm, tmp_path / "run", edit_methods=("rome",), edit_options=("rome.steps=2", "rome.layer=trace"),
+                    edit_fluency=0)
+    recorded = json.loads((res.out_dir / "config.json").read_text())["settings"]["edit"]["edit_options"]
+    assert 'rome.layer="trace"' in recorded
+    rows = {}
+    for line in (res.out_dir / "journal.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("type") == "edit":
+            rows[rec["fact_id"]] = rec["rows"]
+    assert sorted(rows) == ["a", "b"] and set(res.edits.method) == {"rome"}
+    for f, (row,) in rows.items():
+        assert row["layer"] == causal_trace(lm, PROMPTS[f], FACTS[f][2], " " + ANSWERS[f]).layer, row
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k

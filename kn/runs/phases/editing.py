@@ -383,7 +383,8 @@ class Edit(_Edits):
                              "fluency": self.fluency(lm, c["u"].fact_id, c["made"][0][0]),
                              "fluency_before": c["fluency_before"]})
         n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
-        for r in rows:
+        for r, chosen in zip(rows, m.chosen(lm, [c["request"] for c in cases])):
+            r.update(chosen)  # in the record only (e.g. rome's traced layer), not a table column
             r.update(n_neurons=n_neurons, n_params=n_params, edit_seconds=round(seconds, 3))
         return rows
 
