@@ -43,6 +43,19 @@ def answer_stats(lm: LM, prompt: str, answer: str) -> tuple[float, int]:
     return prob, rank
 
 
+def answer_logprob(lm: LM, prompt: str, answer: str) -> float:
+    """log P(answer | prompt), the sum of its teacher-forced tokens' log-probabilities (`kn.answer_prob`'s
+    quantity in log space; a sentence target's answer: the sentence from the object on). A causal LM
+    takes one forward pass (every answer token's position at once), a masked LM one per token."""
+    ts = targets(lm, prompt, answer)
+    if lm.masked:
+        return sum(float(torch.log(_probs_at(lm, t.ids, t.pos)[t.gold])) for t in ts)
+    with torch.no_grad():
+        logits = lm.model(input_ids=ts[-1].ids, use_cache=False).logits[0].float()
+    logp = torch.log_softmax(logits[[t.pos for t in ts]], dim=-1)
+    return float(logp[torch.arange(len(ts)), torch.tensor([t.gold for t in ts])].sum())
+
+
 def answer_prob(lm: LM, prompt: str, answer: str) -> float:
     """P(answer | prompt): the product of the teacher-forced probabilities of its tokens."""
     return answer_stats(lm, prompt, answer)[0]
