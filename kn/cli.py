@@ -104,12 +104,15 @@ def _selected(args, facts, lm, language, seed: int):
     import json
     from pathlib import Path
 
-    from .data import select_facts
+    from .data import explain, select_facts
     from .runs.directory import SELECTION, check_out, replace, write_json
 
     relations = _relations(args)
+    sentence = bool(getattr(args, "sentence", None))
     key = {"data": facts.fingerprint(), "model": lm.name, "relations": relations, "language": language,
            "per_relation": args.facts_per_relation, "known": args.known, "seed": seed}
+    if sentence:  # an older selection.json (no such key) stays valid for the default
+        key["sentence"] = True
     path = Path(args.out) / SELECTION
     if not args.fresh and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -119,10 +122,10 @@ def _selected(args, facts, lm, language, seed: int):
                 print(f"reusing the fact selection in {path}", file=sys.stderr)
                 return chosen
     chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
-                          language=language, lm=lm, known=args.known, seed=seed)
+                          language=language, lm=lm, known=args.known, seed=seed, sentence=sentence)
     if not len(chosen):
         raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
-                         f"language {language!r})")
+                         f"language {language!r}): {explain(chosen.info['selection'])}")
     check_out(path.parent)  # again: it may have changed meanwhile
     if args.fresh:
         replace(path.parent)  # the old run, its selection too, moved aside whole (logged); None if no run there

@@ -105,6 +105,13 @@ def with_object(answer: str, obj: str) -> Continuation:
     return Continuation(answer[: len(answer) - len(answer.lstrip())] + obj.strip() + tail, tail)
 
 
+def continued(answer: str, obj: str) -> Continuation:
+    """`answer` (a recorded string) as a `Continuation` whose tail is what follows the object `obj` in it:
+    "" for an answer that ends with its object (a next-token target)."""
+    body, o = answer.lstrip(), obj.strip()
+    return Continuation(answer, body[len(o):] if o and body.startswith(o) else "")
+
+
 def tail_of(template_text: str) -> str:
     """The text after `[Y]` that a sentence target scores: what follows the slot, trailing spaces removed
     ("" for an object-last template: punctuation alone is not scored)."""
