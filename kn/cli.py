@@ -312,16 +312,21 @@ def cmd_coverage(args) -> None:
     languages = checks.names(args.languages, "--languages") if args.languages else None
     facts = data.load(args.data, languages=languages)  # before the model: a missing folder fails fast
     lm = _load(args)
-    table = coverage(facts, lm, languages, known=not args.no_probe, sample=args.sample or None, seed=args.seed)
-    print(f"{lm.name} on {args.data}" + ("" if args.no_probe else f" (known: gold in the top 10 on at least half "
-                                                                  f"the prompts, of a seeded sample of {args.sample})"))
+    table = coverage(facts, lm, languages, known=not args.no_probe, sample=args.sample or None, seed=args.seed,
+                     sentence=args.sentence)
+    print(f"{lm.name} on {args.data}" + (", prompts whose object is not last as sentence targets" if args.sentence
+                                         else "")
+          + ("" if args.no_probe else " (known: gold in the top 10 on at least half the prompts"
+             + (", a sentence target's gold sentence above every distractor's" if args.sentence else "")
+             + f", of a seeded sample of {args.sample})"))
     print(table.to_string(index=False))
     if args.record:
         cmd = "kn coverage " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["coverage"] else sys.argv[1:])
         prov = recording.provenance(cmd, seconds=time.perf_counter() - t0,
                                     settings={"model": lm.name, "data": args.data, "languages": languages,
                                               "sample": args.sample, "seed": args.seed, "k": 10,
-                                              "min_fraction": 0.5, "probed": not args.no_probe})
+                                              "min_fraction": 0.5, "probed": not args.no_probe,
+                                              **({"sentence": True} if args.sentence else {})})
         print(f"recorded -> {recording.record(args.record, {'coverage': table}, prov)}")
 
 
@@ -474,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=int, default=200, help="usable facts probed per language, seeded (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-probe", action="store_true", help="count the answers' tokens only; do not probe the model")
+    p.add_argument("--sentence", action="store_true",
+                   help="causal LMs: also take the templates whose object is not last (verb-final languages), "
+                        "each scored by the log-probability of the sentence from the object on")
     p.add_argument("--record", default=None,
                    help="record the table with its provenance here (for book/results): an empty directory or "
                         "one kn recorded before")

@@ -105,6 +105,11 @@ def with_object(answer: str, obj: str) -> Continuation:
     return Continuation(answer[: len(answer) - len(answer.lstrip())] + obj.strip() + tail, tail)
 
 
+def object_of(answer: str) -> str:
+    """The object an answer names: without its separator, and without a sentence target's tail."""
+    return answer[: len(answer) - len(getattr(answer, "tail", ""))].strip()
+
+
 def continued(answer: str, obj: str) -> Continuation:
     """`answer` (a recorded string) as a `Continuation` whose tail is what follows the object `obj` in it:
     "" for an answer that ends with its object (a next-token target)."""

@@ -75,9 +75,10 @@ def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True,
 
 
 def check_usable(lm, selected: Sequence, settings: RunSettings) -> None:
-    """Refuse a run in which no fact can be asked of `lm` in every language (every unit of some language
-    would only record an error), saying per language how many facts are usable and why not the others;
-    where some facts are usable everywhere, say the same as a warning and go on."""
+    """Refuse a run in several languages in which no fact can be asked of `lm` in every one (the units of
+    some language would only record errors, and nothing is comparable across languages), saying per
+    language how many facts are usable and why not the others; otherwise, where some fact is not usable
+    somewhere, say the same as a warning and go on (those units record their error)."""
     from ..data.select import explain, language_counts
 
     if "locate" not in settings.phases:
@@ -93,7 +94,7 @@ def check_usable(lm, selected: Sequence, settings: RunSettings) -> None:
     text = explain({"languages": list(langs), "counts": counts, "known": False, "sentence": sentence,
                     "masked": bool(lm.masked), "aligned": len(selected), "selected": everywhere,
                     "what": "usable in every language"})
-    if not everywhere:
+    if not everywhere and len(langs) > 1:
         raise checks.ArgumentError(f"no fact can be asked of {lm.name} in every one of {', '.join(langs)}: {text}")
     log.warning("%d of %d facts can be asked of %s in every language; the others' units record an error. %s",
                 everywhere, len(selected), lm.name, text)

@@ -492,8 +492,11 @@ def test_sentence_target_makes_a_verb_final_language_usable(lm, tmp_path):
     counts = chosen.info["selection"]["counts"]
     assert counts["vf"]["usable"] == 4 and counts["vf"]["probed"] == counts["en"]["known"]
     facts_ = with_verb_final()
-    res = run(lm, facts_, tmp_path / "vf", languages=["en", "vf"], steps=STEPS, sentence=True, progress=False)
+    res = run(lm, facts_, tmp_path / "vf", languages=["en", "vf"], steps=STEPS, sentence=True, min_prompts=1,
+              phases=PHASES, progress=False)
     assert res.complete and res.facts.error.isna().all()
+    e = res.crosslingual_edits  # the cross-lingual edits name objects, a sentence target's tail aside
+    assert len(e) and set(e.old) | set(e.new) <= {"Paris", "Berlin", "Rome", "Madrid"}
     p = res.prompts
     assert set(p[p.language == "en"].target) == {"next_token"} and set(p[p.language == "vf"].target) == {"sentence"}
     (prompt, answer), *_ = res.runs["vf"].fact_queries("capital/France")
@@ -522,3 +525,25 @@ def test_cli_names_the_languages_and_the_fix(lm, tmp_path, monkeypatch, capsys):
     argv = [a for a in argv if a != "--known"] + ["--sentence"]  # a random model knows nothing in its top 10
     argv[argv.index("--out") + 1] = str(tmp_path / "cli2")
     assert cli.main(argv) == 0 and "vf:" in capsys.readouterr().out
+
+
+def test_coverage_with_sentence_targets(lm):
+    from kn.data.coverage import coverage
+
+    fs = with_verb_final()
+    everything = len(lm.tokenizer)
+    before = coverage(fs, lm, ["en", "vf"], k=everything).set_index("language")
+    assert before.loc["vf", ["usable", "usable_share", "no_prompt"]].tolist() == [0, 0.0, 4]
+    assert before.loc["en", "usable_share"] == 1.0 and before.loc["en", "sentence_target"] == 0
+    after = coverage(fs, lm, ["en", "vf"], k=everything, sentence=True).set_index("language")
+    assert after.loc["vf", ["usable", "usable_share", "sentence_target", "probed"]].tolist() == [4, 1.0, 4, 4]
+    # vf's known: each prompt's gold sentence above both distractors' (a random model: some, not by the top-k)
+    from kn.data import prepare as P
+    from kn.probing import answer_logprob
+
+    def score(q, answers):
+        return [answer_logprob(lm, q, a) for a in answers]
+
+    want = sum(sum(P.margin(q, a, p.distractors, score) > 0 for q, a in zip(p.prompts, p.answers)) >= 0.5 * len(p.prompts)
+               for p in (P.prepare_fact(f, lm, "vf", sentence=True) for f in fs))
+    assert after.loc["vf", "known"] == want
