@@ -24,10 +24,10 @@ def coverage(facts, lm, languages: Sequence[str] | None = None, *, known: bool =
     its gold sentence's margin over the distractors)."""
     import pandas as pd
 
-    from ..probing import answer_logprob, probe
+    from ..probing import answer_logprobs, probe
 
     def score(q, answers):
-        return [answer_logprob(lm, q, a) for a in answers]
+        return answer_logprobs(lm, q, answers)
 
     rows = []
     for lang in languages or facts.languages:

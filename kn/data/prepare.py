@@ -324,8 +324,8 @@ def filter_known(prepared: Iterable[PreparedFact], probe: Callable[[str], Iterab
     probe(prompt) returns the model's top-k predictions at the answer position, as strings, ids or
     objects with ``.id`` (e.g. ``lambda p: kn.probe(lm, p, k=10)``).
 
-    score(prompt, answers) -> log-probabilities, one per answer (e.g. ``lambda p, a: [kn.sentence_logprob(lm,
-    p, x) for x in a]``): with it, a sentence-target prompt (its object not last) of a fact with
+    score(prompt, answers) -> log-probabilities, one per answer (e.g. ``lambda p, a: kn.answer_logprobs(lm, p,
+    a)``): with it, a sentence-target prompt (its object not last) of a fact with
     distractors counts as a hit when its gold sentence outscores the sentence with each of the
     relation's other objects in the slot (the margin BMLAMA ranks candidates by); without it, or
     without distractors, the gold's first token in the probe's top-k.

@@ -146,7 +146,7 @@ def _known(pool, ids: list[str], lm, languages: Sequence[str], per_relation: int
 
 
 def _knows(lm, p, k: int, min_fraction: float) -> bool:
-    from ..probing import answer_logprob, probe
+    from ..probing import answer_logprobs, probe
 
     return bool(filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction,
-                             score=lambda q, answers: [answer_logprob(lm, q, a) for a in answers]).kept)
+                             score=lambda q, answers: answer_logprobs(lm, q, answers)).kept)

@@ -126,3 +126,18 @@ def test_known_by_the_gold_sentences_margin(lm):
     assert hits == want and len(known.kept) == (hits >= 1)
     assert " Rome is the capital" in logprob  # distractors put in the slot, the tail kept
     assert P.margin("x", "a", ["b"], lambda q, a: [0.0, -1.0]) == 1.0
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BERT"])
+def test_candidates_in_one_batch_equal_one_at_a_time(family):
+    lm = tiny_lm(family)
+    if lm.masked:
+        prompt, answer = "the capital of France is [MASK] .", T.Continuation(" Paris")
+    else:
+        prompt, answer = fact().causal_pairs("en", sentence=True)[1]
+    cands = [answer, T.with_object(answer, "Tokyo city"), T.with_object(answer, "Rome")]  # rows of unequal length
+    got = kn.answer_logprobs(lm, prompt, cands)
+    for a, g in zip(cands, got):
+        assert g == pytest.approx(math.log(kn.answer_prob(lm, prompt, a)), abs=1e-4)
+        if not lm.masked:
+            assert g == pytest.approx(brute_logprob(lm, prompt, a), abs=1e-4)
