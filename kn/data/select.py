@@ -92,7 +92,7 @@ def explain(selection: dict) -> str:
     facts have a version, how many the model can be asked and why not the others, how many it knows;
     and what to change when a language has none."""
     langs, counts = selection["languages"], selection["counts"]
-    parts, empty = [], []
+    parts = []
     for lang in langs:
         c = counts[lang]
         why = []
@@ -102,18 +102,20 @@ def explain(selection: dict) -> str:
         if c["unrepresentable"]:
             why.append(f"{c['unrepresentable']} with an answer its tokenizer cannot write")
         text = f"{lang}: {c['facts']} facts, {c['usable']} usable" + (f" ({'; '.join(why)})" if why else "")
-        if "probed" in c:
+        if c.get("probed"):
             text += f", {c['known']} known of {c['probed']} probed"
+        elif "probed" in c and c["usable"]:
+            text += ", none probed (no fact usable in every language)"
         parts.append(text)
-        if c["usable"] == 0 or ("probed" in c and c["probed"] and c["known"] == 0):
-            empty.append(lang)
+    unusable = [l for l in langs if counts[l]["usable"] == 0]
+    unknown = [l for l in langs if counts[l].get("probed") and counts[l]["known"] == 0]
     fixes = []
-    if empty:
-        fixes.append(f"leave out {', '.join(empty)}")
+    if unusable or unknown:
+        fixes.append(f"leave out {', '.join(unusable + unknown)}")
     if not selection["masked"] and not selection["sentence"] and any(counts[l]["no_prompt"] for l in langs):
         fixes.append("pass sentence=True (kn run --sentence) to score the prompts whose object is not last by "
                      "the sentence's log-probability from the object on")
-    if selection.get("known"):
+    if selection.get("known") and not unusable:
         fixes.append("drop known=True (--known) or take more facts per relation")
     return (f"{selection.get('selected', 0)} facts {selection.get('what', 'selected')} of {selection.get('aligned', 0)} "
             f"with a version in "

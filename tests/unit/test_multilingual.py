@@ -465,7 +465,8 @@ def test_no_fact_usable_in_a_language_says_so_per_language(lm, tmp_path):
     assert sel["counts"]["en"]["usable"] == 4
     text = explain(sel)
     assert "vf: 4 facts, 0 usable (4 without a template the model can take (none has its object last))" in text
-    assert "leave out vf" in text and "sentence=True" in text
+    assert "leave out vf" in text and "sentence=True" in text and "known=True" not in text
+    assert "en: 4 facts, 4 usable, none probed (no fact usable in every language)" in text
     with pytest.raises(ArgumentError, match=r"facts is empty: 0 facts selected .*vf: 4 facts, 0 usable"):
         run(lm, chosen, tmp_path / "empty", languages=["en", "vf"], steps=STEPS, progress=False)
     # facts given directly: refused before anything is written, with the same counts
