@@ -548,3 +548,18 @@ def test_coverage_with_sentence_targets(lm):
     want = sum(sum(P.margin(q, a, p.distractors, score) > 0 for q, a in zip(p.prompts, p.answers)) >= 0.5 * len(p.prompts)
                for p in (P.prepare_fact(f, lm, "vf", sentence=True) for f in fs))
     assert after.loc["vf", "known"] == want
+
+
+def test_cli_coverage_sentence(lm, monkeypatch, capsys):
+    import kn.data
+    from kn import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    monkeypatch.setattr(kn.data, "load", lambda spec, languages=None, relations=None: with_verb_final())
+    assert cli.main(["coverage", "--data", "bmlama:somewhere", "--languages", "en,vf", "--no-probe"]) == 0
+    before = capsys.readouterr().out
+    assert cli.main(["coverage", "--data", "bmlama:somewhere", "--languages", "en,vf", "--no-probe", "--sentence"]) == 0
+    after = capsys.readouterr().out
+    assert "sentence targets" in after and "sentence targets" not in before
+    row = lambda text: next(l.split() for l in text.splitlines() if l.split()[:1] == ["vf"])  # noqa: E731
+    assert row(before)[1:5] == ["4", "4", "0", "0"] and row(after)[1:5] == ["4", "0", "0", "4"]
