@@ -228,7 +228,7 @@ def cmd_calibrate(args) -> None:
     prompt (`kn.calibrate`), on facts of --data; with --record, its tables and provenance."""
     from . import recording
     from .calibration import calibrate, queries_of
-    from .data import select_facts
+    from .data import explain, select_facts
     from .quadrature import RULES
     from .settings import IG
 
@@ -248,7 +248,8 @@ def cmd_calibrate(args) -> None:
     queries = queries_of(lm, chosen, languages)
     if not queries:
         raise ValueError(f"no calibration prompt: none of the selected facts can be asked of {lm.name} in "
-                         f"{', '.join(languages)}; choose other --relations or --data")
+                         f"{', '.join(languages)}; choose other --relations or --data. "
+                         f"{explain(chosen.info['selection'])}")
     base = IG(baseline=args.baseline or IG().baseline, multiplier=args.multiplier or IG().multiplier)
     cal = calibrate(lm, queries, base, against=(rule, int(steps)), exact=args.exact)
     print(f"{lm.name}: {cal.rule} with {cal.steps} points, worst error {cal.error:.2e} over {len(queries)} prompts "

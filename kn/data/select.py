@@ -113,12 +113,12 @@ def explain(selection: dict) -> str:
     if unusable or unknown:
         fixes.append(f"leave out {', '.join(unusable + unknown)}")
     if not selection["masked"] and not selection["sentence"] and any(counts[l]["no_prompt"] for l in langs):
-        fixes.append("pass sentence=True (kn run --sentence) to score the prompts whose object is not last by "
-                     "the sentence's log-probability from the object on")
+        fixes.append("pass sentence=True (kn run / kn coverage --sentence) to score the prompts whose object is "
+                     "not last by the sentence's log-probability from the object on")
     if selection.get("known") and not unusable:
         fixes.append("drop known=True (--known) or take more facts per relation")
-    return (f"{selection.get('selected', 0)} facts {selection.get('what', 'selected')} of {selection.get('aligned', 0)} "
-            f"with a version in "
+    what = selection.get("what", "selected")
+    return (f"{selection.get('selected', 0)} facts {what} of {selection.get('aligned', 0)} with a version in "
             f"every one of {', '.join(langs)}. Per language: " + "; ".join(parts) + "."
             + (f" To get facts: {', or '.join(fixes)}." if fixes and not selection.get("selected") else ""))
 

@@ -522,7 +522,7 @@ def test_cli_names_the_languages_and_the_fix(lm, tmp_path, monkeypatch, capsys):
     argv = ["run", "--languages", "en,vf", "--steps", str(STEPS), "--known", "--out", str(tmp_path / "cli")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "vf: 4 facts, 0 usable" in err and "kn run --sentence" in err
+    assert "vf: 4 facts, 0 usable" in err and "kn run / kn coverage --sentence" in err
     argv = [a for a in argv if a != "--known"] + ["--sentence"]  # a random model knows nothing in its top 10
     argv[argv.index("--out") + 1] = str(tmp_path / "cli2")
     assert cli.main(argv) == 0 and "vf:" in capsys.readouterr().out
