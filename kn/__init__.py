@@ -10,7 +10,7 @@ from . import settings  # noqa: E402
 from .settings import IG, Activation, GradXAct  # noqa: E402
 from .attribution import activations, attribute, grad_x_act, scores  # noqa: E402
 from .logprob import LogProbIncrease, log_prob_increase  # noqa: E402  (registers method "logprob")
-from .probing import answer_prob, answer_rank, probe  # noqa: E402
+from .probing import answer_logprob, answer_logprobs, answer_prob, answer_rank, probe  # noqa: E402
 from .interventions import amplify, scaled, suppress  # noqa: E402
 from .localization import Located, coarse, locate, locate_with_scores, refine, tune_share  # noqa: E402
 from .calibration import Calibration, calibrate  # noqa: E402
@@ -23,7 +23,7 @@ __all__ = [
     "FAMILIES", "Family", "UnsupportedModelError", "LM", "ModelNotFoundError", "load", "wrap",
     "RULES", "AMIG", "BASELINES", "settings", "IG", "Activation", "GradXAct", "LogProbIncrease", "activations", "attribute", "grad_x_act",
     "log_prob_increase", "scores",
-    "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
+    "answer_logprob", "answer_logprobs", "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
     "coarse", "locate", "locate_with_scores", "Located", "refine", "tune_share", "Calibration", "calibrate", "Verification", "ratio_of_means", "verify",
     "degenerate_pairs", "degenerate_sets", "suppressed_probs",
     "allocator", "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",

@@ -103,12 +103,15 @@ def _selected(args, facts, lm, language, seed: int):
     import json
     from pathlib import Path
 
-    from .data import select_facts
+    from .data import explain, select_facts
     from .runs.directory import SELECTION, check_out, replace, write_json
 
     relations = _relations(args)
+    sentence = bool(getattr(args, "sentence", None))
     key = {"data": facts.fingerprint(), "model": lm.name, "relations": relations, "language": language,
            "per_relation": args.facts_per_relation, "known": args.known, "seed": seed}
+    if sentence:  # an older selection.json (no such key) stays valid for the default
+        key["sentence"] = True
     path = Path(args.out) / SELECTION
     if not args.fresh and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -118,10 +121,10 @@ def _selected(args, facts, lm, language, seed: int):
                 print(f"reusing the fact selection in {path}", file=sys.stderr)
                 return chosen
     chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
-                          language=language, lm=lm, known=args.known, seed=seed)
+                          language=language, lm=lm, known=args.known, seed=seed, sentence=sentence)
     if not len(chosen):
         raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
-                         f"language {language!r})")
+                         f"language {language!r}): {explain(chosen.info['selection'])}")
     check_out(path.parent)  # again: it may have changed meanwhile
     if args.fresh:
         replace(path.parent)  # the old run, its selection too, moved aside whole (logged); None if no run there
@@ -230,7 +233,7 @@ def cmd_calibrate(args) -> None:
     prompt (`kn.calibrate`), on facts of --data; with --record, its tables and provenance."""
     from . import recording
     from .calibration import calibrate, queries_of
-    from .data import select_facts
+    from .data import explain, select_facts
     from .quadrature import RULES
     from .settings import IG
 
@@ -250,7 +253,8 @@ def cmd_calibrate(args) -> None:
     queries = queries_of(lm, chosen, languages)
     if not queries:
         raise ValueError(f"no calibration prompt: none of the selected facts can be asked of {lm.name} in "
-                         f"{', '.join(languages)}; choose other --relations or --data")
+                         f"{', '.join(languages)}; choose other --relations or --data. "
+                         f"{explain(chosen.info['selection'])}")
     base = IG(baseline=args.baseline or IG().baseline, multiplier=args.multiplier or IG().multiplier)
     cal = calibrate(lm, queries, base, against=(rule, int(steps)), exact=args.exact)
     print(f"{lm.name}: {cal.rule} with {cal.steps} points, worst error {cal.error:.2e} over {len(queries)} prompts "
@@ -314,16 +318,21 @@ def cmd_coverage(args) -> None:
     languages = checks.names(args.languages, "--languages") if args.languages else None
     facts = data.load(args.data, languages=languages)  # before the model: a missing folder fails fast
     lm = _load(args)
-    table = coverage(facts, lm, languages, known=not args.no_probe, sample=args.sample or None, seed=args.seed)
-    print(f"{lm.name} on {args.data}" + ("" if args.no_probe else f" (known: gold in the top 10 on at least half "
-                                                                  f"the prompts, of a seeded sample of {args.sample})"))
+    table = coverage(facts, lm, languages, known=not args.no_probe, sample=args.sample or None, seed=args.seed,
+                     sentence=args.sentence)
+    print(f"{lm.name} on {args.data}" + (", prompts whose object is not last as sentence targets" if args.sentence
+                                         else "")
+          + ("" if args.no_probe else " (known: gold in the top 10 on at least half the prompts"
+             + (", a sentence target's gold sentence above every distractor's" if args.sentence else "")
+             + f", of a seeded sample of {args.sample})"))
     print(table.to_string(index=False))
     if args.record:
         cmd = "kn coverage " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["coverage"] else sys.argv[1:])
         prov = recording.provenance(cmd, seconds=time.perf_counter() - t0,
                                     settings={"model": lm.name, "data": args.data, "languages": languages,
                                               "sample": args.sample, "seed": args.seed, "k": 10,
-                                              "min_fraction": 0.5, "probed": not args.no_probe})
+                                              "min_fraction": 0.5, "probed": not args.no_probe,
+                                              **({"sentence": True} if args.sentence else {})})
         print(f"recorded -> {recording.record(args.record, {'coverage': table}, prov)}")
 
 
@@ -481,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=int, default=200, help="usable facts probed per language, seeded (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-probe", action="store_true", help="count the answers' tokens only; do not probe the model")
+    p.add_argument("--sentence", action="store_true",
+                   help="causal LMs: also take the templates whose object is not last (verb-final languages), "
+                        "each scored by the log-probability of the sentence from the object on")
     p.add_argument("--record", default=None,
                    help="record the table with its provenance here (for book/results): an empty directory or "
                         "one kn recorded before")

@@ -199,12 +199,12 @@ def fact_edits(lm, fact_id: str, per_language: dict[str, set], languages: Sequen
     language) is the new one; queries(language, fact_id) -> [(prompt, answer), ...]. A row per (A,
     neurons, measured language) with P(old) / rank and P(new) / rank per prompt, before and after;
     the model is restored bit-identically after each edit."""
-    from .data.templates import with_object
+    from .data.templates import object_of, with_object
     from .editing import update_fact
     from .probing import answer_stats
 
     likn_set = fact_likn(per_language)
-    new_obj = {l: queries(l, new)[0][1].strip() for l in languages}
+    new_obj = {l: object_of(queries(l, new)[0][1]) for l in languages}
 
     def measure(lang: str) -> list:
         return [(*answer_stats(lm, p, a), *answer_stats(lm, p, with_object(a, new_obj[lang])))
@@ -222,7 +222,7 @@ def fact_edits(lm, fact_id: str, per_language: dict[str, set], languages: Sequen
                 after = {l: measure(l) for l in languages}
             for l in languages:
                 rows.append({"edit_language": a, "neurons": kind, "n_neurons": len(neurons),
-                             "old": queries(l, fact_id)[0][1].strip(), "new": new_obj[l], "measured": l,
+                             "old": object_of(queries(l, fact_id)[0][1]), "new": new_obj[l], "measured": l,
                              "new_fact": new, "before": before[l], "after": after[l]})
     return rows
 

@@ -22,7 +22,7 @@ import torch
 
 from . import checks
 from .interventions import check_neurons
-from .data.templates import MASK, Continuation, with_object
+from .data.templates import MASK, Continuation, object_of, with_object
 from .models import LM
 from .neuron import Neuron
 from .probing import answer_stats
@@ -159,7 +159,7 @@ class Erasure:
 
 def run_object(items: Sequence[Item]) -> str:
     """The object of a fact's (prompt, answer) pairs (the answer without its separator)."""
-    return items[0][1].strip()
+    return object_of(items[0][1])
 
 
 def _first_token(lm: LM, prompt: str, answer: str) -> int:

@@ -71,6 +71,13 @@ def head_at(lm, pos: int) -> Hook:
     return (lm.head, "pre", fn)
 
 
+def head_from(lm, start: int) -> Hook:
+    """Only positions `start`.. reach the output layer: its input [B, T, d] becomes [B, T - start, d]."""
+    def fn(module, args, kwargs):
+        return (args[0][:, start:].contiguous(), *args[1:]), kwargs
+    return (lm.head, "pre", fn)
+
+
 class HeadReached(Exception):
     """Raised by the `stop_at_head` hook: the forward pass ends where the output layer would start."""
 

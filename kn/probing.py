@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 
 from . import checks
-from .hooks import head_at, hooked
+from .hooks import head_at, head_from, hooked
 from .models import LM
 from .tokens import query, targets
 
@@ -41,6 +41,34 @@ def answer_stats(lm: LM, prompt: str, answer: str) -> tuple[float, int]:
         if rank < 0:
             rank = int((p > p[t.gold]).sum())
     return prob, rank
+
+
+def answer_logprob(lm: LM, prompt: str, answer: str) -> float:
+    """log P(answer | prompt), the sum of its teacher-forced tokens' log-probabilities (`kn.answer_prob`'s
+    quantity in log space; a sentence target's answer: the sentence from the object on)."""
+    return answer_logprobs(lm, prompt, [answer])[0]
+
+
+def answer_logprobs(lm: LM, prompt: str, answers) -> list[float]:
+    """`answer_logprob` of each of `answers` after the same `prompt` (candidates ranked as BMLAMA ranks
+    them). A causal LM takes one forward pass for all: each answer a row, right-padded (a causal position
+    never sees what follows it), every answer token's position read at once; a masked LM one pass per token."""
+    answers = checks.texts(answers, "answers")
+    rows = [targets(lm, prompt, a) for a in answers]
+    if lm.masked:
+        return [sum(float(torch.log(_probs_at(lm, t.ids, t.pos)[t.gold])) for t in ts) for ts in rows]
+    seqs = [ts[-1].ids[0].tolist() for ts in rows]  # prompt + answer but its last token
+    width, start = max(map(len, seqs)), min(ts[0].pos for ts in rows)
+    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in seqs], device=lm.device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=lm.device)
+    with torch.no_grad(), hooked([head_from(lm, start)]):
+        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+    out = []
+    for b, ts in enumerate(rows):
+        at = logits[b, [t.pos - start for t in ts]]  # [answer tokens, vocab]
+        gold = torch.tensor([t.gold for t in ts], device=at.device)
+        out.append(float((at.gather(1, gold[:, None])[:, 0] - torch.logsumexp(at, dim=-1)).sum()))
+    return out
 
 
 def answer_prob(lm: LM, prompt: str, answer: str) -> float:

@@ -1,6 +1,8 @@
 """What a model can do with a multilingual fact set, per language: how many facts it can be asked
-(a causal LM needs a template whose object comes last), how many answers are one token or several,
-and how many facts it knows (gold in its top-k on at least half the prompts, on a seeded sample)."""
+(a causal LM needs a template whose object comes last, or, with `sentence`, takes the others as
+sentence targets), how many answers are one token or several, and how many facts it knows (gold in
+its top-k on at least half the prompts, a sentence target's gold sentence above every distractor's,
+on a seeded sample)."""
 from __future__ import annotations
 
 import random
@@ -8,31 +10,37 @@ from typing import Sequence
 
 from .prepare import filter_known, prepare_fact
 
-COLUMNS = ["language", "facts", "no_prompt", "unrepresentable", "usable", "single_token", "multi_token",
-           "probed", "known", "known_share"]
+COLUMNS = ["language", "facts", "no_prompt", "unrepresentable", "usable", "usable_share", "sentence_target",
+           "single_token", "multi_token", "probed", "known", "known_share"]
 
 
 def coverage(facts, lm, languages: Sequence[str] | None = None, *, known: bool = True, sample: int | None = 200,
-             k: int = 10, min_fraction: float = 0.5, seed: int = 0):
+             k: int = 10, min_fraction: float = 0.5, seed: int = 0, sentence: bool = False):
     """A row per language (`COLUMNS`): facts with a version in it; dropped for having no prompt the
-    model can take (a causal LM: no object-last template) or an answer its tokenizer cannot write;
-    usable ones, single- and multi-token; with `known`, how many of a seeded sample of `sample`
-    usable facts (None: all) the model knows."""
+    model can take (a causal LM: no object-last template, unless `sentence`) or an answer its
+    tokenizer cannot write; usable ones (their share of the facts), those with a sentence-target prompt
+    (`sentence`: the object not last), single- and multi-token; with `known`, how many of a seeded
+    sample of `sample` usable facts (None: all) the model knows (`filter_known`: a sentence target by
+    its gold sentence's margin over the distractors)."""
     import pandas as pd
 
-    from ..probing import probe
+    from ..probing import answer_logprobs, probe
+
+    def score(q, answers):
+        return answer_logprobs(lm, q, answers)
 
     rows = []
     for lang in languages or facts.languages:
-        prepared = [(f, prepare_fact(f, lm, lang)) for f in facts if f.has(lang)]
+        prepared = [(f, prepare_fact(f, lm, lang, sentence=sentence)) for f in facts if f.has(lang)]
         ok = [p for _, p in prepared if p is not None and p.usable]
         row = {"language": lang, "facts": len(prepared), "no_prompt": sum(p is None or not p.prompts for _, p in prepared),
                "unrepresentable": sum(p is not None and bool(p.prompts) and not p.representable for _, p in prepared),
-               "usable": len(ok), "single_token": sum(p.single_token for p in ok),
-               "multi_token": sum(not p.single_token for p in ok)}
+               "usable": len(ok), "usable_share": len(ok) / len(prepared) if prepared else float("nan"),
+               "sentence_target": sum("sentence" in p.targets for p in ok),
+               "single_token": sum(p.single_token for p in ok), "multi_token": sum(not p.single_token for p in ok)}
         if known and ok:
             chosen = ok if sample is None or sample >= len(ok) else random.Random(f"{seed}|{lang}").sample(ok, sample)
-            kept = filter_known(chosen, lambda q: probe(lm, q, k=k), min_fraction=min_fraction).kept
+            kept = filter_known(chosen, lambda q: probe(lm, q, k=k), min_fraction=min_fraction, score=score).kept
             row |= {"probed": len(chosen), "known": len(kept), "known_share": len(kept) / len(chosen)}
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)

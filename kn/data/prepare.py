@@ -78,8 +78,8 @@ class PreparedFact:
     answers:        per prompt, the text that fills the slot as it follows the text before it (a
                     `templates.Continuation`: " Paris" after "is", "Paris" after "l'" or "是"); the
                     kernels take each prompt with its answer as given.
-    answer_ids:     tokens of the gold answer after the first prompt; `consistent` says whether every
-                    prompt yields the same tokens.
+    answer_ids:     tokens of the gold object after the first prompt (a sentence target's tail
+                    aside); `consistent` says whether every prompt yields the same tokens.
     distractor_ids: tokens of each same-relation distractor after the first prompt.
     representable:  no prompt's answer tokens include the tokenizer's unknown token.
     """
@@ -116,6 +116,12 @@ class PreparedFact:
     @property
     def single_token(self) -> bool:
         return len(self.answer_ids) == 1
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Per prompt, what it scores: "next_token" (the object ends the prompt's sentence) or
+        "sentence" (the object and the rest of the sentence after it; `Fact.causal_pairs`)."""
+        return tuple(getattr(a, "target", T.NEXT_TOKEN) for a in self.answers)
 
     @property
     def usable(self) -> bool:
@@ -182,7 +188,8 @@ class Prepared(Sequence[PreparedFact]):
                                            "single_token", "multi_token"])
 
 
-def _slot_pairs(fact: Fact, language: str, masked: bool, mask: str) -> list[tuple[str, str, T.Continuation]]:
+def _slot_pairs(fact: Fact, language: str, masked: bool, mask: str,
+                sentence: bool = False) -> list[tuple[str, str, T.Continuation]]:
     """(prompt, left context, answer as it continues the left context) per usable template."""
     obj = fact.object[language]
     out = []
@@ -192,51 +199,60 @@ def _slot_pairs(fact: Fact, language: str, masked: bool, mask: str) -> list[tupl
             left = head.rstrip()
             out.append((T.cloze(p, mask), left, T.Continuation((T.answer_separator(head) if left else "") + obj)))
     else:
-        for prefix, answer in fact.causal_pairs(language):
-            out.append((prefix, prefix, T.Continuation(answer)))
+        for prefix, answer in fact.causal_pairs(language, sentence=sentence):
+            out.append((prefix, prefix, T.Continuation(answer, getattr(answer, "tail", ""))))
     return out
 
 
-def prepare_fact(fact: Fact, model: Any, language: str = "en", *, mask: str = T.MASK) -> PreparedFact | None:
-    """One fact for `model` (duck-typed: ``.masked``, ``.tokenizer``); None if no template fits."""
+def prepare_fact(fact: Fact, model: Any, language: str = "en", *, mask: str = T.MASK,
+                 sentence: bool = False) -> PreparedFact | None:
+    """One fact for `model` (duck-typed: ``.masked``, ``.tokenizer``); None if no template fits.
+
+    sentence: a causal LM also takes the templates whose object is not last, each scored as the
+    sentence from the object on (`Fact.causal_pairs`; `PreparedFact.targets` says which is which)."""
     masked, tok = bool(model.masked), model.tokenizer
-    pairs = _slot_pairs(fact, language, masked, mask)
+    pairs = _slot_pairs(fact, language, masked, mask, sentence and not masked)
     if not pairs:
         return None
-    tok_ids, clean = [], True
-    for _, left, answer in pairs:
-        ids, ok = continuation_ids(tok, left, answer)
+    tok_ids, full_ids, clean = [], [], True
+    for _, left, answer in pairs:  # the object's tokens (a sentence target's tail aside), and the whole answer's
+        obj_part = answer[: len(answer) - len(answer.tail)]
+        ids, ok = continuation_ids(tok, left, obj_part)
         tok_ids.append(tuple(ids))
+        full_ids.append(tuple(continuation_ids(tok, left, answer)[0]) if answer.tail else tuple(ids))
         clean &= ok
     answer_ids = tok_ids[0]
     if not answer_ids:
         raise ValueError(f"fact {fact.fact_id!r} ({language}): the answer {pairs[0][2]!r} has no tokens")
-    sep = pairs[0][2][: len(pairs[0][2]) - len(fact.object[language])]
     dis = fact.distractors.get(language, ())
+    sep = pairs[0][2][: len(pairs[0][2]) - len(pairs[0][2].lstrip())]
     dis_ids = tuple(tuple(continuation_ids(tok, pairs[0][1], sep + d)[0]) for d in dis)
     return PreparedFact(
         fact=fact, language=language, masked=masked,
         prompts=tuple(p for p, _, _ in pairs), answers=tuple(a for _, _, a in pairs),
         answer_ids=answer_ids, gold_token=decode_token(tok, answer_ids[0]),
         consistent=all(i == answer_ids for i in tok_ids), clean_split=clean,
-        representable=not any(unknown_tokens(tok, i) for i in tok_ids),
+        representable=not any(unknown_tokens(tok, i) for i in tok_ids + full_ids),
         distractors=tuple(dis), distractor_ids=dis_ids,
     )
 
 
-def usable(model: Any, fact: Fact, language: str = "en") -> bool:
-    """True if `model` can be asked `fact` in `language` (see `PreparedFact.usable`)."""
+def usable(model: Any, fact: Fact, language: str = "en", *, sentence: bool = False) -> bool:
+    """True if `model` can be asked `fact` in `language` (see `PreparedFact.usable`; `sentence` as
+    `prepare_fact`'s)."""
     if not fact.has(language):
         return False
-    p = prepare_fact(fact, model, language)
+    p = prepare_fact(fact, model, language, sentence=sentence)
     return p is not None and p.usable
 
 
 def prepare(facts: Iterable[Fact], model: Any, language: str | Iterable[str] = "en", *,
-            mask: str = T.MASK, min_prompts: int = 1, max_answer_tokens: int | None = None) -> Prepared:
+            mask: str = T.MASK, min_prompts: int = 1, max_answer_tokens: int | None = None,
+            sentence: bool = False) -> Prepared:
     """Facts ready for `model` in `language`(s); facts with fewer than `min_prompts` usable prompts
-    (causal LM: object-last templates) or longer answers than `max_answer_tokens` are dropped, with
-    the reason in ``Prepared.dropped`` and the tallies in ``Prepared.counts``."""
+    (causal LM: object-last templates; with `sentence`, the others too, scored as sentences) or longer
+    answers than `max_answer_tokens` are dropped, with the reason in ``Prepared.dropped`` and the
+    tallies in ``Prepared.counts``."""
     langs = [language] if isinstance(language, str) else list(language)
     items, dropped, totals = [], {}, Counter()
     for fact in facts:
@@ -244,7 +260,7 @@ def prepare(facts: Iterable[Fact], model: Any, language: str | Iterable[str] = "
             if not fact.has(lang):
                 continue
             totals[(fact.relation, lang)] += 1
-            p = prepare_fact(fact, model, lang, mask=mask)
+            p = prepare_fact(fact, model, lang, mask=mask, sentence=sentence)
             if p is None or len(p.prompts) < min_prompts:
                 n = 0 if p is None else len(p.prompts)
                 dropped[(fact.fact_id, lang)] = f"{n} usable prompts (< {max(min_prompts, 1)})"
@@ -300,20 +316,42 @@ class Known:
 
 
 def filter_known(prepared: Iterable[PreparedFact], probe: Callable[[str], Iterable[Any]], *,
-                 min_fraction: float = 0.5) -> Known:
+                 min_fraction: float = 0.5,
+                 score: Callable[[str, Sequence[str]], Sequence[float]] | None = None) -> Known:
     """Keep the facts whose gold token is in the probe's top-k on at least `min_fraction` of their
     prompts (Dai et al. keep facts the model gets right; "at least half the prompts" by default).
 
     probe(prompt) returns the model's top-k predictions at the answer position, as strings, ids or
     objects with ``.id`` (e.g. ``lambda p: kn.probe(lm, p, k=10)``).
+
+    score(prompt, answers) -> log-probabilities, one per answer (e.g. ``lambda p, a: kn.answer_logprobs(lm, p,
+    a)``): with it, a sentence-target prompt (its object not last) of a fact with
+    distractors counts as a hit when its gold sentence outscores the sentence with each of the
+    relation's other objects in the slot (the margin BMLAMA ranks candidates by); without it, or
+    without distractors, the gold's first token in the probe's top-k.
     """
     items = list(prepared)
     kept, hits = [], {}
     for p in items:
-        h = sum(is_hit(probe(q), p) for q in p.prompts)
+        h = sum(_hit(p, q, a, probe, score) for q, a in zip(p.prompts, p.answers))
         hits[(p.fact_id, p.language)] = (h, len(p.prompts))
         if p.prompts and h >= min_fraction * len(p.prompts):
             kept.append(p)
     known = Known(Prepared(kept), hits, min_fraction, tuple(items))
     log.info("known facts: %d of %d", len(kept), len(items))
     return known
+
+
+def _hit(p: PreparedFact, prompt: str, answer: str, probe, score) -> bool:
+    if score is not None and getattr(answer, "tail", "") and p.distractors:
+        return margin(prompt, answer, p.distractors, score) > 0
+    return is_hit(probe(prompt), p)
+
+
+def margin(prompt: str, answer: str, others: Sequence[str],
+           score: Callable[[str, Sequence[str]], Sequence[float]]) -> float:
+    """The gold answer's log-probability minus the best of `others` (objects put in its place with
+    `templates.with_object`, separator and tail kept): > 0 when the gold ranks first."""
+    cands = [answer] + [T.with_object(answer, o) for o in others]
+    lp = list(score(prompt, cands))
+    return lp[0] - max(lp[1:]) if len(lp) > 1 else float("inf")

@@ -79,23 +79,31 @@ class Fact:
         """Prompts for masked LMs: every template, the object slot replaced by `mask`."""
         return [T.cloze(p, mask) for p in self.prompts(language)]
 
-    def causal_pairs(self, language: str = "en") -> list[tuple[str, str]]:
+    def causal_pairs(self, language: str = "en", *, sentence: bool = False) -> list[tuple[str, str]]:
         """(prefix, answer) for each object-last template: "The capital of France is", " Paris".
 
         The prefix has no trailing space; the answer starts with the space the template had before
         `[Y]` (none for Chinese or Japanese), so ``prefix + answer`` is the sentence up to the object.
+        With `sentence`, templates whose object is not last (but not first) give a pair too, the answer
+        running on to the end of the sentence (a `templates.Continuation` with its `tail`: "カルロス2世は",
+        "マドリードに生まれました。"), the target a causal LM's log-probability of the sentence from the
+        object on (book chapter "Facts and prompts").
         """
         obj = self.object[language] if self.has(language) else ""
         out = []
         for t, p in zip(self.templates.get(language, ()), self.prompts(language)):
+            head = p.split(T.OBJECT, 1)[0]
             if T.object_last(t):
-                head = p.split(T.OBJECT, 1)[0]
                 out.append((head.rstrip(), T.answer_separator(head) + obj))
+            elif sentence and head.strip():
+                tail = T.tail_of(p)
+                out.append((head.rstrip(), T.Continuation(T.answer_separator(head) + obj + tail, tail)))
         return out
 
-    def causal_prompts(self, language: str = "en") -> list[str]:
-        """Prefixes of the object-last templates (text before `[Y]`, no trailing space)."""
-        return [p for p, _ in self.causal_pairs(language)]
+    def causal_prompts(self, language: str = "en", *, sentence: bool = False) -> list[str]:
+        """Prefixes of the object-last templates (text before `[Y]`, no trailing space); with
+        `sentence`, of the templates whose object is not last too (`causal_pairs`)."""
+        return [p for p, _ in self.causal_pairs(language, sentence=sentence)]
 
     def sentences(self, language: str = "en") -> list[str]:
         """Every template filled with subject and gold object: the fact as plain text."""

@@ -32,12 +32,18 @@ def resolve_relations(facts, relations: Iterable[str]) -> list[str]:
 
 def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation: int | None = None,
                  language: str | Sequence[str] = "en", lm: LM | None = None, known: bool = False, k: int = 10,
-                 min_fraction: float = 0.5, seed: int = 0):
+                 min_fraction: float = 0.5, seed: int = 0, sentence: bool = False):
     """A deterministic selection from a FactSet: the given relations, facts with a version in
     `language` (one code, or several: facts aligned across all of them), at most `per_relation` of
     each (seeded sample, original order kept); with `known`, only facts whose gold token `lm` ranks in
     its top-`k` on at least `min_fraction` of their prompts, in every language (probed in the sample's
-    order until `per_relation` are found)."""
+    order until `per_relation` are found; a sentence target, with `sentence`, ranks by its margin over
+    the distractors, `kn.data.prepare.filter_known`).
+
+    sentence: a causal LM also takes the prompts whose object is not last (`kn.data.prepare_fact`).
+    With `lm`, the result's ``info["selection"]`` holds per language how many facts have a version,
+    how many `lm` can be asked (and why not the others) and, with `known`, how many were probed and
+    known; `explain` turns it into the sentence to show when the selection is empty."""
     languages = [language] if isinstance(language, str) else list(language)
     if isinstance(relations, str):
         relations = [relations]
@@ -48,6 +54,7 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
     pool = facts.filter(relation=rels, language=languages)
     if known and lm is None:
         raise ValueError("known=True needs the model (lm=...)")
+    counts = None if lm is None else language_counts(facts.filter(relation=rels), lm, languages, sentence=sentence)
     chosen: set[str] = set()
     for r in rels:
         ids = [f.fact_id for f in pool if f.relation == r]
@@ -55,27 +62,93 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
         if not known:
             chosen.update(ids if per_relation is None else ids[:per_relation])
             continue
-        found = _known(pool, ids, lm, languages, per_relation, k, min_fraction)
+        found = _known(pool, ids, lm, languages, per_relation, k, min_fraction, sentence, counts)
         chosen.update(found)
         log.info("relation %s: %d known facts selected", r, len(found))
-    return pool.filter(ids=chosen)
+    out = pool.filter(ids=chosen)
+    if counts is not None:
+        out.info = {**out.info, "selection": {"languages": languages, "counts": counts, "known": known,
+                                              "sentence": sentence, "masked": bool(lm.masked),
+                                              "aligned": len(pool), "selected": len(out)}}
+    return out
+
+
+def language_counts(facts, lm, languages: Sequence[str], *, sentence: bool = False) -> dict[str, dict[str, int]]:
+    """{language: {"facts": with a version, "usable": `lm` can be asked (`PreparedFact.usable`),
+    "no_prompt": no template `lm` can take, "unrepresentable": an answer its tokenizer cannot write}}
+    (tokenization only, no model pass)."""
+    out = {}
+    for lang in languages:
+        prepared = [prepare_fact(f, lm, lang, sentence=sentence) for f in facts if f.has(lang)]
+        out[lang] = {"facts": len(prepared), "usable": sum(p is not None and p.usable for p in prepared),
+                     "no_prompt": sum(p is None or not p.prompts for p in prepared),
+                     "unrepresentable": sum(p is not None and bool(p.prompts) and not p.representable
+                                            for p in prepared)}
+    return out
+
+
+def explain(selection: dict) -> str:
+    """Why a selection holds what it holds, per language (`select_facts`' ``info["selection"]``): how many
+    facts have a version, how many the model can be asked and why not the others, how many it knows;
+    and what to change when a language has none."""
+    langs, counts = selection["languages"], selection["counts"]
+    parts = []
+    for lang in langs:
+        c = counts[lang]
+        why = []
+        if c["no_prompt"]:
+            why.append(f"{c['no_prompt']} without a template the model can take"
+                       + ("" if selection["masked"] or selection["sentence"] else " (none has its object last)"))
+        if c["unrepresentable"]:
+            why.append(f"{c['unrepresentable']} with an answer its tokenizer cannot write")
+        text = f"{lang}: {c['facts']} facts, {c['usable']} usable" + (f" ({'; '.join(why)})" if why else "")
+        if c.get("probed"):
+            text += f", {c['known']} known of {c['probed']} probed"
+        elif "probed" in c and c["usable"]:
+            text += ", none probed (no fact usable in every language)"
+        parts.append(text)
+    unusable = [l for l in langs if counts[l]["usable"] == 0]
+    unknown = [l for l in langs if counts[l].get("probed") and counts[l]["known"] == 0]
+    fixes = []
+    if unusable or unknown:
+        fixes.append(f"leave out {', '.join(unusable + unknown)}")
+    if not selection["masked"] and not selection["sentence"] and any(counts[l]["no_prompt"] for l in langs):
+        fixes.append("pass sentence=True (kn run / kn coverage --sentence) to score the prompts whose object is "
+                     "not last by the sentence's log-probability from the object on")
+    if selection.get("known") and not unusable:
+        fixes.append("drop known=True (--known) or take more facts per relation")
+    what = selection.get("what", "selected")
+    return (f"{selection.get('selected', 0)} facts {what} of {selection.get('aligned', 0)} with a version in "
+            f"every one of {', '.join(langs)}. Per language: " + "; ".join(parts) + "."
+            + (f" To get facts: {', or '.join(fixes)}." if fixes and not selection.get("selected") else ""))
 
 
 def _known(pool, ids: list[str], lm, languages: Sequence[str], per_relation: int | None, k: int,
-           min_fraction: float) -> list[str]:
-    """The first `per_relation` of `ids` (all, for None) that `lm` knows in every language."""
+           min_fraction: float, sentence: bool, counts: dict) -> list[str]:
+    """The first `per_relation` of `ids` (all, for None) that `lm` knows in every language (probed only
+    where it can be asked in every one; `counts[language]` tallies the probed and known)."""
     out = []
+    for lang in languages:
+        counts[lang] |= {"probed": 0, "known": 0} if "probed" not in counts[lang] else {}
     for fid in ids:
         if per_relation is not None and len(out) >= per_relation:
             break
-        if all(_knows(lm, pool[fid], lang, k, min_fraction) for lang in languages):
+        prepared = [prepare_fact(pool[fid], lm, lang, sentence=sentence) for lang in languages]
+        if not all(p is not None and p.usable for p in prepared):
+            continue
+        for lang, p in zip(languages, prepared):
+            hit = _knows(lm, p, k, min_fraction)
+            counts[lang]["probed"] += 1
+            counts[lang]["known"] += hit
+            if not hit:
+                break
+        else:
             out.append(fid)
     return out
 
 
-def _knows(lm, fact, language: str, k: int, min_fraction: float) -> bool:
-    from ..probing import probe
+def _knows(lm, p, k: int, min_fraction: float) -> bool:
+    from ..probing import answer_logprobs, probe
 
-    p = prepare_fact(fact, lm, language) if fact.has(language) else None
-    return p is not None and p.usable and bool(
-        filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction).kept)
+    return bool(filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction,
+                             score=lambda q, answers: answer_logprobs(lm, q, answers)).kept)

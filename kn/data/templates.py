@@ -64,11 +64,26 @@ def answer_separator(prefix_with_space: str) -> str:
     return " " if prefix_with_space[-1:].isspace() else ""
 
 
+NEXT_TOKEN, SENTENCE = "next_token", "sentence"  # a prompt's target: the object alone, or the sentence from it on
+
+
 class Continuation(str):
     """An answer exactly as it follows its prompt, separator included (" Paris"; "Paris" after "l'"):
-    what `kn.data.prepare` makes from a template. The kernels tokenize it as given."""
+    what `kn.data.prepare` makes from a template. The kernels tokenize it as given.
 
-    __slots__ = ()
+    tail: the text after the object when the template's object is not last (a sentence target: the
+    continuation is the rest of the sentence, "マドリード" + tail "に生まれました。"); "" for an answer that
+    ends with the object (a next-token target)."""
+
+    def __new__(cls, text: str = "", tail: str = ""):
+        self = super().__new__(cls, text)
+        self.tail = tail if str(text).endswith(tail) else ""
+        return self
+
+    @property
+    def target(self) -> str:
+        """"sentence" if the continuation runs past the object, else "next_token"."""
+        return SENTENCE if self.tail else NEXT_TOKEN
 
 
 def continuation(left: str, answer: str) -> Continuation:
@@ -84,8 +99,31 @@ def continuation(left: str, answer: str) -> Continuation:
 
 
 def with_object(answer: str, obj: str) -> Continuation:
-    """`obj` in the place of `answer`'s object, `answer`'s separator kept (" Paris" -> " Rome")."""
-    return Continuation(answer[: len(answer) - len(answer.lstrip())] + obj.strip())
+    """`obj` in the place of `answer`'s object, `answer`'s separator and tail kept (" Paris" -> " Rome";
+    a sentence target's "マドリードに生まれました。" -> "ローマに生まれました。")."""
+    tail = getattr(answer, "tail", "")
+    return Continuation(answer[: len(answer) - len(answer.lstrip())] + obj.strip() + tail, tail)
+
+
+def object_of(answer: str) -> str:
+    """The object an answer names: without its separator, and without a sentence target's tail."""
+    return answer[: len(answer) - len(getattr(answer, "tail", ""))].strip()
+
+
+def continued(answer: str, obj: str) -> Continuation:
+    """`answer` (a recorded string) as a `Continuation` whose tail is what follows the object `obj` in it:
+    "" for an answer that ends with its object (a next-token target)."""
+    body, o = answer.lstrip(), obj.strip()
+    return Continuation(answer, body[len(o):] if o and body.startswith(o) else "")
+
+
+def tail_of(template_text: str) -> str:
+    """The text after `[Y]` that a sentence target scores: what follows the slot, trailing spaces removed
+    ("" for an object-last template: punctuation alone is not scored)."""
+    i = template_text.find(OBJECT)
+    if i < 0 or object_last(template_text):
+        return ""
+    return template_text[i + len(OBJECT):].rstrip()
 
 
 def _capitalize(text: str) -> str:

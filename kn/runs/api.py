@@ -52,6 +52,10 @@ def run(lm, facts, out_dir: str | os.PathLike, settings: RunSettings | None = No
         raise checks.ArgumentError(f"out_dir must be a directory path or a kn.runs.Keyed, got {out_dir!r}")
     facts = facts if hasattr(facts, "__len__") else list(facts)
     if not len(facts):
+        selection = (getattr(facts, "info", None) or {}).get("selection")
+        if selection:  # select_facts chose nothing: say per language why
+            from ..data import explain
+            raise checks.ArgumentError(f"facts is empty: {explain(selection)}")
         raise checks.ArgumentError("facts is empty: pass a FactSet (kn.data.load, select_facts) or a list of Facts")
     ray = cluster.resolve(engine, workers, address)
     if ray is not None:

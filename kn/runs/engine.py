@@ -9,6 +9,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from .. import checks
+from ..data.prepare import prepare_fact
 from ..provenance import now
 from . import cluster
 from . import config as C
@@ -42,6 +43,7 @@ def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True,
     if len(selected) < len(facts):
         log.info("%d of %d facts lack a version in %s; left out", len(facts) - len(selected), len(facts),
                  ", ".join(langs))
+    check_usable(lm, selected, settings)
     config = C.make(lm, facts, selected, settings)
     out = resolve(out_dir, config)
     if kind(out) == "multilingual":
@@ -70,6 +72,32 @@ def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True,
         T.write(out, tables)
         sessions.end(out, t0)
     return RunResult(out, read_config(out), tables)
+
+
+def check_usable(lm, selected: Sequence, settings: RunSettings) -> None:
+    """Refuse a run in several languages in which no fact can be asked of `lm` in every one (the units of
+    some language would only record errors, and nothing is comparable across languages), saying per
+    language how many facts are usable and why not the others; otherwise, where some fact is not usable
+    somewhere, say the same as a warning and go on (those units record their error)."""
+    from ..data.select import explain, language_counts
+
+    if "locate" not in settings.phases:
+        return
+    sentence = settings.of("locate").sentence
+    langs = settings.languages
+    prepared = {l: [prepare_fact(f, lm, l, sentence=sentence) for f in selected] for l in langs}
+    everywhere = sum(all(prepared[l][i] is not None and prepared[l][i].usable for l in langs)
+                     for i in range(len(selected)))
+    if everywhere == len(selected):
+        return
+    counts = language_counts(selected, lm, langs, sentence=sentence)
+    text = explain({"languages": list(langs), "counts": counts, "known": False, "sentence": sentence,
+                    "masked": bool(lm.masked), "aligned": len(selected), "selected": everywhere,
+                    "what": "usable in every language"})
+    if not everywhere and len(langs) > 1:
+        raise checks.ArgumentError(f"no fact can be asked of {lm.name} in every one of {', '.join(langs)}: {text}")
+    log.warning("%d of %d facts can be asked of %s in every language; the others' units record an error. %s",
+                everywhere, len(selected), lm.name, text)
 
 
 def _reconcile(out: Path, config: dict) -> None:

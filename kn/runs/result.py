@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .. import likn
-from ..data.templates import Continuation
+from ..data.templates import Continuation, continued
 from ..neuron import Neuron
 from . import tables as T
 from .config import legacy_keys, settings_of
@@ -142,9 +142,10 @@ class RunResult:
     @cached_property
     def _prompt_index(self) -> dict[str, list[tuple[str, Continuation]]]:
         out: dict[str, list[tuple[str, Continuation]]] = {}  # the prompts table's answers: Locate.prompt_row's
-        p = self._one().prompts
-        for fid, prompt, a in zip(p.fact_id, p.prompt, p.answer):
-            out.setdefault(fid, []).append((prompt, Continuation(a)))
+        p, objects = self._one().prompts, self._fact_index
+        for fid, prompt, a in zip(p.fact_id, p.prompt, p.answer):  # a sentence target's tail: what follows the object
+            obj = objects.get(fid, (None, None))[1]
+            out.setdefault(fid, []).append((prompt, continued(a, obj) if isinstance(obj, str) else Continuation(a)))
         return out
 
     @cached_property

@@ -435,3 +435,131 @@ def test_cli_coverage_records_the_table(lm, tmp_path, monkeypatch, capsys):
     assert got.known.tolist() == want.known.tolist() and got.single_token.tolist() == want.single_token.tolist()
     prov = json.loads((dest / "provenance.json").read_text())
     assert prov["settings"]["languages"] == ["en", "xx"] and prov["command"].startswith("kn coverage")
+
+
+# -- a language whose templates all put the object mid-sentence (verb-final: ja, ko, tr) ---------------
+VERB_FINAL = ["[X] and [Y] is the capital city .", "in [X] , [Y] is the capital", "[X] and its capital [Y] is a city"]
+
+
+def with_verb_final(n_usable: int = 0) -> FactSet:
+    """The capital facts in en and in "vf", whose templates have the object mid-sentence; the first
+    `n_usable` of them also get an object-last "vf" template."""
+    out = []
+    for i, (s, o) in enumerate(PAIRS["capital"][1]):
+        vf = VERB_FINAL + (["capital of [X] is [Y]"] if i < n_usable else [])
+        out.append(Fact(f"capital/{s}", "capital", {"en": s, "vf": s}, {"en": o, "vf": o},
+                        {"en": TEMPLATES["en"], "vf": vf}, distractors={l: ["Tokyo", "London"] for l in ("en", "vf")}))
+    return FactSet(out, "tiny-verb-final")
+
+
+def test_no_fact_usable_in_a_language_says_so_per_language(lm, tmp_path):
+    from kn.checks import ArgumentError
+    from kn.data import explain, select_facts
+
+    everything = len(lm.tokenizer)
+    chosen = select_facts(with_verb_final(), language=["en", "vf"], lm=lm, known=True, k=everything)
+    assert len(chosen) == 0
+    sel = chosen.info["selection"]
+    assert sel["counts"]["vf"] == {"facts": 4, "usable": 0, "no_prompt": 4, "unrepresentable": 0, "probed": 0,
+                                   "known": 0}
+    assert sel["counts"]["en"]["usable"] == 4
+    text = explain(sel)
+    assert "vf: 4 facts, 0 usable (4 without a template the model can take (none has its object last))" in text
+    assert "leave out vf" in text and "sentence=True" in text and "known=True" not in text
+    assert "en: 4 facts, 4 usable, none probed (no fact usable in every language)" in text
+    with pytest.raises(ArgumentError, match=r"facts is empty: 0 facts selected .*vf: 4 facts, 0 usable"):
+        run(lm, chosen, tmp_path / "empty", languages=["en", "vf"], steps=STEPS, progress=False)
+    # facts given directly: refused before anything is written, with the same counts
+    with pytest.raises(ArgumentError, match=r"no fact can be asked of tiny-GPT-2 in every one of en, vf: .*"
+                                            r"en: 4 facts, 4 usable; vf: 4 facts, 0 usable"):
+        run(lm, with_verb_final(), tmp_path / "refused", languages=["en", "vf"], steps=STEPS, progress=False)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_some_facts_usable_everywhere_run_with_a_warning(lm, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        res = run(lm, with_verb_final(n_usable=1), tmp_path / "part", languages=["en", "vf"], steps=STEPS,
+                  min_prompts=1, progress=False)
+    assert "1 of 4 facts can be asked of tiny-GPT-2 in every language" in caplog.text and "vf: 4 facts, 1 usable" in caplog.text
+    f = res.runs["vf"].facts
+    assert f.error.notna().sum() == 3 and res.runs["en"].facts.error.isna().all()
+
+
+def test_sentence_target_makes_a_verb_final_language_usable(lm, tmp_path):
+    from kn.data import select_facts
+
+    everything = len(lm.tokenizer)
+    chosen = select_facts(with_verb_final(), language=["en", "vf"], lm=lm, known=True, k=everything, sentence=True)
+    counts = chosen.info["selection"]["counts"]
+    assert counts["vf"]["usable"] == 4 and counts["vf"]["probed"] == counts["en"]["known"]
+    facts_ = with_verb_final()
+    res = run(lm, facts_, tmp_path / "vf", languages=["en", "vf"], steps=STEPS, sentence=True, min_prompts=1,
+              phases=PHASES, progress=False)
+    assert res.complete and res.facts.error.isna().all()
+    e = res.crosslingual_edits  # the cross-lingual edits name objects, a sentence target's tail aside
+    assert len(e) and set(e.old) | set(e.new) <= {"Paris", "Berlin", "Rome", "Madrid"}
+    p = res.prompts
+    assert set(p[p.language == "en"].target) == {"next_token"} and set(p[p.language == "vf"].target) == {"sentence"}
+    (prompt, answer), *_ = res.runs["vf"].fact_queries("capital/France")
+    assert (prompt, answer, answer.tail) == ("France and", " Paris is the capital city .", " is the capital city .")
+    # the recorded p_before is the probability of the sentence from the object on
+    assert p[p.language == "vf"].p_before.iloc[0] == pytest.approx(kn_answer_prob(lm, prompt, answer), rel=1e-5)
+    # the default run's records are unchanged by the new setting: its keys are those of a run without it
+    assert json.loads((res.out_dir / "config.json").read_text())["settings"]["locate"]["sentence"] is True
+
+
+def kn_answer_prob(lm, prompt, answer):
+    import kn
+
+    return kn.answer_prob(lm, prompt, answer)
+
+
+def test_cli_names_the_languages_and_the_fix(lm, tmp_path, monkeypatch, capsys):
+    from kn import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    monkeypatch.setattr(cli, "_facts", lambda args, languages: with_verb_final())
+    argv = ["run", "--languages", "en,vf", "--steps", str(STEPS), "--known", "--out", str(tmp_path / "cli")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "vf: 4 facts, 0 usable" in err and "kn run / kn coverage --sentence" in err
+    argv = [a for a in argv if a != "--known"] + ["--sentence"]  # a random model knows nothing in its top 10
+    argv[argv.index("--out") + 1] = str(tmp_path / "cli2")
+    assert cli.main(argv) == 0 and "vf:" in capsys.readouterr().out
+
+
+def test_coverage_with_sentence_targets(lm):
+    from kn.data.coverage import coverage
+
+    fs = with_verb_final()
+    everything = len(lm.tokenizer)
+    before = coverage(fs, lm, ["en", "vf"], k=everything).set_index("language")
+    assert before.loc["vf", ["usable", "usable_share", "no_prompt"]].tolist() == [0, 0.0, 4]
+    assert before.loc["en", "usable_share"] == 1.0 and before.loc["en", "sentence_target"] == 0
+    after = coverage(fs, lm, ["en", "vf"], k=everything, sentence=True).set_index("language")
+    assert after.loc["vf", ["usable", "usable_share", "sentence_target", "probed"]].tolist() == [4, 1.0, 4, 4]
+    # vf's known: each prompt's gold sentence above both distractors' (a random model: some, not by the top-k)
+    from kn.data import prepare as P
+    from kn.probing import answer_logprob
+
+    def score(q, answers):
+        return [answer_logprob(lm, q, a) for a in answers]
+
+    want = sum(sum(P.margin(q, a, p.distractors, score) > 0 for q, a in zip(p.prompts, p.answers)) >= 0.5 * len(p.prompts)
+               for p in (P.prepare_fact(f, lm, "vf", sentence=True) for f in fs))
+    assert after.loc["vf", "known"] == want
+
+
+def test_cli_coverage_sentence(lm, monkeypatch, capsys):
+    import kn.data
+    from kn import cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    monkeypatch.setattr(kn.data, "load", lambda spec, languages=None, relations=None: with_verb_final())
+    assert cli.main(["coverage", "--data", "bmlama:somewhere", "--languages", "en,vf", "--no-probe"]) == 0
+    before = capsys.readouterr().out
+    assert cli.main(["coverage", "--data", "bmlama:somewhere", "--languages", "en,vf", "--no-probe", "--sentence"]) == 0
+    after = capsys.readouterr().out
+    assert "sentence targets" in after and "sentence targets" not in before
+    row = lambda text: next(l.split() for l in text.splitlines() if l.split()[:1] == ["vf"])  # noqa: E731
+    assert row(before)[1:5] == ["4", "4", "0", "0"] and row(after)[1:5] == ["4", "0", "0", "4"]

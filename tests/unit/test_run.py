@@ -195,9 +195,10 @@ def test_any_changed_common_setting_refuses_to_resume(lm, baseline, name):
     before = (baseline.out_dir / JOURNAL).read_bytes()
     changed = RunSettings.make(RunSettings(attribution=IG(steps=STEPS)), **{name: COMMON_CHANGED[name]})
     facts = tiny_facts()
-    if name == "languages":  # a run needs facts in its language (else it is refused before any resume)
-        facts = FactSet([*facts, Fact("de/1", "capital", {"de": "Paris"}, {"de": "Frankreich"},
-                                      {"de": ["[X] ist die Hauptstadt von [Y]"]})], "tiny+de")
+    if name == "languages":  # a run needs facts the model can be asked in its language (else it is refused
+        # before any resume): "de" written in the tiny tokenizer's words
+        facts = FactSet([*facts, Fact("de/1", "capital", {"de": "France"}, {"de": "Paris"},
+                                      {"de": ["the capital of [X] is [Y]"]})], "tiny+de")
     with pytest.raises(RunConfigError, match=rf"(?s)cannot be resumed:.*settings\.{name}[.:]"):
         run(lm, facts, baseline.out_dir, changed, progress=False)
     assert (baseline.out_dir / JOURNAL).read_bytes() == before

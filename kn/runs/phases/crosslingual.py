@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from ... import crosslingual as X
+from ...data.templates import object_of
 from ...editing import LAMBDA1, LAMBDA2
 from ...interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from ...likn import fact_likn
@@ -137,7 +138,8 @@ class CrossEdit(_EveryLanguage):
         queries = self.queries(view)
 
         def rows():
-            objects = {f: [queries(l, f)[0][1].strip() for l in view.languages] for f in self.located_everywhere(view)}
+            objects = {f: [object_of(queries(l, f)[0][1]) for l in view.languages]
+                       for f in self.located_everywhere(view)}
             new = X.new_fact(fact.fact_id, objects, self.relation.get, self.run.seed)
             if new is None:
                 return {"new_fact": None, "rows": []}

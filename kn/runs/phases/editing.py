@@ -51,7 +51,7 @@ class _Edits(Phase):
             items, relation_of = {}, {}
             for f in self._facts:
                 try:
-                    prompts, answers, _ = fact_queries(self._lm, f, language)
+                    prompts, answers, _ = fact_queries(self._lm, f, language, sentence=self.run.of("locate").sentence)
                 except ValueError:
                     continue
                 items[f.fact_id], relation_of[f.fact_id] = list(zip(prompts, answers)), f.relation

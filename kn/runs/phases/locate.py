@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from ...data.prepare import prepare_fact
-from ...data.templates import MASK, Continuation, continuation
+from ...data.templates import MASK, Continuation, continuation, continued
 from ...attribution import scores as neuron_scores
 from ...localization import coarse, shared_counts, top, tune_share
 from ...neuron import Neuron
@@ -32,20 +32,24 @@ TOP = 20  # each prompt's highest-scoring neurons kept in its record (the degene
 NEURON_COLUMNS = ["fact_id", "relation", "layer", "index", "n_prompts_found", "n_facts_sharing"]
 
 
-def fact_queries(lm, fact, language: str = "en") -> tuple[list[str], list[Continuation], str]:
-    """The fact's prompts for `lm` (masked: cloze with [MASK]; causal: object-last prefixes), each
-    prompt's answer as it follows it (`kn.data.prepare`), and the object."""
-    p = prepare_fact(fact, lm, language) if fact.has(language) else None
+def fact_queries(lm, fact, language: str = "en", *, sentence: bool = False
+                 ) -> tuple[list[str], list[Continuation], str]:
+    """The fact's prompts for `lm` (masked: cloze with [MASK]; causal: object-last prefixes, with
+    `sentence` the others too, scored as the sentence from the object on), each prompt's answer as it
+    follows it (`kn.data.prepare`), and the object."""
+    p = prepare_fact(fact, lm, language, sentence=sentence) if fact.has(language) else None
     if p is None or not p.prompts:
-        kind = "masked" if lm.masked else "causal (object-last templates only)"
+        kind = "masked" if lm.masked else ("causal" if sentence else
+                                           "causal (object-last templates only; sentence=True takes the others)")
         raise ValueError(f"fact {fact.fact_id!r} has no {language!r} prompt usable by a {kind} LM")
     return list(p.prompts), list(p.answers), p.object
 
 
 def answers_of(rec: dict) -> list[Continuation]:
-    """Each prompt's answer in a fact record (records before kn 0.1.0's "answers": from the object)."""
+    """Each prompt's answer in a fact record, a sentence target's with its tail (what follows the
+    object); records before kn 0.1.0's "answers": from the object."""
     if "answers" in rec:
-        return [Continuation(a) for a in rec["answers"]]
+        return [continued(a, rec.get("answer") or "") for a in rec["answers"]]
     return [continuation(p.split(MASK)[0], rec["answer"]) for p in rec["prompts"]]
 
 
@@ -87,6 +91,10 @@ class LocateSettings:
                                 scope="relation")
     share_tries: int = setting(6, "at most this many share evaluations per relation", check=at_least(1),
                                scope="relation")
+    sentence: bool = setting(
+        False, "causal LMs: also take the templates whose object is not last (verb-final languages), each scored "
+               "as the log-probability of the sentence from the object on (the prompts table's target column)",
+        added=True)
     relation_neuron_share: float = setting(
         0.1, "a relation-level neuron is a knowledge neuron of at least this share of the relation's located facts",
         check=positive_fraction, scope="table")
@@ -99,7 +107,7 @@ class Locate(Phase):
     fact_record = "fact"
     relation_record = "relation"
     fact_columns = ("subject", "answer", "n_prompts", "n_coarse", "n_neurons", "share", "p_before")
-    prompt_columns = ("prompt", "answer", "n_coarse", "p_before")
+    prompt_columns = ("prompt", "answer", "target", "n_coarse", "p_before")
     relation_columns = ("facts_located", "facts_with_neurons", "neurons_per_fact", "share", "relation_neurons",
                         "max_facts_sharing")
     dtypes = {"n_prompts": "Int64", "n_neurons": "Int64"}
@@ -120,7 +128,7 @@ class Locate(Phase):
         rec = record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation,
                      subject=fact.subject.get(language))
         try:
-            prompts, answers, answer = fact_queries(lm, fact, language)
+            prompts, answers, answer = fact_queries(lm, fact, language, sentence=s.sentence)
             rec |= {"answer": answer, "prompts": prompts, "answers": [str(a) for a in answers]}
             if len(prompts) < s.min_prompts:
                 raise ValueError(f"{len(prompts)} usable prompt(s), fewer than min_prompts={s.min_prompts}: "
@@ -167,7 +175,8 @@ class Locate(Phase):
     def prompt_row(self, fact_id: str, index: int, state: State) -> dict:
         r = state.get(self.fact_record, fact_id)
         sets = r.get("sets")
-        return {"prompt": r["prompts"][index], "answer": answers_of(r)[index] if "answer" in r else None,
+        answer = answers_of(r)[index] if "answer" in r else None
+        return {"prompt": r["prompts"][index], "answer": answer, "target": None if answer is None else answer.target,
                 "n_coarse": len(sets[index]) if sets else None,
                 "p_before": r["p_before"][index] if "p_before" in r else math.nan}
 

@@ -26,12 +26,14 @@ SCOPES = ("fact", "relation", "table")
 
 
 def setting(default: Any, help: str, *, check: Callable[[str, Any], Any] | None = None, scope: str = "fact",
-            cli_type: Callable[[str], Any] | None = None, nargs: int | None = None):
+            cli_type: Callable[[str], Any] | None = None, nargs: int | None = None, added: bool = False):
     """A settings field: its default, its help text, its check (name, value) -> value, its scope, and
-    the CLI's parser of one word (default: from the default's type)."""
+    the CLI's parser of one word (default: from the default's type). added: a setting that came after
+    runs were recorded, whose default does what those runs did: at its default it is left out of the
+    record keys (`scoped`), so their records stay valid."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    meta = {"help": help, "check": check, "scope": scope, "cli_type": cli_type, "nargs": nargs}
+    meta = {"help": help, "check": check, "scope": scope, "cli_type": cli_type, "nargs": nargs, "added": added}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -65,8 +67,10 @@ def digest(obj: Any) -> str:
 
 
 def scoped(value, scope: str) -> dict:
-    """The fields of `value` whose scope is `scope`, JSON-safe."""
-    return {f.name: _json(getattr(value, f.name)) for f in fields(value) if f.metadata.get("scope", "fact") == scope}
+    """The fields of `value` whose scope is `scope`, JSON-safe (an `added` setting only when it is not at
+    its default)."""
+    return {f.name: _json(getattr(value, f.name)) for f in fields(value) if f.metadata.get("scope", "fact") == scope
+            and not (f.metadata.get("added") and getattr(value, f.name) == f.default)}
 
 
 @dataclass(frozen=True)

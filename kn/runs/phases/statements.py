@@ -13,6 +13,7 @@ dkn, kn_mean, random)}, or {fact_id, relation, error}. Own table: ``statements``
 from __future__ import annotations
 
 
+from ...data.templates import object_of
 from ...statements import FactCheck, plan_relation, score_fact, table, wrong_object
 from ..state import State
 from .base import Phase, record
@@ -80,7 +81,7 @@ class Statements(Phase):
         part = "train" if fact.fact_id in p.train else "test"
 
         def rows() -> dict:
-            objects = {f: answers_of(located(state, f))[0].strip() for f in p.train + p.test}
+            objects = {f: object_of(answers_of(located(state, f))[0]) for f in p.train + p.test}
             given = self.distractors.get((fact.fact_id, state.language), ())
             wrong = wrong_object(fact.fact_id, p, objects, given, self.run.seed)
             queries = list(zip(loc["prompts"], answers_of(loc)))[: self.settings.fc_prompts]
