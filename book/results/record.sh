@@ -9,6 +9,7 @@
 #   bash book/results/record.sh critique # "Knowledge, or grammar?": facts and the agreement set, en and fr
 #   bash book/results/record.sh edits PARAREL_DIR  # "Editing": every edit method on 12 relations x 20 edits, gemma-3-270m
 #   bash book/results/record.sh agreement PARAREL_DIR  # "How many steps": cheaper settings against the paper's
+#   bash book/results/record.sh verbfinal BMLAMA_DIR  # "Language-independent": LIKN in English and Japanese (verb-final)
 # The runs live in runs/ (not in the repository). The quadrature: gemma-3-270m at gauss_legendre 6, what
 # `kn calibrate` picked for the AMIG baseline on facts outside these relations (book/results/calibration/
 # gemma-3-270m-amig); smollm2-135m at the paper's setting, which calibration keeps on that model (chapter
@@ -96,6 +97,15 @@ agreement() {  # agreement MODEL PARAREL_DIR FACTS_PER_RELATION: the same known 
     done
 }
 
+verbfinal() {  # verbfinal MODEL BMLAMA_DIR: LIKN with a verb-final language, its prompts as sentence targets
+    local m=$1 data="bmlama:$2"
+    # shellcheck disable=SC2046
+    kn run --model "$m" --data "$data" --languages en,ja --sentence --relations P36,P1376,P30,P37,P103,P1412 \
+        --facts-per-relation 10 --known $(method_flags amig "$m") --min-prompts 1 \
+        --phases locate,verify,crosslingual,crossedit --out "runs/ml/$m-en-ja-amig"
+    kn record "runs/ml/$m-en-ja-amig" "book/results/likn/$m-en-ja"
+}
+
 edits() {  # edits MODEL PARAREL_DIR: single edits (20 per relation) and each relation's edits at once
     local m=$1 data="pararel:$2"
     # shellcheck disable=SC2046
@@ -123,7 +133,9 @@ case "${1:-}" in
     critique) critique gemma-3-270m ;;
     agreement) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh agreement PARAREL_DIR" >&2; exit 2; }
                agreement gemma-3-270m "$2" 23; agreement smollm2-135m "$2" 12 ;;
+    verbfinal) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh verbfinal BMLAMA_DIR" >&2; exit 2; }
+               verbfinal gemma-3-270m "$2" ;;
     edits) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh edits PARAREL_DIR" >&2; exit 2; }
            edits gemma-3-270m "$2" ;;
-    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR|agreement PARAREL_DIR" >&2; exit 2 ;;
+    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR|agreement PARAREL_DIR|verbfinal BMLAMA_DIR" >&2; exit 2 ;;
 esac

@@ -41,9 +41,9 @@ def _validated_runs(commands, monkeypatch) -> dict[str, object]:
     return runs
 
 
-@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits", "agreement"])
+@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits", "agreement", "verbfinal"])
 def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch):
-    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits", "agreement") else [mode]))
+    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits", "agreement", "verbfinal") else [mode]))
     assert {c[0] for c in commands} == {"run", "record"}
     runs = _validated_runs(commands, monkeypatch)
     made = set()
@@ -73,6 +73,10 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         assert gx.attribution.kind == "gradxact" and runs["runs/agreement/gemma-3-270m-gl6"].attribution.steps == 6
         per = {o: c[c.index("--facts-per-relation") + 1] for c in commands if c[0] == "run" for o in [c[c.index("--out") + 1]]}
         assert 9 * int(per["runs/agreement/gemma-3-270m-paper"]) >= 200 and 9 * int(per["runs/agreement/smollm2-135m-paper"]) >= 100
+    if mode == "verbfinal":
+        v = runs["runs/ml/gemma-3-270m-en-ja-amig"]
+        assert v.languages == ("en", "ja") and "crosslingual" in v.phases and v.attribution.baseline == "amig"
+        assert "--sentence" in commands[0]
     if mode == "critique":
         assert runs["runs/critique/gemma-3-270m-agreement"].languages == ("en", "fr")
     if mode == "ml":
