@@ -8,7 +8,7 @@ from .builtin_set import builtin
 from .pararel import load_pararel
 from .bmlama import load_bmlama
 from .spec import load
-from .select import explain, language_counts, resolve_relations, select_facts
+from .select import explain, language_counts, resolve_relations, select_facts, select_in_languages
 
 __all__ = ["DataUnavailableError", "Fact", "FactSet", "builtin", "cache_dir", "explain", "language_counts", "load",
-           "load_bmlama", "load_pararel", "resolve_relations", "select_facts"]
+           "load_bmlama", "load_pararel", "resolve_relations", "select_facts", "select_in_languages"]

@@ -73,6 +73,25 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
     return out
 
 
+def select_in_languages(facts, languages: Sequence[str], lm: LM, **kw):
+    """`select_facts` over `languages` (`kw` its other arguments, `lm` given); when no fact is selected
+    in every one of them, the languages that have none usable or none known are left out, one pass, as
+    long as one remains, and the selection is made again. Returns (selection, the languages it holds,
+    `explain` of the first selection when languages were left out, else "")."""
+    languages = list(languages)
+    chosen = select_facts(facts, language=languages, lm=lm, **kw)
+    if len(chosen):
+        return chosen, languages, ""
+    sel = chosen.info["selection"]
+    counts = sel["counts"]
+    empty = [l for l in languages if counts[l]["usable"] == 0 or (counts[l].get("probed") and counts[l]["known"] == 0)]
+    kept = [l for l in languages if l not in empty]
+    why = explain(sel)
+    if not empty or not kept:
+        return chosen, languages, why
+    return select_facts(facts, language=kept, lm=lm, **kw), kept, why
+
+
 def language_counts(facts, lm, languages: Sequence[str], *, sentence: bool = False) -> dict[str, dict[str, int]]:
     """{language: {"facts": with a version, "usable": `lm` can be asked (`PreparedFact.usable`),
     "no_prompt": no template `lm` can take, "unrepresentable": an answer its tokenizer cannot write}}

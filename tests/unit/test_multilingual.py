@@ -563,3 +563,17 @@ def test_cli_coverage_sentence(lm, monkeypatch, capsys):
     assert "sentence targets" in after and "sentence targets" not in before
     row = lambda text: next(l.split() for l in text.splitlines() if l.split()[:1] == ["vf"])  # noqa: E731
     assert row(before)[1:5] == ["4", "4", "0", "0"] and row(after)[1:5] == ["4", "0", "0", "4"]
+
+
+def test_a_language_with_no_usable_fact_is_left_out_and_said(lm):
+    from kn.data import select_in_languages
+
+    three = FactSet([Fact(f.fact_id, f.relation, {**f.subject, "e2": f.subject["en"]}, {**f.object, "e2": f.object["en"]},
+                          {**f.templates, "e2": f.templates["en"]}) for f in with_verb_final()], "three")
+    everything = len(lm.tokenizer)
+    chosen, kept, why = select_in_languages(three, ["en", "vf", "e2"], lm, known=True, k=everything)
+    assert kept == ["en", "e2"] and len(chosen) == 4 and "vf: 4 facts, 0 usable" in why and "leave out vf" in why
+    chosen, kept, why = select_in_languages(three, ["en", "e2"], lm, known=True, k=everything)
+    assert (kept, why, len(chosen)) == (["en", "e2"], "", 4)
+    chosen, kept, why = select_in_languages(three, ["vf"], lm, known=True, k=everything)  # nothing to keep
+    assert len(chosen) == 0 and kept == ["vf"] and "vf: 4 facts, 0 usable" in why
