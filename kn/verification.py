@@ -9,7 +9,7 @@ import numpy as np
 from . import checks
 from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR, scaled
 from .models import LM
-from .probing import answer_prob
+from .probing import batch_probs
 
 
 @dataclass
@@ -54,11 +54,12 @@ def ratio_of_means(before, after) -> float:
 def effect(lm: LM, prompts: Sequence[str], answer, neurons, factor: float = AMPLIFY_FACTOR,
            suppress_factor: float = SUPPRESS_FACTOR) -> Effect:
     """P(gold) of each prompt before, with `neurons` multiplied by `suppress_factor` (0) and by `factor`.
-    answer: one for every prompt, or one per prompt (checked inputs)."""
+    answer: one for every prompt, or one per prompt (checked inputs). Each condition is one batched
+    measurement over all the prompts (`kn.probing.batch_probs`), equal to `answer_prob` per prompt."""
     answers = [answer] * len(prompts) if isinstance(answer, str) else list(answer)
 
     def probs():
-        return np.array([answer_prob(lm, p, a) for p, a in zip(prompts, answers)])
+        return np.array(batch_probs(lm, prompts, answers), dtype=float)
 
     before = probs()
     with scaled(lm, neurons, suppress_factor):
