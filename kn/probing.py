@@ -90,37 +90,60 @@ def _rows_probs(lm: LM, rows: list, pad: int) -> torch.Tensor:
     return torch.softmax(logits[:, -1].float(), dim=-1)
 
 
+def _batched(lm: LM, rows: list[tuple[list[int], int]]):
+    """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position): rows sorted by
+    length, cut into passes of at most ROW_TOKENS padded tokens (and LOGIT_FLOATS logits)."""
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
+    pad = _pad_id(lm)
+    vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
+    most_rows = max(1, LOGIT_FLOATS // max(1, vocab))
+    start = 0
+    while start < len(order):
+        stop = start + 1  # sorted by length: the last row of a pass is its longest
+        while (stop < len(order) and stop - start < most_rows
+               and (stop + 1 - start) * len(rows[order[stop]][0]) <= ROW_TOKENS):
+            stop += 1
+        chunk = order[start:stop]
+        yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
+        start = stop
+
+
 def batch_stats(lm: LM, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
     """`answer_stats` of many (prompt, answer) pairs in a few batched forward passes: one right-padded row
     per answer token (its teacher-forced context from `kn.tokens.targets`, read at its own position),
     rows sorted by length and cut into passes of at most ROW_TOKENS padded tokens. Interventions
     (`kn.scaled`, positions="answer") act at each row's own answer position, as in the pass per token."""
-    pairs = [(checks.text(p, "prompt"), a) for p, a in pairs]
-    rows = []  # (pair index, token index, ids, pos, gold)
+    rows, owner = [], []  # owner: (pair index, token index, gold) of each row
     for i, (p, a) in enumerate(pairs):
         for j, t in enumerate(targets(lm, p, a)):
-            rows.append((i, j, t.ids[0].tolist(), t.pos, t.gold))
-    rows.sort(key=lambda r: len(r[2]))
+            rows.append((t.ids[0].tolist(), t.pos))
+            owner.append((i, j, t.gold))
     prob, rank = [1.0] * len(pairs), [-1] * len(pairs)
-    pad = _pad_id(lm)
-    vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
-    most_rows = max(1, LOGIT_FLOATS // max(1, vocab))
-    start = 0
-    while start < len(rows):
-        stop = start + 1  # sorted by length: the last row of a pass is its longest
-        while stop < len(rows) and stop - start < most_rows and (stop + 1 - start) * len(rows[stop][2]) <= ROW_TOKENS:
-            stop += 1
-        chunk = rows[start:stop]
-        p = _rows_probs(lm, [(ids, pos) for _, _, ids, pos, _ in chunk], pad)
-        gold = torch.tensor([g for *_, g in chunk], device=p.device)
+    for chunk, p in _batched(lm, rows):
+        gold = torch.tensor([owner[r][2] for r in chunk], device=p.device)
         pg = p.gather(1, gold[:, None])
         ranks = (p > pg).sum(-1).tolist()
-        for (i, j, *_), q, rk in zip(chunk, pg[:, 0].tolist(), ranks):
+        for r, q, rk in zip(chunk, pg[:, 0].tolist(), ranks):
+            i, j, _ = owner[r]
             prob[i] *= q
             if j == 0:
                 rank[i] = int(rk)
-        start = stop
     return list(zip(prob, rank))
+
+
+def batch_probe(lm: LM, prompts: Sequence[str], k: int = 10) -> list[list[Prediction]]:
+    """`probe` of each prompt (top-k at its answer position), in a few batched forward passes."""
+    k = checks.integer(k, "k", low=1, high=lm.tokenizer.vocab_size if hasattr(lm.tokenizer, "vocab_size") else None)
+    rows = []
+    for prompt in prompts:
+        ids, pos = query(lm, prompt)
+        rows.append((ids[0].tolist(), pos))
+    out: list = [None] * len(rows)
+    for chunk, p in _batched(lm, rows):
+        top_p, top_i = p.topk(k, dim=-1)
+        for r, ps, ix in zip(chunk, top_p.tolist(), top_i.tolist()):
+            out[r] = [Prediction(lm.tokenizer.decode([j]).strip(), q, j) for q, j in zip(ps, ix)]
+    return out
 
 
 def batch_probs(lm: LM, prompts: Sequence[str], answers) -> list[float]:

@@ -74,8 +74,10 @@ def _known(pool, ids: list[str], lm, languages: Sequence[str], per_relation: int
 
 
 def _knows(lm, fact, language: str, k: int, min_fraction: float) -> bool:
-    from ..probing import probe
+    from ..probing import batch_probe
 
     p = prepare_fact(fact, lm, language) if fact.has(language) else None
-    return p is not None and p.usable and bool(
-        filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction).kept)
+    if p is None or not p.usable:
+        return False
+    tops = dict(zip(p.prompts, batch_probe(lm, list(p.prompts), k=k)))  # all the fact's prompts in one pass
+    return bool(filter_known([p], tops.__getitem__, min_fraction=min_fraction).kept)

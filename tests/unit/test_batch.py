@@ -147,3 +147,29 @@ def test_answer_rows_of_another_shape_are_refused():
     with scaled(lm, NEURONS, 2.0), answer_rows(torch.ones(2, 4, dtype=torch.bool)), \
             pytest.raises(RuntimeError, match="answer_rows"), torch.no_grad():
         lm.model(input_ids=ids)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BLOOM", "BERT", "RoBERTa"])
+def test_batch_probe_equals_probe(family):
+    lm = tiny_lm(family)
+    prompts = [p for p, _ in pairs_of(lm)]
+    got = kn.probing.batch_probe(lm, prompts, k=5)
+    for prompt, g in zip(prompts, got):
+        want = kn.probe(lm, prompt, k=5)
+        assert [x.id for x in g] == [x.id for x in want]
+        assert [x.token for x in g] == [x.token for x in want]
+        np.testing.assert_allclose([x.prob for x in g], [x.prob for x in want], rtol=1e-5)
+
+
+def test_known_selection_is_unchanged():
+    """select_facts(known=True) batches each fact's prompts: the same facts as probing one by one."""
+    from kn.data import builtin, select_facts
+    from kn.data.prepare import filter_known, prepare_fact
+
+    lm = tiny_lm("GPT-2")
+    facts = builtin()
+    got = [f.fact_id for f in select_facts(facts, lm=lm, known=True, k=10)]
+    usable = [p for f in facts if f.has("en") and (p := prepare_fact(f, lm, "en")) is not None and p.usable]
+    want = [p.fact_id for p in usable if filter_known([p], lambda q: kn.probe(lm, q, k=10)).kept]
+    assert 0 < len(want) < len(usable)  # some known, some not
+    assert got == want
