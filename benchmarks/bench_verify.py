@@ -52,6 +52,7 @@ def main(argv=None) -> None:
     ap.add_argument("--relation", default=None, help="the fact's relation (default: the first with two usable facts)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--profile", action="store_true", help="also print cProfile's top functions of one batched verify")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -101,6 +102,12 @@ def main(argv=None) -> None:
                 for _, ps, As in queries:
                     fn(ps, As)
                 secs[name].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()  # where the batched path's time goes: tokenization (targets) of every pair
+        for _ in range(3):  # once per condition, as effect does
+            for _, ps, As in queries:
+                for p, a in zip(ps, As):
+                    kn.tokens.targets(lm, p, a)
+        tokenize = time.perf_counter() - t0
     handle.remove()
     diff = max(float(np.max(np.abs(np.asarray(b) - np.asarray(a)) / np.maximum(np.asarray(a), 1e-30)))
                for qa, qb in zip(results["per prompt"], results["batched"]) for a, b in zip(qa, qb))
@@ -112,6 +119,20 @@ def main(argv=None) -> None:
     print("|---|---:|---:|---|")
     for k in paths:
         print(f"| {k} | {n_passes[k]} | {med[k]:.3f} | {', '.join(f'{s:.3f}' for s in secs[k])} |")
+    print(f"\nof the batched path's {med['batched']:.3f} s, tokenization (kn.tokens.targets of every pair, "
+          f"3 conditions) takes {tokenize:.3f} s; the rest is the forward passes and their softmax")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        with torch.inference_mode():
+            prof.enable()
+            for _, ps, As in queries:
+                paths["batched"](ps, As)
+            prof.disable()
+        print("\ncProfile of one batched verify (top 20 by cumulative time):")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(20)
     print(f"\nper prompt / batched: {med['per prompt'] / med['batched']:.2f}x; "
           f"largest relative difference of P(gold): {diff:.2e}")
 
