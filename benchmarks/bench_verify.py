@@ -7,7 +7,9 @@
 What `kn run`'s verify phase does for a fact: `kn.verification.effect` on the fact's prompts and on two
 control facts' (another relation's, the same relation's), each P(gold) before, with the neurons x0 and
 x2. "per prompt" is the code before batching (a forward pass per prompt and answer token, `answer_prob`
-under `kn.scaled`); "batched" is `effect` as it is (one padded pass per condition, `kn.probing.batch_probs`).
+under `kn.scaled`); "batched, an effect per group" is `effect` on each of the three (one padded pass
+per condition, `kn.probing.batch_probs`); "groups together" is what the verify phase does now
+(`kn.verification.effects`: the three facts' prompts in one pass per condition).
 The neurons are a fixed set of 4 (the cost does not depend on which). Prints the seconds of each
 (median of --repeat, interleaved), the forward passes, their ratio and the largest relative
 difference of the probabilities. Nothing is asserted.
@@ -62,7 +64,7 @@ def main(argv=None) -> None:
     import kn.data
     from kn.data.prepare import prepare_fact
     from kn.runs.phases.controls import Controls
-    from kn.verification import effect
+    from kn.verification import effect, effects
 
     torch.set_num_threads(args.threads)
     lm = kn.load(args.model, device="cpu")
@@ -87,20 +89,25 @@ def main(argv=None) -> None:
     passes = {"n": 0}
     handle = lm.model.register_forward_pre_hook(lambda *a, **k: passes.__setitem__("n", passes["n"] + 1),
                                                 with_kwargs=True)
-    paths = {"per prompt": lambda ps, As: per_prompt_effect(lm, ps, As, NEURONS),
-             "batched": lambda ps, As: (lambda e: (e.before, e.suppressed, e.amplified))(effect(lm, ps, As, NEURONS))}
+    def as_tuple(e):
+        return e.before, e.suppressed, e.amplified
+
+    # each path: the three groups (fact, other, same) -> [(before, suppressed, amplified)] per group
+    paths = {"per prompt": lambda: [per_prompt_effect(lm, ps, As, NEURONS) for _, ps, As in queries],
+             "batched, an effect per group": lambda: [as_tuple(effect(lm, ps, As, NEURONS)) for _, ps, As in queries],
+             "batched, groups together (verify)": lambda: [
+                 as_tuple(e) for e in effects(lm, [(ps, As) for _, ps, As in queries], NEURONS)]}
     secs = {k: [] for k in paths}
     n_passes, results = {}, {}
     with torch.inference_mode():
         for name, fn in paths.items():  # warm-up (and the pass counts)
             passes["n"] = 0
-            results[name] = [fn(ps, As) for _, ps, As in queries]
+            results[name] = fn()
             n_passes[name] = passes["n"]
         for _ in range(args.repeat):
             for name, fn in paths.items():
                 t0 = time.perf_counter()
-                for _, ps, As in queries:
-                    fn(ps, As)
+                fn()
                 secs[name].append(time.perf_counter() - t0)
         t0 = time.perf_counter()  # where the batched path's time goes: tokenization (targets) of every pair
         for _ in range(3):  # once per condition, as effect does
@@ -110,17 +117,18 @@ def main(argv=None) -> None:
         tokenize = time.perf_counter() - t0
     handle.remove()
     diff = max(float(np.max(np.abs(np.asarray(b) - np.asarray(a)) / np.maximum(np.asarray(a), 1e-30)))
-               for qa, qb in zip(results["per prompt"], results["batched"]) for a, b in zip(qa, qb))
+               for name in list(paths)[1:] for qa, qb in zip(results["per prompt"], results[name])
+               for a, b in zip(qa, qb))
     med = {k: statistics.median(v) for k, v in secs.items()}
     print(f"\nverify of one fact: {lm.name}, fact {fid} ({rel}, {len(prompts)} prompts) with controls {other_id} "
           f"({len(other_p)}) and {same_id} ({len(same_p)}): {n_prompts} prompts, {n_tokens} answer tokens, "
           f"3 conditions; {args.threads} threads, load average {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    print("| path | forward passes | s (median of %d) | runs |" % args.repeat)
-    print("|---|---:|---:|---|")
+    print("| path | forward passes | s (median of %d) | s (fastest) | runs |" % args.repeat)
+    print("|---|---:|---:|---:|---|")
     for k in paths:
-        print(f"| {k} | {n_passes[k]} | {med[k]:.3f} | {', '.join(f'{s:.3f}' for s in secs[k])} |")
-    print(f"\nof the batched path's {med['batched']:.3f} s, tokenization (kn.tokens.targets of every pair, "
-          f"3 conditions) takes {tokenize:.3f} s; the rest is the forward passes and their softmax")
+        print(f"| {k} | {n_passes[k]} | {med[k]:.3f} | {min(secs[k]):.3f} | {', '.join(f'{s:.3f}' for s in secs[k])} |")
+    print(f"\ntokenization (kn.tokens.targets of every pair, 3 conditions), inside each batched time: {tokenize:.3f} s; "
+          "the rest is the forward passes and their softmax")
     if args.profile:
         import cProfile
         import pstats
@@ -128,13 +136,14 @@ def main(argv=None) -> None:
         prof = cProfile.Profile()
         with torch.inference_mode():
             prof.enable()
-            for _, ps, As in queries:
-                paths["batched"](ps, As)
+            paths["batched, groups together (verify)"]()
             prof.disable()
         print("\ncProfile of one batched verify (top 20 by cumulative time):")
         pstats.Stats(prof).sort_stats("cumulative").print_stats(20)
-    print(f"\nper prompt / batched: {med['per prompt'] / med['batched']:.2f}x; "
-          f"largest relative difference of P(gold): {diff:.2e}")
+    for name in list(paths)[1:]:
+        print(f"\nper prompt / {name}: {med['per prompt'] / med[name]:.2f}x (medians), "
+              f"{min(secs['per prompt']) / min(secs[name]):.2f}x (fastest)")
+    print(f"\nlargest relative difference of P(gold), batched vs per prompt: {diff:.2e}")
 
 
 if __name__ == "__main__":

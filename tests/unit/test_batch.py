@@ -173,3 +173,27 @@ def test_known_selection_is_unchanged():
     want = [p.fact_id for p in usable if filter_known([p], lambda q: kn.probe(lm, q, k=10)).kept]
     assert 0 < len(want) < len(usable)  # some known, some not
     assert got == want
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "BERT"])
+def test_effects_of_a_fact_and_its_controls_share_the_passes(family):
+    """verify's fact and two controls: 3 passes in all, each group's numbers those of its own effect."""
+    from kn.verification import effects
+
+    lm = tiny_lm(family)
+    pairs = pairs_of(lm)
+    groups = [([p for p, _ in pairs[:2]], [a for _, a in pairs[:2]]), ([pairs[2][0]], pairs[2][1]),
+              ([p for p, _ in pairs[1:]], [a for _, a in pairs[1:]])]
+    n, handle = count_passes(lm)
+    try:
+        got = effects(lm, groups, NEURONS, 3.0, 0.0)
+    finally:
+        handle.remove()
+    assert n["passes"] == 3 and len(got) == 3
+    for (ps, a), g in zip(groups, got):
+        want = effect(lm, ps, a, NEURONS, 3.0, 0.0)
+        assert len(g.before) == len(ps)
+        for name in ("before", "suppressed", "amplified"):
+            np.testing.assert_allclose(getattr(g, name), getattr(want, name), rtol=1e-5)
+    with pytest.raises(kn.checks.ArgumentError):
+        effects(lm, [(["a", "b"], ["x"])], NEURONS)
