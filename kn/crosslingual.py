@@ -201,14 +201,16 @@ def fact_edits(lm, fact_id: str, per_language: dict[str, set], languages: Sequen
     the model is restored bit-identically after each edit."""
     from .data.templates import object_of, with_object
     from .editing import update_fact
-    from .probing import answer_stats
+    from .probing import batch_stats
 
     likn_set = fact_likn(per_language)
     new_obj = {l: object_of(queries(l, new)[0][1]) for l in languages}
 
     def measure(lang: str) -> list:
-        return [(*answer_stats(lm, p, a), *answer_stats(lm, p, with_object(a, new_obj[lang])))
-                for p, a in queries(lang, fact_id)]
+        qs = list(queries(lang, fact_id))
+        old = batch_stats(lm, qs)
+        new = batch_stats(lm, [(p, with_object(a, new_obj[lang])) for p, a in qs])
+        return [(*o, *n) for o, n in zip(old, new)]
 
     before = {l: measure(l) for l in languages}
     rows = []

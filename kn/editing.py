@@ -25,7 +25,7 @@ from .interventions import check_neurons
 from .data.templates import MASK, Continuation, object_of, with_object
 from .models import LM
 from .neuron import Neuron
-from .probing import answer_stats
+from .probing import answer_stats, batch_stats
 from .tokens import answer_ids
 
 LAMBDA1 = 1.0  # the update's weight on moving a value slot away from the old object (Dai et al. 2022, 5.1)
@@ -186,7 +186,7 @@ def plan_update(lm: LM, fact_id: str, neurons: Sequence[Neuron], items: Mapping[
     by (`seed`, `fact_id`), so a fact's plan is the same whatever else is planned.
     """
     rel = relation_of[fact_id]
-    right = [(p, a) for p, a in items[fact_id] if answer_stats(lm, p, a)[1] == 0]
+    right = [x for x, (_, rank) in zip(items[fact_id], batch_stats(lm, items[fact_id])) if rank == 0]
     if not right or not neurons:
         return None
     rng = random.Random(f"{seed}|update|{fact_id}")
@@ -224,8 +224,10 @@ def measure_update(lm: LM, u: Update, *, lambda1: float = LAMBDA1, lambda2: floa
     (p0, a0), n = u.prompts[0], len(u.prompts)
     for tag, chosen in (("", u.neurons), ("random_", u.random_neurons)):
         with update_fact(lm, chosen, p0, a0, with_object(a0, u.new), lambda1=lambda1, lambda2=lambda2):
-            row[f"{tag}success"] = sum(answer_stats(lm, p, with_object(a, u.new))[1] == 0 for p, a in u.prompts) / n
-            row[f"{tag}changed"] = sum(answer_stats(lm, p, a)[1] != 0 for p, a in u.prompts) / n
+            new = batch_stats(lm, [(p, with_object(a, u.new)) for p, a in u.prompts])
+            old = batch_stats(lm, list(u.prompts))
+            row[f"{tag}success"] = sum(rank == 0 for _, rank in new) / n
+            row[f"{tag}changed"] = sum(rank != 0 for _, rank in old) / n
             if not tag:
                 for side, st in before.items():
                     after = _stats(lm, getattr(u, side))
@@ -235,7 +237,7 @@ def measure_update(lm: LM, u: Update, *, lambda1: float = LAMBDA1, lambda2: floa
 
 
 def _stats(lm: LM, items: Sequence[Item]) -> list[tuple[float, int]]:
-    return [answer_stats(lm, p, a) for p, a in items]
+    return batch_stats(lm, list(items))
 
 
 def _acc_ppl(stats: Sequence[tuple[float, int]]) -> tuple[float, float]:

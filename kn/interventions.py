@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterable, Iterator
 
 import torch
@@ -13,6 +14,22 @@ from .neuron import Neuron
 
 SUPPRESS_FACTOR = 0.0  # what `suppress` multiplies a neuron's activation by (Dai et al. 2022, 4.2)
 AMPLIFY_FACTOR = 2.0  # `amplify`'s default factor (the paper doubles the activation)
+
+# [batch, seq] bool: each row's own answer position(s) in a padded batch (set by `answer_rows`); None:
+# a causal LM's answer position is the last one (every row ends at its answer, as `kn.tokens.targets`)
+_ANSWER_ROWS: ContextVar[torch.Tensor | None] = ContextVar("kn_answer_rows", default=None)
+
+
+@contextmanager
+def answer_rows(where: torch.Tensor) -> Iterator[None]:
+    """Inside the block, `scaled(..., positions="answer")` acts at `where` [batch, seq] (bool) in a
+    causal LM instead of the last position: a right-padded batch whose rows end at different lengths
+    (`kn.probing.batch_stats`). Every forward pass inside must have that [batch, seq] shape."""
+    token = _ANSWER_ROWS.set(where)
+    try:
+        yield
+    finally:
+        _ANSWER_ROWS.reset(token)
 
 
 def check_neurons(lm: LM, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
@@ -26,7 +43,7 @@ def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "a
     """Multiply the neurons' activations by `factor` in every forward pass inside the block.
 
     positions: "answer" (the answer-predicting position: the [MASK] tokens of a masked LM, the last
-    position of a causal LM) or "all". All layers act in one pass; hooks are removed on exit.
+    position of a causal LM, or each row's own positions inside `answer_rows`) or "all". All layers act in one pass; hooks are removed on exit.
     """
     if positions not in ("answer", "all"):
         raise checks.ArgumentError(f"positions must be 'answer' or 'all', got {positions!r}")
@@ -42,6 +59,11 @@ def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "a
             act[..., ix] *= factor
         elif lm.masked:
             act[answer_positions(seen["ids"] == mask_id, act)] *= scale(ix, act)
+        elif (rows := _ANSWER_ROWS.get()) is not None:
+            if tuple(rows.shape) != tuple(act.shape[:2]):
+                raise RuntimeError(f"answer_rows were set for a [batch, seq] = {list(rows.shape)} pass, but the "
+                                   f"site has {list(act.shape[:2])}")
+            act[rows.to(act.device)] *= scale(ix, act)
         else:
             act[:, -1, ix] *= factor
         return act

@@ -1,14 +1,18 @@
 """What the model predicts: top-k answers and the probability of a given answer."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 
 from . import checks
 from .hooks import head_at, head_from, hooked
+from .interventions import answer_rows
 from .models import LM
 from .tokens import query, targets
+
+ROW_TOKENS = 4096  # padded tokens per batched forward pass (memory and speed, not results)
+LOGIT_FLOATS = 2 ** 26  # and at most this many output logits (rows x vocabulary) per pass
 
 
 class Prediction(NamedTuple):
@@ -81,3 +85,98 @@ def answer_rank(lm: LM, prompt: str, answer: str) -> int:
     t = targets(lm, prompt, answer)[0]
     p = _probs_at(lm, t.ids, t.pos)
     return int((p > p[t.gold]).sum())
+
+
+def _pad_id(lm: LM) -> int:
+    tok = lm.tokenizer
+    for i in (tok.pad_token_id, tok.eos_token_id, 0):
+        if i is not None and not (lm.masked and i == tok.mask_token_id):
+            return int(i)
+    raise ValueError(f"{lm.name}: no token id to pad a batch with")
+
+
+def _rows_probs(lm: LM, rows: list, pad: int) -> torch.Tensor:
+    """Output distributions [len(rows), vocab] of right-padded rows (ids list, answer position) in one pass,
+    each read at its own position, with interventions acting there (`answer_rows`)."""
+    n, width = len(rows), max(len(ids) for ids, _ in rows)
+    dev = lm.device
+    ids = torch.full((n, width), pad, dtype=torch.long, device=dev)
+    mask = torch.zeros((n, width), dtype=torch.long, device=dev)
+    where = torch.zeros((n, width), dtype=torch.bool, device=dev)
+    for r, (row, pos) in enumerate(rows):
+        ids[r, :len(row)] = torch.tensor(row, device=dev)
+        mask[r, :len(row)] = 1
+        where[r, pos] = True
+    at = torch.tensor([pos for _, pos in rows], device=dev)
+
+    def head(module, args, kwargs):  # only each row's answer position reaches the output layer
+        h = args[0][torch.arange(n, device=args[0].device), at.to(args[0].device)]
+        return (h[:, None].contiguous(), *args[1:]), kwargs
+
+    with torch.no_grad(), hooked([(lm.head, "pre", head)]), answer_rows(where):
+        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    return torch.softmax(logits[:, -1].float(), dim=-1)
+
+
+def _batched(lm: LM, rows: list[tuple[list[int], int]]):
+    """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position): rows sorted by
+    length, cut into passes of at most ROW_TOKENS padded tokens (and LOGIT_FLOATS logits)."""
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
+    pad = _pad_id(lm)
+    vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
+    most_rows = max(1, LOGIT_FLOATS // max(1, vocab))
+    start = 0
+    while start < len(order):
+        stop = start + 1  # sorted by length: the last row of a pass is its longest
+        while (stop < len(order) and stop - start < most_rows
+               and (stop + 1 - start) * len(rows[order[stop]][0]) <= ROW_TOKENS):
+            stop += 1
+        chunk = order[start:stop]
+        yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
+        start = stop
+
+
+def batch_stats(lm: LM, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+    """`answer_stats` of many (prompt, answer) pairs in a few batched forward passes: one right-padded row
+    per answer token (its teacher-forced context from `kn.tokens.targets`, read at its own position),
+    rows sorted by length and cut into passes of at most ROW_TOKENS padded tokens. Interventions
+    (`kn.scaled`, positions="answer") act at each row's own answer position, as in the pass per token."""
+    rows, owner = [], []  # owner: (pair index, token index, gold) of each row
+    for i, (p, a) in enumerate(pairs):
+        for j, t in enumerate(targets(lm, p, a)):
+            rows.append((t.ids[0].tolist(), t.pos))
+            owner.append((i, j, t.gold))
+    prob, rank = [1.0] * len(pairs), [-1] * len(pairs)
+    for chunk, p in _batched(lm, rows):
+        gold = torch.tensor([owner[r][2] for r in chunk], device=p.device)
+        pg = p.gather(1, gold[:, None])
+        ranks = (p > pg).sum(-1).tolist()
+        for r, q, rk in zip(chunk, pg[:, 0].tolist(), ranks):
+            i, j, _ = owner[r]
+            prob[i] *= q
+            if j == 0:
+                rank[i] = int(rk)
+    return list(zip(prob, rank))
+
+
+def batch_probe(lm: LM, prompts: Sequence[str], k: int = 10) -> list[list[Prediction]]:
+    """`probe` of each prompt (top-k at its answer position), in a few batched forward passes."""
+    k = checks.integer(k, "k", low=1, high=lm.tokenizer.vocab_size if hasattr(lm.tokenizer, "vocab_size") else None)
+    rows = []
+    for prompt in prompts:
+        ids, pos = query(lm, prompt)
+        rows.append((ids[0].tolist(), pos))
+    out: list = [None] * len(rows)
+    for chunk, p in _batched(lm, rows):
+        top_p, top_i = p.topk(k, dim=-1)
+        for r, ps, ix in zip(chunk, top_p.tolist(), top_i.tolist()):
+            out[r] = [Prediction(lm.tokenizer.decode([j]).strip(), q, j) for q, j in zip(ps, ix)]
+    return out
+
+
+def batch_probs(lm: LM, prompts: Sequence[str], answers) -> list[float]:
+    """`answer_prob` of each prompt with its answer (one for all, or one per prompt), batched (`batch_stats`)."""
+    answers = [answers] * len(prompts) if isinstance(answers, str) else list(answers)
+    if len(answers) != len(prompts):
+        raise checks.ArgumentError(f"{len(prompts)} prompts but {len(answers)} answers; pass one answer or one per prompt")
+    return [p for p, _ in batch_stats(lm, list(zip(prompts, answers)))]

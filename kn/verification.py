@@ -9,7 +9,7 @@ import numpy as np
 from . import checks
 from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR, scaled
 from .models import LM
-from .probing import answer_prob
+from .probing import batch_probs
 
 
 @dataclass
@@ -54,18 +54,34 @@ def ratio_of_means(before, after) -> float:
 def effect(lm: LM, prompts: Sequence[str], answer, neurons, factor: float = AMPLIFY_FACTOR,
            suppress_factor: float = SUPPRESS_FACTOR) -> Effect:
     """P(gold) of each prompt before, with `neurons` multiplied by `suppress_factor` (0) and by `factor`.
-    answer: one for every prompt, or one per prompt (checked inputs)."""
-    answers = [answer] * len(prompts) if isinstance(answer, str) else list(answer)
+    answer: one for every prompt, or one per prompt (checked inputs). Each condition is one batched
+    measurement over all the prompts (`kn.probing.batch_probs`), equal to `answer_prob` per prompt."""
+    return effects(lm, [(prompts, answer)], neurons, factor, suppress_factor)[0]
+
+
+def effects(lm: LM, groups: Sequence[tuple[Sequence[str], object]], neurons, factor: float = AMPLIFY_FACTOR,
+            suppress_factor: float = SUPPRESS_FACTOR) -> list[Effect]:
+    """`effect` of each (prompts, answer) group (a fact and its controls) under the same neurons, every
+    group's prompts in the same batched measurement of each condition; an `Effect` per group."""
+    prompts, answers, sizes = [], [], []
+    for ps, answer in groups:
+        ps = list(ps)
+        prompts += ps
+        answers += [answer] * len(ps) if isinstance(answer, str) else list(answer)
+        sizes.append(len(ps))
+    if len(answers) != len(prompts):
+        raise checks.ArgumentError(f"{len(prompts)} prompts but {len(answers)} answers; pass one answer or one per prompt")
 
     def probs():
-        return np.array([answer_prob(lm, p, a) for p, a in zip(prompts, answers)])
+        return np.array(batch_probs(lm, prompts, answers), dtype=float)
 
     before = probs()
     with scaled(lm, neurons, suppress_factor):
         sup = probs()
     with scaled(lm, neurons, factor):
         amp = probs()
-    return Effect(before, sup, amp)
+    cut = np.cumsum([0] + sizes)
+    return [Effect(before[i:j], sup[i:j], amp[i:j]) for i, j in zip(cut[:-1], cut[1:])]
 
 
 def verify(lm: LM, prompts: Sequence[str], answer: str, neurons, *, control_prompts: Sequence[str] | None = None,

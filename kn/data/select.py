@@ -167,7 +167,9 @@ def _known(pool, ids: list[str], lm, languages: Sequence[str], per_relation: int
 
 
 def _knows(lm, p, k: int, min_fraction: float) -> bool:
-    from ..probing import answer_logprobs, probe
+    from ..probing import answer_logprobs, batch_probe
 
-    return bool(filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction,
-                             score=lambda q, answers: answer_logprobs(lm, q, answers)).kept)
+    nxt = [q for q, t in zip(p.prompts, p.targets) if t == "next_token"]
+    tops = dict(zip(nxt, batch_probe(lm, nxt, k=k))) if nxt else {}  # the next-token prompts in one pass
+    return bool(filter_known([p], lambda q: tops[q] if q in tops else batch_probe(lm, [q], k=k)[0],
+                             min_fraction=min_fraction, score=lambda q, answers: answer_logprobs(lm, q, answers)).kept)

@@ -26,7 +26,7 @@ from ...data.templates import with_object
 from ...editing import (ERASE_COLUMNS, LAMBDA1, LAMBDA2, UPDATE_COLUMNS, edit_neurons, measure_erasure,
                         measure_update, plan_erasure, plan_update, update_order)
 from ...localization import shared_counts
-from ...probing import answer_stats
+from ...probing import batch_stats
 from ..state import State
 from .base import Phase, mean, record
 from .locate import fact_queries, knowledge_neurons, located, located_facts
@@ -61,9 +61,8 @@ class _Edits(Phase):
     def clean(self, lm, language: str, pairs) -> dict:
         """{pair: answer_stats on the unedited model} for `pairs` (computed once per run)."""
         known = self._clean.setdefault(language, {})
-        for x in pairs:
-            if x not in known:
-                known[x] = answer_stats(lm, *x)
+        todo = list(dict.fromkeys(x for x in pairs if x not in known))
+        known.update(zip(todo, batch_stats(lm, todo)))  # one batched measurement of the new pairs
         return {x: known[x] for x in pairs}
 
     def planned(self, relation: str, state: State, limit: int, side_facts: int, choose) -> dict:

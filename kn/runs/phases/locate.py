@@ -21,7 +21,7 @@ from ...data.templates import MASK, Continuation, continuation, continued
 from ...attribution import scores as neuron_scores
 from ...localization import coarse, shared_counts, top, tune_share
 from ...neuron import Neuron
-from ...probing import answer_prob
+from ...probing import batch_probs
 from ..state import State
 from .base import Phase, error_of, mean, record
 from .setting import phase_settings, at_least, fraction, fraction_or_none, low_high, open_fraction, positive_fraction, setting
@@ -136,7 +136,7 @@ class Locate(Phase):
             scores = [neuron_scores(lm, p, a, self.run.attribution) for p, a in zip(prompts, answers)]
             rec["sets"] = [sorted([l, i] for l, i in coarse(x, s.threshold)) for x in scores]
             rec["top"] = [[list(t) for t in top(x, TOP)] for x in scores]
-            rec["p_before"] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
+            rec["p_before"] = batch_probs(lm, prompts, answers)
         except Exception as err:  # recorded; the run goes on
             log.warning("fact %s failed: %s: %s", fact.fact_id, type(err).__name__, err)
             rec["error"] = error_of(err)

@@ -11,7 +11,7 @@ import logging
 import math
 from typing import Sequence
 
-from ...verification import effect
+from ...verification import effects
 from ..state import State
 from ...interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from .base import Phase, error_of, mean, ratio, record
@@ -76,29 +76,31 @@ class Verify(Phase):
         out = record(self.fact_record, fact_id=rec["fact_id"], relation=rec["relation"])
         neurons = knowledge_neurons(state, rec["fact_id"], rec["relation"])
         try:
-            out["fact"] = {"fact_id": rec["fact_id"], **self._effect(lm, rec["prompts"], answers_of(rec), neurons)}
+            groups = {"fact": (rec["fact_id"], rec["prompts"], answers_of(rec))}
             out["other"] = out["same"] = None
             controls = self.controls(state.language)
             if controls is not None:
                 o = controls.other(rec["fact_id"], rec["relation"])
                 if o is not None:
-                    prompts, other_answers = controls.prompts(o)
-                    out["other"] = {"fact_id": o, **self._effect(lm, prompts, other_answers, neurons)}
+                    groups["other"] = (o, *controls.prompts(o))
                 same = controls.same(rec["fact_id"], located_facts(state, rec["relation"]))
                 if same is not None:
                     s = located(state, same)
-                    out["same"] = {"fact_id": same, **self._effect(lm, s["prompts"], answers_of(s), neurons)}
+                    groups["same"] = (same, s["prompts"], answers_of(s))
+            # the fact's and its controls' prompts in one batched measurement per condition
+            for key, e in zip(groups, self._effects(lm, [(p, a) for _, p, a in groups.values()], neurons)):
+                out[key] = {"fact_id": groups[key][0], **e}
         except Exception as err:
             log.warning("verifying %s failed: %s: %s", rec["fact_id"], type(err).__name__, err)
             out = {k: out[k] for k in ("type", "fact_id", "relation")} | {"error": error_of(err)}
         return out
 
-    def _effect(self, lm, prompts: Sequence[str], answers: Sequence[str], neurons) -> dict:
-        """P(gold) per prompt (each with its answer) before, and with the neurons multiplied by the
-        suppress / amplify factors."""
+    def _effects(self, lm, groups: Sequence[tuple[Sequence[str], Sequence[str]]], neurons) -> list[dict]:
+        """P(gold) per prompt (each with its answer) of each (prompts, answers) group before, and with the
+        neurons multiplied by the suppress / amplify factors."""
         s = self.settings
-        e = effect(lm, prompts, answers, neurons, s.amplify_factor, s.suppress_factor)
-        return {"before": e.before.tolist(), "suppressed": e.suppressed.tolist(), "amplified": e.amplified.tolist()}
+        return [{"before": e.before.tolist(), "suppressed": e.suppressed.tolist(), "amplified": e.amplified.tolist()}
+                for e in effects(lm, groups, neurons, s.amplify_factor, s.suppress_factor)]
 
     # -- the tables ----------------------------------------------------------------------------
     def fact_row(self, fact_id: str, state: State) -> dict:

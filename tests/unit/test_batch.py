@@ -1,0 +1,199 @@
+"""Batched probing (`kn.probing.batch_stats`) equals the pass per prompt (`answer_stats`), with and
+without neurons scaled at the answer position, on prompts of different lengths and multi-token answers."""
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+import kn
+from kn import probing
+from kn.interventions import answer_rows, scaled
+from kn.probing import answer_prob, answer_stats, batch_probs, batch_stats
+from kn.testing import TINY, tiny_lm
+from kn.verification import effect
+
+NEURONS = [(l, i) for l in range(3) for i in range(1, 48, 4)]  # a quarter of each tiny layer: large effects
+# prompts of very different lengths and answers of 1-3 tokens (the tiny tokenizer is word-level)
+CAUSAL = [("Paris is the capital of", "France"),
+          ("Berlin", "Germany Italy Spain"),
+          ("the official language of the country where Rome is located and which is in Europe is", "Italian"),
+          ("Tokyo is a city in", "Japan Asia")]
+MASKED = [("Paris is the capital of [MASK] .", "France"),
+          ("[MASK] is a city", "Berlin Germany"),
+          ("the official language of the country where Rome is located in Europe is [MASK] .", "Italian English French"),
+          ("Tokyo is in [MASK]", "Japan")]
+CONDITIONS = [None, 0.0, 3.0]
+
+
+def pairs_of(lm):
+    return MASKED if lm.masked else CAUSAL
+
+
+def condition(lm, factor):
+    return contextlib.nullcontext() if factor is None else scaled(lm, NEURONS, factor)
+
+
+def check_same(lm, factor, rtol=1e-5):
+    pairs = pairs_of(lm)
+    with condition(lm, factor):
+        got = batch_stats(lm, pairs)
+        want = [answer_stats(lm, p, a) for p, a in pairs]
+    np.testing.assert_allclose([p for p, _ in got], [p for p, _ in want], rtol=rtol, atol=1e-12)
+    assert [r for _, r in got] == [r for _, r in want]
+    return got, want
+
+
+@pytest.mark.parametrize("family", list(TINY))
+@pytest.mark.parametrize("factor", CONDITIONS)
+def test_batched_equals_per_prompt(family, factor):
+    check_same(tiny_lm(family), factor)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "OPT", "BERT"])
+def test_interventions_change_the_result(family):
+    """The conditions differ, so equality under them is not equality of unscaled passes."""
+    lm = tiny_lm(family)
+    clean = [p for p, _ in batch_stats(lm, pairs_of(lm))]
+    with scaled(lm, NEURONS, 3.0):
+        amped = [p for p, _ in batch_stats(lm, pairs_of(lm))]
+    assert max(abs(a - c) / c for a, c in zip(amped, clean)) > 1e-3  # 100x the comparisons' rtol
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "OPT", "BLOOM"])
+def test_a_wrong_answer_position_is_caught(family, monkeypatch):
+    """Scaling at the last (padded) position of every row, as a pass per prompt does, is wrong in a
+    padded batch: the comparison must see it."""
+    lm = tiny_lm(family)
+    monkeypatch.setattr(probing, "answer_rows", lambda where: contextlib.nullcontext())
+    with pytest.raises(AssertionError):
+        check_same(lm, 3.0)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-3"])
+def test_scaling_earlier_positions_too_is_caught(family, monkeypatch):
+    """Token j's pass scales only its own position, not the positions before it (those that predict
+    tokens < j, as one teacher-forced row per answer would): widening the rows' positions is seen."""
+    lm = tiny_lm(family)
+    real = probing.answer_rows
+
+    @contextlib.contextmanager
+    def widened(where):
+        w = where.clone()
+        for r in range(w.shape[0]):
+            at = int(w[r].nonzero()[0])
+            w[r, max(0, at - 2):at + 1] = True
+        with real(w):
+            yield
+
+    monkeypatch.setattr(probing, "answer_rows", widened)
+    with pytest.raises(AssertionError):
+        check_same(lm, 3.0)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma", "BERT"])
+def test_many_passes_equal_one(family, monkeypatch):
+    """Cut into passes by the token budget (one row a pass at the extreme): the same numbers."""
+    lm = tiny_lm(family)
+    with scaled(lm, NEURONS, 0.0):
+        one = batch_stats(lm, pairs_of(lm))
+        monkeypatch.setattr(probing, "ROW_TOKENS", 1)
+        many = batch_stats(lm, pairs_of(lm))
+    np.testing.assert_allclose([p for p, _ in many], [p for p, _ in one], rtol=1e-5)
+    assert [r for _, r in many] == [r for _, r in one]
+
+
+def count_passes(lm):
+    n = {"passes": 0}
+
+    def fn(module, args, kwargs):
+        n["passes"] += 1
+    return n, lm.model.register_forward_pre_hook(fn, with_kwargs=True)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BERT"])
+def test_effect_equals_the_loop_in_one_pass_per_condition(family):
+    lm = tiny_lm(family)
+    prompts = [p for p, _ in pairs_of(lm)]
+    answers = [a for _, a in pairs_of(lm)]
+    n, handle = count_passes(lm)
+    try:
+        e = effect(lm, prompts, answers, NEURONS, 3.0, 0.0)
+    finally:
+        handle.remove()
+    assert n["passes"] == 3  # before, suppressed, amplified: one batched pass each
+    want = {}
+    for name, f in (("before", None), ("suppressed", 0.0), ("amplified", 3.0)):
+        with condition(lm, f):
+            want[name] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
+    np.testing.assert_allclose(e.before, want["before"], rtol=1e-5)
+    np.testing.assert_allclose(e.suppressed, want["suppressed"], rtol=1e-5)
+    np.testing.assert_allclose(e.amplified, want["amplified"], rtol=1e-5)
+    assert kn.hooks.count(lm.model) == 0
+
+
+def test_one_answer_for_all_prompts_and_bad_lengths():
+    lm = tiny_lm("GPT-2")
+    prompts = ["Paris is the capital of", "Berlin is the capital of"]
+    assert batch_probs(lm, prompts, "France") == pytest.approx([answer_prob(lm, p, "France") for p in prompts], rel=1e-5)
+    with pytest.raises(kn.checks.ArgumentError):
+        batch_probs(lm, prompts, ["France"])
+    assert batch_stats(lm, []) == []
+
+
+def test_answer_rows_of_another_shape_are_refused():
+    lm = tiny_lm("Llama")
+    ids = torch.tensor([[5, 10, 11, 12]])
+    with scaled(lm, NEURONS, 2.0), answer_rows(torch.ones(2, 4, dtype=torch.bool)), \
+            pytest.raises(RuntimeError, match="answer_rows"), torch.no_grad():
+        lm.model(input_ids=ids)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BLOOM", "BERT", "RoBERTa"])
+def test_batch_probe_equals_probe(family):
+    lm = tiny_lm(family)
+    prompts = [p for p, _ in pairs_of(lm)]
+    got = kn.probing.batch_probe(lm, prompts, k=5)
+    for prompt, g in zip(prompts, got):
+        want = kn.probe(lm, prompt, k=5)
+        assert [x.id for x in g] == [x.id for x in want]
+        assert [x.token for x in g] == [x.token for x in want]
+        np.testing.assert_allclose([x.prob for x in g], [x.prob for x in want], rtol=1e-5)
+
+
+def test_known_selection_is_unchanged():
+    """select_facts(known=True) batches each fact's prompts: the same facts as probing one by one."""
+    from kn.data import builtin, select_facts
+    from kn.data.prepare import filter_known, prepare_fact
+
+    lm = tiny_lm("GPT-2")
+    facts = builtin()
+    got = [f.fact_id for f in select_facts(facts, lm=lm, known=True, k=10)]
+    usable = [p for f in facts if f.has("en") and (p := prepare_fact(f, lm, "en")) is not None and p.usable]
+    want = [p.fact_id for p in usable if filter_known([p], lambda q: kn.probe(lm, q, k=10)).kept]
+    assert 0 < len(want) < len(usable)  # some known, some not
+    assert got == want
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "BERT"])
+def test_effects_of_a_fact_and_its_controls_share_the_passes(family):
+    """verify's fact and two controls: 3 passes in all, each group's numbers those of its own effect."""
+    from kn.verification import effects
+
+    lm = tiny_lm(family)
+    pairs = pairs_of(lm)
+    groups = [([p for p, _ in pairs[:2]], [a for _, a in pairs[:2]]), ([pairs[2][0]], pairs[2][1]),
+              ([p for p, _ in pairs[1:]], [a for _, a in pairs[1:]])]
+    n, handle = count_passes(lm)
+    try:
+        got = effects(lm, groups, NEURONS, 3.0, 0.0)
+    finally:
+        handle.remove()
+    assert n["passes"] == 3 and len(got) == 3
+    for (ps, a), g in zip(groups, got):
+        want = effect(lm, ps, a, NEURONS, 3.0, 0.0)
+        assert len(g.before) == len(ps)
+        for name in ("before", "suppressed", "amplified"):
+            np.testing.assert_allclose(getattr(g, name), getattr(want, name), rtol=1e-5)
+    with pytest.raises(kn.checks.ArgumentError):
+        effects(lm, [(["a", "b"], ["x"])], NEURONS)
