@@ -577,3 +577,18 @@ def test_a_language_with_no_usable_fact_is_left_out_and_said(lm):
     assert (kept, why, len(chosen)) == (["en", "e2"], "", 4)
     chosen, kept, why = select_in_languages(three, ["vf"], lm, known=True, k=everything)  # nothing to keep
     assert len(chosen) == 0 and kept == ["vf"] and "vf: 4 facts, 0 usable" in why
+
+
+def test_verify_controls_in_a_verb_final_language_are_sentence_targets_too(lm, tmp_path):
+    """The other-relation control of a fact in a verb-final language is prepared as the run's own facts
+    are (sentence targets): without that, no fact of that language can be a control."""
+    spoken_vf = ["[X] and [Y] is the language .", "in [X] , [Y] is the official language"]
+    two = FactSet(list(with_verb_final()) + [
+        Fact(f"language/{s}", "language", {"en": s, "vf": s}, {"en": o, "vf": o}, {"en": SPOKEN["en"], "vf": spoken_vf})
+        for s, o in PAIRS["language"][1]], "two")
+    res = run(lm, two, tmp_path / "vf2", languages=["en", "vf"], steps=STEPS, sentence=True, min_prompts=1,
+              phases=("locate", "verify"), progress=False)
+    vf = res.runs["vf"].facts
+    with_neurons = vf[vf.n_neurons > 0]
+    assert len(with_neurons) and with_neurons.control_other_fact.notna().all(), vf[["fact_id", "control_other_fact"]]
+    assert with_neurons.control_other_suppression.notna().all()

@@ -13,8 +13,9 @@ DRAWS = 64  # random draws among the other relations' facts before a seeded scan
 class Controls:
     """Seeded control facts: another relation's (usable by the model) and the same relation's."""
 
-    def __init__(self, lm, facts: Sequence, language: str, seed: int):
-        self.lm, self.language, self.seed = lm, language, seed
+    def __init__(self, lm, facts: Sequence, language: str, seed: int, *, sentence: bool = False):
+        """sentence: the run's locate setting (a control fact is prepared as the run's own facts are)."""
+        self.lm, self.language, self.seed, self.sentence = lm, language, seed, sentence
         self.ids = sorted(f.fact_id for f in facts)
         self.by_id = {f.fact_id: f for f in facts}
         self._usable: dict[str, tuple[list[str], list[str]] | None] = {}
@@ -23,7 +24,7 @@ class Controls:
         """The fact's prompts and their answers, None if the model cannot be asked it."""
         if fact_id not in self._usable:
             fact = self.by_id[fact_id]
-            p = prepare_fact(fact, self.lm, self.language) if fact.has(self.language) else None
+            p = prepare_fact(fact, self.lm, self.language, sentence=self.sentence) if fact.has(self.language) else None
             self._usable[fact_id] = (list(p.prompts), list(p.answers)) if p is not None and p.usable else None
         return self._usable[fact_id]
 

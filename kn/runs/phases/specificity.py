@@ -97,7 +97,8 @@ class Specificity(Phase):
         out = {"fact": (loc["prompts"], answers_of(loc)), "other": None, "same": None}
         if verified.get("other"):
             if state.language not in self._controls:
-                self._controls[state.language] = Controls(self._lm, self._facts, state.language, self.run.seed)
+                self._controls[state.language] = Controls(self._lm, self._facts, state.language, self.run.seed,
+                                                                  sentence=self.run.of("locate").sentence)
             out["other"] = self._controls[state.language].prompts(verified["other"]["fact_id"])
         if verified.get("same"):
             s = located(state, verified["same"]["fact_id"])

@@ -64,7 +64,8 @@ class Verify(Phase):
         if not self.settings.controls:
             return None
         if language not in self._controls:
-            self._controls[language] = Controls(self._lm, self._facts, language, self.run.seed)
+            self._controls[language] = Controls(self._lm, self._facts, language, self.run.seed,
+                                                sentence=self.run.of("locate").sentence)
         return self._controls[language]
 
     def wants(self, fact_id: str, state: State) -> bool:
