@@ -39,6 +39,9 @@ class FT(Method):
     def touched(self, lm, requests):
         return 0, lm.value_slots(self.layer_of(lm)).numel()
 
+    def chosen(self, lm, requests):
+        return [{"layer": self.layer_of(lm)} for _ in requests]
+
     @contextmanager
     def apply(self, lm, requests):
         layer = self.layer_of(lm)

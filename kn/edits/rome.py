@@ -143,9 +143,7 @@ class ROME(Method):
         return layers
 
     def chosen(self, lm, requests):
-        """layer="trace": each request's traced layer, {"layer": l}; {} for a given layer."""
-        if self.layer != TRACE:
-            return super().chosen(lm, requests)
+        """Each request's edited layer, {"layer": l} (traced with layer="trace", else the given one)."""
         return [{"layer": l} for l in self.layers_of(lm, requests)]
 
     def key_inverse(self, lm: LM, layer: int, k: torch.Tensor) -> torch.Tensor:

@@ -630,7 +630,22 @@ def test_rome_layer_trace_in_the_edit_phase_records_each_edits_traced_layer(plan
         if rec.get("type") == "edit":
             rows[rec["fact_id"]] = rec["rows"]
     assert sorted(rows) == ["a", "b"] and set(res.edits.method) == {"rome"}
+    table = res.edits.set_index("fact_id")
     for f, (row,) in rows.items():
-        assert row["layer"] == causal_trace(lm, PROMPTS[f], FACTS[f][2], " " + ANSWERS[f]).layer, row
+        traced = causal_trace(lm, PROMPTS[f], FACTS[f][2], " " + ANSWERS[f]).layer
+        assert row["layer"] == traced and table.loc[f, "layer"] == traced, (row, table.loc[f])
     for k, v in lm.model.state_dict().items():
         assert torch.equal(v, weights[k]), k
+
+
+def test_the_edits_table_names_the_layer_of_each_one_layer_method(planted, tmp_path):
+    """Column "layer": the given layer of rome and ft, round(n_layers / 3) when not given, and nothing
+    for the neuron methods (dai, scale), which touch neurons of several layers."""
+    lm, _, _ = planted
+    res = _edit_run(lm, tmp_path / "run", edit_methods=("rome", "ft", "dai", "scale"),
+                    edit_options=("rome.steps=2", "rome.layer=0", "ft.steps=1"), edit_fluency=0)
+    by = res.edits.set_index(["fact_id", "method"]).layer
+    assert {f for f, _ in by.index} == {"a", "b"}
+    for f in ("a", "b"):
+        assert by[(f, "rome")] == 0 and by[(f, "ft")] == round(lm.n_layers / 3)
+        assert pd.isna(by[(f, "dai")]) and pd.isna(by[(f, "scale")])

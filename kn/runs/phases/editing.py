@@ -252,7 +252,7 @@ class EditSettings:
                                    check=at_least(0))
 
 
-EDIT_COLUMNS = ["relation", "fact_id", "method", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
+EDIT_COLUMNS = ["relation", "fact_id", "method", "layer", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
                 "reliability", "generalization", "locality", "locality_relation", "locality_other", "old_kept",
                 "n_reverse", "portability", "portability_before", "reverse_known", "reverse_kept",
                 "fluency", "fluency_before", "edit_seconds", "seconds"]
@@ -263,7 +263,8 @@ class Edit(_Edits):
     counterfactual target (another object of the relation whose first token differs, so the model does
     not predict it), the edit prompts and the held paraphrases, the neighbours; then every method of
     `edit_methods` edits the fact alone and is measured. Record ``edit`` = {fact_id, relation, new,
-    rows: [one row per method, or {method, error}]}. Own table ``edits`` (`EDIT_COLUMNS`; edit_seconds: making
+    rows: [one row per method, or {method, error}]}. Own table ``edits`` (`EDIT_COLUMNS`; layer: the edited FFN of a one-layer method (rome, traced or
+    given; ft), empty for the neuron methods; edit_seconds: making
     the edit, seconds: making and measuring it). With `edit_batch`, record ``edit_batch`` = {relation, rows}
     per relation: every method edits the relation's planned facts at once and each is measured (table
     ``edit_batches``, with the batch size)."""
@@ -383,7 +384,7 @@ class Edit(_Edits):
                              "fluency_before": c["fluency_before"]})
         n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
         for r, chosen in zip(rows, m.chosen(lm, [c["request"] for c in cases])):
-            r.update(chosen)  # in the record only (e.g. rome's traced layer), not a table column
+            r.update(chosen)  # e.g. the edited layer (rome's traced one): column "layer" where a method has one
             r.update(n_neurons=n_neurons, n_params=n_params, edit_seconds=round(seconds, 3))
         return rows
 
