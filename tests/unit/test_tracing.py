@@ -206,7 +206,7 @@ def test_rome_with_layer_trace_edits_the_traced_layer(layer):
     now = lm.model.state_dict()
     assert all(torch.equal(now[k], w0[k]) for k in now) and hook_count(lm.model) == 0
     assert m.touched(lm, [r]) == (0, lm.model.transformer.h[layer].mlp.c_proj.weight.numel())
-    assert m.chosen(lm, [r]) == [{"layer": layer}] and edits.method("rome", layer=1).chosen(lm, [r]) == [{}]
+    assert m.chosen(lm, [r]) == [{"layer": layer}] and edits.method("rome", layer=1).chosen(lm, [r]) == [{"layer": 1}]
 
 
 def test_rome_layer_setting_values():
