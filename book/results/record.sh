@@ -106,11 +106,11 @@ verbfinal() {  # verbfinal MODEL BMLAMA_DIR: LIKN with a verb-final language, it
     kn record "runs/ml/$m-en-ja-amig" "book/results/likn/$m-en-ja"
 }
 
-edits() {  # edits MODEL PARAREL_DIR: single edits (20 per relation) and each relation's edits at once
+edits() {  # edits MODEL PARAREL_DIR: single edits (20 per relation), and batches of 10 and 100 edits at once
     local m=$1 data="pararel:$2"
     # shellcheck disable=SC2046
     kn run --model "$m" --data "$data" --relations "$EDIT_RELATIONS" --facts-per-relation 30 --known \
-        $(quadrature "$m") --phases locate,edit --edit-facts 20 --edit-batch --out "runs/edits/$m"
+        $(quadrature "$m") --phases locate,edit --edit-facts 20 --edit-batches 10 100 --out "runs/edits/$m"
     kn record "runs/edits/$m" "book/results/edits/$m"
 }
 

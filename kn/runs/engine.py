@@ -121,7 +121,7 @@ def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Jo
           progress: bool, records: list, pool) -> None:
     """The run loop: relation by relation, each phase in each language, its facts then the relation;
     then the phases over every relation or language (`Phase.after_all`, `Phase.every_language`),
-    relation by relation. `records`:
+    relation by relation; then the phases' groups of facts (`Phase.group_record`). `records`:
     the journal's records (appended to as it journals); `pool`: a `kn.runs.cluster.Pool` doing the
     per-fact work, or None (here)."""
     root = phases[0]
@@ -155,6 +155,15 @@ def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Jo
                             writer.add(journal, {**p.run_relation(lm, relation, rel_facts, view), KEY: p.relation_key,
                                                  LANGUAGE: lang})
                 writer.write()  # tidy results as we go
+        for p in phases:
+            for lang in _languages(p, state) if p.group_record else ():
+                view = state.lang(lang)
+                for group in p.groups(selected, view):
+                    if not view.has(p.group_record, group):
+                        bar.set_postfix_str(f"{p.name}: {group}" + (f" ({lang})" if len(state.languages) > 1 else ""))
+                        writer.add(journal, {**p.run_group(lm, group, selected, view), KEY: p.relation_key,
+                                             LANGUAGE: lang})
+                writer.write()
 
 
 def _languages(p: Phase, state: State) -> tuple[str, ...]:

@@ -443,7 +443,7 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
     assert row.old_kept == float(int(_logits(copy_, tok, PROMPTS["a"]).argmax()) == _token(tok, "Paris"))
 
 
-EDIT_CHANGED = {"edit_fluency": 0, "edit_batch": True, "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
+EDIT_CHANGED = {"edit_fluency": 0, "edit_batches": (2, 3), "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
                 "edit_prompts": 2}
 
 
@@ -460,10 +460,12 @@ def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
         kw[name] = tuple(o for o in EDIT_OPTS if not o.startswith("dai.")) + EDIT_CHANGED[name]
     again = _edit_run(lm, out, **kw)
     table = again.edits
-    if name == "edit_batch":  # the single edits stay; the relation's facts are also edited all at once
+    if name == "edit_batches":  # the single edits stay; the two planned edits (c's relation has no other
+        # object) also go at once, a batch of 2; none of 3 is filled
         assert res.edit_batches.empty and table.equals(res.edits)
         b = again.edit_batches
-        assert sorted(b.method) == sorted(2 * list(edits.METHODS)) and (b.batch == 2).all()
+        assert sorted(b.method) == sorted(2 * list(edits.METHODS)) and (b.batch == 2).all() and (b.group == "2:0").all()
+        assert b.set_index("fact_id").relation.to_dict() == {"a": "r1", "b": "r1"}
         assert sorted(set(b.fact_id)) == ["a", "b"]
         # the batched dai edit is both hand edits in one copy: each fact's reliability from that copy
         both = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
@@ -507,9 +509,12 @@ def test_kn_run_flags_reach_the_edit_settings(monkeypatch, tmp_path):
     got = {}
     monkeypatch.setattr(cli, "cmd_run", lambda args: got.update(s=cli.run_settings(args)))
     cli.main(["run", "--phases", "locate,edit", "--edit-methods", "dai", "rome", "--edit-options", "rome.layer=4",
-              "--edit-batch", "--out", str(tmp_path / "run")])
+              "--edit-batches", "100", "10", "--out", str(tmp_path / "run")])
     s = got["s"].of("edit")
-    assert s.edit_methods == ("dai", "rome") and s.edit_options == ("rome.layer=4",) and s.edit_batch
+    assert s.edit_methods == ("dai", "rome") and s.edit_options == ("rome.layer=4",) and s.edit_batches == (10, 100)
+    for bad in ((1,), (10, True), ("10",)):
+        with pytest.raises(ValueError, match="edit_batches must be batch sizes, integers >= 2"):
+            editing_phase.EditSettings(edit_batches=bad)
     with pytest.raises(ValueError, match="edit_options: 'rome=4' must read method.setting=value"):
         editing_phase.EditSettings(edit_options=("rome=4",))
     with pytest.raises(ValueError, match="edit method 'rome' has no setting 'layers'"):

@@ -146,3 +146,62 @@ def test_its_settings_change_its_numbers_and_reach_the_cli(toy, tmp_path, monkey
     printed = capsys.readouterr().out
     assert code == 0 and "toy: toy_factor 4.0, toy_pause 0.0" in printed and "toy weight" in printed
     assert load_run(tmp_path / "cli").config["settings"]["toy"]["toy_factor"] == 4.0
+
+
+# -- a phase's records over groups of facts from several relations ----------------------------------------
+@phase_settings
+class PairSettings:
+    """Groups of the toy pairs phase."""
+
+    pair_size: int = setting(2, "facts per group", check=number, scope="relation")
+
+
+class Pairs(Phase):
+    """Groups of `pair_size` located facts across relations, in fact order; each group's record lists its
+    facts and the relations it saw located (every relation must be done before groups are made)."""
+
+    name, group_record, needs = "pairs", "pair", ("locate",)
+    Settings = PairSettings
+
+    def groups(self, facts, state):
+        ids = [f.fact_id for f in facts if located(state, f.fact_id) is not None]
+        n = int(self.settings.pair_size)
+        return [f"{n}:{i}" for i in range(len(ids) // n)]
+
+    def run_group(self, lm, group, facts, state):
+        n, i = map(int, group.split(":"))
+        ids = [f.fact_id for f in facts if located(state, f.fact_id) is not None][i * n:(i + 1) * n]
+        return record(self.group_record, group=group, facts=ids,
+                      relations=sorted({located(state, f)["relation"] for f in ids}))
+
+
+def two_relation_facts():
+    from kn.data.schema import Fact, FactSet
+
+    base = list(tiny_facts())
+    langs = [Fact(f"lang/{s}", "language", {"en": s}, {"en": o}, {"en": ["in [X] people speak [Y]", "[X] speaks [Y]"]})
+             for s, o in [("France", "French"), ("Germany", "German"), ("Italy", "Italian")]]
+    return FactSet(base + langs, "tiny2")
+
+
+def test_group_records_come_after_every_relation_once_and_follow_their_settings(monkeypatch, tmp_path):
+    from kn.testing import tiny_lm
+
+    check_phase(Pairs)
+    monkeypatch.setitem(PHASES, "pairs", Pairs)
+    lm, facts, out = tiny_lm("GPT-2"), two_relation_facts(), tmp_path / "run"
+    run(lm, facts, out, steps=STEPS, min_prompts=1, phases=("locate", "pairs"), progress=False)
+    recs = records(out)
+    pairs = [r for r in recs if r["type"] == "pair"]
+    last_fact = max(i for i, r in enumerate(recs) if r["type"] == "fact")
+    assert pairs and all(recs.index(p) > last_fact for p in pairs)  # after every relation's facts
+    assert [p["group"] for p in pairs] == [f"2:{i}" for i in range(len(facts) // 2)]
+    assert {r for p in pairs for r in p["relations"]} == {"capital", "language"}  # a group spans relations
+    grouped = [f for p in pairs for f in p["facts"]]
+    assert len(set(grouped)) == len(grouped) == 2 * len(pairs) and set(grouped) <= {f.fact_id for f in facts}
+    run(lm, facts, out, steps=STEPS, min_prompts=1, phases=("locate", "pairs"), progress=False)
+    assert len(records(out)) == len(recs)  # resumed: nothing redone
+    run(lm, facts, out, steps=STEPS, min_prompts=1, phases=("locate", "pairs"), pair_size=3, progress=False)
+    new = records(out)[len(recs):]
+    assert {r["type"] for r in new} == {"pair"} and [r["group"] for r in new] == [f"3:{i}" for i in range(len(facts) // 3)]
+    assert json.loads((out / "config.json").read_text())["settings"]["pairs"] == {"pair_size": 3}

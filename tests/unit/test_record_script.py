@@ -65,7 +65,7 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         assert (g.rule, g.steps, g.baseline) == ("gauss_legendre", 6, "amig")
     if mode == "edits":
         e = runs["runs/edits/gemma-3-270m"]
-        assert e.phases == ("locate", "edit") and e.of("edit").edit_batch and e.of("edit").edit_facts == 20
+        assert e.phases == ("locate", "edit") and e.of("edit").edit_batches == (10, 100) and e.of("edit").edit_facts == 20
         assert {"P36", "P1376", "P47", "P530"} <= set(c for c in commands[0][commands[0].index("--relations") + 1].split(","))
     if mode == "agreement":
         paper, gx = runs["runs/agreement/gemma-3-270m-paper"].attribution, runs["runs/agreement/gemma-3-270m-gradxact"]

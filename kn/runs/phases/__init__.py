@@ -82,6 +82,8 @@ def record_keys(phases: Sequence[Phase]) -> dict[str, str]:
             keys[p.fact_record] = "fact_id"
         if p.relation_record:
             keys[p.relation_record] = "relation"
+        if p.group_record:
+            keys[p.group_record] = "group"
     return keys
 
 

@@ -10,7 +10,8 @@ is never older than its settings; the journal keeps it.
 
 A run's phases run in order, relation by relation: for each phase, every fact it wants
 (`run_fact`), then the relation (`run_relation`); a phase that reads other relations' records
-(`after_all`) runs once every relation is done with the others. A phase may read the records of the phases it
+(`after_all`) runs once every relation is done with the others; a phase's work over groups of facts from
+several relations (`group_record`: `groups`, `run_group`) comes last. A phase may read the records of the phases it
 `needs` (they come earlier). Tables: the facts table has a row per fact of the first phase's fact
 records, the prompts table a row per prompt the first phase counts (`n_prompts`), the relations table
 a row per relation with a relation record; each phase adds its columns to those rows, in phase order
@@ -39,6 +40,7 @@ class Phase:
     Settings: ClassVar[type] = NoSettings  # its frozen settings dataclass (fields made with `setting`)
     fact_record: ClassVar[str | None] = None  # journal record type of its per-fact records
     relation_record: ClassVar[str | None] = None  # ... of its per-relation records
+    group_record: ClassVar[str | None] = None  # ... of its records over groups of facts (`groups`), keyed like relations'
     needs: ClassVar[tuple[str, ...]] = ()  # phases whose records it reads (they run before it)
     fact_columns: ClassVar[tuple[str, ...]] = ()  # columns it adds to the facts table
     prompt_columns: ClassVar[tuple[str, ...]] = ()  # ... to the prompts table
@@ -82,6 +84,8 @@ class Phase:
             out[self.fact_record] = self.fact_key
         if self.relation_record:
             out[self.relation_record] = self.relation_key
+        if self.group_record:
+            out[self.group_record] = self.relation_key
         return out
 
     # -- the work (a model at hand) ------------------------------------------------------------
@@ -98,6 +102,14 @@ class Phase:
 
     def run_relation(self, lm, relation: str, facts: Sequence, state: State) -> dict:
         """The journal record of one relation, once all its facts have this phase's records."""
+        raise NotImplementedError
+
+    def groups(self, facts: Sequence, state: State) -> list[str]:
+        """The ids of its groups (`group_record`), once every relation is done with every phase."""
+        return []
+
+    def run_group(self, lm, group: str, facts: Sequence, state: State) -> dict:
+        """The journal record of one group (its field ``group`` = the id)."""
         raise NotImplementedError
 
     # -- the tables (journal records only) -----------------------------------------------------

@@ -30,7 +30,7 @@ from ...probing import batch_stats
 from ..state import State
 from .base import Phase, mean, record
 from .locate import fact_queries, knowledge_neurons, located, located_facts
-from .setting import at_least, boolean, digest, fraction, non_negative, phase_settings, setting
+from .setting import at_least, digest, fraction, non_negative, phase_settings, setting
 
 
 class _Edits(Phase):
@@ -232,6 +232,15 @@ def options(opts: Sequence[str], name: str = "edit_options") -> dict[str, dict]:
     return out
 
 
+def sizes(name: str, v) -> tuple[int, ...]:
+    """Batch sizes: integers >= 2, each once, ascending."""
+    out = (v,) if isinstance(v, int) else tuple(v)
+    bad = [x for x in out if isinstance(x, bool) or not isinstance(x, int) or x < 2]
+    if bad:
+        raise checks.ArgumentError(f"{name} must be batch sizes, integers >= 2 (e.g. 10 100); got {bad}")
+    return tuple(sorted(set(out)))
+
+
 @phase_settings
 class EditSettings:
     """Counterfactual edits with each edit method (`kn.edits`), measured as the field measures them."""
@@ -243,8 +252,10 @@ class EditSettings:
     edit_facts: int = setting(10, "at most this many facts edited per relation (seeded order)", check=at_least(1))
     edit_prompts: int = setting(1, "the first this many of a fact's right prompts make the edit; the others are "
                                    "held out for generalization", check=at_least(1))
-    edit_batch: bool = setting(False, "also edit each relation's planned facts all at once, per method (table "
-                                      "edit_batches)", check=boolean, scope="relation")
+    edit_batches: tuple = setting((), "batch sizes: also edit this many planned facts at once (drawn from every "
+                                      "relation in a seeded order), per method, in as many disjoint batches of each "
+                                      "size as the planned edits fill (table edit_batches)",
+                                  check=sizes, scope="relation", cli_type=int, nargs="*")
     edit_fluency: int = setting(100, "fluency: tokens sampled from each edit's editing prompt after the edit "
                                      "(top-k 5, seeded, the prompt counted, as ROME); 0 skips it", check=at_least(0))
     edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
@@ -265,9 +276,10 @@ class Edit(_Edits):
     `edit_methods` edits the fact alone and is measured. Record ``edit`` = {fact_id, relation, new,
     rows: [one row per method, or {method, error}]}. Own table ``edits`` (`EDIT_COLUMNS`; layer: the edited FFN of a one-layer method (rome, traced or
     given; ft), empty for the neuron methods; edit_seconds: making
-    the edit, seconds: making and measuring it). With `edit_batch`, record ``edit_batch`` = {relation, rows}
-    per relation: every method edits the relation's planned facts at once and each is measured (table
-    ``edit_batches``, with the batch size)."""
+    the edit, seconds: making and measuring it). For each size n of `edit_batches`, the run's planned edits
+    in a seeded order are cut into batches of n (the rest left out), each a group "n:i"; record
+    ``edit_group`` = {group, batch, facts, rows}: every method edits the batch's facts at once and each fact
+    is measured (table ``edit_batches``, with the batch size and group)."""
 
     name = "edit"
     Settings = EditSettings
@@ -286,7 +298,7 @@ class Edit(_Edits):
                      for k, v in dataclasses.asdict(method(name, **opts.get(name, {}))).items())
         return dataclasses.replace(settings, edit_options=full)
     fact_record = record_type = "edit"
-    relation_record = "edit_batch"
+    group_record = "edit_group"
     table_names = ("edits", "edit_batches")
 
     def start(self, lm, facts: Sequence) -> None:
@@ -401,22 +413,32 @@ class Edit(_Edits):
                 for name in self.settings.edit_methods]
         return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, **self.about(c), rows=rows)
 
-    def run_relation(self, lm, relation: str, facts, state: State) -> dict:
-        """The relation's planned edits all at once, per method (when `edit_batch`), each fact measured."""
-        out = record(self.relation_record, relation=relation)
-        plan = self.plan(relation, state)
-        if not self.settings.edit_batch or len(plan) < 2:
-            return out | {"rows": []}
-        cases = [self.case(lm, u, state.language) for _, u in plan.values()]
-        about = {c["u"].fact_id: self.about(c) for c in cases}
+    def batches(self, state: State) -> dict[str, list]:
+        """{group "n:i": [kn.editing.Update, ...]}: the planned edits of every relation, in an order seeded by
+        the run, cut into disjoint batches of each size of `edit_batches` (the rest left out)."""
+        planned = [u for relation in sorted({f.relation for f in self._facts})
+                   for _, u in sorted(self.plan(relation, state).values(), key=lambda x: x[0])]
+        random.Random(f"{self.run.seed}|edit batches").shuffle(planned)
+        return {f"{n}:{i}": planned[i * n:(i + 1) * n] for n in self.settings.edit_batches
+                for i in range(len(planned) // n)}
+
+    def groups(self, facts, state: State) -> list[str]:
+        return list(self.batches(state)) if self.settings.edit_batches else []
+
+    def run_group(self, lm, group: str, facts, state: State) -> dict:
+        """One batch: every method edits its facts at once; each fact measured."""
+        members = self.batches(state)[group]
+        cases = [self.case(lm, u, state.language) for u in members]
+        about = {c["u"].fact_id: {"relation": c["u"].relation, **self.about(c)} for c in cases}
         rows = []
         for name in self.settings.edit_methods:
             got = self.attempt({"method": name}, lambda name=name: {"facts": self.measure(lm, name, cases)})
             if "error" in got:
                 rows.append(got)
             else:
-                rows += [{"method": name, "batch": len(cases), **about[r["fact_id"]], **r} for r in got["facts"]]
-        return out | {"rows": rows}
+                rows += [{"method": name, "batch": len(cases), "group": group, **about[r["fact_id"]], **r}
+                         for r in got["facts"]]
+        return record(self.group_record, group=group, batch=len(cases), facts=[u.fact_id for u in members], rows=rows)
 
     def tables(self, state: State) -> dict:
         import pandas as pd
@@ -424,6 +446,6 @@ class Edit(_Edits):
         def rows_of(kind: str, columns) -> list[dict]:
             return [{c: m.get(c, r.get(c)) for c in columns} for r in state.all(kind).values() if "error" not in r
                     for m in r["rows"] if "error" not in m]
-        batch_columns = EDIT_COLUMNS[:3] + ["batch"] + EDIT_COLUMNS[3:]
+        batch_columns = EDIT_COLUMNS[:3] + ["batch", "group"] + EDIT_COLUMNS[3:]
         return {"edits": pd.DataFrame(rows_of(self.fact_record, EDIT_COLUMNS), columns=EDIT_COLUMNS),
-                "edit_batches": pd.DataFrame(rows_of(self.relation_record, batch_columns), columns=batch_columns)}
+                "edit_batches": pd.DataFrame(rows_of(self.group_record, batch_columns), columns=batch_columns)}
