@@ -4,11 +4,14 @@ in one run, beside the Dai et al. code's 13.3 s per fact on a GPU.
 
     python benchmarks/bench_run.py                                   # gemma-3-270m, built-in facts
     python benchmarks/bench_run.py --data pararel:../shared/data/pararel --facts 9 --fast gauss_legendre:8
+    python benchmarks/bench_run.py --facts 8 --calibrate 3 --screen 3           # and two-stage IG on 3 layers
 
 The same facts (known to the model, seeded) are run from scratch at each setting, each into a fresh
 directory, with the locate phase only (what the Dai code's figure covers: every paraphrase's
 attribution and the refined set): steps 20 riemann_left (the paper's), `--fast RULE:STEPS`, and with
-`--calibrate K` the setting `kn.calibrate` picks on K other known facts. Prints facts per hour,
+`--calibrate K` the setting `kn.calibrate` picks on K other known facts, and with `--screen K` that
+setting (the calibrated one, else the fixed fast one) on the K layers gradient x activation picks per
+prompt (`kn.IG(screen=K)`, two-stage locate). Prints facts per hour,
 seconds per fact and per prompt, and the per-fact Jaccard agreement of each setting's knowledge
 neurons with the paper setting's. Nothing is asserted.
 """
@@ -28,17 +31,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 DAI_GPU = 13.3  # s per PARAREL fact, the Dai et al. code on a GPU (as reported for their runs)
 
 
-def measure(lm, facts, settings: dict[str, tuple[str, int]], out: Path) -> tuple[list[dict], dict[str, float]]:
-    """Run the facts at each {label: (rule, steps)} (the first the paper's); returns (rows, the median
+def measure(lm, facts, settings: dict, out: Path) -> tuple[list[dict], dict[str, float]]:
+    """Run the facts at each {label: kn.IG(...)} (the first the paper's); returns (rows, the median
     per-fact Jaccard of each other setting's knowledge neurons with the first's)."""
-    import kn
     from kn.runs import run
 
     rows, kns = [], {}
-    for i, (label, (rule, steps)) in enumerate(settings.items()):
+    for i, (label, ig) in enumerate(settings.items()):
         t0 = time.perf_counter()
-        res = run(lm, facts, out / str(i), progress=False, phases=("locate",),
-                  attribution=kn.IG(steps=steps, rule=rule))
+        res = run(lm, facts, out / str(i), progress=False, phases=("locate",), attribution=ig)
         secs = time.perf_counter() - t0
         neurons = res.tables["neurons"]
         kns[label] = {f: set(zip(g.layer, g["index"])) for f, g in neurons.groupby("fact_id")}
@@ -70,6 +71,9 @@ def main(argv=None) -> None:
     ap.add_argument("--calibrate", type=int, default=0, metavar="K",
                     help="also run at the setting kn.calibrate picks on K other known facts (2 prompts each), "
                          "the calibration's seconds reported")
+    ap.add_argument("--screen", type=int, default=None, metavar="K",
+                    help="also run the calibrated (else the fast) setting on the K layers where gradient x "
+                         "activation peaks (kn.IG(screen=K))")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
 
@@ -81,6 +85,7 @@ def main(argv=None) -> None:
     from kn.data.pararel import CAUSAL_RELATIONS
 
     fast = parse_setting(args.fast)
+    screen = kn.IG(screen=args.screen).screen  # a bad K fails before the model loads
     torch.set_num_threads(args.threads)
     kn.allocator.keep_freed_memory()  # faster repeated attributions (glibc), as kn run --keep-freed-memory
     facts = kn.data.load(args.data)
@@ -98,7 +103,9 @@ def main(argv=None) -> None:
     facts = select_facts(facts, relations=rels, per_relation=max(1, -(-want // len(rels))), language="en",
                          lm=lm, known=True, seed=0)
     facts, held = list(facts)[: args.facts], list(facts)[args.facts: want]
-    settings = {"paper (riemann_left, 20)": ("riemann_left", 20), f"fixed fast ({fast[0]}, {fast[1]})": fast}
+    settings = {"paper (riemann_left, 20)": kn.IG(),
+                f"fixed fast ({fast[0]}, {fast[1]})": kn.IG(rule=fast[0], steps=fast[1])}
+    cheap = fast
     calibration = None
     if args.calibrate:
         from kn.data.prepare import prepare_fact
@@ -110,7 +117,10 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         cal = kn.calibrate(lm, queries)
         calibration = (len(held), len(queries), time.perf_counter() - t0)
-        settings[f"calibrated ({cal.rule}, {cal.steps})"] = (cal.rule, cal.steps)
+        settings[f"calibrated ({cal.rule}, {cal.steps})"] = kn.IG(rule=cal.rule, steps=cal.steps)
+        cheap = (cal.rule, cal.steps)
+    if screen:
+        settings[f"{cheap[0]}:{cheap[1]} screen {screen}"] = kn.IG(rule=cheap[0], steps=cheap[1], screen=screen)
     with tempfile.TemporaryDirectory() as tmp:
         rows, jac = measure(lm, facts, settings, Path(tmp))
     print(f"\n`kn run` throughput: {lm.name}, {rows[0]['facts']} known facts of `{args.data}` (en), locate phase, "
