@@ -492,6 +492,10 @@ def test_a_screened_run_records_its_screen_and_refuses_another(lm, baseline, tmp
     assert cfg["settings"]["attribution"] == {**IG().to_dict(), "steps": STEPS, "screen": 1}
     assert res.settings.attribution == IG(steps=STEPS, screen=1) and res.complete
     assert "screen" not in json.loads((baseline.out_dir / "config.json").read_text())["settings"]["attribution"]
+    def layers_per_prompt(out):  # the layers of each prompt's coarse set, from the journal
+        return [{l for l, _ in s} for r in records(out) for s in r.get("sets", [])]
+    assert all(len(ls) <= 1 for ls in layers_per_prompt(res.out_dir))  # IG ran on one layer per prompt
+    assert any(len(ls) > 1 for ls in layers_per_prompt(baseline.out_dir))  # unscreened, it spans several
     before = (res.out_dir / JOURNAL).read_bytes()
     for other in (2, None):  # a change of screen, as of any attribution field, refuses to resume
         with pytest.raises(RunConfigError, match=r"(?s)cannot be resumed:.*settings\.attribution"):
