@@ -278,4 +278,7 @@ def test_bench_run_measures_a_screened_setting_beside_the_paper_one(tmp_path, on
     assert [r["setting"] for r in rows] == list(settings) and all(r["facts"] == 3 for r in rows)
     assert jac["again"] == 1.0 and 0.0 <= jac["screen 1"] <= 1.0
     runs = [kn.load_run(tmp_path / str(i)) for i in range(3)]
+    for r, res in zip(rows, runs):
+        assert r["with_kns"] == res.neurons.fact_id.nunique()
+    assert rows[0]["with_kns"] > 0  # else the Jaccard shows nothing
     assert runs[2].settings.attribution.screen == 1 and runs[0].settings.attribution.screen is None
