@@ -7,13 +7,17 @@ P is the softmax probability of the gold token. Only the attributed layer's site
 layer and position runs normally. A multi-token answer is teacher-forced: each answer token is
 attributed at the position that predicts it, and the per-token score matrices are summed.
 
-The settings are one value, `kn.IG(steps=, rule=, baseline=, multiplier=, freeze_norm=, batch_size=)`; the
-keywords of `attribute` override its fields. The kernels live in `kn.ig`: the fast path (default)
+The settings are one value, `kn.IG(steps=, rule=, baseline=, multiplier=, freeze_norm=, batch_size=, screen=)`;
+the keywords of `attribute` override its fields. The kernels live in `kn.ig`: the fast path (default)
 and `reference=True`, the plain definition kept as the tests' oracle.
 
 Post-FFN norms (Gemma-2/3): an RMSNorm on the FFN output cancels the path's scaling and makes the
 gradient near a = 0 explode. With `freeze_norm=True` (default) the attributed layer's norm scale is
 held at its clean value along the path, so the norm becomes a fixed linear map.
+
+Two-stage (`screen=k`): gradient x activation (`grad_x_act`, one forward and backward) scores every
+layer given, `kn.screening.top_layers` keeps the k whose best neuron scores highest, and IG runs on
+those only (the other rows zero), in the fast path and the reference alike.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from . import baselines
 from .ig import fast, reference as ref
 from .ig.clean import clean_run
 from .models import LM
+from .screening import top_layers
 from .gradxact import grad_x_act_target
 from . import settings as _settings
 from .settings import IG, Activation, GradXAct, Settings, resolve
@@ -33,22 +38,25 @@ from .tokens import targets
 
 def attribute(lm: LM, prompt: str, answer: str, settings: IG | None = None, *, steps: int | None = None,
               rule: str | None = None, baseline=None, multiplier: str | None = None, freeze_norm: bool | None = None,
-              batch_size: int | None = None, layers=None, reference: bool = False) -> torch.Tensor:
+              batch_size: int | None = None, screen: int | None = None, layers=None,
+              reference: bool = False) -> torch.Tensor:
     """IG attribution scores [n_layers, width] (float32, CPU) of `answer` after / in `prompt`.
 
     settings: a `kn.IG` (default `IG()`: steps 20, rule "riemann_left", zero baseline, frozen
     post-FFN norms); steps, rule, baseline ("zero", "amig", `kn.AMIG(...)`, a tensor), multiplier,
-    freeze_norm, batch_size: override its fields (see `kn.IG`);
-    layers: layers to attribute (None = all; the others are zero rows); reference: run the plain
-    definition (`kn.ig.reference`) instead of the fast path.
+    freeze_norm, batch_size, screen: override its fields (see `kn.IG`);
+    layers: layers to attribute (None = all; the others are zero rows; `screen` picks among them);
+    reference: run the plain definition (`kn.ig.reference`) instead of the fast path.
     """
     ig = resolve(settings, steps=steps, rule=rule, baseline=baseline, multiplier=multiplier, freeze_norm=freeze_norm,
-                 batch_size=batch_size)
+                 batch_size=batch_size, screen=screen)
     if not isinstance(ig, IG):
         raise TypeError("kn.attribute computes integrated gradients (kn.IG); for kn.Activation() "
                         "call kn.activations or kn.scores")
     layers = lm.check_layers(layers)
     baselines.check_for(lm, ig.baseline)
+    if ig.screen is not None and ig.screen < len(layers):
+        layers = top_layers(grad_x_act(lm, prompt, answer, layers=layers), layers, ig.screen)
     kernel = ref.attribute_target if reference else fast.attribute_target
     total = torch.zeros(lm.n_layers, lm.width)
     for t in targets(lm, prompt, answer):

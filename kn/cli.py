@@ -149,7 +149,8 @@ def attribution(args):
     flag given with another method."""
     from .settings import resolve
 
-    ig = dict(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier)
+    ig = dict(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier,
+              screen=args.screen)
     for flag, value in ig.items():
         if args.method != "ig" and value is not None:
             raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
@@ -413,7 +414,7 @@ def _add_baseline(p) -> None:
 
 
 def _add_method(p, default: str = "ig") -> None:
-    """--method (a kind of `kn.settings.KINDS`), and IG's --steps and --rule (None: IG's defaults)."""
+    """--method (a kind of `kn.settings.KINDS`), and IG's --steps, --rule and --screen (None: IG's defaults)."""
     from .quadrature import RULES
     from .settings import KINDS
 
@@ -423,6 +424,9 @@ def _add_method(p, default: str = "ig") -> None:
     p.add_argument("--steps", type=positive_int, default=None, help=f"IG path points (default {KINDS['ig']().steps})")
     p.add_argument("--rule", choices=list(RULES), default=None,
                    help=f"IG quadrature rule (default {KINDS['ig']().rule})")
+    p.add_argument("--screen", type=positive_int, default=None, metavar="K",
+                   help="two-stage IG: only on the K layers where gradient x activation (one forward and backward "
+                        "per prompt) peaks (default: every layer)")
 
 
 def positive_int(text: str) -> int:

@@ -33,7 +33,9 @@ class IG:
     or a tensor [n_layers, width]; multiplier: what the integrated gradient is multiplied by, "x-b"
     (the definition) or "x" (the AMIG reference code's); freeze_norm: hold post-FFN norm scales at
     their clean values along the path (families with such a norm); batch_size: path rows per forward
-    pass (None: sized to memory; changes speed, not scores).
+    pass (None: sized to memory; changes speed, not scores); screen: IG only on the `screen` layers where
+    gradient x activation (`kn.GradXAct`, one forward and backward) peaks, zero rows elsewhere
+    (`kn.screening`; None: every layer given).
     """
 
     steps: int = 20
@@ -42,6 +44,7 @@ class IG:
     multiplier: str = "x-b"
     freeze_norm: bool = True
     batch_size: int | None = None
+    screen: int | None = None
     kind: str = field(default="ig", init=False, repr=False)
     coarse_threshold: ClassVar[float] = 0.2
 
@@ -55,6 +58,10 @@ class IG:
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool)
                                             or self.batch_size < 1):
             raise ValueError(f"batch_size must be None or an int >= 1, got {self.batch_size!r}")
+        if self.screen is not None and (not isinstance(self.screen, int) or isinstance(self.screen, bool)
+                                        or self.screen < 1):
+            raise ValueError(f"screen must be None (every layer) or an int >= 1 (how many candidate layers IG "
+                             f"runs on), got {self.screen!r}")
 
     def factor(self, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """What the integrated gradient is multiplied by (float32): x - b, or x (multiplier "x")."""
@@ -65,14 +72,16 @@ class IG:
         return quadrature(self.rule, self.steps)
 
     def to_dict(self) -> dict:
-        """A JSON-safe dict (the baseline as `kn.baselines.to_json` writes it)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """A JSON-safe dict (the baseline as `kn.baselines.to_json` writes it); `screen` only when set, so
+        that what runs recorded before it existed reads the same."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if not (f.name == "screen" and self.screen is None)}
         return d | {"baseline": baselines.to_json(self.baseline)}
 
     def _key(self) -> tuple:
         b = self.baseline
         b = ("tensor", tuple(b.shape), str(b.dtype)) if isinstance(b, torch.Tensor) else b
-        return self.steps, self.rule, b, self.multiplier, self.freeze_norm, self.batch_size
+        return self.steps, self.rule, b, self.multiplier, self.freeze_norm, self.batch_size, self.screen
 
     def __eq__(self, other) -> bool:  # by value, tensor baselines included
         if not isinstance(other, IG):

@@ -260,3 +260,25 @@ def test_kn_convergence_command_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(argv[:3] + ["--out", str(mine)] + argv[5:]) == 2
     assert "notes.txt" in capsys.readouterr().err and [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_bench_run_measures_a_screened_setting_beside_the_paper_one(tmp_path, one_thread):
+    """benchmarks/bench_run.py's `measure` on a tiny model (no timing asserted): a row per setting, and the
+    Jaccard of a setting's knowledge neurons with the first's, 1 for the same setting again."""
+    import kn
+    from kn.testing import tiny_lm
+    from test_run import tiny_facts
+
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "benchmarks" / "bench_run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    settings = {"paper": kn.IG(steps=3), "again": kn.IG(steps=3), "screen 1": kn.IG(steps=3, screen=1)}
+    rows, jac = mod.measure(lm, tiny_facts()[:3], settings, tmp_path)
+    assert [r["setting"] for r in rows] == list(settings) and all(r["facts"] == 3 for r in rows)
+    assert jac["again"] == 1.0 and 0.0 <= jac["screen 1"] <= 1.0
+    runs = [kn.load_run(tmp_path / str(i)) for i in range(3)]
+    for r, res in zip(rows, runs):
+        assert r["with_kns"] == res.neurons.fact_id.nunique()
+    assert rows[0]["with_kns"] > 0  # else the Jaccard shows nothing
+    assert runs[2].settings.attribution.screen == 1 and runs[0].settings.attribution.screen is None

@@ -216,7 +216,8 @@ def test_degenerate_sets(gpt, data, max_size, single, k):
 
 IG_VALUES = {"steps": st.integers(1, 2000), "rule": st.sampled_from(list(kn.RULES)),
              "baseline": st.sampled_from(list(kn.BASELINES)), "multiplier": st.sampled_from(["x-b", "x"]),
-             "freeze_norm": st.booleans(), "batch_size": st.none() | st.integers(1, 64)}
+             "freeze_norm": st.booleans(), "batch_size": st.none() | st.integers(1, 64),
+             "screen": st.none() | st.integers(1, 64)}
 
 
 @PROFILE

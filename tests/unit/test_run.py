@@ -483,6 +483,45 @@ def test_cli_run_records_the_rule(lm, tmp_path, monkeypatch):
     assert cli.main(["run", "--method", "activation", "--baseline", "amig", "--out", str(tmp_path / "x")]) == 2
 
 
+
+def test_a_screened_run_records_its_screen_and_refuses_another(lm, baseline, tmp_path, monkeypatch, capsys):
+    from kn import cli
+
+    res = run(lm, tiny_facts(), tmp_path / "api", steps=STEPS, screen=1, progress=False)
+    cfg = json.loads((res.out_dir / "config.json").read_text())
+    assert cfg["settings"]["attribution"] == {**IG().to_dict(), "steps": STEPS, "screen": 1}
+    assert res.settings.attribution == IG(steps=STEPS, screen=1) and res.complete
+    assert "screen" not in json.loads((baseline.out_dir / "config.json").read_text())["settings"]["attribution"]
+    def layers_per_prompt(out):  # the layers of each prompt's coarse set, from the journal
+        return [{l for l, _ in s} for r in records(out) for s in r.get("sets", [])]
+    assert all(len(ls) <= 1 for ls in layers_per_prompt(res.out_dir))  # IG ran on one layer per prompt
+    assert any(len(ls) > 1 for ls in layers_per_prompt(baseline.out_dir))  # unscreened, it spans several
+    before = (res.out_dir / JOURNAL).read_bytes()
+    for other in (2, None):  # a change of screen, as of any attribution field, refuses to resume
+        with pytest.raises(RunConfigError, match=r"(?s)cannot be resumed:.*settings\.attribution"):
+            run(lm, tiny_facts(), res.out_dir, steps=STEPS, screen=other, progress=False)
+    with pytest.raises(RunConfigError, match=r"(?s)cannot be resumed:.*settings\.attribution"):
+        run(lm, tiny_facts(), baseline.out_dir, steps=STEPS, screen=1, progress=False)
+    assert (res.out_dir / JOURNAL).read_bytes() == before
+    assert run(lm, tiny_facts(), res.out_dir, steps=STEPS, screen=1, progress=False).complete  # same: resumes
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    out = tmp_path / "cli"
+    assert cli.main(["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "2", "--steps", "2",
+                     "--screen", "2", "--out", str(out)]) == 0
+    assert load_run(out).config["settings"]["attribution"]["screen"] == 2
+    assert load_run(out).settings.attribution == IG(steps=2, screen=2)
+    assert cli.main(["run", "--method", "activation", "--screen", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "--screen belongs to integrated gradients" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--screen", "0", "--out", str(tmp_path / "x")])
+    assert "--screen: 0 is not >= 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    seen = []
+    monkeypatch.setattr(cli, "cmd_locate", lambda args: seen.append(cli.attribution(args)))
+    assert cli.main(["locate", "a", "b", "c", "-a", "x", "--screen", "3"]) == 0 and seen[-1] == IG(screen=3)
+    assert cli.main(["locate", "a", "b", "c", "-a", "x", "--method", "gradxact", "--screen", "3"]) == 2
+    assert "--screen belongs to integrated gradients" in capsys.readouterr().err and len(seen) == 1
+
 def test_select_facts_is_seeded_and_capped(lm):
     from kn.data import builtin, select_facts
 

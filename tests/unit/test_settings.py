@@ -22,14 +22,26 @@ def test_defaults_and_thresholds():
 
 
 @pytest.mark.parametrize("value", [kn.IG(), kn.IG(steps=8, rule="gauss_legendre", freeze_norm=False, batch_size=3),
-                                   kn.IG(baseline=torch.randn(3, 48)), kn.Activation()])
+                                   kn.IG(baseline=torch.randn(3, 48)), kn.IG(screen=3), kn.Activation()])
 def test_recorded_by_value_and_rebuilt(value):
     d = json.loads(json.dumps(value.to_dict()))  # JSON-safe
     again = kn.settings.from_dict(d)
     assert again == value and hash(again) == hash(value) and type(again) is type(value)
     if not isinstance(getattr(value, "baseline", None), torch.Tensor):
         assert kn.settings.from_dict(dataclasses.asdict(value)) == value
-        assert dataclasses.asdict(value) == d
+        unset = {"screen": None} if getattr(value, "screen", 0) is None else {}  # to_dict leaves an unset screen out
+        assert dataclasses.asdict(value) == d | unset
+
+
+def test_an_unset_screen_keeps_the_recorded_form_of_before():
+    # the exact dict (and so config.json and every key derived from it) of IG() before `screen` existed
+    before = {"steps": 20, "rule": "riemann_left", "baseline": "zero", "multiplier": "x-b", "freeze_norm": True,
+              "batch_size": None, "kind": "ig"}
+    assert json.dumps(kn.IG().to_dict()) == json.dumps(before)
+    assert kn.settings.from_dict(before) == kn.IG() and kn.IG().screen is None
+    assert kn.IG(screen=3).to_dict() == before | {"screen": 3}
+    assert kn.settings.from_dict(kn.IG(screen=3).to_dict()) == kn.IG(screen=3)
+    assert len({kn.IG(), kn.IG(screen=3), kn.IG(screen=2), kn.IG(screen=3)}) == 3
 
 
 def test_frozen_and_compared_by_value():
@@ -48,6 +60,9 @@ def test_frozen_and_compared_by_value():
     (dict(baseline="mean"), ValueError, "zero"), (dict(multiplier="b"), ValueError, "x-b"), (dict(baseline=torch.zeros(5)), ValueError, "n_layers, width"),
     (dict(baseline=[0.0]), TypeError, "baseline"), (dict(freeze_norm="yes"), TypeError, "freeze_norm"),
     (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(screen=0), ValueError, r"screen must be None \(every layer\) or an int >= 1.*got 0"),
+    (dict(screen=2.0), ValueError, "screen"), (dict(screen=True), ValueError, "screen"),
+    (dict(screen="3"), ValueError, "screen"),
 ])
 def test_validated_once_with_a_clear_error(kw, err, match):
     with pytest.raises(err, match=match):
