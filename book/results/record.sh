@@ -84,12 +84,13 @@ setting_flags() {  # setting_flags NAME: the attribution of one setting of the a
         gl6) echo --rule gauss_legendre --steps 6 ;;
         gl3) echo --rule gauss_legendre --steps 3 ;;
         gradxact) echo --method gradxact ;;
+        gl6-screen3) echo --rule gauss_legendre --steps 6 --screen 3 ;;
     esac
 }
 
 agreement() {  # agreement MODEL PARAREL_DIR FACTS_PER_RELATION: the same known facts under each setting
     local m=$1 data="pararel:$2" n=$3 name
-    for name in paper gl6 gl3 gradxact; do
+    for name in paper gl6 gl3 gradxact gl6-screen3; do
         # shellcheck disable=SC2046
         kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation "$n" --known \
             $(setting_flags "$name") --out "runs/agreement/$m-$name"

@@ -71,6 +71,8 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         paper, gx = runs["runs/agreement/gemma-3-270m-paper"].attribution, runs["runs/agreement/gemma-3-270m-gradxact"]
         assert (paper.kind, paper.rule, paper.steps, paper.baseline) == ("ig", "riemann_left", 20, "zero")
         assert gx.attribution.kind == "gradxact" and runs["runs/agreement/gemma-3-270m-gl6"].attribution.steps == 6
+        two_stage = runs["runs/agreement/smollm2-135m-gl6-screen3"].attribution
+        assert (two_stage.rule, two_stage.steps, two_stage.screen) == ("gauss_legendre", 6, 3)
         per = {o: c[c.index("--facts-per-relation") + 1] for c in commands if c[0] == "run" for o in [c[c.index("--out") + 1]]}
         assert 9 * int(per["runs/agreement/gemma-3-270m-paper"]) >= 200 and 9 * int(per["runs/agreement/smollm2-135m-paper"]) >= 100
     if mode == "verbfinal":
