@@ -282,3 +282,25 @@ def test_bench_run_measures_a_screened_setting_beside_the_paper_one(tmp_path, on
         assert r["with_kns"] == res.neurons.fact_id.nunique()
     assert rows[0]["with_kns"] > 0  # else the Jaccard shows nothing
     assert runs[2].settings.attribution.screen == 1 and runs[0].settings.attribution.screen is None
+
+
+def test_throughput_benchmark_counts_flops_that_grow_with_the_path_on_a_tiny_model(monkeypatch):
+    """bench_throughput's profile child on a tiny model: more path points, more FLOPs per prompt (IG's
+    products grow with the steps); the time groups add up to the wall time; the ceiling rate is positive."""
+    import types
+
+    import kn
+    import kn.data
+    from kn.testing import tiny_lm
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_throughput as bt
+
+    lm = tiny_lm("Llama")
+    monkeypatch.setattr(kn, "load", lambda *a, **k: lm)
+    facts = list(kn.data.load("builtin"))[:1]
+    monkeypatch.setattr(bt, "known_facts", lambda lm, data, rel, n: (facts[:n], 0.0, 1))
+    args = types.SimpleNamespace(threads=1, model="tiny", data="builtin", relations=["capital"], facts=1)
+    out = bt.profile(args, {"2": kn.IG(steps=2), "8": kn.IG(steps=8)})
+    assert out["flops"]["8"] > 1.2 * out["flops"]["2"] > 0 and out["rate_gflops"] > 0
+    assert sum(out["profile"].values()) == pytest.approx(out["profile_wall"])

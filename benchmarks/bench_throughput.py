@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""`kn run` throughput over PARAREL with the known filter, locate and verify with controls (issue 31),
+at the paper's setting and at a fast one, measured in one run and each in a process of its own (so each
+has its own peak memory); then where the time goes and the FLOP count of a fact against this machine's
+measured matmul rate, which bounds the facts per hour any code could reach here.
+
+    python benchmarks/bench_throughput.py --data pararel:../shared/data/pararel --facts 6
+    python benchmarks/bench_throughput.py --fast gauss_legendre:6 --screen 3 --facts 8
+
+Per setting: the known filter on the sampled facts (probing until `--facts` known ones are found; its
+seconds count, as `kn run --known` pays them), then `kn.run(..., phases=("locate", "verify"))` on the
+known ones. Rate = known facts x 3600 / (filter + run seconds). Peak memory: the child's maximum resident
+set (`ru_maxrss`), the model included. Profile: `torch.profiler` over one fact at the fast setting, self
+CPU time grouped into matrix products, attention, other tensor ops, and the rest (Python, tokenization,
+tables, I/O, and the profiler's own overhead). FLOPs: over the same fact at both settings (torch.profiler's
+count plus the output layer's in-place products it misses, `bench_fast.uncounted_flops`); the ceiling is
+the measured rate of the model's own product shapes.
+Nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+DAI_GPU = 13.3  # s per PARAREL fact, the Dai et al. code on a GPU (as reported for their runs)
+GOAL = 2700  # facts per hour (issue 31: 10x the Dai code on a GPU)
+ATTENTION = ("aten::_scaled_dot_product", "aten::scaled_dot_product")
+
+
+def known_facts(lm, data: str, relations: list[str], n: int):
+    """(the first `n` known facts over `relations`, the filter's seconds, how many it probed)."""
+    import kn.data
+    from kn.data import select_facts
+
+    facts = kn.data.load(data)
+    t0 = time.perf_counter()
+    chosen = select_facts(facts, relations=relations, per_relation=max(1, -(-n // len(relations))), language="en",
+                          lm=lm, known=True, seed=0)
+    secs = time.perf_counter() - t0
+    probed = chosen.info["selection"]["counts"]["en"].get("probed", 0)
+    return list(chosen)[:n], secs, probed
+
+
+def child(args) -> dict:
+    """One setting, measured: what the parent prints."""
+    import torch
+
+    import kn
+    from kn.runs import run
+
+    torch.set_num_threads(args.threads)
+    kn.allocator.keep_freed_memory()
+    lm = kn.load(args.model, device="cpu")
+    ig = kn.settings.from_dict(json.loads(args.child))
+    facts, filter_secs, probed = known_facts(lm, args.data, args.relations, args.facts)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = run(lm, facts, Path(tmp) / "run", progress=False, phases=("locate", "verify"), attribution=ig)
+        secs = time.perf_counter() - t0
+    t = res.tables["facts"]
+    return {"facts": len(t), "prompts": int(t.n_prompts.sum()), "with_kns": int(t.n_neurons.notna().sum()),
+            "filter_seconds": filter_secs, "probed": probed, "run_seconds": secs,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def ceiling_rate(lm, threads: int) -> float:
+    """GFLOP/s of the model's products as IG runs them (float32): a batch of path rows through one FFN's up
+    projection and through the output layer (`bench_fast.matmul_rate`), the better of the two."""
+    from bench_fast import matmul_rate
+
+    d, v = lm.model.config.hidden_size, lm.model.get_output_embeddings().weight.shape[0]
+    return max(matmul_rate(64, d, lm.width, threads, seconds=0.3, repeats=3),
+               matmul_rate(16, d, min(v, 8192), threads, seconds=0.3, repeats=3))
+
+
+def profile(args, settings: dict) -> dict:
+    """The FLOPs of one fact at each setting, and the fast setting's time grouped by what it spends on."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    import kn
+    from bench_fast import MATMUL, uncounted_flops
+    from kn.runs import run
+
+    torch.set_num_threads(args.threads)
+    kn.allocator.keep_freed_memory()
+    lm = kn.load(args.model, device="cpu")
+    facts, _, _ = known_facts(lm, args.data, args.relations, 1)
+    out = {"rate_gflops": ceiling_rate(lm, args.threads), "flops": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (label, ig) in enumerate(settings.items()):
+            t0 = time.perf_counter()
+            with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
+                res = run(lm, facts, Path(tmp) / str(i), progress=False, phases=("locate", "verify"), attribution=ig)
+            wall = time.perf_counter() - t0
+            flops = (sum(e.flops or 0 for e in prof.key_averages())
+                     + uncounted_flops(prof.key_averages(group_by_input_shape=True)))
+            out["flops"][label] = flops / int(res.tables["facts"].n_prompts.sum())
+        # the last setting's (the fast one's) time, grouped
+    groups = {"matrix products": 0.0, "attention": 0.0, "other tensor ops": 0.0}
+    for e in prof.key_averages():
+        if not e.key.startswith("aten::"):
+            continue
+        g = ("attention" if e.key.startswith(ATTENTION) else "matrix products" if e.key in MATMUL
+             else "other tensor ops")
+        groups[g] += e.self_cpu_time_total / 1e6
+    groups["Python, tokenization, tables, I/O (the rest)"] = max(0.0, wall - sum(groups.values()))
+    out["profile"], out["profile_wall"] = groups, wall
+    return out
+
+
+def main(argv=None) -> None:
+    from bench_fast import parse_setting
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--data", default="pararel:../shared/data/pararel", help="pararel:PATH, or builtin")
+    ap.add_argument("--relations", default="P30,P36,P1376,P407,P364,P27,P108,P279,P463",
+                    help="comma-separated relations (default: the at-scale chapter's nine)")
+    ap.add_argument("--facts", type=int, default=6, help="known facts per setting")
+    ap.add_argument("--fast", default="gauss_legendre:6", help="RULE:STEPS of the fast setting")
+    ap.add_argument("--screen", type=int, default=3, help="the fast setting's screened layers (0: all layers)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.relations = args.relations.split(",")
+
+    import kn
+
+    fast_rule, fast_steps = parse_setting(args.fast)
+    settings = {"paper (riemann_left, 20)": kn.IG(),
+                f"fast ({fast_rule}, {fast_steps}" + (f", screen {args.screen})" if args.screen else ")"):
+                    kn.IG(rule=fast_rule, steps=fast_steps, screen=args.screen or None)}
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    if args.profile_child:
+        print(json.dumps(profile(args, settings)))
+        return
+
+    def spawn(*extra) -> dict:
+        cmd = [sys.executable, __file__, "--model", args.model, "--data", args.data, "--relations",
+               ",".join(args.relations), "--facts", str(args.facts), "--fast", args.fast, "--screen", str(args.screen),
+               "--threads", str(args.threads), *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    rows = {label: spawn("--child", json.dumps(ig.to_dict())) for label, ig in settings.items()}
+    prof = spawn("--profile-child")
+    print(f"\n`kn run` throughput: {args.model}, known facts of `{args.data}` ({len(args.relations)} relations, en), "
+          f"known filter + locate + verify with controls, {args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
+    print("| setting | known facts (probed) | filter s | run s | s/fact | facts/hour | with KNs | peak MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rates = {}
+    for label, r in rows.items():
+        secs = r["filter_seconds"] + r["run_seconds"]
+        rates[label] = 3600 * r["facts"] / secs
+        print(f"| {label} | {r['facts']} ({r['probed']}) | {r['filter_seconds']:.0f} | {r['run_seconds']:.0f} | "
+              f"{secs / r['facts']:.1f} | {rates[label]:.0f} | {r['with_kns']} | {r['peak_mb']:.0f} |")
+    paper, fast = rates.values()
+    print(f"\nfast / paper: x{fast / paper:.2f}; goal {GOAL} facts/hour (the Dai code on a GPU: {3600 / DAI_GPU:.0f}); "
+          f"fast reaches {fast / GOAL:.0%} of it")
+    per_prompt = rows[next(iter(rows))]["prompts"] / rows[next(iter(rows))]["facts"]
+    print(f"\nFLOPs per prompt (one fact, locate + verify) and the ceiling at {prof['rate_gflops']:.0f} GFLOP/s "
+          f"(this machine's rate on the model's product shapes), {per_prompt:.1f} prompts per fact:\n")
+    print("| setting | GFLOP per prompt | ceiling facts/hour | measured / ceiling |")
+    print("|---|---:|---:|---:|")
+    for label, f in prof["flops"].items():
+        ceiling = 3600 * prof["rate_gflops"] * 1e9 / (f * per_prompt)
+        print(f"| {label} | {f / 1e9:.1f} | {ceiling:.0f} | {rates[label] / ceiling:.0%} |")
+    print(f"\nWhere the fast setting's time goes (one fact, {prof['profile_wall']:.1f} s wall):\n")
+    print("| what | seconds | share |")
+    print("|---|---:|---:|")
+    for what, s in prof["profile"].items():
+        print(f"| {what} | {s:.2f} | {s / prof['profile_wall']:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
