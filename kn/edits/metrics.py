@@ -5,7 +5,8 @@ definitions; `../shared/design/successors.md` section 1):
   object's tokens of [argmax at the preceding position == the token], the gold prefix fed);
 - generalization: the same on held paraphrases (prompts no method saw);
 - locality: on neighbours' prompts, the share of answer positions whose argmax is the same after the
-  edit as before (teacher forced with the neighbour's own object; correctness is not checked);
+  edit as before (teacher forced with the neighbour's own object; correctness is not checked); and
+  its KL: KL(before || after) of the next-token distribution at the end of each neighbour's prompt;
 - fluency: ROME's generation entropy, H2 / 3 + 2 H3 / 3 of a text sampled from the editing prompt
   (top-k 5, at most 100 tokens with the prompt, seeded), H_n the entropy in bits of its word n-gram
   counts (words: runs of letters or digits and single other characters, where ROME uses nltk).
@@ -26,11 +27,28 @@ from ..tokens import targets
 
 def top_tokens(lm: LM, prompt: str, answer: str) -> list[int]:
     """The argmax at each of the answer's positions, the gold tokens before it fed (teacher forced)."""
-    out = []
+    return readings(lm, prompt, answer)[0]
+
+
+def readings(lm: LM, prompt: str, answer: str) -> tuple[list[int], torch.Tensor]:
+    """(`top_tokens`, the log-probabilities [vocab] (float32, CPU) at the position that predicts the
+    answer's first token): what locality compares before and after an edit, from the same passes."""
+    tops, first = [], None
     with torch.no_grad():
         for t in targets(lm, prompt, answer):
-            out.append(int(lm.model(input_ids=t.ids, use_cache=False).logits[0, t.pos].argmax()))
-    return out
+            logits = lm.model(input_ids=t.ids, use_cache=False).logits[0, t.pos]
+            tops.append(int(logits.argmax()))
+            if first is None:
+                first = torch.log_softmax(logits.float(), -1).cpu()
+    return tops, first
+
+
+def kl(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> float:
+    """Locality's KL: mean over prompts of KL(before || after) in nats, each a pair of log-probability
+    vectors [vocab]; NaN for none."""
+    if not before:
+        return math.nan
+    return sum(float((b.exp() * (b - a)).sum()) for b, a in zip(before, after)) / len(before)
 
 
 def token_accuracy(lm: LM, prompt: str, answer: str) -> float:

@@ -6,10 +6,11 @@ import math
 
 from ..stats import bootstrap_mean
 
-METRICS = ("reliability", "generalization", "locality", "portability", "fluency")
-# the goal for kn-opt: single edits, and each relation's edits at once
+METRICS = ("reliability", "generalization", "locality", "locality_kl", "portability", "fluency")
+# the goal for kn-opt: single edits, and batches of GOAL_BATCH edits at once
 GOAL = {"single": {"reliability": 0.95, "generalization": 0.70, "locality": 0.90},
         "batch": {"reliability": 0.80, "locality": 0.85}}
+GOAL_BATCH = 100
 
 
 def by_method(edits, order=None):
@@ -31,6 +32,11 @@ def by_method(edits, order=None):
     if order is not None and len(out):
         out = out.set_index("method").reindex([m for m in order if m in set(out.method)]).reset_index()
     return out
+
+
+def by_batch(edit_batches, order=None) -> dict:
+    """{batch size: `by_method` of the edits made in batches of that size} (the `edit_batches` table)."""
+    return {int(n): by_method(g, order) for n, g in edit_batches.groupby("batch")}
 
 
 def goal(summary, kind: str = "single", method: str = "kn-opt") -> tuple[bool | None, str]:

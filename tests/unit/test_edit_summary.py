@@ -33,3 +33,12 @@ def test_goal_verdict_names_each_metric():
     met, _ = S.goal(s, "batch")
     assert met is True
     assert S.goal(s, method="ft")[0] is None
+
+
+def test_by_batch_summarises_each_batch_size_apart():
+    t = pd.concat([_table().assign(batch=10), _table().assign(batch=100, reliability=0.0)])
+    got = S.by_batch(t, order=["kn-opt", "rome"])
+    assert sorted(got) == [10, 100] and list(got[100].method) == ["kn-opt", "rome"]
+    assert got[10].set_index("method").loc["kn-opt", "reliability"] == pytest.approx(0.875)
+    assert (got[100].reliability == 0).all() and S.goal(got[S.GOAL_BATCH], "batch")[0] is False
+    assert "locality_kl" in S.METRICS and math.isnan(got[10].locality_kl.iloc[0])  # not in this table: NaN

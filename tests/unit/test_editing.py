@@ -441,6 +441,12 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
             for f in ("b", "c")]
     assert row.locality == sum(same) / 2 and row.locality_relation == same[0] and row.locality_other == same[1]
     assert row.old_kept == float(int(_logits(copy_, tok, PROMPTS["a"]).argmax()) == _token(tok, "Paris"))
+    # the KL of the neighbours' next-token distributions, before || after, by torch's kl_div
+    kls = [float(torch.nn.functional.kl_div(torch.log_softmax(_logits(copy_, tok, PROMPTS[f]).float(), -1),
+                                            torch.log_softmax(_logits(lm.model, tok, PROMPTS[f]).float(), -1),
+                                            log_target=True, reduction="sum")) for f in ("b", "c")]
+    assert row.locality_kl == pytest.approx(sum(kls) / 2, rel=1e-4, abs=1e-7) and max(kls) > 0
+    assert res.edits.set_index(["fact_id", "method"]).loc[("a", "scale"), "locality_kl"] >= 0
 
 
 EDIT_CHANGED = {"edit_fluency": 0, "edit_batches": (2, 3), "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,

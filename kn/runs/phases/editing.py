@@ -264,7 +264,7 @@ class EditSettings:
 
 
 EDIT_COLUMNS = ["relation", "fact_id", "method", "layer", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
-                "reliability", "generalization", "locality", "locality_relation", "locality_other", "old_kept",
+                "reliability", "generalization", "locality", "locality_relation", "locality_other", "locality_kl", "old_kept",
                 "n_reverse", "portability", "portability_before", "reverse_known", "reverse_kept",
                 "fluency", "fluency_before", "edit_seconds", "seconds"]
 
@@ -341,7 +341,7 @@ class Edit(_Edits):
         """One planned edit ready to measure: its request, edit prompts, held paraphrases, neighbours and
         their top tokens on the unedited model."""
         from ...edits import Request
-        from ...edits.metrics import accuracy, top_tokens
+        from ...edits.metrics import accuracy, readings
 
         n = self.settings.edit_prompts
         made, held = u.prompts[:n], u.prompts[n:]
@@ -352,7 +352,7 @@ class Edit(_Edits):
         reverse = {"new": self.reverse_items(lm, u.fact_id, u.new, language),
                    "old": self.reverse_items(lm, u.fact_id, u.old, language)}
         return {"u": u, "request": req, "made": made, "held": held, "sides": sides, "reverse": reverse,
-                "before": {k: [top_tokens(lm, p, a) for p, a in v] for k, v in sides.items()},
+                "before": {k: [readings(lm, p, a) for p, a in v] for k, v in sides.items()},
                 "reverse_before": {k: accuracy(lm, v) for k, v in reverse.items()},
                 "fluency_before": self.fluency(lm, u.fact_id, p0)}
 
@@ -369,7 +369,7 @@ class Edit(_Edits):
     def measure(self, lm, name: str, cases: Sequence[dict]) -> list[dict]:
         """Method `name` edits every case at once; each case's metrics, and the edit's seconds."""
         from ...edits import edit, method
-        from ...edits.metrics import accuracy, agreement, top_tokens
+        from ...edits.metrics import accuracy, agreement, kl, readings
 
         m = method(name, **options(self.settings.edit_options).get(name, {}))
         rows = []
@@ -379,15 +379,17 @@ class Edit(_Edits):
             seconds = time.perf_counter() - t0
             for c in cases:
                 new = c["u"].new
-                after = {k: [top_tokens(lm, p, a) for p, a in v] for k, v in c["sides"].items()}
-                b = c["before"]
+                after = {k: [readings(lm, p, a) for p, a in v] for k, v in c["sides"].items()}
+                b, a = ({k: [r[0] for r in v] for k, v in x.items()} for x in (c["before"], after))
+                both = [r[1] for v in c["before"].values() for r in v], [r[1] for v in after.values() for r in v]
                 rows.append({"fact_id": c["u"].fact_id,
                              "reliability": accuracy(lm, [(p, with_object(a, new)) for p, a in c["made"]]),
                              "generalization": accuracy(lm, [(p, with_object(a, new)) for p, a in c["held"]]),
                              "old_kept": accuracy(lm, list(c["made"])),
-                             "locality_relation": agreement(b["relation"], after["relation"]),
-                             "locality_other": agreement(b["other"], after["other"]),
-                             "locality": agreement(b["relation"] + b["other"], after["relation"] + after["other"]),
+                             "locality_relation": agreement(b["relation"], a["relation"]),
+                             "locality_other": agreement(b["other"], a["other"]),
+                             "locality": agreement(b["relation"] + b["other"], a["relation"] + a["other"]),
+                             "locality_kl": kl(*both),
                              "portability": accuracy(lm, c["reverse"]["new"]),
                              "portability_before": c["reverse_before"]["new"],
                              "reverse_known": c["reverse_before"]["old"],
