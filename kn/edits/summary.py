@@ -6,7 +6,7 @@ import math
 
 from ..stats import bootstrap_mean
 
-METRICS = ("reliability", "generalization", "locality", "locality_kl", "portability", "fluency")
+METRICS = ("reliability", "generalization", "locality", "locality_kl", "portability", "synonymy", "fluency")
 # the goal for kn-opt: single edits, and batches of GOAL_BATCH edits at once
 GOAL = {"single": {"reliability": 0.95, "generalization": 0.70, "locality": 0.90},
         "batch": {"reliability": 0.80, "locality": 0.85}}

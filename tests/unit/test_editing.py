@@ -586,6 +586,41 @@ def test_portability_against_a_hand_edited_copy(planted, monkeypatch, tmp_path):
     assert row.reverse_kept == float(int(_logits(copy_, tok, "the capital of Paris is").argmax()) == france)
 
 
+def test_synonym_query_asks_for_the_new_objects_synonym_of_the_same_subject():
+    from kn.edits import portability
+
+    field = Fact("P101/x", "P101", {"en": "Niels Bohr"}, {"en": "physics"}, {"en": ["[X] works in the field of [Y]."]})
+    q = portability.synonym_fact(field, "chemistry", "en")
+    assert q.object["en"] == "chemist" and q.subject["en"] == "Niels Bohr"
+    assert q.causal_prompts("en")[0] == "Niels Bohr is a famous" and len(q.causal_prompts("en")) == 3
+    assert portability.synonym_fact(field, "manga", "en") is None  # no occupation for it
+    assert portability.synonym_fact(field, "chemistry", "fr") is None  # no French map
+    other = Fact("P19/x", "P19", {"en": "Kafka"}, {"en": "Prague"}, {"en": ["[X] was born in [Y]."]})
+    assert portability.synonym_fact(other, "Berlin", "en") is None
+    assert all(" " not in w and w.islower() for w in portability.OCCUPATIONS.values())
+
+
+def test_synonymy_against_a_hand_edited_copy(planted, monkeypatch, tmp_path):
+    """r1's objects given synonyms (Japan -> Tokyo, Paris -> Italian) and a synonym query "[X] speaks [Y]":
+    after "the capital of France is" Paris -> Japan, "France speaks" is asked for Tokyo (the new object's
+    synonym) and Italian (the old one's), on the edited model and before it; checked on a copy edited by hand."""
+    from kn.edits import portability
+
+    lm, res0, _ = planted
+    tok = lm.tokenizer
+    monkeypatch.setattr(portability, "SYNONYMS", {"r1": {"en": (("[X] speaks [Y]",), {"Japan": "Tokyo", "Paris": "Italian"})}})
+    res = _edit_run(lm, tmp_path / "run", edit_methods=("dai",), edit_fluency=0)
+    row = res.edits.set_index("fact_id").loc["a"]
+    assert (res.edits.n_synonym == 1).all()  # a's new object Japan -> Tokyo, b's Paris -> Italian
+    copy_ = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
+    top = {m: int(_logits(m, tok, "France speaks").argmax()) for m in (lm.model, copy_)}
+    assert row.synonymy == float(top[copy_] == _token(tok, "Tokyo"))
+    assert row.synonymy_before == float(top[lm.model] == _token(tok, "Tokyo"))
+    assert row.synonym_known == float(top[lm.model] == _token(tok, "Italian"))
+    assert row.synonym_kept == float(top[copy_] == _token(tok, "Italian"))
+    assert row.n_reverse == 0 and math.isnan(row.portability)
+
+
 def test_fluency_is_romes_generation_entropy():
     from kn.edits.metrics import fluency, words
 

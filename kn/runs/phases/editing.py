@@ -266,6 +266,7 @@ class EditSettings:
 EDIT_COLUMNS = ["relation", "fact_id", "method", "layer", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
                 "reliability", "generalization", "locality", "locality_relation", "locality_other", "locality_kl", "old_kept",
                 "n_reverse", "portability", "portability_before", "reverse_known", "reverse_kept",
+                "n_synonym", "synonymy", "synonymy_before", "synonym_known", "synonym_kept",
                 "fluency", "fluency_before", "edit_seconds", "seconds"]
 
 
@@ -308,16 +309,21 @@ class Edit(_Edits):
         self._fact = {f.fact_id: f for f in facts}
         self._reverse_templates = reverse_templates(facts)
 
-    def reverse_items(self, lm, fact_id: str, obj: str, language: str) -> list:
-        """(prompt, answer) pairs of the reverse query about `obj` (`kn.edits.portability`); [] if none."""
-        from ...edits.portability import reverse_fact
+    def consequence_items(self, lm, fact_id: str, obj: str, language: str) -> dict[str, list]:
+        """{"reverse": ..., "synonym": ...}: (prompt, answer) pairs of the reverse query about `obj` and of
+        the synonym query for `obj` (`kn.edits.portability`); [] where there is none."""
+        from ...edits.portability import reverse_fact, synonym_fact
 
-        rev = reverse_fact(self._fact[fact_id], obj, language, self._reverse_templates)
-        try:
-            prompts, answers, _ = fact_queries(lm, rev, language) if rev else ([], [], None)
-        except ValueError:
-            return []
-        return list(zip(prompts, answers))
+        fact = self._fact[fact_id]
+        out = {}
+        for kind, q in (("reverse", reverse_fact(fact, obj, language, self._reverse_templates)),
+                        ("synonym", synonym_fact(fact, obj, language))):
+            try:
+                prompts, answers, _ = fact_queries(lm, q, language) if q else ([], [], None)
+            except ValueError:
+                prompts, answers = [], []
+            out[kind] = list(zip(prompts, answers))
+        return out
 
     def plan(self, relation: str, state: State) -> dict:
         """{fact_id: (rank, kn.editing.Update)}: the relation's planned edits in `state`'s language."""
@@ -349,11 +355,11 @@ class Edit(_Edits):
         req = Request(tuple(p for p, _ in made), a0, with_object(a0, u.new),
                       self._fact[u.fact_id].subject.get(language), tuple(u.neurons), self.keep_prompts(u, language))
         sides = {"relation": list(u.intra), "other": list(u.inter)}
-        reverse = {"new": self.reverse_items(lm, u.fact_id, u.new, language),
-                   "old": self.reverse_items(lm, u.fact_id, u.old, language)}
-        return {"u": u, "request": req, "made": made, "held": held, "sides": sides, "reverse": reverse,
+        new, old = (self.consequence_items(lm, u.fact_id, o, language) for o in (u.new, u.old))
+        queries = {kind: {"new": new[kind], "old": old[kind]} for kind in new}  # kind -> object -> items
+        return {"u": u, "request": req, "made": made, "held": held, "sides": sides, "queries": queries,
                 "before": {k: [readings(lm, p, a) for p, a in v] for k, v in sides.items()},
-                "reverse_before": {k: accuracy(lm, v) for k, v in reverse.items()},
+                "queries_before": {kind: {o: accuracy(lm, v) for o, v in q.items()} for kind, q in queries.items()},
                 "fluency_before": self.fluency(lm, u.fact_id, p0)}
 
     def fluency(self, lm, fact_id: str, prompt: str) -> float:
@@ -390,10 +396,7 @@ class Edit(_Edits):
                              "locality_other": agreement(b["other"], a["other"]),
                              "locality": agreement(b["relation"] + b["other"], a["relation"] + a["other"]),
                              "locality_kl": kl(*both),
-                             "portability": accuracy(lm, c["reverse"]["new"]),
-                             "portability_before": c["reverse_before"]["new"],
-                             "reverse_known": c["reverse_before"]["old"],
-                             "reverse_kept": accuracy(lm, c["reverse"]["old"]),
+                             **self.consequences(lm, c),
                              "fluency": self.fluency(lm, c["u"].fact_id, c["made"][0][0]),
                              "fluency_before": c["fluency_before"]})
         n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
@@ -402,11 +405,27 @@ class Edit(_Edits):
             r.update(n_neurons=n_neurons, n_params=n_params, edit_seconds=round(seconds, 3))
         return rows
 
+    # the consequence queries' columns: kind -> (after, before, the old object's before, ... after)
+    CONSEQUENCES = {"reverse": ("portability", "portability_before", "reverse_known", "reverse_kept"),
+                    "synonym": ("synonymy", "synonymy_before", "synonym_known", "synonym_kept")}
+
+    def consequences(self, lm, c: dict) -> dict:
+        """Each consequence query's accuracy on the edited model, for the new object and the old one,
+        beside the same before the edit."""
+        from ...edits.metrics import accuracy
+
+        out = {}
+        for kind, (after, before, known, kept) in self.CONSEQUENCES.items():
+            q, b = c["queries"][kind], c["queries_before"][kind]
+            out |= {after: accuracy(lm, q["new"]), before: b["new"], known: b["old"], kept: accuracy(lm, q["old"])}
+        return out
+
     @staticmethod
     def about(c: dict) -> dict:
         u = c["u"]
         return {"old": u.old, "new": u.new, "n_edit_prompts": len(c["made"]), "n_held": len(c["held"]),
-                "n_neighbours": len(u.intra) + len(u.inter), "n_reverse": len(c["reverse"]["new"])}
+                "n_neighbours": len(u.intra) + len(u.inter), "n_reverse": len(c["queries"]["reverse"]["new"]),
+                "n_synonym": len(c["queries"]["synonym"]["new"])}
 
     def run_fact(self, lm, fact, state: State) -> dict:
         _, u = self.plan(fact.relation, state)[fact.fact_id]
