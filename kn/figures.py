@@ -83,3 +83,35 @@ def specificity_figure(summaries: dict):
         ax.minorticks_off()
     axes[-1].legend(fontsize=7, ncol=2, loc="lower left")
     return fig
+
+
+def layer_map_figure(per_fact, effects=None, title: str = ""):
+    """A Figure: the heat map of knowledge neurons per fact [relation x layer] (`kn.layer_map.layer_map`),
+    and beside it, per relation, the effects of zeroing each fact's set (`kn.layer_map.effects`: change
+    of P(gold) for the fact, and for a fact of another relation)."""
+    from matplotlib.figure import Figure
+
+    n_rel, n_layers = per_fact.shape
+    fig = Figure(figsize=(min(4 + 0.35 * n_layers, 14) + (3 if effects is not None else 0), 1.5 + 0.25 * n_rel),
+                 dpi=90, layout="constrained")
+    if effects is not None:
+        heat, side = fig.subplots(1, 2, sharey=True, width_ratios=[3, 1])
+    else:
+        heat, side = fig.subplots(1, 1), None
+    im = heat.imshow(per_fact.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
+    heat.set_xticks(range(n_layers), [str(c) for c in per_fact.columns], fontsize=7)
+    heat.set_yticks(range(n_rel), [str(r) for r in per_fact.index], fontsize=7)
+    heat.set(xlabel="layer", ylabel="relation")
+    fig.colorbar(im, ax=heat, shrink=0.8, pad=0.01, label="knowledge neurons per fact")
+    if side is not None:
+        e = effects.reindex(per_fact.index)
+        y = np.arange(n_rel)
+        h = 0.8 / max(1, e.shape[1])
+        for j, c in enumerate(e.columns):
+            side.barh(y + (j - (e.shape[1] - 1) / 2) * h, e[c].to_numpy(dtype=float) * 100, height=h, label=c)
+        side.axvline(0, color="black", lw=0.8)
+        side.set_xlabel("change of P(gold), %")
+        side.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -10,6 +10,7 @@
 #   bash book/results/record.sh edits PARAREL_DIR  # "Editing": every edit method on 12 relations x 20 edits, gemma-3-270m
 #   bash book/results/record.sh agreement PARAREL_DIR  # "How many steps": cheaper settings against the paper's
 #   bash book/results/record.sh verbfinal BMLAMA_DIR  # "Language-independent": LIKN in English and Japanese (verb-final)
+#   bash book/results/record.sh map PARAREL_DIR  # "Knowledge neurons at scale": every relation, the fast two-stage setting
 # The runs live in runs/ (not in the repository). The quadrature: gemma-3-270m at gauss_legendre 6, what
 # `kn calibrate` picked for the AMIG baseline on facts outside these relations (book/results/calibration/
 # gemma-3-270m-amig); smollm2-135m at the paper's setting, which calibration keeps on that model (chapter
@@ -115,6 +116,14 @@ edits() {  # edits MODEL PARAREL_DIR: single edits (20 per relation), and batche
     kn record "runs/edits/$m" "book/results/edits/$m"
 }
 
+map() {  # map MODEL PARAREL_DIR: every PARAREL relation (30 known facts each; one-template relations too),
+         # at the two-stage fast setting: issue 31's whole map of a causal LM
+    local m=$1 data="pararel:$2"
+    kn run --model "$m" --data "$data" --facts-per-relation 30 --known --rule gauss_legendre --steps 6 --screen 3 \
+        --min-prompts 1 --out "runs/map/$m"
+    kn record "runs/map/$m" "book/results/map/$m"
+}
+
 critique() {  # critique MODEL: the same locate and verify on built-in facts and on the agreement set
     local m=$1 data
     for data in builtin agreement; do
@@ -136,7 +145,9 @@ case "${1:-}" in
                agreement gemma-3-270m "$2" 23; agreement smollm2-135m "$2" 12 ;;
     verbfinal) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh verbfinal BMLAMA_DIR" >&2; exit 2; }
                verbfinal gemma-3-270m "$2" ;;
+    map) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh map PARAREL_DIR" >&2; exit 2; }
+         map gemma-3-270m "$2" ;;
     edits) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh edits PARAREL_DIR" >&2; exit 2; }
            edits gemma-3-270m "$2" ;;
-    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR|agreement PARAREL_DIR|verbfinal BMLAMA_DIR" >&2; exit 2 ;;
+    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR|agreement PARAREL_DIR|verbfinal BMLAMA_DIR|map PARAREL_DIR" >&2; exit 2 ;;
 esac

@@ -156,7 +156,8 @@ class RunSettings:
                 d.pop(k)
         per_phase = []
         for n in phases:
-            fields = {**flat.get(n, {}), **nested.get(n, {})}
+            retired = getattr(PHASES[n].Settings, "retired", ())  # settings a phase no longer has: dropped
+            fields = {k: v for k, v in {**flat.get(n, {}), **nested.get(n, {})}.items() if k not in retired}
             names = {f.name: f for f in dataclasses.fields(PHASES[n].Settings)}
             extra = sorted(set(fields) - set(names))
             if extra:

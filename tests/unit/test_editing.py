@@ -695,3 +695,16 @@ def test_the_edits_table_names_the_layer_of_each_one_layer_method(planted, tmp_p
     for f in ("a", "b"):
         assert by[(f, "rome")] == 0 and by[(f, "ft")] == round(lm.n_layers / 3)
         assert pd.isna(by[(f, "dai")]) and pd.isna(by[(f, "scale")])
+
+
+def test_a_run_that_recorded_the_retired_edit_batch_setting_resumes_with_its_edits(edited, tmp_path):
+    """config.json of a run made before edit_batches (it says "edit_batch": true) resumes: nothing is redone."""
+    lm, res = edited
+    out = tmp_path / "run"
+    shutil.copytree(res.out_dir, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["settings"]["edit"]["edit_batch"] = True
+    (out / "config.json").write_text(json.dumps(cfg))
+    n = len((out / "journal.jsonl").read_text().splitlines())
+    again = _edit_run(lm, out)
+    assert len((out / "journal.jsonl").read_text().splitlines()) == n and again.edits.equals(res.edits)

@@ -41,9 +41,9 @@ def _validated_runs(commands, monkeypatch) -> dict[str, object]:
     return runs
 
 
-@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits", "agreement", "verbfinal"])
+@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits", "agreement", "verbfinal", "map"])
 def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch):
-    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits", "agreement", "verbfinal") else [mode]))
+    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits", "agreement", "verbfinal", "map") else [mode]))
     assert {c[0] for c in commands} == {"run", "record"}
     runs = _validated_runs(commands, monkeypatch)
     made = set()
@@ -79,6 +79,10 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         v = runs["runs/ml/gemma-3-270m-en-ja-amig"]
         assert v.languages == ("en", "ja") and "crosslingual" in v.phases and v.attribution.baseline == "amig"
         assert "--sentence" in commands[0]
+    if mode == "map":
+        whole = runs["runs/map/gemma-3-270m"]
+        assert "--relations" not in commands[0] and whole.phases == ("locate", "verify")  # every relation
+        assert (whole.attribution.rule, whole.attribution.steps, whole.attribution.screen) == ("gauss_legendre", 6, 3)
     if mode == "critique":
         assert runs["runs/critique/gemma-3-270m-agreement"].languages == ("en", "fr")
     if mode == "ml":

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from contextlib import ExitStack
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from ... import checks
 from ...data.templates import with_object
@@ -244,6 +244,10 @@ def sizes(name: str, v) -> tuple[int, ...]:
 @phase_settings
 class EditSettings:
     """Counterfactual edits with each edit method (`kn.edits`), measured as the field measures them."""
+
+    # edit_batch (each relation's edits at once) became edit_batches (sizes, across relations): a run that
+    # recorded it resumes, its single edits kept
+    retired: ClassVar[tuple] = ("edit_batch",)
 
     edit_methods: tuple = setting(("dai", "scale", "ft", "rome", "kn-opt"), "the edit methods compared on the same edits",
                                   check=check_methods, cli_type=str, nargs="+")
