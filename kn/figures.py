@@ -102,6 +102,7 @@ def layer_map_figure(per_fact, effects=None, title: str = ""):
     heat.set_xticks(range(n_layers), [str(c) for c in per_fact.columns], fontsize=7)
     heat.set_yticks(range(n_rel), [str(r) for r in per_fact.index], fontsize=7)
     heat.set(xlabel="layer", ylabel="relation")
+    heat.grid(False)
     fig.colorbar(im, ax=heat, shrink=0.8, pad=0.01, label="knowledge neurons per fact")
     if side is not None:
         e = effects.reindex(per_fact.index)
