@@ -1,5 +1,7 @@
-"""Drawings of an attribution (matplotlib, no pyplot state): the heatmap of the strongest neurons beside
-the by-layer profile, as a Figure or PNG bytes. The fact explorer shows them; chapters may too."""
+"""Drawings of kn's results as matplotlib Figures (no pyplot state; a chapter shows one by displaying
+it): an attribution's heatmap of the strongest neurons beside its by-layer profile (also as PNG bytes,
+for the fact explorer), the specificity curves, and the views of a run in several languages (LIKN by
+layer and overlap, cross-lingual effects and edits, coverage per language)."""
 from __future__ import annotations
 
 import io
@@ -82,4 +84,79 @@ def specificity_figure(summaries: dict):
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
     axes[-1].legend(fontsize=7, ncol=2, loc="lower left")
+    return fig
+
+
+def likn_layers_figure(sets, n_layers: int, languages, *, q: int = 2, title: str = ""):
+    """A Figure of a run in several languages (`sets`: {language: {fact_id: neurons}}): its knowledge
+    neurons by layer (`kn.likn.by_layer`: one language, >= q, all: LIKN; log scale) beside the
+    language x language mean Jaccard overlap of a fact's neuron sets (`kn.likn.overlap`)."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    from .likn import by_layer, overlap
+
+    fig = Figure(figsize=(11, 3.6))
+    axes = fig.subplots(1, 2)
+    by_layer(sets, n_layers, q=q).set_index("layer").plot.bar(ax=axes[0], width=0.8, logy=True)
+    axes[0].set(ylabel="(fact, neuron) pairs, log scale", title=f"{title}knowledge neurons by layer")
+    jac, _ = overlap(sets, languages)
+    sns.heatmap(jac.astype(float), annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=axes[1])
+    axes[1].set_title("mean Jaccard overlap of a fact's neuron sets")
+    fig.tight_layout()
+    return fig
+
+
+def crosslingual_effects_figure(summ, title: str = ""):
+    """A Figure of a `kn.crosslingual.summary`: a horizontal bar per (condition: source in measured) of
+    the related - unrelated difference with its interval, suppression and amplification side by side
+    (colored by condition: likn, mono, union)."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    d = summ.assign(label=summ.condition + ": " + summ.source + " in " + summ.measured)
+    fig = Figure(figsize=(12, 0.3 * len(d) + 1.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, what in zip(axes, ["suppression", "amplification"]):
+        y, lo, hi = (d[f"{what}_diff{s}"] * 100 for s in ("", "_low", "_high"))
+        ax.barh(d.label, y, xerr=[y - lo, hi - y], capsize=3,
+                color=[sns.color_palette()[i % 3] for i in d.condition.map({"likn": 0, "mono": 1, "union": 2})])
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set(xlabel="related - unrelated, % points", title=f"{title}{what} (95% CI over facts)")
+    fig.tight_layout()
+    return fig
+
+
+def crosslingual_edits_figure(edits, title: str = ""):
+    """A Figure of a `kn.crosslingual.edit_table`: the mean P(new) after / before an edit per measured
+    language (the edited one marked), a bar per kind of neurons edited through (hue), log scale."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    from .crosslingual import edit_ratios
+
+    e = edit_ratios(edits)
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    sns.barplot(e.assign(where=e.measured.where(e.measured != e.edit_language, e.measured + " (edited)")),
+                x="where", y="p_new_ratio", hue="neurons", errorbar=None, ax=ax)
+    ax.set_yscale("log")
+    ax.axhline(1, color="black", lw=0.8)
+    ax.set(xlabel="measured in", ylabel="P(new) after / before", title=f"{title}an edit's reach across languages")
+    fig.tight_layout()
+    return fig
+
+
+def coverage_figure(coverage):
+    """A Figure of a `kn coverage` table indexed by language: facts whose answer is one token, several,
+    or that have no usable prompt (stacked bars), beside the share of the probed facts known."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3))
+    ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    coverage[["single_token", "multi_token", "no_prompt"]].plot.bar(stacked=True, ax=ax[0], width=0.8)
+    ax[0].set(ylabel="facts", xlabel="", title="answers: one token, several, or no usable prompt")
+    coverage["known_share"].plot.bar(ax=ax[1], color="C2", width=0.8)
+    ax[1].set(ylabel="share known", xlabel="", ylim=(0, 1), title=f"known, of {int(coverage.probed.max())} probed")
+    fig.tight_layout()
     return fig

@@ -121,3 +121,11 @@ def set_overlap(a: Mapping[str, Mapping[str, list]], b: Mapping[str, Mapping[str
         v = [len(set(sa[f]) & set(sb[f])) / len(set(sa[f]) | set(sb[f])) for f in sa if sa[f] and sb.get(f)]
         out[lang] = sum(v) / len(v) if v else math.nan
     return out
+
+
+def styled(t, two_decimals=("succ",)):
+    """A table of these metrics (`localization_quality`, `kn.crosslingual.summary`; indexed as it is to
+    be shown) as a pandas Styler: the relative changes (columns starting with suppression or
+    amplification) as signed percents, the `two_decimals` columns with two decimals, NaN as "-"."""
+    pct = [c for c in t.columns if c.startswith(("suppression", "amplification"))]
+    return t.style.format("{:+.1%}", subset=pct, na_rep="-").format("{:.2f}", subset=list(two_decimals), na_rep="-")

@@ -36,3 +36,12 @@ def test_method_label():
     assert quality.method_label({"kind": "ig", "baseline": "amig"}) == "AMIG"
     assert quality.method_label({"kind": "ig", "baseline": "zero"}) == "IG (zero)"
     assert quality.method_label({"kind": "activation"}) == "activation"
+
+
+def test_styled_formats_changes_as_percents_and_the_named_columns_with_two_decimals():
+    t = pd.DataFrame({"method": ["AMIG", "IG"], "suppression_related": [-0.5, math.nan],
+                      "amplification_diff": [0.125, 0.0], "succ": [2.345, math.nan], "facts": [3, 4]}).set_index("method")
+    html = quality.styled(t, ["succ"]).to_html()
+    assert "-50.0%" in html and "+12.5%" in html and "+0.0%" in html
+    assert "2.35" in html and "2.345" not in html
+    assert html.count(">-<") == 2  # the two NaNs
