@@ -160,3 +160,22 @@ def coverage_figure(coverage):
     ax[1].set(ylabel="share known", xlabel="", ylim=(0, 1), title=f"known, of {int(coverage.probed.max())} probed")
     fig.tight_layout()
     return fig
+
+
+def quality_figure(quality):
+    """A Figure of a `kn.quality.localization_quality` table: per (method, language) the mean per-fact
+    difference related - unrelated with its interval, suppression and amplification side by side."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.8))
+    axes = fig.subplots(1, 2, sharey=False)
+    d = quality.assign(x=quality.method + ", " + quality.language)
+    for ax, what in zip(axes, ["suppression", "amplification"]):
+        y, lo, hi = (d[f"{what}_diff{s}"] * 100 for s in ("", "_low", "_high"))
+        ax.bar(d.x, y, yerr=[y - lo, hi - y], capsize=4, color=sns.color_palette()[:len(d)])
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(ylabel="related - unrelated, % points", title=f"{what}: per-fact difference (95% CI)")
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig

@@ -129,3 +129,22 @@ def styled(t, two_decimals=("succ",)):
     amplification) as signed percents, the `two_decimals` columns with two decimals, NaN as "-"."""
     pct = [c for c in t.columns if c.startswith(("suppression", "amplification"))]
     return t.style.format("{:+.1%}", subset=pct, na_rep="-").format("{:.2f}", subset=list(two_decimals), na_rep="-")
+
+
+def against_claim(name: str, quality, method: str = "AMIG", against: str = "IG (zero)") -> str:
+    """Markdown: Chen et al.'s claim (AMIG localizes better than zero-baseline IG) read on a
+    `localization_quality` table named `name`: in how many languages `method`'s Succ is higher, then
+    per language (`compare`) both Succs, suppression differences with intervals, neurons per fact and
+    facts verified."""
+    c = compare(quality, method, against)
+    higher = list(c.language[c.higher_succ]) if len(c) else []
+    lines = [f"**{name}**: {method}'s Succ is higher than zero-baseline IG's in {len(higher)} of {len(c)} languages"
+             f" ({', '.join(higher) or 'none'})."]
+    for r in c.itertuples():
+        lines.append(f"- {r.language}: Succ {r.succ:.2f} vs {r.succ_against:.2f}; suppression related - unrelated "
+                     f"{r.suppression_diff:+.1%} [{r.suppression_diff_low:+.1%}, {r.suppression_diff_high:+.1%}] vs "
+                     f"{r.suppression_diff_against:+.1%} [{r.suppression_diff_low_against:+.1%}, "
+                     f"{r.suppression_diff_high_against:+.1%}]"
+                     f"{' (the intervals overlap)' if r.intervals_overlap else ''}; {r.neurons_per_fact:.1f} vs "
+                     f"{r.neurons_per_fact_against:.1f} neurons per fact, {r.facts:.0f} vs {r.facts_against:.0f} facts verified.")
+    return "\n".join(lines)
