@@ -179,3 +179,38 @@ def quality_figure(quality):
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig
+
+
+def dkn_mean_figure(statements):
+    """A Figure of a statements table (`kn.statements`: relation, kind "true" / "false", dkn_mean): the
+    mean attribution over each relation's DKN set of every statement, true and false side by side."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.4))
+    ax = fig.subplots()
+    if statements.dkn_mean.notna().any():
+        sns.stripplot(statements, x="dkn_mean", y="relation", hue="kind", dodge=True, ax=ax,
+                      palette={"true": "seagreen", "false": "firebrick"})
+    ax.set(xlabel="mean attribution over the relation's DKN set", ylabel="")
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(decided):
+    """A Figure of `kn.factcheck.decisions`: per method the ROC curve of detecting false statements from
+    its score (lower: more likely false; draw 0 of the random sets), its AUC in the legend."""
+    from matplotlib.figure import Figure
+
+    from .factcheck import roc_auc, roc_curve
+
+    fig = Figure(figsize=(5.2, 5))
+    ax = fig.subplots()
+    for method, g in decided[decided.draw == 0].groupby("method", sort=False):
+        fpr, tpr = roc_curve(g.is_false.to_numpy(bool), -g.score.to_numpy(float))
+        ax.plot(fpr, tpr, marker=".", label=f"{method} (AUC {roc_auc(g.is_false, -g.score):.2f})")
+    ax.plot([0, 1], [0, 1], ls=":", c="gray")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="detecting false statements")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
