@@ -214,3 +214,67 @@ def roc_figure(decided):
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def degenerate_layers_figure(pairs, neurons, n_layers: int):
+    """A Figure of a run's degenerate pairs (layer_a, layer_b per pair): how many pairs join each two
+    layers (lower triangle), beside the share of the pairs' neurons and of the knowledge neurons
+    (`neurons`: a layer column) in each layer."""
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.8))
+    axes = fig.subplots(1, 2)
+    grid = np.zeros((n_layers, n_layers), int)
+    for a, b in zip(pairs.layer_a.astype(int), pairs.layer_b.astype(int)):
+        grid[max(a, b), min(a, b)] += 1
+    sns.heatmap(np.where(np.tril(np.ones_like(grid)) > 0, grid, np.nan), cmap="viridis", ax=axes[0],
+                cbar_kws={"label": "pairs"})
+    axes[0].set(xlabel="layer of one neuron", ylabel="layer of the other", title="degenerate pairs by layers")
+    dkn_layers = pd.Series(np.r_[pairs.layer_a, pairs.layer_b].astype(int)).value_counts()
+    kn_layers = neurons.layer.astype(int).value_counts()
+    pd.DataFrame({"in degenerate pairs": dkn_layers / max(dkn_layers.sum(), 1),
+                  "knowledge neurons": kn_layers / max(kn_layers.sum(), 1)}).reindex(range(n_layers)).fillna(0) \
+        .plot.bar(ax=axes[1], width=0.85)
+    axes[1].set(xlabel="layer", ylabel="share of neurons", title="where they sit")
+    fig.tight_layout()
+    return fig
+
+
+def pair_effects_figure(effects, single: float, pair: float):
+    """A Figure of a run's pair_effects: boxes of P / P0 with one neuron of a pair off (each) and both
+    (`kn.dkn_tables.relative_effects`), against the single-neuron rule's line (1 - single) and the
+    pair rule's (1 - pair)."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    from .dkn_tables import relative_effects
+
+    rel = relative_effects(effects)
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    if len(rel):
+        sns.boxplot(rel, ax=ax)
+    ax.axhline(1 - single, ls=":", c="gray")
+    ax.axhline(1 - pair, ls="--", c="firebrick", label=f"pair rule: below {1 - pair:.2f}")
+    ax.set(ylabel="P / P0", title=f"{len(effects)} (prompt, pair) measurements, {effects.fact_id.nunique()} facts")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def suppression_curves_figure(curves, pair: float):
+    """A Figure of P / P0 (`curves`: k top neurons suppressed (index) x facts) per fact (thin) and their
+    median (thick), log scale, against the pair rule's line (1 - pair)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
+    ax.plot(curves.index, curves.to_numpy(), c="steelblue", alpha=0.3, lw=1)
+    ax.plot(curves.index, curves.median(axis=1), c="navy", lw=2.5, label="median over facts")
+    ax.axhline(1 - pair, ls="--", c="firebrick")
+    ax.set(xlabel="top neurons suppressed", ylabel="P / P0", yscale="log", title="suppressed in attribution order")
+    ax.legend()
+    fig.tight_layout()
+    return fig
