@@ -278,3 +278,35 @@ def suppression_curves_figure(curves, pair: float):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def consistency_figure(kinds, threshold: float):
+    """A Figure of `kn.query.consistency_kinds`: the histogram of the facts' consistency by kind, the
+    threshold dashed."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
+    sns.histplot(kinds, x="consistency", hue="kind", bins=20, binrange=(0, 1), ax=ax)
+    ax.axvline(threshold, ls="--", c="gray")
+    ax.set(xlabel="mean pairwise Jaccard of the paraphrases' neuron sets (stand-in)", ylabel="facts")
+    fig.tight_layout()
+    return fig
+
+
+def query_sets_figure(held):
+    """A Figure of a query_localization table with a kind column: per held paraphrase the change with
+    the query-level set suppressed against the fact-level set's, the diagonal drawn."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6, 4.4))
+    ax = fig.subplots()
+    if len(held):
+        sns.scatterplot(held, x="fact_set_change", y="query_set_change", hue="kind", ax=ax, s=50)
+    ax.plot([-1, 0.5], [-1, 0.5], c="gray", lw=0.8)
+    ax.set(xlabel="fact-level set suppressed", ylabel="query-level set suppressed", xlim=(-1.05, 0.5),
+           ylim=(-1.05, 0.5))
+    fig.tight_layout()
+    return fig
