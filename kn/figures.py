@@ -162,9 +162,10 @@ def coverage_figure(coverage):
     return fig
 
 
-def quality_figure(quality):
+def quality_figure(quality, title: str = "per-fact difference (95% CI)"):
     """A Figure of a `kn.quality.localization_quality` table: per (method, language) the mean per-fact
-    difference related - unrelated with its interval, suppression and amplification side by side."""
+    difference related - unrelated with its interval, suppression and amplification side by side (each
+    panel titled "suppression: " / "amplification: " + `title`)."""
     import seaborn as sns
     from matplotlib.figure import Figure
 
@@ -175,7 +176,7 @@ def quality_figure(quality):
         y, lo, hi = (d[f"{what}_diff{s}"] * 100 for s in ("", "_low", "_high"))
         ax.bar(d.x, y, yerr=[y - lo, hi - y], capsize=4, color=sns.color_palette()[:len(d)])
         ax.axhline(0, color="black", lw=0.8)
-        ax.set(ylabel="related - unrelated, % points", title=f"{what}: per-fact difference (95% CI)")
+        ax.set(ylabel="related - unrelated, % points", title=f"{what}: {title}")
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig

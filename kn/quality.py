@@ -148,3 +148,20 @@ def against_claim(name: str, quality, method: str = "AMIG", against: str = "IG (
                      f"{' (the intervals overlap)' if r.intervals_overlap else ''}; {r.neurons_per_fact:.1f} vs "
                      f"{r.neurons_per_fact_against:.1f} neurons per fact, {r.facts:.0f} vs {r.facts_against:.0f} facts verified.")
     return "\n".join(lines)
+
+
+def facts_against_agreement(quality, languages) -> str:
+    """Markdown bullets, per language with both rows of a `localization_quality` table of the methods
+    "facts" and "agreement" (Niu et al.'s critique: the same test on facts and on grammar): the
+    suppression of each set's items and of the other relation's, neurons per item and items."""
+    g = quality.set_index(["method", "language"])
+    lines = []
+    for lang in languages:
+        if ("facts", lang) not in g.index or ("agreement", lang) not in g.index:
+            continue
+        f, a = g.loc[("facts", lang)], g.loc[("agreement", lang)]
+        lines.append(f"- **{lang}**: suppressing the located neurons changes a fact by {f.suppression_related:+.1%} "
+                     f"and an agreement by {a.suppression_related:+.1%} (the other relation's item: "
+                     f"{f.suppression_unrelated:+.1%} / {a.suppression_unrelated:+.1%}); {f.neurons_per_fact:.1f} vs "
+                     f"{a.neurons_per_fact:.1f} neurons per item, over {f.facts:.0f} and {a.facts:.0f} items.")
+    return "\n".join(lines) or "Nothing was located in both sets on this slice."

@@ -83,3 +83,23 @@ def test_quality_figure_a_bar_per_method_and_language():
                                                   "amplification: per-fact difference (95% CI)"]
     assert [p.get_height() for p in sup.patches] == pytest.approx([-50, -30, -20, -10])
     assert [t.get_text() for t in sup.get_xticklabels()] == ["AMIG, en", "IG (zero), en", "AMIG, zh", "IG (zero), zh"]
+
+
+def test_facts_against_agreement_reads_both_sets_per_language():
+    t = pd.DataFrame([quality_row("facts", "en", 2.0, -0.5, -0.6, -0.4, suppression_related=-0.6,
+                                  suppression_unrelated=-0.1, neurons_per_fact=3.0),
+                      quality_row("agreement", "en", 1.0, -0.2, -0.3, -0.1, suppression_related=-0.25,
+                                  suppression_unrelated=0.05, facts=7),
+                      quality_row("facts", "fr", 2.0, -0.5, -0.6, -0.4)], columns=quality.COLUMNS)
+    assert quality.facts_against_agreement(t, ["en", "fr"]) == (
+        "- **en**: suppressing the located neurons changes a fact by -60.0% and an agreement by -25.0% (the other "
+        "relation's item: -10.0% / +5.0%); 3.0 vs 2.5 neurons per item, over 5 and 7 items.")
+    assert quality.facts_against_agreement(t, ["fr"]) == "Nothing was located in both sets on this slice."
+
+
+def test_quality_figure_titles_its_panels():
+    from kn.figures import quality_figure
+
+    fig = quality_figure(two_methods(), "facts vs agreement (95% CI)")
+    assert [ax.get_title() for ax in fig.axes] == ["suppression: facts vs agreement (95% CI)",
+                                                   "amplification: facts vs agreement (95% CI)"]
