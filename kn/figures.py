@@ -311,3 +311,12 @@ def query_sets_figure(held):
            ylim=(-1.05, 0.5))
     fig.tight_layout()
     return fig
+
+
+def point_ticks(ax, points) -> None:
+    """Make `points` (the measured point counts) the only ticks of a log x axis."""
+    from matplotlib.ticker import NullLocator
+
+    ticks = sorted(set(points))
+    ax.set_xticks(ticks, labels=[str(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
