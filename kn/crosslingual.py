@@ -12,10 +12,11 @@ For each fact with knowledge neurons in at least two languages, and each languag
 Each neuron set is suppressed (x `suppress_factor`) and amplified (x `amplify_factor`) at the answer
 position, on the fact's prompts in the measured language and on an unrelated fact's (another
 relation, located in every language, picked per fact by a seeded RNG: `unrelated_fact`). `summary`
-gives the paper's Succ and bootstrap intervals. `fact_edits` goes beyond the paper: the value-slot
-fact update made through the LIKN (and through one language's own neurons), measured in every
-language. The run phases "crosslingual" and "crossedit" (`kn.runs.phases.crosslingual`) do both per
-fact of a run in several languages, journaled with the run.
+gives the paper's Succ and bootstrap intervals (`effects_table`, `reading`: its table and sentences).
+`fact_edits` goes beyond the paper: the value-slot fact update made through the LIKN (and through one
+language's own neurons), measured in every language (`edits_summary`: their means). The run phases
+"crosslingual" and "crossedit" (`kn.runs.phases.crosslingual`) do both per fact of a run in several
+languages, journaled with the run.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ set) falls below a threshold fitted on the train statements (`fit_threshold`); `
 flags for detecting false statements with the standard definitions (`metrics_as_reference`: the
 reference code's, labelled). `decisions` fits every detector of `METHODS` (the paper's, kn's
 classifier, and the baselines) on a statements table (`res.statements` of a run with the phase
-"statements", the model-facing part) and `evaluate` scores them per relation and overall.
+"statements", the model-facing part) and `evaluate` scores them per relation and overall;
+`f1_by_relation`, `overall`, `recorded_overall` and `against_claim` lay out its summaries.
 """
 from __future__ import annotations
 

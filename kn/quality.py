@@ -6,7 +6,8 @@ and amplified, on the fact (related) and on a fact of another relation (unrelate
 phase's other-relation control), as ratios of means over facts, and Succ = |sup_rel / sup_unrel| +
 |amp_rel / amp_unrel|. Ours beside it: the mean per-fact difference related - unrelated with a
 bootstrap interval over facts (Succ divides by an unrelated change that may be near 0), and how
-many knowledge neurons a fact gets.
+many knowledge neurons a fact gets. `styled` formats such tables; `against_claim` and
+`facts_against_agreement` read them in sentences.
 """
 from __future__ import annotations
 

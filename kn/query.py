@@ -6,7 +6,8 @@ consistency is the mean pairwise Jaccard overlap of its paraphrases' coarse neur
 above a threshold count as consistent (K_C), the others as inconsistent (K_I). The comparison,
 leave-one-paraphrase-out: the fact-level set refined from the other paraphrases (as `kn.locate`
 would) against the held paraphrase's own k highest-scoring neurons (query-level: chosen per query),
-k the fact-level set's size, each suppressed on the held paraphrase.
+k the fact-level set's size, each suppressed on the held paraphrase. `consistency_kinds`, `by_kind`,
+`reading` and `recorded_summary` read the tables the run phase "query" writes.
 """
 from __future__ import annotations
 
