@@ -9,21 +9,28 @@ from typing import Iterable
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from .exploring import heatmap_frame, layer_profile, strongest_columns
 from .neuron import Neuron
 
 
+class NotebookFigure(Figure):
+    """A Figure that a notebook shows as a PNG when displayed (no pyplot figure manager draws it), the
+    way the inline backend draws pyplot's: at the figure's dpi, cropped to what is drawn."""
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self, bbox_inches="tight")
+
+
 def attribution_figure(scores: torch.Tensor, *, n: int = 24, neurons: Iterable[Neuron] = (), title: str = ""):
     """A matplotlib Figure: the heatmap of scores [n_layers, width] over the strongest neuron columns
     (located `neurons` boxed), beside the by-layer profile (sum of positive scores)."""
-    from matplotlib.figure import Figure
-
     neurons = list(neurons)
     cols = strongest_columns(scores, n, include=sorted({i for _, i in neurons}))
     frame, profile = heatmap_frame(scores, cols), layer_profile(scores)
     n_layers = scores.shape[0]
-    fig = Figure(figsize=(min(4 + 0.28 * len(cols), 13), 1.6 + 0.22 * n_layers), dpi=90, layout="constrained")
+    fig = NotebookFigure(figsize=(min(4 + 0.28 * len(cols), 13), 1.6 + 0.22 * n_layers), dpi=90, layout="constrained")
     heat, bars = fig.subplots(1, 2, sharey=True, width_ratios=[4, 1])
     v = float(np.abs(frame.to_numpy()).max()) or 1.0
     im = heat.imshow(frame.to_numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-v, vmax=v,
@@ -48,13 +55,13 @@ def attribution_figure(scores: torch.Tensor, *, n: int = 24, neurons: Iterable[N
     return fig
 
 
-def figure_png(fig) -> bytes:
-    """PNG bytes of a matplotlib Figure (no pyplot state involved)."""
+def figure_png(fig, **savefig) -> bytes:
+    """PNG bytes of a matplotlib Figure (no pyplot state involved); `savefig`: more options of it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", **savefig)
     return buf.getvalue()
 
 
@@ -62,9 +69,7 @@ def specificity_figure(summaries: dict):
     """A Figure, a panel per {title: `kn.specificity.summarize` output}: the median change of P(gold)
     of the fact and of its other- and same-relation controls against the common-neuron filter's share,
     per scope (the raw sets as thin lines, within 5% of zero shaded)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.5 * len(summaries), 3.6), layout="constrained")
+    fig = NotebookFigure(figsize=(5.5 * len(summaries), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(summaries), sharey=True))
     colors = {"fact": "C0", "other": "C3", "same": "C1"}
     for ax, (title, s) in zip(axes, summaries.items()):
@@ -92,11 +97,9 @@ def likn_layers_figure(sets, n_layers: int, languages, *, q: int = 2, title: str
     neurons by layer (`kn.likn.by_layer`: one language, >= q, all: LIKN; log scale) beside the
     language x language mean Jaccard overlap of a fact's neuron sets (`kn.likn.overlap`)."""
     import seaborn as sns
-    from matplotlib.figure import Figure
-
     from .likn import by_layer, overlap
 
-    fig = Figure(figsize=(11, 3.6))
+    fig = NotebookFigure(figsize=(11, 3.6))
     axes = fig.subplots(1, 2)
     by_layer(sets, n_layers, q=q).set_index("layer").plot.bar(ax=axes[0], width=0.8, logy=True)
     axes[0].set(ylabel="(fact, neuron) pairs, log scale", title=f"{title}knowledge neurons by layer")
@@ -112,10 +115,8 @@ def crosslingual_effects_figure(summ, title: str = ""):
     the related - unrelated difference with its interval, suppression and amplification side by side
     (colored by condition: likn, mono, union)."""
     import seaborn as sns
-    from matplotlib.figure import Figure
-
     d = summ.assign(label=summ.condition + ": " + summ.source + " in " + summ.measured)
-    fig = Figure(figsize=(12, 0.3 * len(d) + 1.5))
+    fig = NotebookFigure(figsize=(12, 0.3 * len(d) + 1.5))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, what in zip(axes, ["suppression", "amplification"]):
         y, lo, hi = (d[f"{what}_diff{s}"] * 100 for s in ("", "_low", "_high"))
@@ -131,12 +132,10 @@ def crosslingual_edits_figure(edits, title: str = ""):
     """A Figure of a `kn.crosslingual.edit_table`: the mean P(new) after / before an edit per measured
     language (the edited one marked), a bar per kind of neurons edited through (hue), log scale."""
     import seaborn as sns
-    from matplotlib.figure import Figure
-
     from .crosslingual import edit_ratios
 
     e = edit_ratios(edits)
-    fig = Figure(figsize=(7, 3.5))
+    fig = NotebookFigure(figsize=(7, 3.5))
     ax = fig.subplots()
     sns.barplot(e.assign(where=e.measured.where(e.measured != e.edit_language, e.measured + " (edited)")),
                 x="where", y="p_new_ratio", hue="neurons", errorbar=None, ax=ax)
@@ -150,9 +149,7 @@ def crosslingual_edits_figure(edits, title: str = ""):
 def coverage_figure(coverage):
     """A Figure of a `kn coverage` table indexed by language: facts whose answer is one token, several,
     or that have no usable prompt (stacked bars), beside the share of the probed facts known."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3))
+    fig = NotebookFigure(figsize=(10, 3))
     ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
     coverage[["single_token", "multi_token", "no_prompt"]].plot.bar(stacked=True, ax=ax[0], width=0.8)
     ax[0].set(ylabel="facts", xlabel="", title="answers: one token, several, or no usable prompt")
@@ -167,9 +164,7 @@ def quality_figure(quality, title: str = "per-fact difference (95% CI)"):
     difference related - unrelated with its interval, suppression and amplification side by side (each
     panel titled "suppression: " / "amplification: " + `title`)."""
     import seaborn as sns
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.8))
+    fig = NotebookFigure(figsize=(11, 3.8))
     axes = fig.subplots(1, 2, sharey=False)
     d = quality.assign(x=quality.method + ", " + quality.language)
     for ax, what in zip(axes, ["suppression", "amplification"]):
@@ -186,9 +181,7 @@ def dkn_mean_figure(statements):
     """A Figure of a statements table (`kn.statements`: relation, kind "true" / "false", dkn_mean): the
     mean attribution over each relation's DKN set of every statement, true and false side by side."""
     import seaborn as sns
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3.4))
+    fig = NotebookFigure(figsize=(7, 3.4))
     ax = fig.subplots()
     if statements.dkn_mean.notna().any():
         sns.stripplot(statements, x="dkn_mean", y="relation", hue="kind", dodge=True, ax=ax,
@@ -201,11 +194,9 @@ def dkn_mean_figure(statements):
 def roc_figure(decided):
     """A Figure of `kn.factcheck.decisions`: per method the ROC curve of detecting false statements from
     its score (lower: more likely false; draw 0 of the random sets), its AUC in the legend."""
-    from matplotlib.figure import Figure
-
     from .factcheck import roc_auc, roc_curve
 
-    fig = Figure(figsize=(5.2, 5))
+    fig = NotebookFigure(figsize=(5.2, 5))
     ax = fig.subplots()
     for method, g in decided[decided.draw == 0].groupby("method", sort=False):
         fpr, tpr = roc_curve(g.is_false.to_numpy(bool), -g.score.to_numpy(float))
@@ -223,9 +214,7 @@ def degenerate_layers_figure(pairs, neurons, n_layers: int):
     (`neurons`: a layer column) in each layer."""
     import pandas as pd
     import seaborn as sns
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.8))
+    fig = NotebookFigure(figsize=(11, 3.8))
     axes = fig.subplots(1, 2)
     grid = np.zeros((n_layers, n_layers), int)
     for a, b in zip(pairs.layer_a.astype(int), pairs.layer_b.astype(int)):
@@ -248,12 +237,10 @@ def pair_effects_figure(effects, single: float, pair: float):
     (`kn.dkn_tables.relative_effects`), against the single-neuron rule's line (1 - single) and the
     pair rule's (1 - pair)."""
     import seaborn as sns
-    from matplotlib.figure import Figure
-
     from .dkn_tables import relative_effects
 
     rel = relative_effects(effects)
-    fig = Figure(figsize=(7, 3.6))
+    fig = NotebookFigure(figsize=(7, 3.6))
     ax = fig.subplots()
     if len(rel):
         sns.boxplot(rel, ax=ax)
@@ -268,9 +255,7 @@ def pair_effects_figure(effects, single: float, pair: float):
 def suppression_curves_figure(curves, pair: float):
     """A Figure of P / P0 (`curves`: k top neurons suppressed (index) x facts) per fact (thin) and their
     median (thick), log scale, against the pair rule's line (1 - pair)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3.6))
+    fig = NotebookFigure(figsize=(7, 3.6))
     ax = fig.subplots()
     ax.plot(curves.index, curves.to_numpy(), c="steelblue", alpha=0.3, lw=1)
     ax.plot(curves.index, curves.median(axis=1), c="navy", lw=2.5, label="median over facts")
@@ -285,9 +270,7 @@ def consistency_figure(kinds, threshold: float):
     """A Figure of `kn.query.consistency_kinds`: the histogram of the facts' consistency by kind, the
     threshold dashed."""
     import seaborn as sns
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3))
+    fig = NotebookFigure(figsize=(7, 3))
     ax = fig.subplots()
     sns.histplot(kinds, x="consistency", hue="kind", bins=20, binrange=(0, 1), ax=ax)
     ax.axvline(threshold, ls="--", c="gray")
@@ -300,9 +283,7 @@ def query_sets_figure(held):
     """A Figure of a query_localization table with a kind column: per held paraphrase the change with
     the query-level set suppressed against the fact-level set's, the diagonal drawn."""
     import seaborn as sns
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.6, 4.4))
+    fig = NotebookFigure(figsize=(4.6, 4.4))
     ax = fig.subplots()
     if len(held):
         sns.scatterplot(held, x="fact_set_change", y="query_set_change", hue="kind", ax=ax, s=50)
