@@ -168,3 +168,30 @@ def calibrate(lm: LM, queries: Sequence[tuple[str, str]], settings: IG | None = 
     chosen, grid = search(measure, [(r, m) for r in rules for m in dict.fromkeys(steps) if accepts(r, m)], bounds)
     r, m, errs = chosen or (*against, measure(*against))
     return Calibration(setting(r, m), errs, bounds, None if tolerance is not None else against, exact, tuple(grid))
+
+
+def timed_against_exact(lm: LM, prompt: str, answer: str, settings: Sequence[tuple[str, int]], exact: int):
+    """A row per (rule, steps) of `settings` on one prompt, against a Gauss-Legendre integral of `exact`
+    nodes: the setting, its `relative_error`, the seconds its attribution took on this machine, the size
+    of its coarse set (`kn.localization.coarse`) and that set's Jaccard with the exact integral's."""
+    import time
+
+    import pandas as pd
+
+    from .localization import coarse
+
+    def timed(rule, steps):
+        t = time.perf_counter()
+        scores = attribute(lm, prompt, answer, rule=rule, steps=steps).double()
+        return scores, time.perf_counter() - t
+
+    ref, _ = timed("gauss_legendre", exact)
+    exact_set = coarse(ref.float())
+    rows = []
+    for rule, steps in settings:
+        scores, secs = timed(rule, steps)
+        found = coarse(scores.float())
+        rows.append({"setting": f"{rule}, {steps}", "error": relative_error(scores, ref), "seconds": secs,
+                     "coarse set": len(found),
+                     "coarse-set Jaccard with exact": len(found & exact_set) / max(1, len(found | exact_set))})
+    return pd.DataFrame(rows)

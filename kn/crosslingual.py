@@ -12,10 +12,11 @@ For each fact with knowledge neurons in at least two languages, and each languag
 Each neuron set is suppressed (x `suppress_factor`) and amplified (x `amplify_factor`) at the answer
 position, on the fact's prompts in the measured language and on an unrelated fact's (another
 relation, located in every language, picked per fact by a seeded RNG: `unrelated_fact`). `summary`
-gives the paper's Succ and bootstrap intervals. `fact_edits` goes beyond the paper: the value-slot
-fact update made through the LIKN (and through one language's own neurons), measured in every
-language. The run phases "crosslingual" and "crossedit" (`kn.runs.phases.crosslingual`) do both per
-fact of a run in several languages, journaled with the run.
+gives the paper's Succ and bootstrap intervals (`effects_table`, `reading`: its table and sentences).
+`fact_edits` goes beyond the paper: the value-slot fact update made through the LIKN (and through one
+language's own neurons), measured in every language (`edits_summary`: their means). The run phases
+"crosslingual" and "crossedit" (`kn.runs.phases.crosslingual`) do both per fact of a run in several
+languages, journaled with the run.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from . import checks
 from .editing import LAMBDA1, LAMBDA2
 from .likn import fact_likn
 from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
+from .quality import styled
 from .stats import bootstrap_mean, succ
 from .verification import effect, ratio_of_means
 
@@ -160,6 +162,36 @@ def summary(t, *, seed: int = 0, level: float = 0.95):
     return pd.DataFrame(rows, columns=SUMMARY)
 
 
+KEYS = ["condition", "source", "measured"]
+
+
+def effects_table(summ):
+    """A `summary` indexed by (condition, source, measured) as a Styler: relative changes and their
+    differences as signed percents, Succ with two decimals."""
+    return styled(summ.set_index(KEYS), ["succ"])
+
+
+def reading(summ, languages: Sequence[str]) -> str:
+    """Markdown bullets of a `summary`: per ordered language pair (A, B), the suppression in B by B's
+    own neurons against A's (related, then unrelated), and per language the LIKN's suppression and
+    amplification over how many facts."""
+    g = summ.set_index(KEYS)
+    lines = []
+    for a in languages:
+        for b in languages:
+            if a != b and ("mono", a, b) in g.index and ("mono", b, b) in g.index:
+                own, cross = g.loc[("mono", b, b)], g.loc[("mono", a, b)]
+                lines.append(f"- In **{b}**, suppressing {b}'s own neurons changes the fact by "
+                             f"{own.suppression_related:+.1%}, {a}'s neurons by {cross.suppression_related:+.1%} "
+                             f"(unrelated: {own.suppression_unrelated:+.1%} / {cross.suppression_unrelated:+.1%}).")
+    for m in languages:
+        if ("likn", "all", m) in g.index:
+            r = g.loc[("likn", "all", m)]
+            lines.append(f"- The LIKN alone, measured in **{m}**: {r.suppression_related:+.1%} suppressed, "
+                         f"{r.amplification_related:+.1%} amplified, over {r.facts:.0f} facts.")
+    return "\n".join(lines) or "No fact has neurons in two languages here."
+
+
 # -- cross-lingual editing -----------------------------------------------------------------------
 EDIT_COLUMNS = ["fact_id", "relation", "edit_language", "neurons", "n_neurons", "old", "new", "measured",
                 "n_prompts", "n_right", "success", "changed", "p_old_before", "p_old_after", "p_new_before",
@@ -248,3 +280,16 @@ def edit_table(records):
                          "p_old_before": b[:, 0].mean(), "p_old_after": a[:, 0].mean(),
                          "p_new_before": b[:, 2].mean(), "p_new_after": a[:, 2].mean()})
     return pd.DataFrame(rows, columns=EDIT_COLUMNS)
+
+
+def edit_ratios(edits):
+    """An `edit_table` with p_new_ratio and p_old_ratio: P(new) and P(old) after the edit / before."""
+    return edits.assign(p_new_ratio=edits.p_new_after / edits.p_new_before,
+                        p_old_ratio=edits.p_old_after / edits.p_old_before)
+
+
+def edits_summary(edits):
+    """Per (edit_language, neurons, measured) of an `edit_table`: the mean n_neurons, success, changed
+    and P(old) / P(new) ratios (`edit_ratios`), rounded to 3 decimals."""
+    return edit_ratios(edits).groupby(["edit_language", "neurons", "measured"])[
+        ["n_neurons", "success", "changed", "p_old_ratio", "p_new_ratio"]].mean().round(3)

@@ -7,7 +7,8 @@ set) falls below a threshold fitted on the train statements (`fit_threshold`); `
 flags for detecting false statements with the standard definitions (`metrics_as_reference`: the
 reference code's, labelled). `decisions` fits every detector of `METHODS` (the paper's, kn's
 classifier, and the baselines) on a statements table (`res.statements` of a run with the phase
-"statements", the model-facing part) and `evaluate` scores them per relation and overall.
+"statements", the model-facing part) and `evaluate` scores them per relation and overall;
+`f1_by_relation`, `overall`, `recorded_overall` and `against_claim` lay out its summaries.
 """
 from __future__ import annotations
 
@@ -243,3 +244,42 @@ def roc_curve(positive: Sequence[bool], score: Sequence[float]) -> tuple[np.ndar
     tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
     n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
     return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+
+
+def f1_by_relation(summary):
+    """An `evaluate` summary's F1 as a methods (rows, in `METHODS` order) x relations table, the pooled
+    "all" last, rounded to 3 decimals."""
+    t = summary.pivot(index="method", columns="relation", values="f1")
+    order = [m for m in METHODS if m in t.index]
+    return t[[c for c in t.columns if c != "all"] + ["all"]].reindex(order).round(3)
+
+
+def overall(summary):
+    """An `evaluate` summary's rows pooled over relations, indexed by method in `METHODS` order, with
+    what each method is (column "what", first), rounded to 3 decimals."""
+    t = summary[summary.relation == "all"].set_index("method").reindex(
+        [m for m in METHODS if m in set(summary.method)])
+    t.insert(0, "what", [METHODS[m] for m in t.index])
+    return t.drop(columns="relation").round(3)
+
+
+def recorded_overall(summaries):
+    """{model: `evaluate` summary} side by side: per method (rows), each model's pooled F1, accuracy and
+    ROC AUC (columns model, metric), rounded to 3 decimals."""
+    import pandas as pd
+
+    return pd.concat({m: s[s.relation == "all"].set_index("method")[["f1", "accuracy", "roc_auc"]]
+                      for m, s in summaries.items()}, axis=1).round(3)
+
+
+def against_claim(summary) -> str:
+    """One sentence on an `evaluate` summary against Chen et al.'s claim (DKN beats the model's argmax
+    in F1): DKN's pooled F1 against argmax's, the other DKN-based and control methods' beside them."""
+    g = summary[summary.relation == "all"].set_index("method").f1
+    if "dkn" not in g or np.isnan(g.get("dkn", np.nan)):
+        return "No relation of this slice has a DKN set with test statements: nothing to compare."
+    verdict = "higher than" if g["dkn"] > g["argmax"] else "not higher than"
+    extra = "; ".join(f"{m} {g[m]:.2f}" for m in ("dkn-classifier", "p-pair", "random", "all-kn") if m in g)
+    n = int(summary[(summary.relation == "all") & (summary.method == "dkn")].n.iloc[0])
+    return (f"DKN F1 {g['dkn']:.2f}, {verdict} the argmax baseline's {g['argmax']:.2f} ({extra}), over "
+            f"{n} test statements.")

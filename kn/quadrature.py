@@ -71,3 +71,16 @@ def quadrature(rule: str, steps: int) -> Quadrature:
                          f"(and {rule}'s points at that size); kn's bound is {MAX_STEPS} (kn.quadrature.MAX_STEPS): "
                          "IG converges long before (kn calibrate finds the steps a model needs)")
     return RULES[rule](steps)
+
+
+def rule_table(m: int):
+    """A row per rule of `RULES` with m points: its points and weights (rounded to 4 decimals) and the
+    sum of its weights."""
+    import pandas as pd
+
+    rows = []
+    for name, rule in RULES.items():
+        q = rule(m)
+        rows.append({"rule": name, "points": np.round(q.points.numpy(), 4).tolist(),
+                     "weights": np.round(q.weights.numpy(), 4).tolist(), "sum of weights": float(q.weights.sum())})
+    return pd.DataFrame(rows)

@@ -6,7 +6,8 @@ and amplified, on the fact (related) and on a fact of another relation (unrelate
 phase's other-relation control), as ratios of means over facts, and Succ = |sup_rel / sup_unrel| +
 |amp_rel / amp_unrel|. Ours beside it: the mean per-fact difference related - unrelated with a
 bootstrap interval over facts (Succ divides by an unrelated change that may be near 0), and how
-many knowledge neurons a fact gets.
+many knowledge neurons a fact gets. `styled` formats such tables; `against_claim` and
+`facts_against_agreement` read them in sentences.
 """
 from __future__ import annotations
 
@@ -121,3 +122,47 @@ def set_overlap(a: Mapping[str, Mapping[str, list]], b: Mapping[str, Mapping[str
         v = [len(set(sa[f]) & set(sb[f])) / len(set(sa[f]) | set(sb[f])) for f in sa if sa[f] and sb.get(f)]
         out[lang] = sum(v) / len(v) if v else math.nan
     return out
+
+
+def styled(t, two_decimals=("succ",)):
+    """A table of these metrics (`localization_quality`, `kn.crosslingual.summary`; indexed as it is to
+    be shown) as a pandas Styler: the relative changes (columns starting with suppression or
+    amplification) as signed percents, the `two_decimals` columns with two decimals, NaN as "-"."""
+    pct = [c for c in t.columns if c.startswith(("suppression", "amplification"))]
+    return t.style.format("{:+.1%}", subset=pct, na_rep="-").format("{:.2f}", subset=list(two_decimals), na_rep="-")
+
+
+def against_claim(name: str, quality, method: str = "AMIG", against: str = "IG (zero)") -> str:
+    """Markdown: Chen et al.'s claim (AMIG localizes better than zero-baseline IG) read on a
+    `localization_quality` table named `name`: in how many languages `method`'s Succ is higher, then
+    per language (`compare`) both Succs, suppression differences with intervals, neurons per fact and
+    facts verified."""
+    c = compare(quality, method, against)
+    higher = list(c.language[c.higher_succ]) if len(c) else []
+    lines = [f"**{name}**: {method}'s Succ is higher than zero-baseline IG's in {len(higher)} of {len(c)} languages"
+             f" ({', '.join(higher) or 'none'})."]
+    for r in c.itertuples():
+        lines.append(f"- {r.language}: Succ {r.succ:.2f} vs {r.succ_against:.2f}; suppression related - unrelated "
+                     f"{r.suppression_diff:+.1%} [{r.suppression_diff_low:+.1%}, {r.suppression_diff_high:+.1%}] vs "
+                     f"{r.suppression_diff_against:+.1%} [{r.suppression_diff_low_against:+.1%}, "
+                     f"{r.suppression_diff_high_against:+.1%}]"
+                     f"{' (the intervals overlap)' if r.intervals_overlap else ''}; {r.neurons_per_fact:.1f} vs "
+                     f"{r.neurons_per_fact_against:.1f} neurons per fact, {r.facts:.0f} vs {r.facts_against:.0f} facts verified.")
+    return "\n".join(lines)
+
+
+def facts_against_agreement(quality, languages) -> str:
+    """Markdown bullets, per language with both rows of a `localization_quality` table of the methods
+    "facts" and "agreement" (Niu et al.'s critique: the same test on facts and on grammar): the
+    suppression of each set's items and of the other relation's, neurons per item and items."""
+    g = quality.set_index(["method", "language"])
+    lines = []
+    for lang in languages:
+        if ("facts", lang) not in g.index or ("agreement", lang) not in g.index:
+            continue
+        f, a = g.loc[("facts", lang)], g.loc[("agreement", lang)]
+        lines.append(f"- **{lang}**: suppressing the located neurons changes a fact by {f.suppression_related:+.1%} "
+                     f"and an agreement by {a.suppression_related:+.1%} (the other relation's item: "
+                     f"{f.suppression_unrelated:+.1%} / {a.suppression_unrelated:+.1%}); {f.neurons_per_fact:.1f} vs "
+                     f"{a.neurons_per_fact:.1f} neurons per item, over {f.facts:.0f} and {a.facts:.0f} items.")
+    return "\n".join(lines) or "Nothing was located in both sets on this slice."

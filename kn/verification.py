@@ -101,3 +101,28 @@ def verify(lm: LM, prompts: Sequence[str], answer: str, neurons, *, control_prom
     elif control_answer is not None:
         raise checks.ArgumentError("control_answer was given without control_prompts; pass control_prompts=")
     return Verification(effect(lm, prompts, answer, neurons, factor), control, neurons)
+
+
+def first_control(relations: Sequence[str], i: int) -> int:
+    """The control of fact i among facts of these relations (in order): the first fact of another
+    relation, else the next fact (the first after the last)."""
+    others = [j for j, r in enumerate(relations) if r != relations[i]]
+    return others[0] if others else (i + 1) % len(relations)
+
+
+def effects_table(verified):
+    """A row per (fact, measured on, condition) of `verified`: (answer, `Verification` with a control,
+    the control's answer) triples. Columns: answer, target ("fact" or "control"), measured on ("fact"
+    or "control: " + its answer), condition (suppress, amplify), mean P before and after, and the
+    relative change (ratio of means)."""
+    import pandas as pd
+
+    rows = []
+    for answer, result, control_answer in verified:
+        for target, measured, e in (("fact", "fact", result.fact), ("control", f"control: {control_answer}",
+                                                                     result.control)):
+            rows += [{"answer": answer, "target": target, "measured on": measured, "condition": condition,
+                      "mean P before": e.before.mean(), "mean P after": after.mean(), "relative change": change}
+                     for condition, after, change in (("suppress", e.suppressed, e.suppression),
+                                                      ("amplify", e.amplified, e.amplification))]
+    return pd.DataFrame(rows)

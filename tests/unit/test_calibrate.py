@@ -129,3 +129,20 @@ def test_cli_calibrate_records_what_kn_calibrate_picks(tmp_path, monkeypatch, ca
     assert isinstance(c, pd.DataFrame) and c.chosen.sum() == len(queries)
     assert cli.main(["calibrate", "--against", "simpson:20"]) == 2
     assert "--against must be RULE:STEPS" in capsys.readouterr().err
+
+
+def test_timed_against_exact_is_the_relative_error_and_coarse_sets_of_each_setting():
+    from kn.calibration import timed_against_exact
+    from kn.localization import coarse
+
+    lm = tiny_lm("GPT-2")
+    p, a = QUERIES[0]
+    t = timed_against_exact(lm, p, a, [("riemann_left", 2), ("gauss_legendre", 16)], exact=16)
+    assert t.setting.tolist() == ["riemann_left, 2", "gauss_legendre, 16"]
+    exact = kn.attribute(lm, p, a, rule="gauss_legendre", steps=16).double()
+    two = kn.attribute(lm, p, a, rule="riemann_left", steps=2).double()
+    assert t.error[0] == pytest.approx(float((two - exact).abs().max() / exact.abs().max()), rel=1e-6)
+    assert t.error[1] == pytest.approx(0, abs=1e-9)  # the exact integral itself
+    assert t["coarse set"][0] == len(coarse(two.float()))
+    assert t["coarse-set Jaccard with exact"][1] == 1.0
+    assert (t.seconds > 0).all()

@@ -127,3 +127,59 @@ def test_roc_curve_area_is_the_mann_whitney_auc():
     area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
     brute = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])
     assert area == pytest.approx(brute) and F.roc_auc(y, s) == pytest.approx(brute)
+
+
+def summary_frame():
+    """An `evaluate` summary by hand: dkn, argmax and p-pair over relations r1, r2 and "all"."""
+    import pandas as pd
+
+    rows = []
+    for method, f1s in (("argmax", (0.5, 0.25, 0.4)), ("dkn", (0.8, 0.6, 0.7)), ("p-pair", (0.3, 0.1, 0.2))):
+        for rel, f1 in zip(("r1", "r2", "all"), f1s):
+            rows.append({"method": method, "relation": rel, "n": 10 if rel == "all" else 5, "draws": 1,
+                         "f1": f1, "accuracy": f1 / 2, "roc_auc": 0.12345})
+    return pd.DataFrame(rows, columns=F.SUMMARY_COLUMNS)
+
+
+def test_f1_by_relation_orders_methods_as_methods_and_puts_all_last():
+    t = F.f1_by_relation(summary_frame().iloc[::-1])
+    assert list(t.index) == ["dkn", "argmax", "p-pair"]
+    assert list(t.columns) == ["r1", "r2", "all"]
+    assert t.loc["argmax", "r2"] == 0.25 and t.loc["dkn", "all"] == 0.7
+
+
+def test_overall_and_recorded_overall_pool_over_relations():
+    o = F.overall(summary_frame())
+    assert list(o.index) == ["dkn", "argmax", "p-pair"]
+    assert o.columns[0] == "what" and "relation" not in o.columns
+    assert o.loc["argmax", "what"] == F.METHODS["argmax"] and o.loc["dkn", "roc_auc"] == 0.123
+    r = F.recorded_overall({"m1": summary_frame(), "m2": summary_frame()})
+    assert list(r.columns) == [(m, c) for m in ("m1", "m2") for c in ("f1", "accuracy", "roc_auc")]
+    assert r.loc["p-pair", ("m2", "accuracy")] == 0.1
+
+
+def test_against_claim_sets_dkns_f1_against_argmaxs():
+    s = summary_frame()
+    assert F.against_claim(s) == ("DKN F1 0.70, higher than the argmax baseline's 0.40 (p-pair 0.20), over 10 test "
+                                  "statements.")
+    lower = s.assign(f1=s.f1.where(~((s.method == "dkn") & (s.relation == "all")), 0.1))
+    assert "DKN F1 0.10, not higher than the argmax baseline's 0.40" in F.against_claim(lower)
+    assert F.against_claim(s[s.method != "dkn"]).startswith("No relation of this slice has a DKN set")
+
+
+def test_dkn_mean_and_roc_figures():
+    import pandas as pd
+
+    from kn.figures import dkn_mean_figure, roc_figure
+
+    st = pd.DataFrame({"relation": ["r1", "r1", "r2", "r2"], "kind": ["true", "false"] * 2,
+                       "dkn_mean": [0.3, 0.1, 0.2, 0.05]})
+    (ax,) = dkn_mean_figure(st).axes
+    assert len(ax.collections) == 4  # a point cloud per relation and kind
+    assert ax.get_xlabel() == "mean attribution over the relation's DKN set"
+    assert len(dkn_mean_figure(st.assign(dkn_mean=float("nan"))).axes[0].collections) == 0
+    decided = pd.DataFrame({"method": ["a"] * 4 + ["b"] * 4, "draw": 0, "is_false": [True, False, True, False] * 2,
+                            "score": [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.2]})
+    (ax,) = roc_figure(decided).axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (AUC 1.00)", "b (AUC 0.00)"]
+    assert len(ax.lines) == 3  # two curves and the diagonal

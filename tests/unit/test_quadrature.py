@@ -49,3 +49,14 @@ def test_bad_rule_and_steps():
         quadrature("riemann_left", 0)
     with pytest.raises(ValueError, match=">= 2"):
         quadrature("riemann_trapezoid", 1)
+
+
+def test_rule_table_lists_each_rules_points_and_weights():
+    from kn.quadrature import rule_table
+
+    t = rule_table(2)
+    assert t.rule.tolist() == list(RULES)
+    row = t.set_index("rule").loc["riemann_left"]
+    assert row.points == [0.0, 0.5] and row.weights == [0.5, 0.5] and row["sum of weights"] == pytest.approx(1)
+    gl = t.set_index("rule").loc["gauss_legendre", "points"]
+    assert gl == pytest.approx([0.2113, 0.7887])  # (1 -+ 1/sqrt(3)) / 2, rounded to 4 decimals

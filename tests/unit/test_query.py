@@ -71,3 +71,57 @@ def test_phase_against_its_definition(tmp_path):
     got = strict.relations.consistent_share.dropna()
     assert len(got) and all(0 <= v <= 1 for v in got) and (c >= 1.0).mean() <= (measured.consistency >= 0.3).mean()
     assert json.loads((out / "config.json").read_text())["settings"]["query"]["ql_threshold"] == 1.0
+
+
+def _facts():
+    import pandas as pd
+
+    return pd.DataFrame({"fact_id": ["a", "b", "c"], "relation": ["r"] * 3, "n_prompts": [3, 2, 1],
+                         "n_neurons": [2, 1, None], "consistency": [0.5, 0.1, None], "other": [1, 2, 3]})
+
+
+def _held():
+    import pandas as pd
+
+    held = pd.DataFrame({"fact_id": ["a", "a", "b", "b"], "fact_set_change": [-0.5, -0.2, -0.1, -0.3],
+                         "query_set_change": [-0.6, -0.1, -0.4, -0.5]})
+    return held.merge(query.consistency_kinds(_facts(), 0.3)[["fact_id", "kind"]], on="fact_id")
+
+
+def test_consistency_kinds_split_at_the_threshold():
+    k = query.consistency_kinds(_facts(), 0.3)
+    assert k.fact_id.tolist() == ["a", "b"]  # c has no consistency
+    assert k.kind.tolist() == ["consistent (K_C)", "inconsistent (K_I)"]
+    assert query.consistency_kinds(_facts(), 0.5).kind.tolist()[0] == "consistent (K_C)"  # at the threshold
+
+
+def test_by_kind_and_reading_of_held_paraphrases():
+    t = query.by_kind(_held())
+    assert t.loc["consistent (K_C)"].tolist() == pytest.approx([-0.35, -0.35, 2])
+    assert t.loc["inconsistent (K_I)", "query_set_change"] == pytest.approx(-0.45)
+    # query lower on 3 of 4; mean changes -40% (query) and -27.5% (fact)
+    assert query.reading(_held()).startswith("On 75% of 4 held paraphrases the query's own neurons lowered "
+                                             "P(answer) more than the fact-level set did (mean change -40.0% "
+                                             "against -27.5%).")
+    assert query.reading(_held().iloc[:0]).startswith("No fact of this slice")
+
+
+def test_recorded_summary_per_recording():
+    from pathlib import Path
+
+    from kn.recording import Recording
+
+    t = query.recorded_summary({"m": Recording(Path("m"), {"query_localization": _held()}, {})})
+    assert t.loc["m"].to_dict() == pytest.approx({"held paraphrases": 4, "fact-level set": -0.275,
+                                                  "query-level set": -0.4, "query lower": 0.75})
+
+
+def test_consistency_and_query_sets_figures():
+    from kn.figures import consistency_figure, query_sets_figure
+
+    (ax,) = consistency_figure(query.consistency_kinds(_facts(), 0.3), 0.3).axes
+    assert ax.lines[-1].get_xdata()[0] == 0.3
+    assert sum(p.get_height() for p in ax.patches) == 2  # two facts in the histogram
+    (ax,) = query_sets_figure(_held()).axes
+    assert ax.collections[0].get_offsets().shape == (4, 2)
+    assert ax.get_xlim() == (-1.05, 0.5)
