@@ -18,10 +18,13 @@ held at its clean value along the path, so the norm becomes a fixed linear map.
 Two-stage (`screen=k`): gradient x activation (`grad_x_act`, one forward and backward) scores every
 layer given, `kn.screening.top_layers` keeps the k whose best neuron scores highest, and IG runs on
 those only (the other rows zero), in the fast path and the reference alike.
+
+`batch_scores` scores several (prompt, answer) pairs as `scores` does one, with the output layer's
+vocabulary walk shared among all their passes for IG and GradXAct (`kn.ig.walks`).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -30,10 +33,11 @@ from .ig import fast, reference as ref
 from .ig.clean import clean_run
 from .models import LM
 from .screening import top_layers
-from .gradxact import grad_x_act_target
+from .gradxact import grad_x_act_target, grad_x_act_targets
+from . import checks
 from . import settings as _settings
 from .settings import IG, Activation, GradXAct, Settings, resolve
-from .tokens import targets
+from .tokens import Target, targets
 
 
 def attribute(lm: LM, prompt: str, answer: str, settings: IG | None = None, *, steps: int | None = None,
@@ -80,13 +84,21 @@ def grad_x_act(lm: LM, prompt: str, answer: str, *, layers=None) -> torch.Tensor
 # defines its settings class and calls `register` once (kn.logprob)
 Scorer = Callable[[LM, str, str, Settings, list], torch.Tensor]
 SCORERS: dict[str, Scorer] = {}
+# kind -> score(lm, prompts, answers, settings, layers) -> [[n_layers, width] per pair]: what `batch_scores`
+# uses for the kinds with a batched path (the others: their scorer pair by pair)
+BatchScorer = Callable[[LM, list, list, Settings, list], list]
+BATCH_SCORERS: dict[str, BatchScorer] = {}
 
 
-def register(cls: type, score: Scorer) -> type:
+def register(cls: type, score: Scorer, batch: BatchScorer | None = None) -> type:
     """Make `cls` (a settings class, `kn.settings.register`) a method: `scores`, `locate`, `run`, the CLI's
-    `--method` and `resolve(method=...)` reach `score` (zero rows outside the layers it is given)."""
+    `--method` and `resolve(method=...)` reach `score` (zero rows outside the layers it is given);
+    `batch`, if given, scores several pairs at once for `batch_scores` (the same scores)."""
     _settings.register(cls)
-    SCORERS[cls.__dataclass_fields__["kind"].default] = score
+    kind = cls.__dataclass_fields__["kind"].default
+    SCORERS[kind] = score
+    if batch is not None:
+        BATCH_SCORERS[kind] = batch
     return cls
 
 
@@ -99,9 +111,44 @@ def _masked_activations(lm: LM, prompt: str, answer: str, settings, layers: list
     return acts
 
 
-register(IG, lambda lm, prompt, answer, settings, layers: attribute(lm, prompt, answer, settings, layers=layers))
+def _per_pair(values: list, counts: list[int]) -> list[torch.Tensor]:
+    """Sum consecutive runs of `counts` values (each pair's answer tokens, in order)."""
+    out, start = [], 0
+    for n in counts:
+        total = values[start]
+        for v in values[start + 1:start + n]:
+            total = total + v
+        out.append(total)
+        start += n
+    return out
+
+
+def _targets(lm: LM, prompts: list, answers: list) -> tuple[list[Target], list[int]]:
+    """Every pair's answer tokens in one list, and how many each pair has."""
+    per = [targets(lm, p, a) for p, a in zip(prompts, answers)]
+    return [t for ts in per for t in ts], [len(ts) for ts in per]
+
+
+def _batch_grad_x_act(lm: LM, prompts: list, answers: list, layers: list[int]) -> list[torch.Tensor]:
+    ts, counts = _targets(lm, prompts, answers)
+    return _per_pair(grad_x_act_targets(lm, ts, layers), counts)
+
+
+def _batch_attribute(lm: LM, prompts: list, answers: list, ig: IG, layers: list[int]) -> list[torch.Tensor]:
+    baselines.check_for(lm, ig.baseline)
+    ts, counts = _targets(lm, prompts, answers)
+    chosen = [layers] * len(prompts)
+    if ig.screen is not None and ig.screen < len(layers):  # each pair's own screen
+        chosen = [top_layers(g, layers, ig.screen) for g in _batch_grad_x_act(lm, prompts, answers, layers)]
+    per_target = [c for c, n in zip(chosen, counts) for _ in range(n)]
+    return _per_pair(fast.attribute_targets(lm, list(zip(ts, per_target)), ig), counts)
+
+
+register(IG, lambda lm, prompt, answer, settings, layers: attribute(lm, prompt, answer, settings, layers=layers),
+         _batch_attribute)
 register(Activation, _masked_activations)
-register(GradXAct, lambda lm, prompt, answer, settings, layers: grad_x_act(lm, prompt, answer, layers=layers))
+register(GradXAct, lambda lm, prompt, answer, settings, layers: grad_x_act(lm, prompt, answer, layers=layers),
+         lambda lm, prompts, answers, settings, layers: _batch_grad_x_act(lm, prompts, answers, layers))
 
 
 def scores(lm: LM, prompt: str, answer: str, settings: Settings | None = None, *, layers=None) -> torch.Tensor:
@@ -112,4 +159,24 @@ def scores(lm: LM, prompt: str, answer: str, settings: Settings | None = None, *
     return SCORERS[settings.kind](lm, prompt, answer, settings, lm.check_layers(layers))
 
 
-__all__ = ["attribute", "activations", "grad_x_act", "scores", "register", "SCORERS", "IG", "Activation", "GradXAct"]
+def batch_scores(lm: LM, prompts: Sequence[str], answers, settings: Settings | None = None, *,
+                 layers=None) -> list[torch.Tensor]:
+    """`scores` [n_layers, width] of each prompt with its answer (one for all, or one per prompt), in
+    prompt order. IG and GradXAct run every pair's passes first and share the output layer's walk over
+    the vocabulary among them (`kn.ig.walks`; equal to `scores` pair by pair up to float summation order;
+    IG's screen stays per prompt); other kinds are scored pair by pair."""
+    settings = resolve(settings)
+    prompts = list(prompts)
+    answers = [answers] * len(prompts) if isinstance(answers, str) else list(answers)
+    if len(answers) != len(prompts):
+        raise checks.ArgumentError(f"{len(prompts)} prompts but {len(answers)} answers; pass one answer or one "
+                                   f"per prompt")
+    layers = lm.check_layers(layers)
+    batch = BATCH_SCORERS.get(settings.kind)
+    if batch is None:
+        return [SCORERS[settings.kind](lm, p, a, settings, layers) for p, a in zip(prompts, answers)]
+    return batch(lm, prompts, answers, settings, layers) if prompts else []
+
+
+__all__ = ["attribute", "activations", "grad_x_act", "scores", "batch_scores", "register", "SCORERS", "BATCH_SCORERS",
+           "IG", "Activation", "GradXAct"]

@@ -4,6 +4,7 @@ site activations x, every layer from one forward and one backward pass per answe
 It is the first-order estimate of what zeroing a neuron does, and IG with one right-endpoint point
 from a zero baseline where no post-FFN norm is frozen (GPT-2, Llama, Qwen...); here every norm runs
 as it does (its Jacobian included). One pass instead of IG's layers x steps: a cheap screen.
+`grad_x_act_targets` scores several answer tokens with their output-layer walks shared (`kn.ig.walks`).
 """
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ import torch
 
 from .hooks import frozen_params, site_hooks, stop_at_head
 from .ig.clean import run_to_head
-from .ig.head import cotangent
+from .ig.head import AtHead
+from .ig.plan import row_bytes
+from .ig.walks import Walks
 from .models import LM
 from .tokens import Target
 
 
-def grad_x_act_target(lm: LM, t: Target, layers: list[int]) -> torch.Tensor:
-    """x * dP(gold)/dx [n_layers, width] (float32, CPU) of one answer token, zero outside `layers`."""
+def forward(lm: LM, t: Target, layers: list[int]) -> tuple[AtHead, dict[int, torch.Tensor]]:
+    """One forward pass of `t` stopped at the output layer, with a zero probe added at each site of
+    `layers` (its leaves, in that order), and the clean site activations x {layer: [width]}."""
     # a zero probe added at each site: dP/d(probe) is dP/dx with every layer above still reading x
     # (a site replaced by a leaf of its own would cut the higher layers off from the lower ones)
     probes: dict[int, torch.Tensor] = {}
@@ -32,11 +36,46 @@ def grad_x_act_target(lm: LM, t: Target, layers: list[int]) -> torch.Tensor:
 
     store: dict = {}
     hooks = site_hooks(lm, splice, layers) + [stop_at_head(lm, t.pos, store)]
-    with frozen_params(lm.model), torch.enable_grad():
+    with torch.enable_grad():
         run_to_head(lm.model, hooks, input_ids=t.ids, use_cache=False)
-        h = store["h"]
-        grads = torch.autograd.grad(h, [probes[l] for l in layers], grad_outputs=cotangent(lm, h, t.gold))
+    return AtHead(store["h"], [probes[l] for l in layers], t.gold), x
+
+
+def product(lm: LM, x: dict[int, torch.Tensor], grads, layers: list[int]) -> torch.Tensor:
+    """x * grad [n_layers, width] (float32, CPU), zero outside `layers` (grads in their order)."""
     out = torch.zeros(lm.n_layers, lm.width)
     for l, g in zip(layers, grads):
         out[l] = (x[l].float() * g.float()).cpu()
     return out
+
+
+def grad_x_act_targets(lm: LM, ts: list[Target], layers: list[int], walks: Walks | None = None) -> list[torch.Tensor]:
+    """x * dP(gold)/dx [n_layers, width] (float32, CPU) of each answer token, zero outside `layers`; the
+    output layer's walks shared by `walks` (default: a fresh `Walks(lm)`)."""
+    walks = Walks(lm) if walks is None else walks
+    out: list[torch.Tensor | None] = [None] * len(ts)
+
+    def queue(i: int, t: Target) -> None:
+        x: dict[int, torch.Tensor] = {}
+
+        def run() -> AtHead:
+            at, xs = forward(lm, t, layers)
+            x.update(xs)
+            return at
+
+        def done(grads) -> None:
+            out[i] = product(lm, x, grads, layers)
+
+        seq = t.ids.shape[1]
+        walks.add(run, done, 1, row_bytes(lm, seq, seq))
+
+    with frozen_params(lm.model):
+        for i, t in enumerate(ts):
+            queue(i, t)
+        walks.flush()
+    return out
+
+
+def grad_x_act_target(lm: LM, t: Target, layers: list[int]) -> torch.Tensor:
+    """x * dP(gold)/dx [n_layers, width] (float32, CPU) of one answer token, zero outside `layers`."""
+    return grad_x_act_targets(lm, [t], layers)[0]

@@ -2,9 +2,13 @@
 
 P = softmax(z), z = cap * tanh(u / cap) (cap: the final logit softcap, if any), u = h W^T + bias.
 Then dP_g/dh = P_g (z'_g W_g - sum_v p_v z'_v W_v): the vocabulary is walked in chunks with a
-running max, so the [rows, vocab] logits are never stored.
+running max, so the [rows, vocab] logits are never stored. The walk costs about as much for one
+row as for dozens (it streams the whole output matrix), so `cotangents` walks once for the rows of
+several passes (`AtHead`: a pass stopped at the output layer; `kn.ig.walks` queues them).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -58,24 +62,67 @@ def softmax_sums(h: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, ca
     return m, total, accT.T
 
 
+def gold_logits(h: torch.Tensor, W: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """h_b . W[gold_b] [B] (float32) for h [B, d] (float32), gold [B]: one matrix-vector product per
+    distinct gold id."""
+    out = torch.empty(h.shape[0], device=h.device)
+    for g in gold.unique():
+        rows = gold == g
+        out[rows] = h[rows] @ W[g].float()
+    return out
+
+
 @torch.no_grad()
-def gold_prob_grad(h: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, gold: int,
+def gold_prob_grad(h: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, gold: int | torch.Tensor,
                    cap: float | None = None, chunk: int = CHUNK) -> torch.Tensor:
-    """dP(gold)/dh [B, d] (float32) of each row of h [B, d], the output layer's input."""
+    """dP(gold)/dh [B, d] (float32) of each row of h [B, d], the output layer's input; gold: one token id
+    for every row, or one per row [B]."""
     h = h.detach().float()
     m, total, acc = softmax_sums(h, W, bias, cap, chunk)
-    ug = h @ W[gold].float()
+    gold = torch.as_tensor(gold, device=W.device).expand(h.shape[0])
+    Wg = W[gold].float()  # [B, d]
+    ug = gold_logits(h, W, gold)
     if bias is not None:
         ug = ug + bias[gold].float()
     zg, dzg = _logit(ug, cap)
     pg = torch.exp(zg - m) / total
     dzg = dzg if cap is None else dzg[:, None]
-    return pg[:, None] * (W[gold].float() * dzg - acc / total[:, None])
+    return pg[:, None] * (Wg * dzg - acc / total[:, None])
 
 
-def cotangent(lm: LM, h: torch.Tensor, gold: int, skip: int = 0) -> torch.Tensor:
-    """dP(gold)/dh for the rows of h [B, d] from `skip` on, zero on the first `skip` rows, in h's dtype."""
+@dataclass
+class AtHead:
+    """A forward pass stopped at the output layer: its input h [B, d], holding the autograd graph back to
+    `leaves`; `gold` the token id of every row; the first `skip` rows need no gradient (their cotangent
+    is zero: the clean row of a growing batch)."""
+
+    h: torch.Tensor
+    leaves: list[torch.Tensor]
+    gold: int
+    skip: int = 0
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The rows that need dP(gold)/dh, [B - skip, d]."""
+        return self.h[self.skip:]
+
+    def backward(self, cot: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The leaves' gradients of sum(cot * h) (cot [B, d]); the graph is freed."""
+        return torch.autograd.grad(self.h, self.leaves, grad_outputs=cot)
+
+
+def cotangents(lm: LM, passes: list[AtHead]) -> list[torch.Tensor]:
+    """dP(gold)/dh [B, d] of each pass (in its h's dtype, zero on its skipped rows), the rows of every
+    pass in ONE walk over the vocabulary."""
     W, bias, cap = params(lm)
-    out = torch.zeros(h.shape, dtype=torch.float32, device=h.device)
-    out[skip:] = gold_prob_grad(h[skip:], W, bias, gold, cap)
-    return out.to(h.dtype)
+    rows = [a.rows for a in passes]
+    gold = torch.cat([torch.full((len(r),), a.gold, dtype=torch.long) for a, r in zip(passes, rows)])
+    h = torch.cat([r.detach() for r in rows])
+    grads = gold_prob_grad(h, W, bias, gold.to(W.device), cap).split([len(r) for r in rows])
+    out = []
+    for a, g in zip(passes, grads):
+        c = torch.zeros(a.h.shape, dtype=torch.float32, device=a.h.device)
+        c[a.skip:] = g
+        out.append(c.to(a.h.dtype))
+    return out
+

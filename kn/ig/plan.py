@@ -65,11 +65,10 @@ BUDGET = 1.5e9  # bytes one pass may hold for the backward pass
 BYTES_PER_UNIT = 10
 
 
-def auto_batch(lm: LM, steps: int, run_tokens: int, context_tokens: int) -> int:
-    """Path rows per pass so that one pass holds about `BUDGET` for the backward pass, whatever the
-    prompt length: each row keeps its activations for `run_tokens` tokens (1 over a key/value cache,
-    the whole prompt otherwise) in every block, and over a cache its copy of the keys and values of
-    `context_tokens` tokens. At least one row; at most every row of the call."""
+def row_bytes(lm: LM, run_tokens: int, context_tokens: int) -> float:
+    """Bytes one path row keeps for the backward pass: its activations for `run_tokens` tokens (1 over a
+    key/value cache, the whole prompt otherwise) in every block, and over a cache its copy of the keys and
+    values of `context_tokens` tokens."""
     cfg = lm.text_config
     hidden = getattr(cfg, "hidden_size", None) or lm.model.get_input_embeddings().weight.shape[1]
     heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 1)
@@ -77,5 +76,10 @@ def auto_batch(lm: LM, steps: int, run_tokens: int, context_tokens: int) -> int:
     per_block = BYTES_PER_UNIT * run_tokens * (hidden + lm.width)
     if run_tokens == 1:
         per_block += 2 * 4 * context_tokens * heads * head_dim  # keys and values, float32
-    per_row = lm.n_layers * per_block
-    return max(1, min(steps * lm.n_layers, int(BUDGET // per_row)))
+    return lm.n_layers * per_block
+
+
+def auto_batch(lm: LM, steps: int, run_tokens: int, context_tokens: int) -> int:
+    """Path rows per pass so that one pass holds about `BUDGET` for the backward pass, whatever the
+    prompt length (`row_bytes`). At least one row; at most every row of the call."""
+    return max(1, min(steps * lm.n_layers, int(BUDGET // row_bytes(lm, run_tokens, context_tokens))))
