@@ -125,14 +125,14 @@ def test_error_recorded_and_run_goes_on(baseline):
 def test_any_exception_is_recorded(lm, tmp_path, monkeypatch):
     from kn.runs.phases import locate as L
 
-    real = L.neuron_scores
+    real = L.batch_scores
 
-    def flaky(lm_, prompt, answer, *a, **kw):
-        if answer.strip() == "German":
+    def flaky(lm_, prompts, answers, *a, **kw):
+        if any(answer.strip() == "German" for answer in answers):
             raise RuntimeError("simulated failure")
-        return real(lm_, prompt, answer, *a, **kw)
+        return real(lm_, prompts, answers, *a, **kw)
 
-    monkeypatch.setattr(L, "neuron_scores", flaky)
+    monkeypatch.setattr(L, "batch_scores", flaky)
     res = run(lm, tiny_facts(), tmp_path, steps=STEPS, progress=False)
     errors = res.facts.set_index("fact_id").error.dropna()
     assert errors["language/Germany"] == "RuntimeError: simulated failure"
@@ -414,7 +414,7 @@ CHILD = textwrap.dedent("""
             time.sleep(pause)
             return f(*a, **k)
         return g
-    L.neuron_scores, V.Verify._effects = slow(L.neuron_scores, 0.08), slow(V.Verify._effects, 0.9)  # a fact: 3 x 0.3 s as when each effect was a call
+    L.batch_scores, V.Verify._effects = slow(L.batch_scores, 0.24), slow(V.Verify._effects, 0.9)  # a fact: 3 x 0.3 s as when each effect was a call
     kn.run(tiny_lm("GPT-2"), FactSet.load(sys.argv[1], name="tiny"), sys.argv[2], steps=%d, progress=False)
     print("finished")
 """) % STEPS

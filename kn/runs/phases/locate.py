@@ -18,7 +18,7 @@ from typing import Sequence
 
 from ...data.prepare import prepare_fact
 from ...data.templates import MASK, Continuation, continuation, continued
-from ...attribution import scores as neuron_scores
+from ...attribution import batch_scores
 from ...localization import coarse, shared_counts, top, tune_share
 from ...neuron import Neuron
 from ...probing import batch_probs
@@ -133,7 +133,7 @@ class Locate(Phase):
             if len(prompts) < s.min_prompts:
                 raise ValueError(f"{len(prompts)} usable prompt(s), fewer than min_prompts={s.min_prompts}: "
                                  f"no neuron could pass the refinement")
-            scores = [neuron_scores(lm, p, a, self.run.attribution) for p, a in zip(prompts, answers)]
+            scores = batch_scores(lm, prompts, answers, self.run.attribution)  # output-layer walks shared
             rec["sets"] = [sorted([l, i] for l, i in coarse(x, s.threshold)) for x in scores]
             rec["top"] = [[list(t) for t in top(x, TOP)] for x in scores]
             rec["p_before"] = batch_probs(lm, prompts, answers)
