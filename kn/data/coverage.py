@@ -44,3 +44,20 @@ def coverage(facts, lm, languages: Sequence[str] | None = None, *, known: bool =
             row |= {"probed": len(chosen), "known": len(kept), "known_share": len(kept) / len(chosen)}
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def gaps(table, reference: str = "en"):
+    """Each language's usable and known shares of a `coverage` table beside `reference`'s: a row per
+    language with usable_share, known_share and their differences from the reference in percentage
+    points (usable_gap, known_gap; NaN where a share was not measured)."""
+    import pandas as pd
+
+    t = table.set_index("language") if "language" in table.columns else table
+    if reference not in t.index:
+        raise ValueError(f"reference language {reference!r} is not in the table; it has {', '.join(map(str, t.index))}")
+    usable = t["usable_share"] if "usable_share" in t else t["usable"] / t["facts"]
+    known = t["known_share"] if "known_share" in t else pd.Series(float("nan"), index=t.index)
+    out = pd.DataFrame({"usable_share": usable.astype(float), "known_share": known.astype(float)})
+    out["usable_gap"] = (out.usable_share - out.usable_share[reference]) * 100
+    out["known_gap"] = (out.known_share - out.known_share[reference]) * 100
+    return out.rename_axis("language").reset_index()

@@ -142,21 +142,30 @@ def explain(selection: dict) -> str:
             + (f" To get facts: {', or '.join(fixes)}." if fixes and not selection.get("selected") else ""))
 
 
+PROBE_FACTS = 16  # facts whose next-token prompts share one batched probe (speed, not results)
+
+
 def _known(pool, ids: list[str], lm, languages: Sequence[str], per_relation: int | None, k: int,
            min_fraction: float, sentence: bool, counts: dict) -> list[str]:
     """The first `per_relation` of `ids` (all, for None) that `lm` knows in every language (probed only
-    where it can be asked in every one; `counts[language]` tallies the probed and known)."""
-    out = []
+    where it can be asked in every one; `counts[language]` tallies the probed and known). The
+    next-token prompts of a few facts at a time are probed in one batch (`_probe_ahead`); the facts
+    are then judged one by one in order, so what is kept and counted does not depend on the batch."""
+    out: list[str] = []
+    tops: dict = {}
     for lang in languages:
         counts[lang] |= {"probed": 0, "known": 0} if "probed" not in counts[lang] else {}
-    for fid in ids:
+    for n, fid in enumerate(ids):
         if per_relation is not None and len(out) >= per_relation:
             break
         prepared = [prepare_fact(pool[fid], lm, lang, sentence=sentence) for lang in languages]
         if not all(p is not None and p.usable for p in prepared):
             continue
+        if not all(q in tops for p in prepared for q in _next_token(p)):
+            need = len(ids) - n if per_relation is None else per_relation - len(out)
+            tops = _probe_ahead(pool, ids[n:n + min(PROBE_FACTS, max(2, 2 * need))], lm, languages, k, sentence)
         for lang, p in zip(languages, prepared):
-            hit = _knows(lm, p, k, min_fraction)
+            hit = _knows(lm, p, k, min_fraction, tops)
             counts[lang]["probed"] += 1
             counts[lang]["known"] += hit
             if not hit:
@@ -166,10 +175,25 @@ def _known(pool, ids: list[str], lm, languages: Sequence[str], per_relation: int
     return out
 
 
-def _knows(lm, p, k: int, min_fraction: float) -> bool:
+def _next_token(p) -> list[str]:
+    return [q for q, t in zip(p.prompts, p.targets) if t == "next_token"]
+
+
+def _probe_ahead(pool, ids: list[str], lm, languages: Sequence[str], k: int, sentence: bool) -> dict:
+    """{prompt: top-k predictions} of the next-token prompts of `ids`' usable facts, in one batched probe."""
+    from ..probing import batch_probe
+
+    prompts = []
+    for fid in ids:
+        prepared = [prepare_fact(pool[fid], lm, lang, sentence=sentence) for lang in languages]
+        if all(p is not None and p.usable for p in prepared):
+            prompts += [q for p in prepared for q in _next_token(p)]
+    prompts = list(dict.fromkeys(prompts))
+    return dict(zip(prompts, batch_probe(lm, prompts, k=k))) if prompts else {}
+
+
+def _knows(lm, p, k: int, min_fraction: float, tops: dict) -> bool:
     from ..probing import answer_logprobs, batch_probe
 
-    nxt = [q for q, t in zip(p.prompts, p.targets) if t == "next_token"]
-    tops = dict(zip(nxt, batch_probe(lm, nxt, k=k))) if nxt else {}  # the next-token prompts in one pass
     return bool(filter_known([p], lambda q: tops[q] if q in tops else batch_probe(lm, [q], k=k)[0],
                              min_fraction=min_fraction, score=lambda q, answers: answer_logprobs(lm, q, answers)).kept)

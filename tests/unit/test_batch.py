@@ -197,3 +197,31 @@ def test_effects_of_a_fact_and_its_controls_share_the_passes(family):
             np.testing.assert_allclose(getattr(g, name), getattr(want, name), rtol=1e-5)
     with pytest.raises(kn.checks.ArgumentError):
         effects(lm, [(["a", "b"], ["x"])], NEURONS)
+
+
+@pytest.mark.parametrize("per_relation", [None, 1, 3])
+def test_known_selection_probes_facts_together(monkeypatch, per_relation):
+    """select_facts(known=True) probes several facts' prompts in one batch: the same facts and the same
+    probed / known counts as probing one fact at a time, in fewer probes."""
+    from kn.data import builtin, select, select_facts
+
+    lm = tiny_lm("GPT-2")
+    facts = builtin()
+    calls = {"n": 0}
+    real = kn.probing.batch_probe
+
+    def counted(*a, **kw):
+        calls["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(kn.probing, "batch_probe", counted)
+    runs = {}
+    for ahead in (1, select.PROBE_FACTS):
+        monkeypatch.setattr(select, "PROBE_FACTS", ahead)
+        calls["n"] = 0
+        chosen = select_facts(facts, lm=lm, known=True, k=10, per_relation=per_relation)
+        runs[ahead] = ([f.fact_id for f in chosen], chosen.info["selection"]["counts"], calls["n"])
+    (one_ids, one_counts, one_calls), (ids, counts, n_calls) = runs[1], runs[select.PROBE_FACTS]
+    assert ids == one_ids and counts == one_counts
+    assert counts["en"]["probed"] > counts["en"]["known"] > 0
+    assert n_calls < one_calls

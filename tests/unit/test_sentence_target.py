@@ -141,3 +141,20 @@ def test_candidates_in_one_batch_equal_one_at_a_time(family):
         assert g == pytest.approx(math.log(kn.answer_prob(lm, prompt, a)), abs=1e-4)
         if not lm.masked:
             assert g == pytest.approx(brute_logprob(lm, prompt, a), abs=1e-4)
+
+
+def test_coverage_gaps_against_english_in_points():
+    import pandas as pd
+
+    from kn.data.coverage import gaps
+
+    t = pd.DataFrame({"language": ["en", "ja", "ko"], "facts": [100, 100, 50], "usable": [80, 75, 0],
+                      "usable_share": [0.8, 0.75, 0.0], "known_share": [0.5, 0.2, float("nan")]})
+    g = gaps(t).set_index("language")
+    assert g.loc["ja", "usable_gap"] == pytest.approx(-5.0) and g.loc["ko", "usable_gap"] == pytest.approx(-80.0)
+    assert g.loc["ja", "known_gap"] == pytest.approx(-30.0) and pd.isna(g.loc["ko", "known_gap"])
+    assert g.loc["en", "usable_gap"] == 0
+    old = t.drop(columns=["usable_share"])  # recordings made before the column existed
+    assert gaps(old).set_index("language").loc["ja", "usable_gap"] == pytest.approx(-5.0)
+    with pytest.raises(ValueError, match="'de'"):
+        gaps(t, reference="de")
