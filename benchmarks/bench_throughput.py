@@ -60,15 +60,16 @@ def child(args) -> dict:
 
     torch.set_num_threads(args.threads)
     kn.allocator.keep_freed_memory()
-    lm = kn.load(args.model, device="cpu")
+    lm = kn.load(args.model, device="cpu", dtype=getattr(torch, args.dtype))
     ig = kn.settings.from_dict(json.loads(args.child))
     facts, filter_secs, probed = known_facts(lm, args.data, args.relations, args.facts)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = run(lm, facts, Path(tmp) / "run", progress=False, phases=("locate", "verify"), attribution=ig)
         secs = time.perf_counter() - t0
-    t = res.tables["facts"]
-    return {"facts": len(t), "prompts": int(t.n_prompts.sum()), "with_kns": int(t.n_neurons.notna().sum()),
+    t, n = res.tables["facts"], res.tables["neurons"]
+    sets = {f: sorted([int(l), int(i)] for l, i in zip(g.layer, g["index"])) for f, g in n.groupby("fact_id")}
+    return {"facts": len(t), "prompts": int(t.n_prompts.sum()), "with_kns": int(t.n_neurons.notna().sum()), "sets": sets,
             "filter_seconds": filter_secs, "probed": probed, "run_seconds": secs,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -120,6 +121,12 @@ def profile(args, settings: dict) -> dict:
     return out
 
 
+def jaccard(a, b) -> float:
+    """|A & B| / |A | B| of two neuron lists ([layer, index] pairs); 1 when both are empty."""
+    a, b = {tuple(x) for x in a}, {tuple(x) for x in b}
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
 def main(argv=None) -> None:
     from bench_fast import parse_setting
 
@@ -132,6 +139,9 @@ def main(argv=None) -> None:
     ap.add_argument("--fast", default="gauss_legendre:6", help="RULE:STEPS of the fast setting")
     ap.add_argument("--screen", type=int, default=3, help="the fast setting's screened layers (0: all layers)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--bf16", action="store_true", help="also the fast setting with bfloat16 weights (CPUs with "
+                    "AVX512-BF16; scores stay float32), its KN sets compared with the float32 run's")
+    ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -158,6 +168,9 @@ def main(argv=None) -> None:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     rows = {label: spawn("--child", json.dumps(ig.to_dict())) for label, ig in settings.items()}
+    fast_label = list(settings)[1]
+    if args.bf16:
+        rows[fast_label + ", bfloat16"] = spawn("--child", json.dumps(settings[fast_label].to_dict()), "--dtype", "bfloat16")
     prof = spawn("--profile-child")
     print(f"\n`kn run` throughput: {args.model}, known facts of `{args.data}` ({len(args.relations)} relations, en), "
           f"known filter + locate + verify with controls, {args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
@@ -169,9 +182,16 @@ def main(argv=None) -> None:
         rates[label] = 3600 * r["facts"] / secs
         print(f"| {label} | {r['facts']} ({r['probed']}) | {r['filter_seconds']:.0f} | {r['run_seconds']:.0f} | "
               f"{secs / r['facts']:.1f} | {rates[label]:.0f} | {r['with_kns']} | {r['peak_mb']:.0f} |")
-    paper, fast = rates.values()
+    paper, fast = rates[list(settings)[0]], rates[fast_label]
     print(f"\nfast / paper: x{fast / paper:.2f}; goal {GOAL} facts/hour (the Dai code on a GPU: {3600 / DAI_GPU:.0f}); "
           f"fast reaches {fast / GOAL:.0%} of it")
+    if args.bf16:
+        label = fast_label + ", bfloat16"
+        a, b = rows[fast_label]["sets"], rows[label]["sets"]
+        jac = sorted(jaccard(a.get(f, []), b.get(f, [])) for f in sorted(set(a) | set(b)))
+        print(f"bfloat16 / float32 (fast): x{rates[label] / fast:.2f}, {rates[label]:.0f} facts/hour ({rates[label] / GOAL:.0%} "
+              f"of the goal); KN sets against float32's, Jaccard per fact: median {jac[len(jac) // 2]:.2f}, "
+              f"min {jac[0]:.2f} over {len(jac)} facts")
     per_prompt = rows[next(iter(rows))]["prompts"] / rows[next(iter(rows))]["facts"]
     print(f"\nFLOPs per prompt (one fact, locate + verify) and the ceiling at {prof['rate_gflops']:.0f} GFLOP/s "
           f"(this machine's rate on the model's product shapes), {per_prompt:.1f} prompts per fact:\n")

@@ -304,3 +304,31 @@ def test_throughput_benchmark_counts_flops_that_grow_with_the_path_on_a_tiny_mod
     out = bt.profile(args, {"2": kn.IG(steps=2), "8": kn.IG(steps=8)})
     assert out["flops"]["8"] > 1.2 * out["flops"]["2"] > 0 and out["rate_gflops"] > 0
     assert sum(out["profile"].values()) == pytest.approx(out["profile_wall"])
+
+
+def test_throughput_child_returns_each_facts_kn_set_for_the_bf16_comparison(monkeypatch, tmp_path, one_thread):
+    """bench_throughput's child on a tiny model: the KN set per fact equals the neurons of the same run made
+    with `kn.runs.run` and read back with `kn.load_run`; jaccard on hand-made sets."""
+    import json
+    import types
+
+    import kn
+    from kn.runs import run
+    from kn.testing import tiny_lm
+    from test_run import tiny_facts
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_throughput as bt
+
+    lm = tiny_lm("GPT-2", initializer_range=0.2)
+    monkeypatch.setattr(kn, "load", lambda *a, **k: lm)
+    facts = tiny_facts()[:3]
+    monkeypatch.setattr(bt, "known_facts", lambda lm, data, rel, n: (facts[:n], 0.0, 3))
+    args = types.SimpleNamespace(threads=1, model="tiny", data="builtin", relations=["capital"], facts=3,
+                                 dtype="float32", child=json.dumps(kn.IG(steps=3).to_dict()))
+    out = bt.child(args)
+    run(lm, facts, tmp_path / "again", progress=False, phases=("locate", "verify"), attribution=kn.IG(steps=3))
+    n = kn.load_run(tmp_path / "again").neurons
+    want = {f: sorted([int(l), int(i)] for l, i in zip(g.layer, g["index"])) for f, g in n.groupby("fact_id")}
+    assert out["facts"] == 3 and want and out["sets"] == want
+    assert bt.jaccard([[0, 1]], [[0, 1], [1, 2]]) == 0.5 and bt.jaccard([], []) == 1.0 and bt.jaccard([[0, 1]], []) == 0.0
