@@ -159,6 +159,59 @@ def test_plan_update_is_seeded_per_fact_and_draws_controls_in_the_same_layers(pl
     assert editing.update_order(["x", "y", "z"], "r", 0) == editing.update_order(["z", "y", "x"], "r", 0)
 
 
+# a fixed set where objects repeat (b and b2 are Japan, d and d2 Italy): new_fact has a choice to make
+SHARED = {**ITEMS, "b2": [("Tokyo is the capital of", Continuation(" Japan"))],
+          "d": [("Rome is the capital of", Continuation(" Italy"))],
+          "d2": [("Madrid is the capital of", Continuation(" Italy"))],
+          "c2": [("Germany speaks", Continuation(" German"))]}
+SHARED_RELATION = {**RELATION, "b2": "r1", "d": "r1", "d2": "r1", "c2": "r2"}
+
+
+def _draws_before_new_fact(lm, fid, neurons, items, relation_of, side_facts, seed):
+    """plan_update's draws as kn wrote them before Update.new_fact (copied from 37b1628): (old, new,
+    prompts, intra, inter, random neurons), or None."""
+    rel = relation_of[fid]
+    right = [x for x, (_, rank) in zip(items[fid], kn.probing.batch_stats(lm, items[fid])) if rank == 0]
+    if not right or not neurons:
+        return None
+    rng = __import__("random").Random(f"{seed}|update|{fid}")
+    others = sorted(f for f in items if f != fid and relation_of[f] == rel)
+    first = editing._first_token(lm, *right[0])
+    news = [editing.run_object(items[f]) for f in others
+            if editing._first_token(lm, right[0][0], kn.data.templates.with_object(right[0][1], items[f][0][1])) != first]
+    if not news:
+        return None
+    new = rng.choice(sorted(set(news)))
+    intra = [x for f in rng.sample(others, min(side_facts, len(others))) for x in items[f]]
+    other_rel = sorted(f for f in items if relation_of[f] != rel)
+    inter = [x for f in rng.sample(other_rel, min(side_facts, len(other_rel))) for x in items[f]]
+    rand = sorted({(l, rng.randrange(lm.width)) for l, _ in neurons})
+    return editing.run_object(items[fid]), new, tuple(right), tuple(intra), tuple(inter), tuple(rand)
+
+
+def test_new_fact_leaves_every_draw_of_a_plan_as_it_was(planted):
+    """Update.new_fact (the first fact, sorted, with the drawn object) is no draw: on a fixed set with
+    repeated objects, every plan's fields are what plan_update drew before it, over seeds and side facts."""
+    lm, res, _ = planted
+    seen = set()
+    for seed in range(12):
+        for side in (0, 1, 5):
+            for fid in ("a", "b", "c"):
+                u = editing.plan_update(lm, fid, res.fact_neurons(fid), SHARED, SHARED_RELATION, side_facts=side, seed=seed)
+                was = _draws_before_new_fact(lm, fid, res.fact_neurons(fid), SHARED, SHARED_RELATION, side, seed)
+                got = None if u is None else (u.old, u.new, u.prompts, u.intra, u.inter, u.random_neurons)
+                assert got == was, (seed, side, fid)
+                if u is None:
+                    continue
+                same = sorted(f for f, xs in SHARED.items() if f != fid and SHARED_RELATION[f] == u.relation
+                              and editing.run_object(xs) == u.new)
+                assert u.new_fact == same[0] and editing.run_object(SHARED[u.new_fact]) == u.new
+                seen.add((fid, u.new, len(same)))
+    assert {n for _, _, n in seen} == {1, 2}  # drawn objects with one fact and with two
+    assert {new for fid, new, _ in seen if fid == "a"} == {"Japan", "Italy"}  # a's draw varies with the seed
+    assert editing.Update("r", "f", "x", "y", (), (), (), (), ()).new_fact is None  # the field's default
+
+
 def test_measure_update_against_a_hand_edited_copy(planted):
     lm, res, _ = planted
     u = _plan(lm, res, "a")
