@@ -761,3 +761,89 @@ def test_a_run_that_recorded_the_retired_edit_batch_setting_resumes_with_its_edi
     n = len((out / "journal.jsonl").read_text().splitlines())
     again = _edit_run(lm, out)
     assert len((out / "journal.jsonl").read_text().splitlines()) == n and again.edits.equals(res.edits)
+
+
+# a second language "xx" of the planted facts: its own templates; b's object there is Tokyo (en: Japan)
+XX = {"a": ("in [X] the capital city is [Y]", "Paris"), "b": ("[X] city is the capital of [Y]", "Tokyo"),
+      "c": ("[X] language is [Y]", "Italian")}
+PROMPTS_XX = {f: t.replace("[X]", FACTS[f][2]).replace(" [Y]", "") for f, (t, _) in XX.items()}
+TWO = FactSet([Fact(f, rel, {"en": s, "xx": s}, {"en": a, "xx": XX[f][1]}, {"en": [t], "xx": [XX[f][0]]})
+               for f, (rel, t, s, a) in FACTS.items()], "planted-en-xx")
+
+
+def _top1(lm, items) -> float:
+    """Share of (prompt, answer) pairs whose answer is the top-1 token (kn.answer_rank)."""
+    return sum(kn.answer_rank(lm, p, a) == 0 for p, a in items) / len(items)
+
+
+def test_edit_crosslingual_reliability_against_each_method_edited_by_hand(planted, tmp_path):
+    """A run in en and xx: each single edit (each method) is asked in the other language, its new object
+    there being the object of the fact it came from (a's edit Paris -> Japan asks xx for Tokyo, b's fact).
+    Each row recomputed: the same method's edit made here with kn.edits.edit (the fact's knowledge
+    neurons in the edit's language, its one prompt; no side facts), and top-1 counted on the other
+    language's prompt after and before it."""
+    lm, _, weights = planted
+    res = kn.run(lm, TWO, tmp_path / "run", steps=4, min_prompts=1, phases=("locate", "edit"), languages=["en", "xx"],
+                 edit_options=EDIT_OPTS, edit_side_facts=0, edit_fluency=0, progress=False)
+    x, e = res.edit_crosslingual, res.edits
+    assert list(x.columns) == ["fact_id", "language"] + editing_phase.CROSSLINGUAL_COLUMNS[1:]
+    other = {"en": "xx", "xx": "en"}
+    assert len(e) >= 2 * len(edits.METHODS) and set(e.language) <= {"en", "xx"}
+    # one row per (edit, method, other language): every fact has prompts in both
+    assert sorted(zip(x.fact_id, x.language, x.method, x.measured)) == sorted(
+        (f, l, m, other[l]) for f, l, m in zip(e.fact_id, e.language, e.method))
+    prompt = {"en": PROMPTS, "xx": PROMPTS_XX}
+    obj = {"en": ANSWERS, "xx": {f: o for f, (_, o) in XX.items()}}
+    opts = {}
+    for o in EDIT_OPTS:
+        head, value = o.split("=")
+        m, k = head.split(".")
+        opts.setdefault(m, {})[k] = json.loads(value)
+    neurons = res.neurons
+    for row in x.itertuples():
+        f, l, m = row.fact_id, row.language, row.measured
+        new = e[(e.fact_id == f) & (e.language == l) & (e.method == row.method)].new.item()  # in the edit's language
+        new_fact, = (g for g in FACTS if g != f and FACTS[g][0] == row.relation and obj[l][g] == new)
+        assert (row.old, row.new, row.n_prompts) == (obj[m][f], obj[m][new_fact], 1)
+        mine = neurons[(neurons.fact_id == f) & (neurons.language == l)]
+        req = edits.Request((prompt[l][f],), " " + obj[l][f], " " + obj[l][new_fact], FACTS[f][2],
+                            tuple(zip(mine.layer.astype(int), mine["index"].astype(int))))
+        asked = [(prompt[m][f], " " + obj[m][new_fact])]
+        kept = [(prompt[m][f], " " + obj[m][f])]
+        assert row.reliability_before == _top1(lm, asked) and row.old_known == _top1(lm, kept)
+        with edits.edit(lm, edits.method(row.method, **opts.get(row.method, {})), [req]):
+            assert row.reliability == _top1(lm, asked), (f, l, row.method)
+            assert row.old_kept == _top1(lm, kept), (f, l, row.method)
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    en = x[x.language == "en"].set_index(["fact_id", "method"])
+    assert set(en.new.groupby("fact_id").first().items()) == {("a", "Tokyo"), ("b", "Paris")}  # translated
+    assert (x.reliability != x.reliability_before).any() and (x.old_kept != x.old_known).any()  # the edits reach xx
+    assert (x.reliability == 0).any()  # ... not every one
+    recs = [json.loads(line) for line in (res.out_dir / "journal.jsonl").read_text().splitlines()]
+    assert {r["fact_id"]: r["new_fact"] for r in recs if r.get("type") == "edit" and r["language"] == "en"} == {"a": "b", "b": "a"}
+
+
+def test_a_one_language_run_keeps_its_edit_keys_records_and_tables(edited):
+    """One language: the edit phase's record keys are the digest they were before cross-lingual rows, its
+    records have none (nor new_fact), the edits table its columns and edit_crosslingual no row. Several
+    languages: the key says the records hold them, so edits recorded before are recomputed."""
+    from kn.runs.phases import make_phases
+    from kn.runs.phases.setting import digest, scoped
+
+    lm, res = edited
+    assert res.edit_crosslingual.empty
+    assert list(res.edit_crosslingual.columns) == ["fact_id", "language"] + editing_phase.CROSSLINGUAL_COLUMNS[1:]
+    assert list(res.edits.columns) == editing_phase.EDIT_COLUMNS[:1] + ["language"] + editing_phase.EDIT_COLUMNS[1:]
+    recs = [json.loads(line) for line in (res.out_dir / "journal.jsonl").read_text().splitlines()]
+    mine = [r for r in recs if r.get("type") == "edit"]
+    assert mine and not any("new_fact" in r or any("crosslingual" in m for m in r["rows"]) for r in mine)
+    for languages, same in ((("en",), True), (("en", "xx"), False)):
+        s = kn.runs.settings.RunSettings.make(res.settings, languages=languages)
+        phases = {p.name: p for p in make_phases(s)}
+        p = phases["edit"]
+        before = digest({"phase": "edit", "common": s.common(), "needs": {"locate": phases["locate"].relation_key},
+                         "settings": scoped(p.settings, "fact")})  # the key as Phase.bind made it before
+        assert (p.fact_key == before) is same, languages
+        if same:
+            assert all(r["key"] == p.fact_key for r in mine)
