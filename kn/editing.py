@@ -132,7 +132,9 @@ class Update:
     prompts: the fact's (prompt, answer) pairs where the answer is top-1 before the edit (where it is
     measured; `new` takes the answer's place with its separator);
     random_neurons: the control, one random neuron in the layer of each of `neurons` (duplicates
-    merged); intra / inter: (prompt, answer) pairs of other facts of the relation / of other relations.
+    merged); intra / inter: (prompt, answer) pairs of other facts of the relation / of other relations;
+    new_fact: the first fact (sorted ids) of the relation whose object is `new` (how `new` is asked in
+    another language; None in plans made without it).
     """
 
     relation: str
@@ -144,6 +146,7 @@ class Update:
     prompts: tuple[Item, ...]
     intra: tuple[Item, ...]
     inter: tuple[Item, ...]
+    new_fact: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,8 @@ def plan_update(lm: LM, fact_id: str, neurons: Sequence[Neuron], items: Mapping[
     or its relation has no other object (with another first token).
 
     items: {fact_id: its (prompt, answer) pairs} of the facts an edit draws from, `relation_of` their
-    relations: the new object is drawn from the objects of the relation's other facts, the intra side
+    relations: the new object is drawn from the objects of the relation's other facts (`new_fact`: the
+    first of them, in sorted order, with that object), the intra side
     facts among those facts and the inter side facts among the other relations' (`side_facts` each),
     and the random control neurons (one per layer of `neurons`, duplicates merged); every draw seeded
     by (`seed`, `fact_id`), so a fact's plan is the same whatever else is planned.
@@ -192,17 +196,17 @@ def plan_update(lm: LM, fact_id: str, neurons: Sequence[Neuron], items: Mapping[
     rng = random.Random(f"{seed}|update|{fact_id}")
     others = sorted(f for f in items if f != fact_id and relation_of[f] == rel)
     first = _first_token(lm, *right[0])
-    news = [run_object(items[f]) for f in others
-            if _first_token(lm, right[0][0], with_object(right[0][1], items[f][0][1])) != first]
-    if not news:
+    candidates = [f for f in others if _first_token(lm, right[0][0], with_object(right[0][1], items[f][0][1])) != first]
+    if not candidates:
         return None
-    new = rng.choice(sorted(set(news)))
+    new = rng.choice(sorted({run_object(items[f]) for f in candidates}))
+    new_fact = next(f for f in candidates if run_object(items[f]) == new)  # no draw: the plan's draws are as before
     intra = [x for f in rng.sample(others, min(side_facts, len(others))) for x in items[f]]
     other_rel = sorted(f for f in items if relation_of[f] != rel)
     inter = [x for f in rng.sample(other_rel, min(side_facts, len(other_rel))) for x in items[f]]
     rand = sorted({(l, rng.randrange(lm.width)) for l, _ in neurons})
     return Update(rel, fact_id, run_object(items[fact_id]), new, tuple(neurons), tuple(rand), tuple(right),
-                  tuple(intra), tuple(inter))
+                  tuple(intra), tuple(inter), new_fact)
 
 
 def update_order(fact_ids: Sequence[str], relation: str, seed: int = 0) -> list[str]:

@@ -1,5 +1,5 @@
-"""An edit study's tables summarised per method (the `edit` phase's `edits` and `edit_batches`), and
-issue 30's goal for kn-opt read against them."""
+"""An edit study's tables summarised per method (the `edit` phase's `edits`, `edit_batches` and
+`edit_crosslingual`), and issue 30's goal for kn-opt read against them."""
 from __future__ import annotations
 
 import math
@@ -37,6 +37,28 @@ def by_method(edits, order=None):
 def by_batch(edit_batches, order=None) -> dict:
     """{batch size: `by_method` of the edits made in batches of that size} (the `edit_batches` table)."""
     return {int(n): by_method(g, order) for n, g in edit_batches.groupby("batch")}
+
+
+def crosslingual(edit_crosslingual, order=None):
+    """A row per (method, measured language) of the `edit_crosslingual` table (single edits asked in
+    another language of the run; edits made in any other language pooled): edits, the cross-lingual reliability's mean with its 95% bootstrap
+    interval (low, high), and the means of reliability_before, old_known and old_kept. Empty for a
+    one-language run."""
+    import pandas as pd
+
+    cols = ["method", "measured", "edits", "reliability", "reliability_low", "reliability_high",
+            "reliability_before", "old_known", "old_kept"]
+    rows = []
+    for (m, lang), g in edit_crosslingual.groupby(["method", "measured"], sort=False):
+        mean, low, high = bootstrap_mean(g.reliability.to_numpy(dtype=float))
+        rows.append({"method": m, "measured": lang, "edits": len(g), "reliability": mean, "reliability_low": low,
+                     "reliability_high": high, **{k: float(g[k].mean()) for k in cols[6:]}})
+    out = pd.DataFrame(rows, columns=cols)
+    if order is not None and len(out):
+        rank = {m: i for i, m in enumerate(order)}
+        out = out[out.method.isin(rank)].sort_values("method", key=lambda m: m.map(rank), kind="stable")
+        out = out.reset_index(drop=True)
+    return out
 
 
 def goal(summary, kind: str = "single", method: str = "kn-opt") -> tuple[bool | None, str]:

@@ -42,3 +42,17 @@ def test_by_batch_summarises_each_batch_size_apart():
     assert got[10].set_index("method").loc["kn-opt", "reliability"] == pytest.approx(0.875)
     assert (got[100].reliability == 0).all() and S.goal(got[S.GOAL_BATCH], "batch")[0] is False
     assert "locality_kl" in S.METRICS and math.isnan(got[10].locality_kl.iloc[0])  # not in this table: NaN
+
+
+def test_crosslingual_reliability_per_method_and_measured_language():
+    t = pd.DataFrame({"fact_id": ["a", "b", "a", "a", "b"], "language": ["en", "en", "en", "xx", "en"],
+                      "method": ["rome", "rome", "rome", "kn-opt", "kn-opt"], "measured": ["xx", "xx", "yy", "en", "xx"],
+                      "reliability": [1.0, 0.0, 0.5, 1.0, 0.25], "reliability_before": [0.0, 0.0, 0.0, 0.5, 0.0],
+                      "old_known": [1.0, 1.0, 0.0, 1.0, 0.0], "old_kept": [0.0, 1.0, 0.0, 0.0, 0.0]})
+    s = S.crosslingual(t, order=["kn-opt", "rome", "ft"])
+    assert list(zip(s.method, s.measured)) == [("kn-opt", "en"), ("kn-opt", "xx"), ("rome", "xx"), ("rome", "yy")]
+    r = s.set_index(["method", "measured"]).loc[("rome", "xx")]
+    assert r.edits == 2 and r.reliability == 0.5 and r.reliability_low <= 0.5 <= r.reliability_high
+    assert r.old_known == 1.0 and r.old_kept == 0.5 and r.reliability_before == 0.0
+    assert s.set_index(["method", "measured"]).loc[("kn-opt", "xx"), "reliability"] == 0.25
+    assert S.crosslingual(t.iloc[:0]).empty and list(S.crosslingual(t.iloc[:0]).columns)[:3] == ["method", "measured", "edits"]

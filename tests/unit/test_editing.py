@@ -159,6 +159,59 @@ def test_plan_update_is_seeded_per_fact_and_draws_controls_in_the_same_layers(pl
     assert editing.update_order(["x", "y", "z"], "r", 0) == editing.update_order(["z", "y", "x"], "r", 0)
 
 
+# a fixed set where objects repeat (b and b2 are Japan, d and d2 Italy): new_fact has a choice to make
+SHARED = {**ITEMS, "b2": [("Tokyo is the capital of", Continuation(" Japan"))],
+          "d": [("Rome is the capital of", Continuation(" Italy"))],
+          "d2": [("Madrid is the capital of", Continuation(" Italy"))],
+          "c2": [("Germany speaks", Continuation(" German"))]}
+SHARED_RELATION = {**RELATION, "b2": "r1", "d": "r1", "d2": "r1", "c2": "r2"}
+
+
+def _draws_before_new_fact(lm, fid, neurons, items, relation_of, side_facts, seed):
+    """plan_update's draws as kn wrote them before Update.new_fact (copied from 37b1628): (old, new,
+    prompts, intra, inter, random neurons), or None."""
+    rel = relation_of[fid]
+    right = [x for x, (_, rank) in zip(items[fid], kn.probing.batch_stats(lm, items[fid])) if rank == 0]
+    if not right or not neurons:
+        return None
+    rng = __import__("random").Random(f"{seed}|update|{fid}")
+    others = sorted(f for f in items if f != fid and relation_of[f] == rel)
+    first = editing._first_token(lm, *right[0])
+    news = [editing.run_object(items[f]) for f in others
+            if editing._first_token(lm, right[0][0], kn.data.templates.with_object(right[0][1], items[f][0][1])) != first]
+    if not news:
+        return None
+    new = rng.choice(sorted(set(news)))
+    intra = [x for f in rng.sample(others, min(side_facts, len(others))) for x in items[f]]
+    other_rel = sorted(f for f in items if relation_of[f] != rel)
+    inter = [x for f in rng.sample(other_rel, min(side_facts, len(other_rel))) for x in items[f]]
+    rand = sorted({(l, rng.randrange(lm.width)) for l, _ in neurons})
+    return editing.run_object(items[fid]), new, tuple(right), tuple(intra), tuple(inter), tuple(rand)
+
+
+def test_new_fact_leaves_every_draw_of_a_plan_as_it_was(planted):
+    """Update.new_fact (the first fact, sorted, with the drawn object) is no draw: on a fixed set with
+    repeated objects, every plan's fields are what plan_update drew before it, over seeds and side facts."""
+    lm, res, _ = planted
+    seen = set()
+    for seed in range(12):
+        for side in (0, 1, 5):
+            for fid in ("a", "b", "c"):
+                u = editing.plan_update(lm, fid, res.fact_neurons(fid), SHARED, SHARED_RELATION, side_facts=side, seed=seed)
+                was = _draws_before_new_fact(lm, fid, res.fact_neurons(fid), SHARED, SHARED_RELATION, side, seed)
+                got = None if u is None else (u.old, u.new, u.prompts, u.intra, u.inter, u.random_neurons)
+                assert got == was, (seed, side, fid)
+                if u is None:
+                    continue
+                same = sorted(f for f, xs in SHARED.items() if f != fid and SHARED_RELATION[f] == u.relation
+                              and editing.run_object(xs) == u.new)
+                assert u.new_fact == same[0] and editing.run_object(SHARED[u.new_fact]) == u.new
+                seen.add((fid, u.new, len(same)))
+    assert {n for _, _, n in seen} == {1, 2}  # drawn objects with one fact and with two
+    assert {new for fid, new, _ in seen if fid == "a"} == {"Japan", "Italy"}  # a's draw varies with the seed
+    assert editing.Update("r", "f", "x", "y", (), (), (), (), ()).new_fact is None  # the field's default
+
+
 def test_measure_update_against_a_hand_edited_copy(planted):
     lm, res, _ = planted
     u = _plan(lm, res, "a")
@@ -708,3 +761,89 @@ def test_a_run_that_recorded_the_retired_edit_batch_setting_resumes_with_its_edi
     n = len((out / "journal.jsonl").read_text().splitlines())
     again = _edit_run(lm, out)
     assert len((out / "journal.jsonl").read_text().splitlines()) == n and again.edits.equals(res.edits)
+
+
+# a second language "xx" of the planted facts: its own templates; b's object there is Tokyo (en: Japan)
+XX = {"a": ("in [X] the capital city is [Y]", "Paris"), "b": ("[X] city is the capital of [Y]", "Tokyo"),
+      "c": ("[X] language is [Y]", "Italian")}
+PROMPTS_XX = {f: t.replace("[X]", FACTS[f][2]).replace(" [Y]", "") for f, (t, _) in XX.items()}
+TWO = FactSet([Fact(f, rel, {"en": s, "xx": s}, {"en": a, "xx": XX[f][1]}, {"en": [t], "xx": [XX[f][0]]})
+               for f, (rel, t, s, a) in FACTS.items()], "planted-en-xx")
+
+
+def _top1(lm, items) -> float:
+    """Share of (prompt, answer) pairs whose answer is the top-1 token (kn.answer_rank)."""
+    return sum(kn.answer_rank(lm, p, a) == 0 for p, a in items) / len(items)
+
+
+def test_edit_crosslingual_reliability_against_each_method_edited_by_hand(planted, tmp_path):
+    """A run in en and xx: each single edit (each method) is asked in the other language, its new object
+    there being the object of the fact it came from (a's edit Paris -> Japan asks xx for Tokyo, b's fact).
+    Each row recomputed: the same method's edit made here with kn.edits.edit (the fact's knowledge
+    neurons in the edit's language, its one prompt; no side facts), and top-1 counted on the other
+    language's prompt after and before it."""
+    lm, _, weights = planted
+    res = kn.run(lm, TWO, tmp_path / "run", steps=4, min_prompts=1, phases=("locate", "edit"), languages=["en", "xx"],
+                 edit_options=EDIT_OPTS, edit_side_facts=0, edit_fluency=0, progress=False)
+    x, e = res.edit_crosslingual, res.edits
+    assert list(x.columns) == ["fact_id", "language"] + editing_phase.CROSSLINGUAL_COLUMNS[1:]
+    other = {"en": "xx", "xx": "en"}
+    assert len(e) >= 2 * len(edits.METHODS) and set(e.language) <= {"en", "xx"}
+    # one row per (edit, method, other language): every fact has prompts in both
+    assert sorted(zip(x.fact_id, x.language, x.method, x.measured)) == sorted(
+        (f, l, m, other[l]) for f, l, m in zip(e.fact_id, e.language, e.method))
+    prompt = {"en": PROMPTS, "xx": PROMPTS_XX}
+    obj = {"en": ANSWERS, "xx": {f: o for f, (_, o) in XX.items()}}
+    opts = {}
+    for o in EDIT_OPTS:
+        head, value = o.split("=")
+        m, k = head.split(".")
+        opts.setdefault(m, {})[k] = json.loads(value)
+    neurons = res.neurons
+    for row in x.itertuples():
+        f, l, m = row.fact_id, row.language, row.measured
+        new = e[(e.fact_id == f) & (e.language == l) & (e.method == row.method)].new.item()  # in the edit's language
+        new_fact, = (g for g in FACTS if g != f and FACTS[g][0] == row.relation and obj[l][g] == new)
+        assert (row.old, row.new, row.n_prompts) == (obj[m][f], obj[m][new_fact], 1)
+        mine = neurons[(neurons.fact_id == f) & (neurons.language == l)]
+        req = edits.Request((prompt[l][f],), " " + obj[l][f], " " + obj[l][new_fact], FACTS[f][2],
+                            tuple(zip(mine.layer.astype(int), mine["index"].astype(int))))
+        asked = [(prompt[m][f], " " + obj[m][new_fact])]
+        kept = [(prompt[m][f], " " + obj[m][f])]
+        assert row.reliability_before == _top1(lm, asked) and row.old_known == _top1(lm, kept)
+        with edits.edit(lm, edits.method(row.method, **opts.get(row.method, {})), [req]):
+            assert row.reliability == _top1(lm, asked), (f, l, row.method)
+            assert row.old_kept == _top1(lm, kept), (f, l, row.method)
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    en = x[x.language == "en"].set_index(["fact_id", "method"])
+    assert set(en.new.groupby("fact_id").first().items()) == {("a", "Tokyo"), ("b", "Paris")}  # translated
+    assert (x.reliability != x.reliability_before).any() and (x.old_kept != x.old_known).any()  # the edits reach xx
+    assert (x.reliability == 0).any()  # ... not every one
+    recs = [json.loads(line) for line in (res.out_dir / "journal.jsonl").read_text().splitlines()]
+    assert {r["fact_id"]: r["new_fact"] for r in recs if r.get("type") == "edit" and r["language"] == "en"} == {"a": "b", "b": "a"}
+
+
+def test_a_one_language_run_keeps_its_edit_keys_records_and_tables(edited):
+    """One language: the edit phase's record keys are the digest they were before cross-lingual rows, its
+    records have none (nor new_fact), the edits table its columns and edit_crosslingual no row. Several
+    languages: the key says the records hold them, so edits recorded before are recomputed."""
+    from kn.runs.phases import make_phases
+    from kn.runs.phases.setting import digest, scoped
+
+    lm, res = edited
+    assert res.edit_crosslingual.empty
+    assert list(res.edit_crosslingual.columns) == ["fact_id", "language"] + editing_phase.CROSSLINGUAL_COLUMNS[1:]
+    assert list(res.edits.columns) == editing_phase.EDIT_COLUMNS[:1] + ["language"] + editing_phase.EDIT_COLUMNS[1:]
+    recs = [json.loads(line) for line in (res.out_dir / "journal.jsonl").read_text().splitlines()]
+    mine = [r for r in recs if r.get("type") == "edit"]
+    assert mine and not any("new_fact" in r or any("crosslingual" in m for m in r["rows"]) for r in mine)
+    for languages, same in ((("en",), True), (("en", "xx"), False)):
+        s = kn.runs.settings.RunSettings.make(res.settings, languages=languages)
+        phases = {p.name: p for p in make_phases(s)}
+        p = phases["edit"]
+        before = digest({"phase": "edit", "common": s.common(), "needs": {"locate": phases["locate"].relation_key},
+                         "settings": scoped(p.settings, "fact")})  # the key as Phase.bind made it before
+        assert (p.fact_key == before) is same, languages
+        if same:
+            assert all(r["key"] == p.fact_key for r in mine)

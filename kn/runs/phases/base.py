@@ -71,10 +71,17 @@ class Phase:
         values the run uses and config.json records)."""
         return settings
 
+    def measures(self) -> dict:
+        """What its fact records hold beyond what they held when runs were first recorded, where that
+        depends on the run (JSON-safe; part of the fact key when not empty, so a run whose records lack
+        it recomputes them and every other run keeps its keys). Nothing by default."""
+        return {}
+
     def bind(self, needed: Mapping[str, str]) -> None:
         """Fix the record keys, given the relation keys of the phases it needs."""
-        self.fact_key = digest({"phase": self.name, "common": self.run.common(), "needs": dict(needed),
-                                "settings": scoped(self.settings, "fact")})
+        parts = {"phase": self.name, "common": self.run.common(), "needs": dict(needed),
+                 "settings": scoped(self.settings, "fact")}
+        self.fact_key = digest(parts | ({"measures": self.measures()} if self.measures() else {}))
         self.relation_key = digest({"fact": self.fact_key, "settings": scoped(self.settings, "relation")})
 
     def keys(self) -> dict[str, str]:

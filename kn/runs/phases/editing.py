@@ -24,7 +24,7 @@ from ... import checks
 from ...data.templates import with_object
 
 from ...editing import (ERASE_COLUMNS, LAMBDA1, LAMBDA2, UPDATE_COLUMNS, edit_neurons, measure_erasure,
-                        measure_update, plan_erasure, plan_update, update_order)
+                        measure_update, plan_erasure, plan_update, run_object, update_order)
 from ...localization import shared_counts
 from ...probing import batch_stats
 from ..state import State
@@ -272,6 +272,37 @@ EDIT_COLUMNS = ["relation", "fact_id", "method", "layer", "old", "new", "n_neuro
                 "n_reverse", "portability", "portability_before", "reverse_known", "reverse_kept",
                 "n_synonym", "synonymy", "synonymy_before", "synonym_known", "synonym_kept",
                 "fluency", "fluency_before", "edit_seconds", "seconds"]
+# a single edit asked in each other language of the run (`Edit.crosslingual`); "language" (the edit's) follows fact_id
+CROSSLINGUAL_COLUMNS = ["fact_id", "relation", "method", "measured", "n_prompts", "old", "new", "reliability",
+                        "reliability_before", "old_known", "old_kept"]
+
+
+def crosslingual_case(lm, fact_id: str, new_fact: str | None, items: dict) -> dict | None:
+    """One other language's reading of an edit of `fact_id` towards `new_fact`'s object, before the edit:
+    {items: the fact's (prompt, answer) pairs there, old, new: the objects there, before: the new object's
+    accuracy, known: the old one's}; None where either fact has no usable prompt or the objects are the same.
+    items: {fact_id: (prompt, answer) pairs} of that language (`_Edits.items`)."""
+    from ...edits.metrics import accuracy
+
+    if new_fact is None or fact_id not in items or new_fact not in items:
+        return None
+    pairs, old, new = items[fact_id], run_object(items[fact_id]), run_object(items[new_fact])
+    if old == new:
+        return None
+    return {"items": pairs, "old": old, "new": new, "known": accuracy(lm, pairs),
+            "before": accuracy(lm, [(p, with_object(a, new)) for p, a in pairs])}
+
+
+def crosslingual_rows(lm, cases: dict) -> list[dict]:
+    """Per other language {language: `crosslingual_case`}, the edited model's row: measured (the language),
+    n_prompts, old, new, reliability (the new object's token accuracy on the fact's prompts there), its
+    value before the edit, old_known and old_kept (the old object's, before and after)."""
+    from ...edits.metrics import accuracy
+
+    return [{"measured": l, "n_prompts": len(x["items"]), "old": x["old"], "new": x["new"],
+             "reliability": accuracy(lm, [(p, with_object(a, x["new"])) for p, a in x["items"]]),
+             "reliability_before": x["before"], "old_known": x["known"], "old_kept": accuracy(lm, x["items"])}
+            for l, x in cases.items()]
 
 
 class Edit(_Edits):
@@ -284,7 +315,14 @@ class Edit(_Edits):
     the edit, seconds: making and measuring it). For each size n of `edit_batches`, the run's planned edits
     in a seeded order are cut into batches of n (the rest left out), each a group "n:i"; record
     ``edit_group`` = {group, batch, facts, rows}: every method edits the batch's facts at once and each fact
-    is measured (table ``edit_batches``, with the batch size and group)."""
+    is measured (table ``edit_batches``, with the batch size and group).
+
+    Cross-lingual reliability (a run in several languages): each single edit, made with prompts of the
+    record's language, is also asked in every other language of the run where the fact and the new
+    object's fact (`kn.editing.Update.new_fact`) have usable prompts and other objects: the record holds
+    ``new_fact`` and each method's row ``crosslingual`` = [`crosslingual_rows`' rows], table
+    ``edit_crosslingual`` (`CROSSLINGUAL_COLUMNS`, "language" the edit's, "measured" the other). Batches
+    are not asked across languages. A one-language run's records and tables are as before (the table empty)."""
 
     name = "edit"
     Settings = EditSettings
@@ -304,7 +342,12 @@ class Edit(_Edits):
         return dataclasses.replace(settings, edit_options=full)
     fact_record = record_type = "edit"
     group_record = "edit_group"
-    table_names = ("edits", "edit_batches")
+    table_names = ("edits", "edit_batches", "edit_crosslingual")
+
+    def measures(self) -> dict:
+        """In several languages the records hold the cross-lingual rows, which came after such runs were
+        recorded: part of their key, so those runs' edits are recomputed (one language: keys as before)."""
+        return {"crosslingual": 1} if len(self.run.languages) > 1 else {}
 
     def start(self, lm, facts: Sequence) -> None:
         from ...edits.portability import reverse_templates
@@ -403,6 +446,8 @@ class Edit(_Edits):
                              **self.consequences(lm, c),
                              "fluency": self.fluency(lm, c["u"].fact_id, c["made"][0][0]),
                              "fluency_before": c["fluency_before"]})
+                if "crosslingual" in c:
+                    rows[-1]["crosslingual"] = crosslingual_rows(lm, c["crosslingual"])
         n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
         for r, chosen in zip(rows, m.chosen(lm, [c["request"] for c in cases])):
             r.update(chosen)  # e.g. the edited layer (rome's traced one): column "layer" where a method has one
@@ -431,12 +476,22 @@ class Edit(_Edits):
                 "n_neighbours": len(u.intra) + len(u.inter), "n_reverse": len(c["queries"]["reverse"]["new"]),
                 "n_synonym": len(c["queries"]["synonym"]["new"])}
 
+    def crosslingual(self, lm, u, language: str) -> dict:
+        """{other language of the run: `crosslingual_case`} where the edit `u` can be asked there."""
+        cases = {l: crosslingual_case(lm, u.fact_id, u.new_fact, self.items(l)[0])
+                 for l in self.run.languages if l != language}
+        return {l: x for l, x in cases.items() if x is not None}
+
     def run_fact(self, lm, fact, state: State) -> dict:
         _, u = self.plan(fact.relation, state)[fact.fact_id]
         c = self.case(lm, u, state.language)
+        several = len(self.run.languages) > 1
+        if several:
+            c["crosslingual"] = self.crosslingual(lm, u, state.language)
         rows = [self.attempt({"method": name}, lambda name=name: self.measure(lm, name, [c])[0])
                 for name in self.settings.edit_methods]
-        return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, **self.about(c), rows=rows)
+        return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, **self.about(c), rows=rows,
+                      **({"new_fact": u.new_fact} if several else {}))
 
     def batches(self, state: State) -> dict[str, list]:
         """{group "n:i": [kn.editing.Update, ...]}: the planned edits of every relation, in an order seeded by
@@ -472,5 +527,9 @@ class Edit(_Edits):
             return [{c: m.get(c, r.get(c)) for c in columns} for r in state.all(kind).values() if "error" not in r
                     for m in r["rows"] if "error" not in m]
         batch_columns = EDIT_COLUMNS[:3] + ["batch", "group"] + EDIT_COLUMNS[3:]
+        crosslingual = [{"fact_id": r["fact_id"], "relation": r["relation"], "method": m["method"], **x}
+                        for r in state.all(self.fact_record).values() if "error" not in r
+                        for m in r["rows"] if "error" not in m for x in m.get("crosslingual", ())]
         return {"edits": pd.DataFrame(rows_of(self.fact_record, EDIT_COLUMNS), columns=EDIT_COLUMNS),
-                "edit_batches": pd.DataFrame(rows_of(self.group_record, batch_columns), columns=batch_columns)}
+                "edit_batches": pd.DataFrame(rows_of(self.group_record, batch_columns), columns=batch_columns),
+                "edit_crosslingual": pd.DataFrame(crosslingual, columns=CROSSLINGUAL_COLUMNS)}
