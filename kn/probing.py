@@ -118,22 +118,28 @@ def _rows_probs(lm: LM, rows: list, pad: int) -> torch.Tensor:
     return torch.softmax(logits[:, -1].float(), dim=-1)
 
 
-def _batched(lm: LM, rows: list[tuple[list[int], int]]):
-    """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position): rows sorted by
-    length, cut into passes of at most ROW_TOKENS padded tokens (and LOGIT_FLOATS logits)."""
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
-    pad = _pad_id(lm)
+def _chunks(lm: LM, lengths: list[int]) -> list[list[int]]:
+    """Row indices sorted by length, cut into passes of at most ROW_TOKENS padded tokens (each pass's last
+    row is its longest) and LOGIT_FLOATS output logits."""
+    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
     vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
     most_rows = max(1, LOGIT_FLOATS // max(1, vocab))
-    start = 0
+    out, start = [], 0
     while start < len(order):
-        stop = start + 1  # sorted by length: the last row of a pass is its longest
+        stop = start + 1
         while (stop < len(order) and stop - start < most_rows
-               and (stop + 1 - start) * len(rows[order[stop]][0]) <= ROW_TOKENS):
+               and (stop + 1 - start) * lengths[order[stop]] <= ROW_TOKENS):
             stop += 1
-        chunk = order[start:stop]
-        yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
+        out.append(order[start:stop])
         start = stop
+    return out
+
+
+def _batched(lm: LM, rows: list[tuple[list[int], int]]):
+    """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position), a pass per `_chunks`."""
+    pad = _pad_id(lm)
+    for chunk in _chunks(lm, [len(ids) for ids, _ in rows]):
+        yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
 
 
 def batch_stats(lm: LM, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
