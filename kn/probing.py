@@ -254,7 +254,7 @@ def _last_token_probs(lm: LM, seqs: list[list[int]], stored: list | None, keep: 
     (at its own position, attending to its own row's tokens only); interventions act there."""
     n, dev = len(seqs), lm.device
     ids = torch.tensor([[s[-1]] for s in seqs], device=dev)
-    mask = torch.cat([keep.long(), torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1)
+    mask = torch.cat([keep.to(dev).long(), torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1)
     at = torch.tensor([[len(s) - 1] for s in seqs], device=dev)
     cache = kvcache.fresh(lm, stored, [n] * len(stored)) if stored is not None else None
     with torch.no_grad(), answer_rows(torch.ones((n, 1), dtype=torch.bool, device=dev)):

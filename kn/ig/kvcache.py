@@ -66,9 +66,9 @@ def right_aligned(stored: list, lengths) -> tuple[list, torch.Tensor]:
     source = (slots[None] + lengths[:, None]) % width  # new slot s of row r holds old slot (s + len_r) mod width
     keep = slots[None] >= width - lengths[:, None]
 
-    def move(x):
-        at = source[:, None, :, None].expand(n, x.shape[1], width, x.shape[3])
-        return torch.where(keep[:, None, :, None], x.gather(2, at), torch.zeros((), dtype=x.dtype, device=x.device))
+    def move(x):  # layers may sit on different devices
+        at = source.to(x.device)[:, None, :, None].expand(n, x.shape[1], width, x.shape[3])
+        return torch.where(keep.to(x.device)[:, None, :, None], x.gather(2, at), torch.zeros((), dtype=x.dtype, device=x.device))
 
     return [(move(k), move(v)) for k, v in stored], keep
 

@@ -110,3 +110,21 @@ def test_bad_conditions_and_no_pairs():
         batch_stats_under(lm, CAUSAL, [scaled(lm, NEURONS, 0.0)])
     assert batch_stats_under(lm, [], conditions(lm)) == [[], [], []]
     assert batch_stats_under(lm, CAUSAL, []) == []
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-3"])
+def test_sentence_targets(family):
+    """Answers that go on after the object (`kn.data.templates.Continuation` with a tail), teacher-forced
+    one row per token like any multi-token answer."""
+    from kn.data.schema import Fact
+
+    fact = Fact("capital/France", "capital", {"en": "France"}, {"en": "Paris"},
+                {"en": ["the capital of [X] is [Y] .", "[X] and [Y] is the capital city .", "in [X] , [Y] is the capital"]})
+    lm = tiny_lm(family)
+    pairs = fact.causal_pairs("en", sentence=True)
+    assert sum(bool(getattr(a, "tail", "")) for _, a in pairs) == 2
+    got = batch_stats_under(lm, pairs, conditions(lm))
+    for c, g in zip(conditions(lm), got):
+        with c():
+            want = [kn.answer_prob(lm, p, a) for p, a in pairs]
+        np.testing.assert_allclose([p for p, _ in g], want, rtol=1e-5)
