@@ -186,11 +186,13 @@ Condition = Callable[[], AbstractContextManager]  # a context-manager factory (`
 def batch_stats_under(lm: LM, pairs: Sequence[tuple[str, str]],
                       conditions: Sequence[Condition]) -> list[list[tuple[float, int]]]:
     """`batch_stats` of `pairs` under each condition: out[c][i] = (P(answer), rank) of pair i inside
-    `with conditions[c]():`. A condition is a context-manager factory that acts at the answer position
-    only (`lambda: kn.scaled(lm, neurons, f)`, `contextlib.nullcontext`): a causal LM's rows share all
-    but their last token across conditions, so that prefix runs once per pass of rows (right-padded, its
-    key/value cache kept) and each condition runs only the rows' last tokens over it ([rows, 1]); a
-    masked LM runs `batch_stats` once per condition."""
+    `with conditions[c]():`, [len(conditions)][len(pairs)]. A condition is a context-manager factory,
+    entered once per pass of rows, that changes the answer-predicting position only
+    (`lambda: kn.scaled(lm, neurons, f)`, `contextlib.nullcontext`; not positions="all" nor a weight
+    edit). A causal LM's rows (one per answer token, `kn.tokens.targets`) end at that position, so all
+    but their last token run once per pass of rows ([rows, width - 1], right-padded, its key/value cache
+    kept) and each condition runs only the last tokens over it ([rows, 1]); a masked LM runs
+    `batch_stats` once per condition."""
     conditions = list(conditions)
     if not all(callable(c) and not isinstance(c, AbstractContextManager) for c in conditions):
         raise checks.ArgumentError("conditions must be context-manager factories (e.g. contextlib.nullcontext, "
@@ -229,8 +231,8 @@ def _batched_under(lm: LM, rows: list[tuple[list[int], int]], conditions: list[C
 
 
 def _prefix_cache(lm: LM, seqs: list[list[int]], pad: int) -> tuple[list | None, torch.Tensor]:
-    """Run each row but its last token, right-padded, in one pass stopped before the output layer (no
-    intervention acts: none of these positions is an answer position). Returns its per-layer (keys,
+    """Run each row but its last token, right-padded, in one pass stopped before the output layer
+    (answer-position interventions do not act: none of these is an answer position). Returns its per-layer (keys,
     values) [n, heads, width, head_dim] with each row's tokens in the last slots (`kvcache.right_aligned`)
     and keep [n, width] (bool); (None, [n, 0]) when every row is one token."""
     n, width = len(seqs), max(len(s) for s in seqs) - 1

@@ -66,12 +66,13 @@ def test_a_misplaced_last_token_is_caught(family, mutation, monkeypatch):
         check_same(lm)
 
 
+@pytest.mark.parametrize("positions", ["answer", "all"])
 @pytest.mark.parametrize("family", ["GPT-2", "Gemma-3", "BLOOM"])
-def test_an_answer_intervention_around_it_acts_at_the_answer_only(family):
-    """`scaled` entered outside (positions="answer") acts in the last-token passes, not at the prefix
-    pass's last position (`answer_rows` marks none there)."""
+def test_an_intervention_around_it_acts_where_it_says(family, positions):
+    """`scaled` entered outside: positions="answer" acts in the last-token passes, not at the prefix
+    pass's last position (`answer_rows` marks none there); "all" acts in both passes."""
     lm = tiny_lm(family)
-    with scaled(lm, NEURONS, 3.0):
+    with scaled(lm, NEURONS, 3.0, positions=positions):
         got = batch_stats_under(lm, CAUSAL, [contextlib.nullcontext])[0]
         want = [answer_stats(lm, p, a) for p, a in CAUSAL]
     np.testing.assert_allclose([p for p, _ in got], [p for p, _ in want], rtol=1e-5)
