@@ -68,7 +68,8 @@ def right_aligned(stored: list, lengths) -> tuple[list, torch.Tensor]:
 
     def move(x):  # layers may sit on different devices
         at = source.to(x.device)[:, None, :, None].expand(n, x.shape[1], width, x.shape[3])
-        return torch.where(keep.to(x.device)[:, None, :, None], x.gather(2, at), torch.zeros((), dtype=x.dtype, device=x.device))
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.where(keep.to(x.device)[:, None, :, None], x.gather(2, at), zero)
 
     return [(move(k), move(v)) for k, v in stored], keep
 

@@ -120,7 +120,8 @@ def test_sentence_targets(family):
     from kn.data.schema import Fact
 
     fact = Fact("capital/France", "capital", {"en": "France"}, {"en": "Paris"},
-                {"en": ["the capital of [X] is [Y] .", "[X] and [Y] is the capital city .", "in [X] , [Y] is the capital"]})
+                {"en": ["the capital of [X] is [Y] .", "[X] and [Y] is the capital city .",
+                        "in [X] , [Y] is the capital"]})
     lm = tiny_lm(family)
     pairs = fact.causal_pairs("en", sentence=True)
     assert sum(bool(getattr(a, "tail", "")) for _, a in pairs) == 2
