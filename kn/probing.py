@@ -1,12 +1,15 @@
 """What the model predicts: top-k answers and the probability of a given answer."""
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from contextlib import AbstractContextManager
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
 from . import checks
-from .hooks import head_at, head_from, hooked
+from .hooks import head_at, head_from, hooked, stop_at_head
+from .ig import kvcache
+from .ig.clean import run_to_head
 from .interventions import answer_rows
 from .models import LM
 from .tokens import query, targets
@@ -118,22 +121,51 @@ def _rows_probs(lm: LM, rows: list, pad: int) -> torch.Tensor:
     return torch.softmax(logits[:, -1].float(), dim=-1)
 
 
-def _batched(lm: LM, rows: list[tuple[list[int], int]]):
-    """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position): rows sorted by
-    length, cut into passes of at most ROW_TOKENS padded tokens (and LOGIT_FLOATS logits)."""
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))
-    pad = _pad_id(lm)
+def _chunks(lm: LM, lengths: list[int]) -> list[list[int]]:
+    """Row indices sorted by length, cut into passes of at most ROW_TOKENS padded tokens (each pass's last
+    row is its longest) and LOGIT_FLOATS output logits."""
+    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
     vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
     most_rows = max(1, LOGIT_FLOATS // max(1, vocab))
-    start = 0
+    out, start = [], 0
     while start < len(order):
-        stop = start + 1  # sorted by length: the last row of a pass is its longest
+        stop = start + 1
         while (stop < len(order) and stop - start < most_rows
-               and (stop + 1 - start) * len(rows[order[stop]][0]) <= ROW_TOKENS):
+               and (stop + 1 - start) * lengths[order[stop]] <= ROW_TOKENS):
             stop += 1
-        chunk = order[start:stop]
-        yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
+        out.append(order[start:stop])
         start = stop
+    return out
+
+
+def _batched(lm: LM, rows: list[tuple[list[int], int]]):
+    """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position), a pass per `_chunks`."""
+    pad = _pad_id(lm)
+    for chunk in _chunks(lm, [len(ids) for ids, _ in rows]):
+        yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
+
+
+def _target_rows(lm: LM, pairs) -> tuple[list, list]:
+    """One row (ids list, answer position) per answer token of each (prompt, answer) pair (its
+    teacher-forced context, `kn.tokens.targets`), and its owner (pair index, token index, gold id)."""
+    rows, owner = [], []
+    for i, (p, a) in enumerate(pairs):
+        for j, t in enumerate(targets(lm, p, a)):
+            rows.append((t.ids[0].tolist(), t.pos))
+            owner.append((i, j, t.gold))
+    return rows, owner
+
+
+def _gather(stats: list, owner: list, chunk: list[int], p: torch.Tensor) -> None:
+    """Fold the distributions p [len(chunk), vocab] of rows `chunk` into stats [(prob, rank)] per pair:
+    probabilities multiply over a pair's answer tokens, the rank is its first token's."""
+    gold = torch.tensor([owner[r][2] for r in chunk], device=p.device)
+    pg = p.gather(1, gold[:, None])
+    ranks = (p > pg).sum(-1).tolist()
+    for r, q, rk in zip(chunk, pg[:, 0].tolist(), ranks):
+        i, j, _ = owner[r]
+        prob, rank = stats[i]
+        stats[i] = (prob * q, int(rk) if j == 0 else rank)
 
 
 def batch_stats(lm: LM, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
@@ -141,22 +173,96 @@ def batch_stats(lm: LM, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, i
     per answer token (its teacher-forced context from `kn.tokens.targets`, read at its own position),
     rows sorted by length and cut into passes of at most ROW_TOKENS padded tokens. Interventions
     (`kn.scaled`, positions="answer") act at each row's own answer position, as in the pass per token."""
-    rows, owner = [], []  # owner: (pair index, token index, gold) of each row
-    for i, (p, a) in enumerate(pairs):
-        for j, t in enumerate(targets(lm, p, a)):
-            rows.append((t.ids[0].tolist(), t.pos))
-            owner.append((i, j, t.gold))
-    prob, rank = [1.0] * len(pairs), [-1] * len(pairs)
+    rows, owner = _target_rows(lm, pairs)
+    stats = [(1.0, -1)] * len(pairs)
     for chunk, p in _batched(lm, rows):
-        gold = torch.tensor([owner[r][2] for r in chunk], device=p.device)
-        pg = p.gather(1, gold[:, None])
-        ranks = (p > pg).sum(-1).tolist()
-        for r, q, rk in zip(chunk, pg[:, 0].tolist(), ranks):
-            i, j, _ = owner[r]
-            prob[i] *= q
-            if j == 0:
-                rank[i] = int(rk)
-    return list(zip(prob, rank))
+        _gather(stats, owner, chunk, p)
+    return stats
+
+
+Condition = Callable[[], AbstractContextManager]  # a context-manager factory (`batch_stats_under`)
+
+
+def batch_stats_under(lm: LM, pairs: Sequence[tuple[str, str]],
+                      conditions: Sequence[Condition]) -> list[list[tuple[float, int]]]:
+    """`batch_stats` of `pairs` under each condition: out[c][i] = (P(answer), rank) of pair i inside
+    `with conditions[c]():`, [len(conditions)][len(pairs)]. A condition is a context-manager factory,
+    entered once per pass of rows, that changes the answer-predicting position only
+    (`lambda: kn.scaled(lm, neurons, f)`, `contextlib.nullcontext`; not positions="all" nor a weight
+    edit). A causal LM's rows (one per answer token, `kn.tokens.targets`) end at that position, so all
+    but their last token run once per pass of rows ([rows, width - 1], right-padded, its key/value cache
+    kept) and each condition runs only the last tokens over it ([rows, 1]); a masked LM runs
+    `batch_stats` once per condition."""
+    conditions = list(conditions)
+    if not all(callable(c) and not isinstance(c, AbstractContextManager) for c in conditions):
+        raise checks.ArgumentError("conditions must be context-manager factories (e.g. contextlib.nullcontext, "
+                                   "lambda: kn.scaled(lm, neurons, 0)); pass callables, not entered contexts")
+    pairs = list(pairs)
+    if not conditions:
+        return []
+    if lm.masked:
+        out = []
+        for c in conditions:
+            with c():
+                out.append(batch_stats(lm, pairs))
+        return out
+    rows, owner = _target_rows(lm, pairs)
+    stats = [[(1.0, -1)] * len(pairs) for _ in conditions]
+    for chunk, probs in _batched_under(lm, rows, conditions):
+        for st, p in zip(stats, probs):
+            _gather(st, owner, chunk, p)
+    return stats
+
+
+def _batched_under(lm: LM, rows: list[tuple[list[int], int]], conditions: list[Condition]):
+    """Yield (row indices, [distributions [n, vocab] per condition]) over a causal LM's `rows` (ids,
+    answer position = the last), a prefix pass and a last-token pass per condition per `_chunks`."""
+    if any(pos != len(ids) - 1 for ids, pos in rows):
+        raise ValueError("a causal LM's row must end at its answer-predicting position")
+    pad = _pad_id(lm)
+    for chunk in _chunks(lm, [len(ids) for ids, _ in rows]):
+        seqs = [rows[r][0] for r in chunk]
+        stored, keep = _prefix_cache(lm, seqs, pad)
+        probs = []
+        for c in conditions:
+            with c():
+                probs.append(_last_token_probs(lm, seqs, stored, keep))
+        yield chunk, probs
+
+
+def _prefix_cache(lm: LM, seqs: list[list[int]], pad: int) -> tuple[list | None, torch.Tensor]:
+    """Run each row but its last token, right-padded, in one pass stopped before the output layer
+    (answer-position interventions do not act: none of these is an answer position). Returns its per-layer (keys,
+    values) [n, heads, width, head_dim] with each row's tokens in the last slots (`kvcache.right_aligned`)
+    and keep [n, width] (bool); (None, [n, 0]) when every row is one token."""
+    n, width = len(seqs), max(len(s) for s in seqs) - 1
+    dev = lm.device
+    if width == 0:
+        return None, torch.zeros((n, 0), dtype=torch.bool, device=dev)
+    ids = torch.full((n, width), pad, dtype=torch.long, device=dev)
+    mask = torch.zeros((n, width), dtype=torch.long, device=dev)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s) - 1] = torch.tensor(s[:-1], device=dev)
+        mask[r, :len(s) - 1] = 1
+    cache = kvcache.empty(lm)
+    with torch.no_grad(), answer_rows(torch.zeros((n, width), dtype=torch.bool, device=dev)):
+        run_to_head(lm.model, [stop_at_head(lm, -1, {})], input_ids=ids, attention_mask=mask, use_cache=True,
+                    **kvcache.keyword(lm.model, cache))
+    return kvcache.right_aligned(kvcache.contents(cache), [len(s) - 1 for s in seqs])
+
+
+def _last_token_probs(lm: LM, seqs: list[list[int]], stored: list | None, keep: torch.Tensor) -> torch.Tensor:
+    """Output distributions [n, vocab] of each row's last token run alone over the prefix cache `stored`
+    (at its own position, attending to its own row's tokens only); interventions act there."""
+    n, dev = len(seqs), lm.device
+    ids = torch.tensor([[s[-1]] for s in seqs], device=dev)
+    mask = torch.cat([keep.to(dev).long(), torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1)
+    at = torch.tensor([[len(s) - 1] for s in seqs], device=dev)
+    cache = kvcache.fresh(lm, stored, [n] * len(stored)) if stored is not None else None
+    with torch.no_grad(), answer_rows(torch.ones((n, 1), dtype=torch.bool, device=dev)):
+        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=cache is not None,
+                          **kvcache.keyword(lm.model, cache), **kvcache.positions(lm.model, at)).logits
+    return torch.softmax(logits[:, -1].float(), dim=-1)
 
 
 def batch_probe(lm: LM, prompts: Sequence[str], k: int = 10) -> list[list[Prediction]]:

@@ -1,6 +1,7 @@
 """Do the located neurons carry the fact? Suppress and amplify them (Dai et al. 2022, section 4.2)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -9,7 +10,7 @@ import numpy as np
 from . import checks
 from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR, scaled
 from .models import LM
-from .probing import batch_probs
+from .probing import batch_stats_under
 
 
 @dataclass
@@ -54,15 +55,16 @@ def ratio_of_means(before, after) -> float:
 def effect(lm: LM, prompts: Sequence[str], answer, neurons, factor: float = AMPLIFY_FACTOR,
            suppress_factor: float = SUPPRESS_FACTOR) -> Effect:
     """P(gold) of each prompt before, with `neurons` multiplied by `suppress_factor` (0) and by `factor`.
-    answer: one for every prompt, or one per prompt (checked inputs). Each condition is one batched
-    measurement over all the prompts (`kn.probing.batch_probs`), equal to `answer_prob` per prompt."""
+    answer: one for every prompt, or one per prompt (checked inputs). The conditions are one batched
+    measurement over all the prompts (`kn.probing.batch_stats_under`), equal to `answer_prob` per prompt."""
     return effects(lm, [(prompts, answer)], neurons, factor, suppress_factor)[0]
 
 
 def effects(lm: LM, groups: Sequence[tuple[Sequence[str], object]], neurons, factor: float = AMPLIFY_FACTOR,
             suppress_factor: float = SUPPRESS_FACTOR) -> list[Effect]:
     """`effect` of each (prompts, answer) group (a fact and its controls) under the same neurons, every
-    group's prompts in the same batched measurement of each condition; an `Effect` per group."""
+    group's prompts in the same batched measurement (`kn.probing.batch_stats_under`: a causal LM runs
+    the prompts' tokens but each row's last once, then that last token per condition); an `Effect` per group."""
     prompts, answers, sizes = [], [], []
     for ps, answer in groups:
         ps = list(ps)
@@ -72,14 +74,11 @@ def effects(lm: LM, groups: Sequence[tuple[Sequence[str], object]], neurons, fac
     if len(answers) != len(prompts):
         raise checks.ArgumentError(f"{len(prompts)} prompts but {len(answers)} answers; pass one answer or one per prompt")
 
-    def probs():
-        return np.array(batch_probs(lm, prompts, answers), dtype=float)
-
-    before = probs()
-    with scaled(lm, neurons, suppress_factor):
-        sup = probs()
-    with scaled(lm, neurons, factor):
-        amp = probs()
+    neurons = checks.neurons(lm, neurons)  # read once: every condition of every pass sees them
+    factor, suppress_factor = checks.number(factor, "factor"), checks.number(suppress_factor, "suppress_factor")
+    conditions = [nullcontext, lambda: scaled(lm, neurons, suppress_factor), lambda: scaled(lm, neurons, factor)]
+    before, sup, amp = (np.array([p for p, _ in st], dtype=float)
+                        for st in batch_stats_under(lm, list(zip(prompts, answers)), conditions))
     cut = np.cumsum([0] + sizes)
     return [Effect(before[i:j], sup[i:j], amp[i:j]) for i, j in zip(cut[:-1], cut[1:])]
 

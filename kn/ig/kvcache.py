@@ -1,8 +1,10 @@
-"""The prompt's key/value cache (causal LMs): recorded by the clean run, rebuilt for each path pass."""
+"""The prompt's key/value cache (causal LMs): recorded by the clean run, rebuilt for each path pass;
+and a padded batch's, over which `kn.probing.batch_stats_under` runs each row's last token."""
 from __future__ import annotations
 
 import inspect
 
+import torch
 from transformers import DynamicCache
 
 from ..models import LM
@@ -45,3 +47,34 @@ def keyword(model, cache) -> dict:
         return {}
     params = inspect.signature(model.forward).parameters
     return {"cache" if "cache" in params else "past_key_values": cache}
+
+
+def contents(cache: DynamicCache) -> list:
+    """Per-layer (keys, values) of every token in `cache`, [batch, heads, seq, head_dim] each."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def right_aligned(stored: list, lengths) -> tuple[list, torch.Tensor]:
+    """Per-layer (keys, values) of a right-padded batch (row r's tokens in slots [0, lengths[r])) with
+    each row's tokens moved to the last slots and the padding slots before them zeroed; and which
+    slots hold a token, keep [batch, seq] (bool). A token run over it then sits at the same distance
+    from each of its row's tokens as in the unpadded row (what sliding windows and ALiBi measure)."""
+    k0 = stored[0][0]
+    n, width = k0.shape[0], k0.shape[2]
+    lengths = torch.as_tensor(lengths, device=k0.device)
+    slots = torch.arange(width, device=k0.device)
+    source = (slots[None] + lengths[:, None]) % width  # new slot s of row r holds old slot (s + len_r) mod width
+    keep = slots[None] >= width - lengths[:, None]
+
+    def move(x):  # layers may sit on different devices
+        at = source.to(x.device)[:, None, :, None].expand(n, x.shape[1], width, x.shape[3])
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return torch.where(keep.to(x.device)[:, None, :, None], x.gather(2, at), zero)
+
+    return [(move(k), move(v)) for k, v in stored], keep
+
+
+def positions(model, position_ids: torch.Tensor) -> dict:
+    """The `position_ids` keyword of `model.forward` when it takes one; none for a model that places
+    tokens by the attention mask alone (ALiBi: BLOOM)."""
+    return {"position_ids": position_ids} if "position_ids" in inspect.signature(model.forward).parameters else {}

@@ -111,7 +111,20 @@ def count_passes(lm):
     return n, lm.model.register_forward_pre_hook(fn, with_kwargs=True)
 
 
-@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BERT"])
+def passes_of_effects(lm):
+    """Forward passes of one `effects` call whose rows fit one pass: a masked LM one per condition
+    (before, suppressed, amplified); a causal LM one over the rows' prompts but their last token,
+    then one of the last tokens alone per condition (`kn.probing.batch_stats_under`)."""
+    return 3 if lm.masked else 1 + 3
+
+
+def loop(lm, prompts, answers, factor):
+    """The per-prompt definition: `answer_prob` of each prompt inside the condition."""
+    with condition(lm, factor):
+        return [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BLOOM", "BERT"])
 def test_effect_equals_the_loop_in_one_pass_per_condition(family):
     lm = tiny_lm(family)
     prompts = [p for p, _ in pairs_of(lm)]
@@ -121,14 +134,10 @@ def test_effect_equals_the_loop_in_one_pass_per_condition(family):
         e = effect(lm, prompts, answers, NEURONS, 3.0, 0.0)
     finally:
         handle.remove()
-    assert n["passes"] == 3  # before, suppressed, amplified: one batched pass each
-    want = {}
-    for name, f in (("before", None), ("suppressed", 0.0), ("amplified", 3.0)):
-        with condition(lm, f):
-            want[name] = [answer_prob(lm, p, a) for p, a in zip(prompts, answers)]
-    np.testing.assert_allclose(e.before, want["before"], rtol=1e-5)
-    np.testing.assert_allclose(e.suppressed, want["suppressed"], rtol=1e-5)
-    np.testing.assert_allclose(e.amplified, want["amplified"], rtol=1e-5)
+    assert n["passes"] == passes_of_effects(lm)
+    np.testing.assert_allclose(e.before, loop(lm, prompts, answers, None), rtol=1e-5)
+    np.testing.assert_allclose(e.suppressed, loop(lm, prompts, answers, 0.0), rtol=1e-5)
+    np.testing.assert_allclose(e.amplified, loop(lm, prompts, answers, 3.0), rtol=1e-5)
     assert kn.hooks.count(lm.model) == 0
 
 
@@ -175,9 +184,11 @@ def test_known_selection_is_unchanged():
     assert got == want
 
 
-@pytest.mark.parametrize("family", ["GPT-2", "BERT"])
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BLOOM", "BERT"])
 def test_effects_of_a_fact_and_its_controls_share_the_passes(family):
-    """verify's fact and two controls: 3 passes in all, each group's numbers those of its own effect."""
+    """verify's fact and two controls (prompts of different lengths, answers of 1-3 tokens): the passes
+    of one measurement (`passes_of_effects`: 4 for a causal LM, 3 for a masked one), each group's
+    numbers those of `answer_prob` per prompt under each condition."""
     from kn.verification import effects
 
     lm = tiny_lm(family)
@@ -189,14 +200,15 @@ def test_effects_of_a_fact_and_its_controls_share_the_passes(family):
         got = effects(lm, groups, NEURONS, 3.0, 0.0)
     finally:
         handle.remove()
-    assert n["passes"] == 3 and len(got) == 3
+    assert n["passes"] == passes_of_effects(lm) and len(got) == 3
     for (ps, a), g in zip(groups, got):
-        want = effect(lm, ps, a, NEURONS, 3.0, 0.0)
+        answers = [a] * len(ps) if isinstance(a, str) else a
         assert len(g.before) == len(ps)
-        for name in ("before", "suppressed", "amplified"):
-            np.testing.assert_allclose(getattr(g, name), getattr(want, name), rtol=1e-5)
+        for name, f in (("before", None), ("suppressed", 0.0), ("amplified", 3.0)):
+            np.testing.assert_allclose(getattr(g, name), loop(lm, ps, answers, f), rtol=1e-5)
     with pytest.raises(kn.checks.ArgumentError):
         effects(lm, [(["a", "b"], ["x"])], NEURONS)
+    assert kn.hooks.count(lm.model) == 0
 
 
 @pytest.mark.parametrize("per_relation", [None, 1, 3])
