@@ -8,6 +8,7 @@
 #   bash book/results/record.sh amig-en  # "AMIG": smollm2-135m in English alone (it knows few facts in en and fr)
 #   bash book/results/record.sh critique # "Knowledge, or grammar?": facts and the agreement set, en and fr
 #   bash book/results/record.sh edits PARAREL_DIR  # "Editing": every edit method on 12 relations x 20 edits, gemma-3-270m
+#   bash book/results/record.sh xedits BMLAMA_DIR  # "Editing": every edit method made in English or Chinese, asked in both
 #   bash book/results/record.sh agreement PARAREL_DIR  # "How many steps": cheaper settings against the paper's
 #   bash book/results/record.sh verbfinal BMLAMA_DIR  # "Language-independent": LIKN in English and Japanese (verb-final)
 #   bash book/results/record.sh map PARAREL_DIR  # "Knowledge neurons at scale": every relation, the fast two-stage setting
@@ -116,6 +117,15 @@ edits() {  # edits MODEL PARAREL_DIR: single edits (20 per relation), and batche
     kn record "runs/edits/$m" "book/results/edits/$m"
 }
 
+xedits() {  # xedits MODEL BMLAMA_DIR: the same edit methods, each edit made in one language and asked in the other
+    local m=$1 data="bmlama:$2"
+    # shellcheck disable=SC2046
+    kn run --model "$m" --data "$data" --languages en,zh --relations P36,P1376,P30,P37,P103,P1412 \
+        --facts-per-relation 10 --known $(quadrature "$m") --min-prompts 1 --phases locate,edit --edit-facts 10 \
+        --out "runs/edits/$m-en-zh"
+    kn record "runs/edits/$m-en-zh" "book/results/edits/$m-en-zh"
+}
+
 map() {  # map MODEL PARAREL_DIR: every PARAREL relation (30 known facts each; one-template relations too),
          # at the two-stage fast setting: issue 31's whole map of a causal LM
     local m=$1 data="pararel:$2"
@@ -149,5 +159,7 @@ case "${1:-}" in
          map gemma-3-270m "$2" ;;
     edits) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh edits PARAREL_DIR" >&2; exit 2; }
            edits gemma-3-270m "$2" ;;
-    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR|agreement PARAREL_DIR|verbfinal BMLAMA_DIR|map PARAREL_DIR" >&2; exit 2 ;;
+    xedits) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh xedits BMLAMA_DIR" >&2; exit 2; }
+            xedits gemma-3-270m "$2" ;;
+    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR|xedits BMLAMA_DIR|agreement PARAREL_DIR|verbfinal BMLAMA_DIR|map PARAREL_DIR" >&2; exit 2 ;;
 esac

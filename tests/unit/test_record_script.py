@@ -41,9 +41,9 @@ def _validated_runs(commands, monkeypatch) -> dict[str, object]:
     return runs
 
 
-@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits", "agreement", "verbfinal", "map"])
+@pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits", "xedits", "agreement", "verbfinal", "map"])
 def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch):
-    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits", "agreement", "verbfinal", "map") else [mode]))
+    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits", "xedits", "agreement", "verbfinal", "map") else [mode]))
     assert {c[0] for c in commands} == {"run", "record"}
     runs = _validated_runs(commands, monkeypatch)
     made = set()
@@ -67,6 +67,9 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         e = runs["runs/edits/gemma-3-270m"]
         assert e.phases == ("locate", "edit") and e.of("edit").edit_batches == (10, 100) and e.of("edit").edit_facts == 20
         assert {"P36", "P1376", "P47", "P530"} <= set(c for c in commands[0][commands[0].index("--relations") + 1].split(","))
+    if mode == "xedits":
+        x = runs["runs/edits/gemma-3-270m-en-zh"]
+        assert x.languages == ("en", "zh") and x.phases == ("locate", "edit") and x.of("edit").edit_facts == 10
     if mode == "agreement":
         paper, gx = runs["runs/agreement/gemma-3-270m-paper"].attribution, runs["runs/agreement/gemma-3-270m-gradxact"]
         assert (paper.kind, paper.rule, paper.steps, paper.baseline) == ("ig", "riemann_left", 20, "zero")
