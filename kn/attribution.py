@@ -20,7 +20,8 @@ layer given, `kn.screening.top_layers` keeps the k whose best neuron scores high
 those only (the other rows zero), in the fast path and the reference alike.
 
 `batch_scores` scores several (prompt, answer) pairs as `scores` does one, with the output layer's
-vocabulary walk shared among all their passes for IG and GradXAct (`kn.ig.walks`).
+vocabulary walk shared among all their passes for IG and GradXAct (`kn.ig.walks`); with a screen, IG
+starts from the clean runs its forwards record (`kn.gradxact.screen_targets`) instead of its own.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from .ig import fast, reference as ref
 from .ig.clean import clean_run
 from .models import LM
 from .screening import top_layers
-from .gradxact import grad_x_act_target, grad_x_act_targets
+from .gradxact import grad_x_act_target, grad_x_act_targets, screen_targets
 from . import checks
 from . import settings as _settings
 from .settings import IG, Activation, GradXAct, Settings, resolve
@@ -137,11 +138,12 @@ def _batch_grad_x_act(lm: LM, prompts: list, answers: list, layers: list[int]) -
 def _batch_attribute(lm: LM, prompts: list, answers: list, ig: IG, layers: list[int]) -> list[torch.Tensor]:
     baselines.check_for(lm, ig.baseline)
     ts, counts = _targets(lm, prompts, answers)
-    chosen = [layers] * len(prompts)
-    if ig.screen is not None and ig.screen < len(layers):  # each pair's own screen
-        chosen = [top_layers(g, layers, ig.screen) for g in _batch_grad_x_act(lm, prompts, answers, layers)]
+    chosen, cleans = [layers] * len(prompts), None
+    if ig.screen is not None and ig.screen < len(layers):  # each pair's own screen; its forwards record the clean runs
+        screened, cleans = screen_targets(lm, ts, layers)
+        chosen = [top_layers(g, layers, ig.screen) for g in _per_pair(screened, counts)]
     per_target = [c for c, n in zip(chosen, counts) for _ in range(n)]
-    return _per_pair(fast.attribute_targets(lm, list(zip(ts, per_target)), ig), counts)
+    return _per_pair(fast.attribute_targets(lm, list(zip(ts, per_target)), ig, cleans=cleans), counts)
 
 
 register(IG, lambda lm, prompt, answer, settings, layers: attribute(lm, prompt, answer, settings, layers=layers),

@@ -1,4 +1,4 @@
-"""The fast IG path: one clean run per answer token, then passes of path rows of several layers.
+"""The fast IG path: one clean run per answer token (or the screen's record of it), then passes of path rows of several layers.
 
 Only the answer position reaches the output layer, whose gradient `head` computes in vocabulary
 chunks; causal LMs run the answer-predicting token alone over the prompt's key/value cache.
@@ -59,9 +59,10 @@ def scores(factor: torch.Tensor, wgrad: torch.Tensor, layers: list[int]) -> torc
     return torch.where(mask, s, torch.zeros_like(s)).cpu()
 
 
-def _queue(lm: LM, t: Target, ig: IG, layers: list[int], walks: Walks):
-    """Queue the passes of one answer token on `walks`; returns what gives its scores once they are walked."""
-    clean = clean_run(lm, t)
+def _queue(lm: LM, t: Target, ig: IG, layers: list[int], walks: Walks, clean: Clean | None = None):
+    """Queue the passes of one answer token on `walks` (from `clean`, default `clean_run`'s); returns what
+    gives its scores once they are walked."""
+    clean = clean_run(lm, t) if clean is None else clean
     x = clean.acts
     base = baselines.resolve(lm, t, ig.baseline).to(x)
     seq = t.ids.shape[1]
@@ -81,13 +82,15 @@ def _queue(lm: LM, t: Target, ig: IG, layers: list[int], walks: Walks):
     return lambda: scores(ig.factor(x, base), wgrad, layers)
 
 
-def attribute_targets(lm: LM, jobs: Sequence[tuple[Target, list[int]]], ig: IG,
-                      walks: Walks | None = None) -> list[torch.Tensor]:
+def attribute_targets(lm: LM, jobs: Sequence[tuple[Target, list[int]]], ig: IG, walks: Walks | None = None,
+                      cleans: Sequence[Clean] | None = None) -> list[torch.Tensor]:
     """IG scores [n_layers, width] of each (answer token, layers: checked, ascending); the passes of all
-    share output-layer walks through `walks` (default: a fresh `Walks(lm)`)."""
+    share output-layer walks through `walks` (default: a fresh `Walks(lm)`); `cleans`: each job's `Clean`
+    recorded already (`kn.gradxact.screen_targets`), else each starts with a `clean_run`."""
     walks = Walks(lm) if walks is None else walks
+    cleans = [None] * len(jobs) if cleans is None else cleans
     with frozen_params(lm.model):
-        results = [_queue(lm, t, ig, layers, walks) for t, layers in jobs]
+        results = [_queue(lm, t, ig, layers, walks, c) for (t, layers), c in zip(jobs, cleans, strict=True)]
         walks.flush()
     return [r() for r in results]
 
