@@ -210,7 +210,7 @@ def _summary(res) -> None:
 
     phases = make_phases(res.settings)
     a = res.settings.attribution
-    print(f"settings: language {res.settings.language}, seed {res.settings.seed}, attribution "
+    print(f"settings: language {', '.join(res.languages)}, seed {res.settings.seed}, attribution "
           + ", ".join(f"{k} {v}" for k, v in a.to_dict().items() if v is not None))
     for p in phases:
         values = [f"{k} {v}" for k, v in res.config["settings"].get(p.name, {}).items()]

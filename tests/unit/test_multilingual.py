@@ -213,6 +213,8 @@ def test_cli_languages(lm, tmp_path, monkeypatch, capsys):
     assert cli.main(["run", "--languages", "en,xx", "--steps", str(STEPS), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "en:" in text and "xx:" in text and text.count("mean over relations") == 2
+    after_xx = text[text.index("\nxx:"):]
+    assert after_xx.split("\n")[2].startswith("settings: language xx,")  # each block names its own language
     res = load_run(out)
     assert res.languages == ["en", "xx"] and len(res.facts) == 12
     journal = (out / "journal.jsonl").read_bytes()
