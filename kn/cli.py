@@ -320,7 +320,7 @@ def cmd_coverage(args) -> None:
     facts = data.load(args.data, languages=languages)  # before the model: a missing folder fails fast
     lm = _load(args)
     table = coverage(facts, lm, languages, known=not args.no_probe, sample=args.sample or None, seed=args.seed,
-                     sentence=args.sentence)
+                     sentence=args.sentence, progress=True)
     print(f"{lm.name} on {args.data}" + (", prompts whose object is not last as sentence targets" if args.sentence
                                          else "")
           + ("" if args.no_probe else " (known: gold in the top 10 on at least half the prompts"

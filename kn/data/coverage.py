@@ -15,14 +15,15 @@ COLUMNS = ["language", "facts", "no_prompt", "unrepresentable", "usable", "usabl
 
 
 def coverage(facts, lm, languages: Sequence[str] | None = None, *, known: bool = True, sample: int | None = 200,
-             k: int = 10, min_fraction: float = 0.5, seed: int = 0, sentence: bool = False):
+             k: int = 10, min_fraction: float = 0.5, seed: int = 0, sentence: bool = False, progress: bool = False):
     """A row per language (`COLUMNS`): facts with a version in it; dropped for having no prompt the
     model can take (a causal LM: no object-last template, unless `sentence`) or an answer its
     tokenizer cannot write; usable ones (their share of the facts), those with a sentence-target prompt
     (`sentence`: the object not last), single- and multi-token; with `known`, how many of a seeded
     sample of `sample` usable facts (None: all) the model knows (`filter_known`: a sentence target by
-    its gold sentence's margin over the distractors)."""
+    its gold sentence's margin over the distractors). progress: a bar per language over the probed facts."""
     import pandas as pd
+    from tqdm.auto import tqdm
 
     from ..probing import answer_logprobs, probe
 
@@ -40,8 +41,9 @@ def coverage(facts, lm, languages: Sequence[str] | None = None, *, known: bool =
                "single_token": sum(p.single_token for p in ok), "multi_token": sum(not p.single_token for p in ok)}
         if known and ok:
             chosen = ok if sample is None or sample >= len(ok) else random.Random(f"{seed}|{lang}").sample(ok, sample)
-            kept = filter_known(chosen, lambda q: probe(lm, q, k=k), min_fraction=min_fraction, score=score).kept
-            row |= {"probed": len(chosen), "known": len(kept), "known_share": len(kept) / len(chosen)}
+            kept = sum(len(filter_known([p], lambda q: probe(lm, q, k=k), min_fraction=min_fraction, score=score).kept)
+                       for p in tqdm(chosen, desc=f"{lang}: probing", unit="fact", disable=not progress, leave=False))
+            row |= {"probed": len(chosen), "known": kept, "known_share": kept / len(chosen)}
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
