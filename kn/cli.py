@@ -313,7 +313,7 @@ def cmd_coverage(args) -> None:
     from . import data, recording
     from .data.coverage import coverage
 
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), recording.now()
     if args.record:
         recording.check_dest(args.record)  # before the model: a folder kn may not record into is refused now
     languages = checks.names(args.languages, "--languages") if args.languages else None
@@ -329,7 +329,7 @@ def cmd_coverage(args) -> None:
     print(table.to_string(index=False))
     if args.record:
         cmd = "kn coverage " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["coverage"] else sys.argv[1:])
-        prov = recording.provenance(cmd, seconds=time.perf_counter() - t0,
+        prov = recording.provenance(cmd, seconds=time.perf_counter() - t0, started=started,
                                     settings={"model": lm.name, "data": args.data, "languages": languages,
                                               "sample": args.sample, "seed": args.seed, "k": 10,
                                               "min_fraction": 0.5, "probed": not args.no_probe,

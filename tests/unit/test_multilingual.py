@@ -437,6 +437,7 @@ def test_cli_coverage_records_the_table(lm, tmp_path, monkeypatch, capsys):
     assert got.known.tolist() == want.known.tolist() and got.single_token.tolist() == want.single_token.tolist()
     prov = json.loads((dest / "provenance.json").read_text())
     assert prov["settings"]["languages"] == ["en", "xx"] and prov["command"].startswith("kn coverage")
+    assert prov["started"] is not None and prov["started"] <= prov["recorded"]
 
 
 # -- a language whose templates all put the object mid-sentence (verb-final: ja, ko, tr) ---------------
