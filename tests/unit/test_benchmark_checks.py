@@ -286,7 +286,7 @@ def test_bench_run_measures_a_screened_setting_beside_the_paper_one(tmp_path, on
 
 def test_throughput_benchmark_counts_flops_that_grow_with_the_path_on_a_tiny_model(monkeypatch):
     """bench_throughput's profile child on a tiny model: more path points, more FLOPs per prompt (IG's
-    products grow with the steps); the time groups add up to the wall time; the ceiling rate is positive."""
+    products grow with the steps); the sampled shares of the time add up to one; the ceiling rate is positive."""
     import types
 
     import kn
@@ -303,7 +303,32 @@ def test_throughput_benchmark_counts_flops_that_grow_with_the_path_on_a_tiny_mod
     args = types.SimpleNamespace(threads=1, model="tiny", data="builtin", relations=["capital"], facts=1)
     out = bt.profile(args, {"2": kn.IG(steps=2), "8": kn.IG(steps=8)})
     assert out["flops"]["8"] > 1.2 * out["flops"]["2"] > 0 and out["rate_gflops"] > 0
-    assert sum(out["profile"].values()) == pytest.approx(out["profile_wall"])
+    assert sum(out["profile"].values()) == pytest.approx(1) and out["profile_wall"] > 0 and out["profile_facts"] == 1
+
+
+def test_sampled_time_is_filed_by_what_kn_is_doing():
+    """sampling.category on hand-made stacks (innermost first): a walk inside the screen is a walk, the
+    screen's backward is the screen's, IG's backward alone is IG's; Sampler's shares sum to one."""
+    import time
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from sampling import OTHER, Sampler, category
+
+    engine = [("/x/kn/runs/engine.py", "_work"), ("/x/kn/runs/phases/locate.py", "run_fact")]
+    walk = [("/x/kn/ig/head.py", "softmax_sums"), ("/x/kn/ig/head.py", "cotangents"), ("/x/kn/ig/walks.py", "flush")]
+    back = [("/x/torch/autograd/graph.py", "_engine_run_backward"), ("/x/kn/ig/head.py", "backward"),
+            ("/x/kn/ig/walks.py", "flush")]
+    screen = [("/x/kn/gradxact.py", "_targets")]
+    assert category(walk + screen + engine) == "output-layer walks (vocabulary)"
+    assert category(back + screen + engine) == "screen: forward and backward"
+    assert category(back + [("/x/kn/ig/fast.py", "attribute_targets")] + engine) == "IG path: backward"
+    assert category([("/x/kn/probing.py", "_last_token_probs")] + engine) == "verify: last-token passes"
+    assert category(engine) == OTHER
+    with Sampler(interval=0.001) as s:
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.1:
+            pass
+    assert s.seconds >= 0.1 and sum(s.shares().values()) == pytest.approx(1) and OTHER in s.shares()
 
 
 def test_throughput_child_returns_each_facts_kn_set_for_the_bf16_comparison(monkeypatch, tmp_path, one_thread):
