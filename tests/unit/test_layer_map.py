@@ -39,3 +39,19 @@ def test_figure_has_a_row_per_relation_and_a_bar_per_effect():
     assert len(side.patches) == 3 * 3
     assert sorted(round(p.get_width(), 6) for p in side.patches if not math.isnan(p.get_width()))[:2] == [-90.0, -50.0]
     assert len(layer_map_figure(layer_map(neurons, relations, 4)).axes) == 2  # heat map and colour bar
+
+
+def test_readings_by_hand():
+    from kn.layer_map import layer_shares, readings
+
+    neurons, relations = _tables()
+    assert layer_shares(neurons, 4).tolist() == [1 / 6, 2 / 6, 3 / 6, 0.0]
+    assert layer_shares(neurons.iloc[:0], 2).tolist() == [0.0, 0.0]
+    text = readings(neurons, relations, 4)
+    assert "3 facts of 2 relations have knowledge neurons, 6 in all (2.0 per fact)" in text
+    # layer 2 holds 3 of 6; the top third of 4 layers is layer 3 alone, which holds none
+    assert "Layer 2 holds the most (50%); the top third of the layers (3-3) holds 0%" in text
+    # r1's mean layer (0 + 2 + 2 + 2) / 4 = 1.5, r2's 1
+    assert "Lowest on average: r2 (mean layer 1.0); highest: r1 (1.5)" in text
+    # r1 -90%, r2 -50%: both at least half; the weakest r2; controls -10% and -30%: median -20%
+    assert "at least half in 2 of 2 relations (weakest: r2, -50%); a fact of another relation changes by -20%" in text

@@ -78,6 +78,10 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         assert (two_stage.rule, two_stage.steps, two_stage.screen) == ("gauss_legendre", 6, 3)
         per = {o: c[c.index("--facts-per-relation") + 1] for c in commands if c[0] == "run" for o in [c[c.index("--out") + 1]]}
         assert 9 * int(per["runs/agreement/gemma-3-270m-paper"]) >= 200 and 9 * int(per["runs/agreement/smollm2-135m-paper"]) >= 100
+        bf16 = next(c for c in commands if c[0] == "run" and c[c.index("--out") + 1] == "runs/agreement/gemma-3-270m-gl6-screen3-bf16")
+        assert bf16[bf16.index("--dtype") + 1] == "bfloat16" and runs["runs/agreement/gemma-3-270m-gl6-screen3-bf16"].attribution.screen == 3
+        assert runs["runs/agreement/gemma-3-270m-gl3-screen3"].attribution.steps == 3
+        assert [o for o in per if o.startswith("runs/agreement/gemma")][0].endswith("-paper")  # the reference first
     if mode == "verbfinal":
         v = runs["runs/ml/gemma-3-270m-en-ja-amig"]
         assert v.languages == ("en", "ja") and "crosslingual" in v.phases and v.attribution.baseline == "amig"
