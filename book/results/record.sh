@@ -87,12 +87,15 @@ setting_flags() {  # setting_flags NAME: the attribution of one setting of the a
         gl3) echo --rule gauss_legendre --steps 3 ;;
         gradxact) echo --method gradxact ;;
         gl6-screen3) echo --rule gauss_legendre --steps 6 --screen 3 ;;
+        gl6-screen3-bf16) echo --rule gauss_legendre --steps 6 --screen 3 --dtype bfloat16 ;;
+        gl3-screen3) echo --rule gauss_legendre --steps 3 --screen 3 ;;
     esac
 }
 
-agreement() {  # agreement MODEL PARAREL_DIR FACTS_PER_RELATION: the same known facts under each setting
+agreement() {  # agreement MODEL PARAREL_DIR FACTS_PER_RELATION: the same known facts under each setting; the
+               # candidates for the fast default first (a session cut short has the reference and them)
     local m=$1 data="pararel:$2" n=$3 name
-    for name in paper gl6 gl3 gradxact gl6-screen3; do
+    for name in paper gl6-screen3 gl6-screen3-bf16 gl3-screen3 gradxact gl3 gl6; do
         # shellcheck disable=SC2046
         kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation "$n" --known \
             $(setting_flags "$name") --out "runs/agreement/$m-$name"
