@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import shutil
 
@@ -942,10 +943,11 @@ def test_edits_through_likn_and_language_specific_neurons(crossed):
     assert single.loc[("dai", "likn"), "edits"] == sum(bool(sets[k]["likn"]) for k in edited)
 
 
-def test_a_changed_edit_neuron_sets_recomputes_the_edits_on_resume(crossed, tmp_path):
+def test_a_changed_edit_neuron_sets_recomputes_the_edits_on_resume(crossed, tmp_path, caplog):
     """edit_neuron_sets is part of the edit records' key (when not the default): the crossed run resumed
     with the default redoes its edits (own rows only, the same numbers), and with the sets again in another
-    order finds its first records (nothing redone)."""
+    order finds its first records (nothing redone), and says per language how many edits each set has and
+    how many facts had it empty."""
     lm, res = crossed
     out = tmp_path / "run"
     shutil.copytree(res.out_dir, out)
@@ -964,8 +966,15 @@ def test_a_changed_edit_neuron_sets_recomputes_the_edits_on_resume(crossed, tmp_
     timing = ["seconds", "edit_seconds"]
     was = res.edits[res.edits.neurons_from.fillna("own") == "own"].reset_index(drop=True)
     pd.testing.assert_frame_equal(own.edits.drop(columns=timing), was.drop(columns=timing))
-    both = again(("likn", "specific", "own"))
+    with caplog.at_level(logging.INFO, logger="kn.runs.phases.editing"):
+        both = again(("likn", "specific", "own"))
     assert n_edits() == 2 * n and both.edits.equals(res.edits) and both.edit_crosslingual.equals(res.edit_crosslingual)
+    sets = _expected_sets(res.neurons)
+    for l in ("en", "xx"):
+        mine = [k for k in set(zip(res.edits.fact_id, res.edits.language)) if k[1] == l]
+        said = "; ".join(f"{s} {sum(bool(sets[k][s]) for k in mine)} ({sum(not sets[k][s] for k in mine)} empty)"
+                         for s in ("own", "likn", "specific"))
+        assert f"edit ({l}): edits per neuron set (no row where the fact's set is empty): {said}" in caplog.text
 
 
 def test_edit_neuron_sets_are_checked_at_the_boundary(monkeypatch, tmp_path, capsys):

@@ -359,7 +359,8 @@ class Edit(_Edits):
     of the run with neurons, `kn.likn.fact_likn`, as the crossedit phase takes them) and through its
     language-specific neurons (those of the edit's language that are not LIKN), on the same case, measured
     and asked in the other languages alike: rows {method, neurons_from: "likn" or "specific", ...}, and the
-    record's ``neuron_sets`` = {set: its size} (0: no row for it, not an error; `Edit.tables` counts them).
+    record's ``neuron_sets`` = {set: its size} (0: no row for it, not an error; counted in the log as the
+    tables are written, `Edit.sets_counted`, and by the summaries' edits per set).
     ft and rome edit once. Rows without neurons_from were made through the "own" set (the default, whose
     records and keys are as before); in a one-language run likn and specific are empty, so no row."""
 
@@ -580,7 +581,7 @@ class Edit(_Edits):
 
     def sets_counted(self, state: State) -> dict:
         """{neuron set: {"facts": edits made through it, "empty": edits whose set was empty (no row)}} over
-        the fact records with ``neuron_sets``; said (logged) whenever the counts change."""
+        `state`'s fact records with ``neuron_sets``; said (logged) whenever the counts change."""
         counts: dict = {}
         for r in state.all(self.fact_record).values():
             for s, n in r.get("neuron_sets", {}).items():
@@ -608,8 +609,7 @@ class Edit(_Edits):
         crosslingual = [row({"method": m["method"], "neurons_from": m.get("neurons_from"), **x}, fact_id=r["fact_id"],
                             relation=r["relation"]) for r in state.all(self.fact_record).values() if "error" not in r
                         for m in r["rows"] if "error" not in m for x in m.get("crosslingual", ())]
-        edits = pd.DataFrame(rows_of(self.fact_record, EDIT_COLUMNS), columns=EDIT_COLUMNS)
-        edits.attrs["neuron_sets"] = self.sets_counted(state)
-        return {"edits": edits,
+        self.sets_counted(state)
+        return {"edits": pd.DataFrame(rows_of(self.fact_record, EDIT_COLUMNS), columns=EDIT_COLUMNS),
                 "edit_batches": pd.DataFrame(rows_of(self.group_record, batch_columns), columns=batch_columns),
                 "edit_crosslingual": pd.DataFrame(crosslingual, columns=CROSSLINGUAL_COLUMNS)}
