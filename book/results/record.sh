@@ -9,6 +9,7 @@
 #   bash book/results/record.sh critique # "Knowledge, or grammar?": facts and the agreement set, en and fr
 #   bash book/results/record.sh edits PARAREL_DIR  # "Editing": every edit method on 12 relations x 20 edits, gemma-3-270m
 #   bash book/results/record.sh xedits BMLAMA_DIR  # "Editing": every edit method made in English or Chinese, asked in both
+#                                                  # (dai, scale, kn-opt also through LIKN and language-specific neurons)
 #   bash book/results/record.sh agreement PARAREL_DIR  # "How many steps": cheaper settings against the paper's
 #   bash book/results/record.sh verbfinal BMLAMA_DIR  # "Language-independent": LIKN in English and Japanese (verb-final)
 #   bash book/results/record.sh map PARAREL_DIR  # "Knowledge neurons at scale": every relation, the fast two-stage setting
@@ -120,12 +121,13 @@ edits() {  # edits MODEL PARAREL_DIR: single edits (20 per relation), and batche
     kn record "runs/edits/$m" "book/results/edits/$m"
 }
 
-xedits() {  # xedits MODEL BMLAMA_DIR: the same edit methods, each edit made in one language and asked in the other
+xedits() {  # xedits MODEL BMLAMA_DIR: the same edit methods, each edit made in one language and asked in the other;
+            # the neuron methods (dai, scale, kn-opt) also through the fact's LIKN and its language-specific neurons
     local m=$1 data="bmlama:$2"
     # shellcheck disable=SC2046
     kn run --model "$m" --data "$data" --languages en,zh --relations P36,P1376,P30,P37,P103,P1412 \
         --facts-per-relation 10 --known $(quadrature "$m") --min-prompts 1 --phases locate,edit --edit-facts 10 \
-        --out "runs/edits/$m-en-zh"
+        --edit-neuron-sets own likn specific --out "runs/edits/$m-en-zh"
     kn record "runs/edits/$m-en-zh" "book/results/edits/$m-en-zh"
 }
 

@@ -10,7 +10,7 @@ slots of the fact's knowledge neurons). `kn.edits.metrics` measures an edit the 
 """
 from __future__ import annotations
 
-from .base import METHODS, Method, Request, check_requests, edit, method, register
+from .base import METHODS, NEURON_SETS, Method, Request, check_requests, edit, method, register, uses_neurons
 from .dai import Dai
 from .ft import FT
 from .knopt import KNOpt
@@ -21,5 +21,5 @@ from .tracing import Trace, causal_trace
 for _m in (Dai, Scale, FT, ROME, KNOpt):
     register(_m)
 
-__all__ = ["FT", "METHODS", "Dai", "KNOpt", "Method", "ROME", "Request", "Scale", "Trace", "causal_trace",
-           "check_requests", "edit", "method", "register"]
+__all__ = ["FT", "METHODS", "NEURON_SETS", "Dai", "KNOpt", "Method", "ROME", "Request", "Scale", "Trace", "causal_trace",
+           "check_requests", "edit", "method", "register", "uses_neurons"]

@@ -84,6 +84,17 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+# the sets of a fact's neurons a neuron method edits through, in this order: own (its knowledge neurons in the
+# edit's language), likn (those it has in every language with neurons), specific (own but not likn)
+NEURON_SETS = ("own", "likn", "specific")
+
+
+def uses_neurons(name: str) -> bool:
+    """Whether the method registered as `name` edits through the fact's knowledge neurons (it `needs`
+    them: dai, scale, kn-opt); False for a name not registered."""
+    return name in METHODS and "neurons" in METHODS[name].needs
+
+
 def method(spec: str | Method, **settings) -> Method:
     """A method value from its name and settings (`method("rome", layer=4)`), or the value itself."""
     if isinstance(spec, Method):

@@ -1,10 +1,13 @@
 """An edit study's tables summarised per method (the `edit` phase's `edits`, `edit_batches` and
-`edit_crosslingual`), and issue 30's goal for kn-opt read against them."""
+`edit_crosslingual`), and issue 30's goal for kn-opt read against them. A table with the column
+``neurons_from`` (the neuron set a neuron method edited through, `kn.edits.NEURON_SETS`; empty for ft and
+rome) is summarised per (method, neurons_from), the sets in that order within a method."""
 from __future__ import annotations
 
 import math
 
 from ..stats import bootstrap_mean
+from .base import NEURON_SETS
 
 METRICS = ("reliability", "generalization", "locality", "locality_kl", "portability", "synonymy", "fluency")
 # the goal for kn-opt: single edits, and batches of GOAL_BATCH edits at once
@@ -13,14 +16,39 @@ GOAL = {"single": {"reliability": 0.95, "generalization": 0.70, "locality": 0.90
 GOAL_BATCH = 100
 
 
+def _keys(table, *more: str) -> list[str]:
+    """What a summary groups by: method, neurons_from where the table has it, then `more`."""
+    return ["method", *(["neurons_from"] if "neurons_from" in table else []), *more]
+
+
+def _groups(table, keys: list[str]):
+    """(the group's key columns as a dict, its rows) per group of `keys`, in order of appearance (an
+    empty neurons_from, ft's and rome's, is a group too)."""
+    for key, g in table.groupby(keys, sort=False, dropna=False):
+        yield dict(zip(keys, key)), g
+
+
+def _ordered(out, order):
+    """`out` with the methods of `order` only, in that order (stable), each method's neuron sets in
+    `NEURON_SETS` order; as it is for no order."""
+    if order is None or not len(out):
+        return out
+    rank = {m: i for i, m in enumerate(order)}
+    out = out[out.method.isin(rank)]
+    sets = out.neurons_from.map({s: i for i, s in enumerate(NEURON_SETS)}).fillna(-1) if "neurons_from" in out else 0
+    return out.assign(_rank=out.method.map(rank) * (len(NEURON_SETS) + 1) + sets).sort_values(
+        "_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
 def by_method(edits, order=None):
-    """A row per method: edits, each metric's mean with its 95% bootstrap interval (low, high; over
-    edits, NaN rows left out), neurons and parameters touched, seconds per edit."""
+    """A row per method (per method and neurons_from where the table has it): edits, each metric's mean
+    with its 95% bootstrap interval (low, high; over edits, NaN rows left out), neurons and parameters
+    touched, seconds per edit."""
     import pandas as pd
 
     rows = []
-    for m, g in edits.groupby("method", sort=False):
-        row = {"method": m, "edits": len(g)}
+    for key, g in _groups(edits, _keys(edits)):
+        row = {**key, "edits": len(g)}
         for k in METRICS:
             x = g[k].dropna().to_numpy(dtype=float) if k in g else []
             mean, low, high = bootstrap_mean(x) if len(x) else (math.nan,) * 3
@@ -28,10 +56,7 @@ def by_method(edits, order=None):
         row |= {"n_neurons": float(g.n_neurons.mean()), "n_params": float(g.n_params.mean()),
                 "edit_seconds": float(g.edit_seconds.mean())}
         rows.append(row)
-    out = pd.DataFrame(rows)
-    if order is not None and len(out):
-        out = out.set_index("method").reindex([m for m in order if m in set(out.method)]).reset_index()
-    return out
+    return _ordered(pd.DataFrame(rows), order)
 
 
 def by_batch(edit_batches, order=None) -> dict:
@@ -41,30 +66,27 @@ def by_batch(edit_batches, order=None) -> dict:
 
 def crosslingual(edit_crosslingual, order=None):
     """A row per (method, measured language) of the `edit_crosslingual` table (single edits asked in
-    another language of the run; edits made in any other language pooled): edits, the cross-lingual reliability's mean with its 95% bootstrap
-    interval (low, high), and the means of reliability_before, old_known and old_kept. Empty for a
-    one-language run."""
+    another language of the run; edits made in any other language pooled), per (method, neurons_from,
+    measured) where the table has neurons_from: edits, the cross-lingual reliability's mean with its 95%
+    bootstrap interval (low, high), and the means of reliability_before, old_known and old_kept. Empty
+    for a one-language run."""
     import pandas as pd
 
-    cols = ["method", "measured", "edits", "reliability", "reliability_low", "reliability_high",
-            "reliability_before", "old_known", "old_kept"]
+    keys = _keys(edit_crosslingual, "measured")
+    means = ["reliability_before", "old_known", "old_kept"]
     rows = []
-    for (m, lang), g in edit_crosslingual.groupby(["method", "measured"], sort=False):
+    for key, g in _groups(edit_crosslingual, keys):
         mean, low, high = bootstrap_mean(g.reliability.to_numpy(dtype=float))
-        rows.append({"method": m, "measured": lang, "edits": len(g), "reliability": mean, "reliability_low": low,
-                     "reliability_high": high, **{k: float(g[k].mean()) for k in cols[6:]}})
-    out = pd.DataFrame(rows, columns=cols)
-    if order is not None and len(out):
-        rank = {m: i for i, m in enumerate(order)}
-        out = out[out.method.isin(rank)].sort_values("method", key=lambda m: m.map(rank), kind="stable")
-        out = out.reset_index(drop=True)
-    return out
+        rows.append({**key, "edits": len(g), "reliability": mean, "reliability_low": low, "reliability_high": high,
+                     **{k: float(g[k].mean()) for k in means}})
+    cols = [*keys, "edits", "reliability", "reliability_low", "reliability_high", *means]
+    return _ordered(pd.DataFrame(rows, columns=cols), order)
 
 
 def goal(summary, kind: str = "single", method: str = "kn-opt") -> tuple[bool | None, str]:
-    """(met, words): whether `method`'s means in `summary` (`by_method`) reach `GOAL[kind]`; None when
-    it was not measured."""
-    row = summary[summary.method == method]
+    """(met, words): whether `method`'s means in `summary` (`by_method`; its own neurons' row where it
+    has neuron sets) reach `GOAL[kind]`; None when it was not measured."""
+    row = summary[(summary.method == method) & (summary.neurons_from == "own" if "neurons_from" in summary else True)]
     if row.empty:
         return None, f"{method} was not measured ({kind} edits)"
     r = row.iloc[0]

@@ -56,3 +56,23 @@ def test_crosslingual_reliability_per_method_and_measured_language():
     assert r.old_known == 1.0 and r.old_kept == 0.5 and r.reliability_before == 0.0
     assert s.set_index(["method", "measured"]).loc[("kn-opt", "xx"), "reliability"] == 0.25
     assert S.crosslingual(t.iloc[:0]).empty and list(S.crosslingual(t.iloc[:0]).columns)[:3] == ["method", "measured", "edits"]
+
+
+def test_a_table_with_neuron_sets_is_summarised_per_method_and_set():
+    """neurons_from (the edit phase's edit_neuron_sets): a row per (method, set), the sets in own, likn,
+    specific order within a method, ft's and rome's empty set a group of its own; goal reads the own row."""
+    t = pd.concat([_table().assign(neurons_from=["own"] * 4 + [None] * 2),
+                   _table().iloc[:4].assign(neurons_from="specific", reliability=0.0),
+                   _table().iloc[:2].assign(neurons_from="likn", reliability=1.0)], ignore_index=True)
+    s = S.by_method(t, order=["rome", "kn-opt", "ft"])
+    assert list(s.method) == ["rome", "kn-opt", "kn-opt", "kn-opt"] and pd.isna(s.neurons_from.iloc[0])
+    assert list(s.neurons_from.iloc[1:]) == ["own", "likn", "specific"] and list(s.edits) == [2, 4, 2, 4]
+    k = s.set_index(["method", "neurons_from"])
+    assert k.loc[("kn-opt", "own"), "reliability"] == pytest.approx(0.875) and k.loc[("kn-opt", "specific"), "reliability"] == 0
+    assert S.goal(s)[1] == S.goal(S.by_method(_table()))[1]  # the own set's, as without the sets
+    x = pd.DataFrame({"method": ["dai"] * 4, "neurons_from": ["specific", "own", "likn", "own"],
+                      "measured": ["xx", "xx", "xx", "yy"], "reliability": [0.0, 1.0, 0.5, 1.0],
+                      "reliability_before": 0.0, "old_known": 1.0, "old_kept": 1.0})
+    c = S.crosslingual(x, order=["dai"])
+    assert list(zip(c.neurons_from, c.measured)) == [("own", "xx"), ("own", "yy"), ("likn", "xx"), ("specific", "xx")]
+    assert list(c.reliability) == [1.0, 1.0, 0.5, 0.0] and list(S.crosslingual(x).neurons_from)[0] == "specific"

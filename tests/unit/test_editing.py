@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import shutil
 
@@ -307,6 +308,7 @@ def test_a_changed_editing_setting_recomputes_what_it_invalidates(planted, tmp_p
 from kn import edits  # noqa: E402
 from kn.runs.phases import editing as editing_phase  # noqa: E402
 from kn.hooks import count as hook_count  # noqa: E402
+from kn.edits import summary as edit_summary  # noqa: E402
 
 
 def _requests(res, which=("a", "b")):
@@ -503,7 +505,7 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
 
 
 EDIT_CHANGED = {"edit_fluency": 0, "edit_batches": (2, 3), "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
-                "edit_prompts": 2}
+                "edit_prompts": 2, "edit_neuron_sets": ("own", "likn", "specific")}
 
 
 @pytest.mark.parametrize("name", sorted(EDIT_CHANGED))
@@ -535,7 +537,8 @@ def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
             assert dai.loc[f, "reliability"] == float(int(_logits(both, lm.tokenizer, PROMPTS[f]).argmax())
                                                       == _token(lm.tokenizer, new))
         return
-    if name == "edit_prompts":  # the planted facts have one prompt each: nothing to hold out either way
+    if name in ("edit_prompts", "edit_neuron_sets"):  # the planted facts have one prompt each: nothing to hold
+        # out either way; one language: no LIKN, so no neuron set beyond own (the edits redone, the same)
         pd.testing.assert_frame_equal(table.drop(columns=["seconds", "edit_seconds"]), res.edits.drop(columns=["seconds", "edit_seconds"]))
     else:
         assert not table.drop(columns=["seconds", "edit_seconds"]).equals(res.edits.drop(columns=["seconds", "edit_seconds"])), name
@@ -776,6 +779,42 @@ def _top1(lm, items) -> float:
     return sum(kn.answer_rank(lm, p, a) == 0 for p, a in items) / len(items)
 
 
+def _neurons_of(neurons, f: str, language: str) -> list:
+    """The fact's knowledge neurons in `language`, as (layer, index), from a run's neurons table."""
+    mine = neurons[(neurons.fact_id == f) & (neurons.language == language)]
+    return list(zip(mine.layer.astype(int), mine["index"].astype(int)))
+
+
+def _check_by_hand(lm, x, e, neurons):
+    """Each row of `x` (edit_crosslingual, en and xx) recomputed: the same method's edit made here with
+    kn.edits.edit through `neurons(fact, edit language, neurons_from)` (its one prompt, no side facts);
+    top-1 counted on the other language's prompt after and before it, and the edits table's reliability
+    on the edit language's prompt."""
+    prompt = {"en": PROMPTS, "xx": PROMPTS_XX}
+    obj = {"en": ANSWERS, "xx": {f: o for f, (_, o) in XX.items()}}
+    opts = {}
+    for o in EDIT_OPTS:
+        head, value = o.split("=")
+        m, k = head.split(".")
+        opts.setdefault(m, {})[k] = json.loads(value)
+    for row in x.fillna({"neurons_from": ""}).itertuples():  # ft and rome edit through no neuron set
+        f, l, m = row.fact_id, row.language, row.measured
+        made = e[(e.fact_id == f) & (e.language == l) & (e.method == row.method)
+                 & (e.neurons_from.fillna("") == row.neurons_from)]
+        new = made.new.item()  # in the edit's language
+        new_fact, = (g for g in FACTS if g != f and FACTS[g][0] == row.relation and obj[l][g] == new)
+        assert (row.old, row.new, row.n_prompts) == (obj[m][f], obj[m][new_fact], 1)
+        req = edits.Request((prompt[l][f],), " " + obj[l][f], " " + obj[l][new_fact], FACTS[f][2],
+                            tuple(neurons(f, l, row.neurons_from)))
+        asked = [(prompt[m][f], " " + obj[m][new_fact])]
+        kept = [(prompt[m][f], " " + obj[m][f])]
+        assert row.reliability_before == _top1(lm, asked) and row.old_known == _top1(lm, kept)
+        with edits.edit(lm, edits.method(row.method, **opts.get(row.method, {})), [req]):
+            assert row.reliability == _top1(lm, asked), (f, l, row.method, row.neurons_from)
+            assert row.old_kept == _top1(lm, kept), (f, l, row.method, row.neurons_from)
+            assert made.reliability.item() == _top1(lm, [(prompt[l][f], " " + new)]), (f, l, row.method)
+
+
 def test_edit_crosslingual_reliability_against_each_method_edited_by_hand(planted, tmp_path):
     """A run in en and xx: each single edit (each method) is asked in the other language, its new object
     there being the object of the fact it came from (a's edit Paris -> Japan asks xx for Tokyo, b's fact).
@@ -792,30 +831,11 @@ def test_edit_crosslingual_reliability_against_each_method_edited_by_hand(plante
     # one row per (edit, method, other language): every fact has prompts in both
     assert sorted(zip(x.fact_id, x.language, x.method, x.measured)) == sorted(
         (f, l, m, other[l]) for f, l, m in zip(e.fact_id, e.language, e.method))
-    prompt = {"en": PROMPTS, "xx": PROMPTS_XX}
-    obj = {"en": ANSWERS, "xx": {f: o for f, (_, o) in XX.items()}}
-    opts = {}
-    for o in EDIT_OPTS:
-        head, value = o.split("=")
-        m, k = head.split(".")
-        opts.setdefault(m, {})[k] = json.loads(value)
-    neurons = res.neurons
-    for row in x.itertuples():
-        f, l, m = row.fact_id, row.language, row.measured
-        new = e[(e.fact_id == f) & (e.language == l) & (e.method == row.method)].new.item()  # in the edit's language
-        new_fact, = (g for g in FACTS if g != f and FACTS[g][0] == row.relation and obj[l][g] == new)
-        assert (row.old, row.new, row.n_prompts) == (obj[m][f], obj[m][new_fact], 1)
-        mine = neurons[(neurons.fact_id == f) & (neurons.language == l)]
-        req = edits.Request((prompt[l][f],), " " + obj[l][f], " " + obj[l][new_fact], FACTS[f][2],
-                            tuple(zip(mine.layer.astype(int), mine["index"].astype(int))))
-        asked = [(prompt[m][f], " " + obj[m][new_fact])]
-        kept = [(prompt[m][f], " " + obj[m][f])]
-        assert row.reliability_before == _top1(lm, asked) and row.old_known == _top1(lm, kept)
-        with edits.edit(lm, edits.method(row.method, **opts.get(row.method, {})), [req]):
-            assert row.reliability == _top1(lm, asked), (f, l, row.method)
-            assert row.old_kept == _top1(lm, kept), (f, l, row.method)
+    _check_by_hand(lm, x, e, lambda f, l, _: _neurons_of(res.neurons, f, l))
     for k, v in lm.model.state_dict().items():
         assert torch.equal(v, weights[k]), k
+    assert (e.neurons_from == "own").sum() == 3 * len(set(zip(e.fact_id, e.language))) and e.neurons_from.isna().sum() == (
+        e.method.isin(["ft", "rome"]).sum())  # the default: each neuron method through the own set, once
     en = x[x.language == "en"].set_index(["fact_id", "method"])
     assert set(en.new.groupby("fact_id").first().items()) == {("a", "Tokyo"), ("b", "Paris")}  # translated
     assert (x.reliability != x.reliability_before).any() and (x.old_kept != x.old_known).any()  # the edits reach xx
@@ -837,7 +857,10 @@ def test_a_one_language_run_keeps_its_edit_keys_records_and_tables(edited):
     assert list(res.edits.columns) == editing_phase.EDIT_COLUMNS[:1] + ["language"] + editing_phase.EDIT_COLUMNS[1:]
     recs = [json.loads(line) for line in (res.out_dir / "journal.jsonl").read_text().splitlines()]
     mine = [r for r in recs if r.get("type") == "edit"]
-    assert mine and not any("new_fact" in r or any("crosslingual" in m for m in r["rows"]) for r in mine)
+    assert mine and not any("new_fact" in r or "neuron_sets" in r or any("crosslingual" in m or "neurons_from" in m
+                                                                         for m in r["rows"]) for r in mine)
+    uses = res.edits.method.map(edits.uses_neurons)  # neurons_from: "own" for dai, scale, kn-opt; none for ft, rome
+    assert (res.edits.neurons_from[uses] == "own").all() and res.edits.neurons_from[~uses].isna().all() and uses.any()
     for languages, same in ((("en",), True), (("en", "xx"), False)):
         s = kn.runs.settings.RunSettings.make(res.settings, languages=languages)
         phases = {p.name: p for p in make_phases(s)}
@@ -847,3 +870,129 @@ def test_a_one_language_run_keeps_its_edit_keys_records_and_tables(edited):
         assert (p.fact_key == before) is same, languages
         if same:
             assert all(r["key"] == p.fact_key for r in mine)
+
+
+
+@pytest.fixture(scope="module")
+def crossed(planted, tmp_path_factory):
+    """The en/xx run with every neuron set (given out of order: kept in kn.edits.NEURON_SETS order)."""
+    lm, _, weights = planted
+    res = kn.run(lm, TWO, tmp_path_factory.mktemp("crossed"), steps=4, min_prompts=1, phases=("locate", "edit"),
+                 languages=["en", "xx"], edit_options=EDIT_OPTS, edit_side_facts=0, edit_fluency=0, progress=False,
+                 edit_neuron_sets=("specific", "own", "likn"))
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    return lm, res
+
+
+def _expected_sets(neurons) -> dict:
+    """{(fact, language): {"own", "likn", "specific": neurons in the run's order}} from the neurons table
+    alone: likn the intersection of the fact's sets in the languages where it has neurons (two or more),
+    specific own minus likn."""
+    out = {}
+    for f, l in set(zip(neurons.fact_id, neurons.language)):
+        found = [set(_neurons_of(neurons, f, m)) for m in ("en", "xx") if _neurons_of(neurons, f, m)]
+        shared = set.intersection(*found) if len(found) >= 2 else set()
+        own = _neurons_of(neurons, f, l)
+        out[(f, l)] = {"own": own, "likn": [n for n in own if n in shared], "specific": [n for n in own if n not in shared]}
+    return out
+
+
+def test_edits_through_likn_and_language_specific_neurons(crossed):
+    """edit_neuron_sets own, likn, specific: each neuron method (dai, scale, kn-opt) edits each fact once per
+    non-empty set (column neurons_from; no row for an empty set), ft and rome once with no set; dai and scale
+    touch exactly the set's neurons (recomputed from the neurons table); each row asked in the other language
+    and recomputed by hand through that set; the record counts each set's size."""
+    lm, res = crossed
+    e, x = res.edits, res.edit_crosslingual
+    assert list(e.columns) == editing_phase.EDIT_COLUMNS[:1] + ["language"] + editing_phase.EDIT_COLUMNS[1:]
+    assert list(x.columns) == ["fact_id", "language"] + editing_phase.CROSSLINGUAL_COLUMNS[1:]
+    sets = _expected_sets(res.neurons)
+    edited = sorted(set(zip(e.fact_id, e.language)))
+    neuron_methods = [m for m in edits.METHODS if edits.uses_neurons(m)]
+    assert sorted(neuron_methods) == ["dai", "kn-opt", "scale"]
+    for f, l in edited:
+        mine = e[(e.fact_id == f) & (e.language == l)]
+        by_set = mine[mine.method.isin(neuron_methods)]
+        assert sorted(zip(by_set.method, by_set.neurons_from)) == sorted(
+            (m, s) for s, ns in sets[(f, l)].items() if ns for m in neuron_methods), (f, l)
+        rest = mine[~mine.method.isin(neuron_methods)]
+        assert sorted(rest.method) == ["ft", "rome"] and rest.neurons_from.isna().all()
+        for r in by_set[by_set.method.isin(["dai", "scale"])].itertuples():
+            assert r.n_neurons == len(sets[(f, l)][r.neurons_from]), (f, l, r.method, r.neurons_from)
+    # the planted run has every case: an edit with both sets, one with no LIKN, one whose neurons are all LIKN
+    assert any(sets[k]["likn"] and sets[k]["specific"] for k in edited)
+    assert any(not sets[k]["likn"] for k in edited) and any(not sets[k]["specific"] for k in edited)
+    # every row, each set's too, asked in the other language; recomputed through the set's neurons
+    other = {"en": "xx", "xx": "en"}
+    assert sorted(zip(x.fact_id, x.language, x.method, x.neurons_from.fillna(""), x.measured)) == sorted(
+        (f, l, m, s, other[l]) for f, l, m, s in zip(e.fact_id, e.language, e.method, e.neurons_from.fillna("")))
+    _check_by_hand(lm, x, e, lambda f, l, s: sets[(f, l)][s or "own"])
+    recs = [json.loads(line) for line in (res.out_dir / "journal.jsonl").read_text().splitlines()]
+    counted = {(r["fact_id"], r["language"]): r["neuron_sets"] for r in recs if r.get("type") == "edit"}
+    assert counted == {k: {s: len(ns) for s, ns in sets[k].items()} for k in edited}
+    s = edit_summary.crosslingual(x, order=list(edits.METHODS))
+    assert list(s.columns[:3]) == ["method", "neurons_from", "measured"]
+    rank, set_rank = {m: i for i, m in enumerate(edits.METHODS)}, {"": -1, "own": 0, "likn": 1, "specific": 2}
+    seen = list(dict.fromkeys(zip(x.method, x.neurons_from.fillna(""), x.measured)))  # in order of appearance
+    assert list(zip(s.method, s.neurons_from.fillna(""), s.measured)) == sorted(
+        seen, key=lambda k: (rank[k[0]], set_rank[k[1]]))
+    dai = x[(x.method == "dai") & (x.neurons_from == "likn") & (x.measured == "xx")]
+    assert s.set_index(["method", "neurons_from", "measured"]).loc[("dai", "likn", "xx"), "edits"] == len(dai) > 0
+    single = edit_summary.by_method(e, order=list(edits.METHODS)).set_index(["method", "neurons_from"])
+    assert single.loc[("dai", "likn"), "edits"] == sum(bool(sets[k]["likn"]) for k in edited)
+
+
+def test_a_changed_edit_neuron_sets_recomputes_the_edits_on_resume(crossed, tmp_path, caplog):
+    """edit_neuron_sets is part of the edit records' key (when not the default): the crossed run resumed
+    with the default redoes its edits (own rows only, the same numbers), and with the sets again in another
+    order finds its first records (nothing redone), and says per language how many edits each set has and
+    how many facts had it empty."""
+    lm, res = crossed
+    out = tmp_path / "run"
+    shutil.copytree(res.out_dir, out)
+
+    def again(sets):
+        return kn.run(lm, TWO, out, steps=4, min_prompts=1, phases=("locate", "edit"), languages=["en", "xx"],
+                      edit_options=EDIT_OPTS, edit_side_facts=0, edit_fluency=0, progress=False,
+                      edit_neuron_sets=sets)
+
+    def n_edits():
+        return sum(json.loads(line).get("type") == "edit" for line in (out / "journal.jsonl").read_text().splitlines())
+
+    n = n_edits()
+    own = again(("own",))
+    assert n_edits() == 2 * n and set(own.edits.neurons_from.dropna()) == {"own"}
+    timing = ["seconds", "edit_seconds"]
+    was = res.edits[res.edits.neurons_from.fillna("own") == "own"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(own.edits.drop(columns=timing), was.drop(columns=timing))
+    with caplog.at_level(logging.INFO, logger="kn.runs.phases.editing"):
+        both = again(("likn", "specific", "own"))
+    assert n_edits() == 2 * n and both.edits.equals(res.edits) and both.edit_crosslingual.equals(res.edit_crosslingual)
+    sets = _expected_sets(res.neurons)
+    for l in ("en", "xx"):
+        mine = [k for k in set(zip(res.edits.fact_id, res.edits.language)) if k[1] == l]
+        said = "; ".join(f"{s} {sum(bool(sets[k][s]) for k in mine)} ({sum(not sets[k][s] for k in mine)} empty)"
+                         for s in ("own", "likn", "specific"))
+        assert f"edit ({l}): edits per neuron set (no row where the fact's set is empty): {said}" in caplog.text
+
+
+def test_edit_neuron_sets_are_checked_at_the_boundary(monkeypatch, tmp_path, capsys):
+    """Bad values are refused naming the setting and the sets; the CLI flag takes the sets, any order."""
+    import kn.cli as cli
+
+    for bad in (("own", "shared"), (), "all", 3, ("likn", None)):
+        with pytest.raises(ValueError, match=r"edit_neuron_sets must name neuron sets of \['own', 'likn', 'specific'\]"):
+            editing_phase.EditSettings(edit_neuron_sets=bad)
+    with pytest.raises(ValueError, match="edit_neuron_sets must name neuron sets"):
+        kn.run(None, FACTSET, tmp_path / "never", phases=("locate", "edit"), edit_neuron_sets=("likn", "both"),
+               progress=False)
+    assert not (tmp_path / "never").exists()
+    assert editing_phase.EditSettings(edit_neuron_sets="likn").edit_neuron_sets == ("likn",)
+    got = {}
+    monkeypatch.setattr(cli, "cmd_run", lambda args: got.update(s=cli.run_settings(args)))
+    cli.main(["run", "--phases", "locate,edit", "--languages", "en,zh", "--edit-neuron-sets", "specific", "likn", "own",
+              "--out", str(tmp_path / "run")])
+    assert got["s"].of("edit").edit_neuron_sets == ("own", "likn", "specific")
+    assert cli.main(["run", "--phases", "locate,edit", "--edit-neuron-sets", "lang", "--out", str(tmp_path / "run")])
+    assert "edit_neuron_sets must name neuron sets of ['own', 'likn', 'specific']" in capsys.readouterr().err

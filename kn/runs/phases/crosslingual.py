@@ -20,7 +20,7 @@ from ...editing import LAMBDA1, LAMBDA2
 from ...interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR
 from ...likn import fact_likn
 from .base import Phase, record
-from .locate import Locate, answers_of, knowledge_neurons, located
+from .locate import Locate, answers_of, located, neurons_by_language
 from .setting import number, phase_settings, setting
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,7 @@ class _EveryLanguage(Phase):
 
     def per_language(self, fact_id: str, view) -> dict[str, set]:
         """{language: the fact's knowledge neurons} (empty where it has none)."""
-        rel = self.relation[fact_id]
-        return {l: set(knowledge_neurons(view.lang(l), fact_id, rel) or ()) for l in view.languages}
+        return neurons_by_language(view, fact_id, self.relation[fact_id])
 
     def located_everywhere(self, view) -> list[str]:
         """The facts located in every language (every relation is done when these phases run)."""

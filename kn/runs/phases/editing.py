@@ -14,9 +14,12 @@ record's language (`locate.fact_queries`).
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import random
 import time
+from collections import Counter
 from contextlib import ExitStack
 from typing import ClassVar, Sequence
 
@@ -25,12 +28,15 @@ from ...data.templates import with_object
 
 from ...editing import (ERASE_COLUMNS, LAMBDA1, LAMBDA2, UPDATE_COLUMNS, edit_neurons, measure_erasure,
                         measure_update, plan_erasure, plan_update, run_object, update_order)
+from ...likn import fact_likn
 from ...localization import shared_counts
 from ...probing import batch_stats
 from ..state import State
 from .base import Phase, mean, record
-from .locate import fact_queries, knowledge_neurons, located, located_facts
+from .locate import fact_queries, knowledge_neurons, located, located_facts, neurons_by_language
 from .setting import at_least, digest, fraction, non_negative, phase_settings, setting
+
+log = logging.getLogger(__name__)
 
 
 class _Edits(Phase):
@@ -241,6 +247,22 @@ def sizes(name: str, v) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+def neuron_sets(name: str, v) -> tuple[str, ...]:
+    """Names of `kn.edits.NEURON_SETS`, each once, in that order (the same sets give the same record key)."""
+    from ...edits import NEURON_SETS
+
+    try:
+        got = (v,) if isinstance(v, str) else tuple(v)
+        bad = [x for x in got if x not in NEURON_SETS]
+    except TypeError:
+        got, bad = (), [v]
+    if not got or bad:
+        raise checks.ArgumentError(f"{name} must name neuron sets of {list(NEURON_SETS)} (own: the fact's knowledge "
+                                   f"neurons in the edit's language; likn: those it has in every language of the run "
+                                   f"with neurons; specific: own but not likn), got {v!r}")
+    return tuple(x for x in NEURON_SETS if x in got)
+
+
 @phase_settings
 class EditSettings:
     """Counterfactual edits with each edit method (`kn.edits`), measured as the field measures them."""
@@ -265,15 +287,23 @@ class EditSettings:
     edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
                                       "and as many other facts whose prompts kn-opt's KL term keeps",
                                    check=at_least(0))
+    edit_neuron_sets: tuple = setting(
+        ("own",), "the neuron methods (dai, scale, kn-opt) edit each fact through each of these sets of its neurons: "
+                  "own (its knowledge neurons in the edit's language), likn (those it has in every language of the "
+                  "run with neurons), specific (own but not likn); likn and specific need a run in several "
+                  "languages; a fact whose set is empty gets no row for it (column neurons_from)",
+        check=neuron_sets, cli_type=str, nargs="+", added=True)
 
 
-EDIT_COLUMNS = ["relation", "fact_id", "method", "layer", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
+# neurons_from: the set of the fact's neurons a neuron method edited through (`kn.edits.NEURON_SETS`; "own" also for its
+# rows recorded before the sets), empty for a method that edits a weight matrix (ft, rome)
+EDIT_COLUMNS = ["relation", "fact_id", "method", "neurons_from", "layer", "old", "new", "n_neurons", "n_params", "n_edit_prompts", "n_held", "n_neighbours",
                 "reliability", "generalization", "locality", "locality_relation", "locality_other", "locality_kl", "old_kept",
                 "n_reverse", "portability", "portability_before", "reverse_known", "reverse_kept",
                 "n_synonym", "synonymy", "synonymy_before", "synonym_known", "synonym_kept",
                 "fluency", "fluency_before", "edit_seconds", "seconds"]
 # a single edit asked in each other language of the run (`Edit.crosslingual`); "language" (the edit's) follows fact_id
-CROSSLINGUAL_COLUMNS = ["fact_id", "relation", "method", "measured", "n_prompts", "old", "new", "reliability",
+CROSSLINGUAL_COLUMNS = ["fact_id", "relation", "method", "neurons_from", "measured", "n_prompts", "old", "new", "reliability",
                         "reliability_before", "old_known", "old_kept"]
 
 
@@ -322,7 +352,17 @@ class Edit(_Edits):
     object's fact (`kn.editing.Update.new_fact`) have usable prompts and other objects: the record holds
     ``new_fact`` and each method's row ``crosslingual`` = [`crosslingual_rows`' rows], table
     ``edit_crosslingual`` (`CROSSLINGUAL_COLUMNS`, "language" the edit's, "measured" the other). Batches
-    are not asked across languages. A one-language run's records and tables are as before (the table empty)."""
+    are not asked across languages. A one-language run's records and tables are as before (the table empty).
+
+    Neuron sets (`edit_neuron_sets`; a run in several languages): each neuron method (`kn.edits.uses_neurons`:
+    dai, scale, kn-opt) also edits the fact alone through its LIKN (its knowledge neurons in every language
+    of the run with neurons, `kn.likn.fact_likn`, as the crossedit phase takes them) and through its
+    language-specific neurons (those of the edit's language that are not LIKN), on the same case, measured
+    and asked in the other languages alike: rows {method, neurons_from: "likn" or "specific", ...}, and the
+    record's ``neuron_sets`` = {set: its size} (0: no row for it, not an error; counted in the log as the
+    tables are written, `Edit.sets_counted`, and by the summaries' edits per set).
+    ft and rome edit once. Rows without neurons_from were made through the "own" set (the default, whose
+    records and keys are as before); in a one-language run likn and specific are empty, so no row."""
 
     name = "edit"
     Settings = EditSettings
@@ -482,16 +522,35 @@ class Edit(_Edits):
                  for l in self.run.languages if l != language}
         return {l: x for l, x in cases.items() if x is not None}
 
+    def neuron_sets(self, u, state: State) -> dict[str, tuple]:
+        """{set of `edit_neuron_sets`: the fact's neurons in it}: own (the plan's, its knowledge neurons in
+        `state`'s language), likn (those of own it has in every language of the run with neurons, empty in a
+        one-language run), specific (own but not likn; empty in a one-language run)."""
+        own, sets = tuple(u.neurons), {}
+        if len(self.run.languages) > 1 and set(self.settings.edit_neuron_sets) - {"own"}:
+            shared = fact_likn(neurons_by_language(state, u.fact_id, u.relation))
+            sets = {"likn": tuple(n for n in own if n in shared), "specific": tuple(n for n in own if n not in shared)}
+        return {s: own if s == "own" else sets.get(s, ()) for s in self.settings.edit_neuron_sets}
+
     def run_fact(self, lm, fact, state: State) -> dict:
+        from ...edits import uses_neurons
+
         _, u = self.plan(fact.relation, state)[fact.fact_id]
         c = self.case(lm, u, state.language)
         several = len(self.run.languages) > 1
         if several:
             c["crosslingual"] = self.crosslingual(lm, u, state.language)
-        rows = [self.attempt({"method": name}, lambda name=name: self.measure(lm, name, [c])[0])
-                for name in self.settings.edit_methods]
+        sets = self.neuron_sets(u, state)
+        # (method, its row's neurons_from (None: own, as rows were before the sets), the case it edits)
+        made = [(name, None, c) for name in self.settings.edit_methods if "own" in sets or not uses_neurons(name)]
+        made += [(name, s, {**c, "request": dataclasses.replace(c["request"], neurons=ns)})
+                 for s, ns in sets.items() if s != "own" and ns
+                 for name in self.settings.edit_methods if uses_neurons(name)]
+        rows = [self.attempt({"method": name} | ({"neurons_from": s} if s else {}),
+                             lambda name=name, x=x: self.measure(lm, name, [x])[0]) for name, s, x in made]
+        extra = {"neuron_sets": {s: len(ns) for s, ns in sets.items()}} if set(sets) != {"own"} else {}
         return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, **self.about(c), rows=rows,
-                      **({"new_fact": u.new_fact} if several else {}))
+                      **({"new_fact": u.new_fact} if several else {}), **extra)
 
     def batches(self, state: State) -> dict[str, list]:
         """{group "n:i": [kn.editing.Update, ...]}: the planned edits of every relation, in an order seeded by
@@ -520,16 +579,37 @@ class Edit(_Edits):
                          for r in got["facts"]]
         return record(self.group_record, group=group, batch=len(cases), facts=[u.fact_id for u in members], rows=rows)
 
+    def sets_counted(self, state: State) -> dict:
+        """{neuron set: {"facts": edits made through it, "empty": edits whose set was empty (no row)}} over
+        `state`'s fact records with ``neuron_sets``; said (logged) whenever the counts change."""
+        counts: dict = {}
+        for r in state.all(self.fact_record).values():
+            for s, n in r.get("neuron_sets", {}).items():
+                counts.setdefault(s, Counter({"facts": 0, "empty": 0}))["facts" if n else "empty"] += 1
+        counts = {s: dict(c) for s, c in counts.items()}
+        told = self.__dict__.setdefault("_told_sets", {})
+        if counts and counts != told.get(state.language):
+            told[state.language] = counts
+            log.info("edit (%s): edits per neuron set (no row where the fact's set is empty): %s", state.language,
+                     "; ".join(f"{s} {c['facts']} ({c['empty']} empty)" for s, c in counts.items()))
+        return counts
+
     def tables(self, state: State) -> dict:
         import pandas as pd
 
+        from ...edits import uses_neurons
+
+        def row(m: dict, **fields) -> dict:  # a method's row, its neuron set named ("own" where not recorded)
+            return {**fields, **m, "neurons_from": m.get("neurons_from") or ("own" if uses_neurons(m["method"]) else None)}
+
         def rows_of(kind: str, columns) -> list[dict]:
-            return [{c: m.get(c, r.get(c)) for c in columns} for r in state.all(kind).values() if "error" not in r
-                    for m in r["rows"] if "error" not in m]
-        batch_columns = EDIT_COLUMNS[:3] + ["batch", "group"] + EDIT_COLUMNS[3:]
-        crosslingual = [{"fact_id": r["fact_id"], "relation": r["relation"], "method": m["method"], **x}
-                        for r in state.all(self.fact_record).values() if "error" not in r
+            return [{c: x.get(c, r.get(c)) for c in columns} for r in state.all(kind).values() if "error" not in r
+                    for x in (row(m) for m in r["rows"] if "error" not in m)]
+        batch_columns = EDIT_COLUMNS[:4] + ["batch", "group"] + EDIT_COLUMNS[4:]
+        crosslingual = [row({"method": m["method"], "neurons_from": m.get("neurons_from"), **x}, fact_id=r["fact_id"],
+                            relation=r["relation"]) for r in state.all(self.fact_record).values() if "error" not in r
                         for m in r["rows"] if "error" not in m for x in m.get("crosslingual", ())]
+        self.sets_counted(state)
         return {"edits": pd.DataFrame(rows_of(self.fact_record, EDIT_COLUMNS), columns=EDIT_COLUMNS),
                 "edit_batches": pd.DataFrame(rows_of(self.group_record, batch_columns), columns=batch_columns),
                 "edit_crosslingual": pd.DataFrame(crosslingual, columns=CROSSLINGUAL_COLUMNS)}

@@ -67,6 +67,12 @@ def knowledge_neurons(state: State, fact_id: str, relation: str) -> list[Neuron]
     return None if kns is None else [tuple(n) for n in kns]
 
 
+def neurons_by_language(view, fact_id: str, relation: str) -> dict[str, set[Neuron]]:
+    """{language of the run: the fact's knowledge neurons there} (empty where it has none), read from
+    a view that sees every language's records (`State.lang`); `kn.likn.fact_likn` of it is its LIKN."""
+    return {l: set(knowledge_neurons(view.lang(l), fact_id, relation) or ()) for l in view.languages}
+
+
 def located_facts(state: State, relation: str) -> list[str]:
     """The relation's facts located without error (empty before it is tuned)."""
     rel = state.get(Locate.relation_record, relation)
