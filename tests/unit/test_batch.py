@@ -14,6 +14,7 @@ from kn.testing import TINY, tiny_lm
 from kn.verification import effect
 
 NEURONS = [(l, i) for l in range(3) for i in range(1, 48, 4)]  # a quarter of each tiny layer: large effects
+OTHER = [(l, i) for l in range(3) for i in range(3, 48, 4)]  # as many neurons, none of NEURONS
 # prompts of very different lengths and answers of 1-3 tokens (the tiny tokenizer is word-level)
 CAUSAL = [("Paris is the capital of", "France"),
           ("Berlin", "Germany Italy Spain"),
