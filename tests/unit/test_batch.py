@@ -115,8 +115,8 @@ def count_passes(lm):
 def passes_of_effects(lm):
     """Forward passes of one `effects` call whose rows fit one pass: a masked LM one per condition
     (before, suppressed, amplified); a causal LM one over the rows' prompts but their last token,
-    then one of the last tokens alone per condition (`kn.probing.batch_stats_under`)."""
-    return 3 if lm.masked else 1 + 3
+    then one of the last tokens of all three conditions stacked (`kn.probing.batch_stats_under`)."""
+    return 3 if lm.masked else 1 + 1
 
 
 def loop(lm, prompts, answers, factor):
