@@ -265,7 +265,7 @@ def _last_token_probs(lm: LM, seqs: list[list[int]], stored: list | None, keep: 
                       conditions: list[Condition]) -> list[torch.Tensor]:
     """Output distributions [n, vocab] of each row's last token run alone over the prefix cache `stored`
     (at its own position, attending to its own row's tokens only) under each condition, in one pass
-    [len(conditions) x n, 1]: block c of rows (c x n ...) under condition c, entered inside `answer_rows`
+    [len(conditions) x n, 1]: rows [c x n, (c + 1) x n) under condition c, entered inside `answer_rows`
     of that block so that its interventions act there only."""
     n, dev = len(seqs), lm.device
     size = n * len(conditions)
