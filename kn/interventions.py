@@ -1,9 +1,9 @@
 """Suppress or amplify neurons while a block runs (Dai et al. 2022, section 4.2)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -24,12 +24,31 @@ _ANSWER_ROWS: ContextVar[torch.Tensor | None] = ContextVar("kn_answer_rows", def
 def answer_rows(where: torch.Tensor) -> Iterator[None]:
     """Inside the block, `scaled(..., positions="answer")` acts at `where` [batch, seq] (bool) in a
     causal LM instead of the last position: a right-padded batch whose rows end at different lengths
-    (`kn.probing.batch_stats`). Every forward pass inside must have that [batch, seq] shape."""
+    (`kn.probing.batch_stats`). Every forward pass inside must have that [batch, seq] shape. A `scaled`
+    entered inside the block keeps `where` for its whole block, even inside a later `answer_rows`: each
+    of several conditions then acts on its own rows of one pass (`kn.probing.batch_stats_under`)."""
     token = _ANSWER_ROWS.set(where)
     try:
         yield
     finally:
         _ANSWER_ROWS.reset(token)
+
+
+def stackable(factory: Callable[[], AbstractContextManager]) -> Callable[[], AbstractContextManager]:
+    """`factory` declared row-stackable for `kn.probing.batch_stats_under`: every context it makes changes
+    the model only at the answer positions in force when it is entered (`scaled`, positions="answer"),
+    so conditions entered each inside its own `answer_rows` block share one pass. Not a weight edit nor
+    positions="all": those would act on every condition's rows."""
+    def make():
+        return factory()
+    make.row_stackable = True
+    return make
+
+
+def is_stackable(factory) -> bool:
+    """Whether a condition factory may share a pass with others: `nullcontext` (changes nothing) or
+    declared with `stackable`."""
+    return factory is nullcontext or getattr(factory, "row_stackable", False) is True
 
 
 def check_neurons(lm: LM, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
@@ -43,7 +62,9 @@ def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "a
     """Multiply the neurons' activations by `factor` in every forward pass inside the block.
 
     positions: "answer" (the answer-predicting position: the [MASK] tokens of a masked LM, the last
-    position of a causal LM, or each row's own positions inside `answer_rows`) or "all". All layers act in one pass; hooks are removed on exit.
+    position of a causal LM, or each row's own positions inside `answer_rows`: those in force when
+    the block is entered, else those of the pass) or "all". All layers act in one pass; hooks are
+    removed on exit.
     """
     if positions not in ("answer", "all"):
         raise checks.ArgumentError(f"positions must be 'answer' or 'all', got {positions!r}")
@@ -51,6 +72,7 @@ def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "a
     by_layer = {l: torch.tensor(ix) for l, ix in check_neurons(lm, neurons).items()}
     seen: dict = {}
     mask_id = lm.tokenizer.mask_token_id if lm.masked else None
+    entered = _ANSWER_ROWS.get()
 
     def edit(layer, act):
         act = act.clone()
@@ -59,7 +81,7 @@ def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "a
             act[..., ix] *= factor
         elif lm.masked:
             act[answer_positions(seen["ids"] == mask_id, act)] *= scale(ix, act)
-        elif (rows := _ANSWER_ROWS.get()) is not None:
+        elif (rows := entered if entered is not None else _ANSWER_ROWS.get()) is not None:
             if tuple(rows.shape) != tuple(act.shape[:2]):
                 raise RuntimeError(f"answer_rows were set for a [batch, seq] = {list(rows.shape)} pass, but the "
                                    f"site has {list(act.shape[:2])}")

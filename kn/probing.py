@@ -1,7 +1,7 @@
 """What the model predicts: top-k answers and the probability of a given answer."""
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -10,7 +10,7 @@ from . import checks
 from .hooks import head_at, head_from, hooked, stop_at_head
 from .ig import kvcache
 from .ig.clean import run_to_head
-from .interventions import answer_rows
+from .interventions import answer_rows, is_stackable
 from .models import LM
 from .tokens import query, targets
 
@@ -121,17 +121,21 @@ def _rows_probs(lm: LM, rows: list, pad: int) -> torch.Tensor:
     return torch.softmax(logits[:, -1].float(), dim=-1)
 
 
+def _pass_rows(lm: LM, width: int) -> int:
+    """How many rows of `width` padded tokens one pass holds (at least 1): at most ROW_TOKENS tokens and
+    LOGIT_FLOATS output logits (rows x vocabulary)."""
+    vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
+    return max(1, min(LOGIT_FLOATS // max(1, vocab), ROW_TOKENS // max(1, width)))
+
+
 def _chunks(lm: LM, lengths: list[int]) -> list[list[int]]:
     """Row indices sorted by length, cut into passes of at most ROW_TOKENS padded tokens (each pass's last
-    row is its longest) and LOGIT_FLOATS output logits."""
+    row is its longest) and LOGIT_FLOATS output logits (`_pass_rows`)."""
     order = sorted(range(len(lengths)), key=lambda r: lengths[r])
-    vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
-    most_rows = max(1, LOGIT_FLOATS // max(1, vocab))
     out, start = [], 0
     while start < len(order):
         stop = start + 1
-        while (stop < len(order) and stop - start < most_rows
-               and (stop + 1 - start) * lengths[order[stop]] <= ROW_TOKENS):
+        while stop < len(order) and stop + 1 - start <= _pass_rows(lm, lengths[order[stop]]):
             stop += 1
         out.append(order[start:stop])
         start = stop
@@ -187,25 +191,30 @@ def batch_stats_under(lm: LM, pairs: Sequence[tuple[str, str]],
                       conditions: Sequence[Condition]) -> list[list[tuple[float, int]]]:
     """`batch_stats` of `pairs` under each condition: out[c][i] = (P(answer), rank) of pair i inside
     `with conditions[c]():`, [len(conditions)][len(pairs)]. A condition is a context-manager factory,
-    entered once per pass of rows, that changes the answer-predicting position only
-    (`lambda: kn.scaled(lm, neurons, f)`, `contextlib.nullcontext`; not positions="all" nor a weight
-    edit). A causal LM's rows (one per answer token, `kn.tokens.targets`) end at that position, so all
-    but their last token run once per pass of rows ([rows, width - 1], right-padded, its key/value cache
-    kept) and each condition runs only the last tokens over it ([rows, 1]); a masked LM runs
-    `batch_stats` once per condition."""
+    entered once per pass of rows. The row-stackable ones (`kn.interventions.is_stackable`:
+    `contextlib.nullcontext`, `kn.interventions.stackable(lambda: kn.scaled(lm, neurons, f))`: acting at
+    the answer-predicting position only) share passes in a causal LM: its rows (one per answer token,
+    `kn.tokens.targets`) end at that position, so all but their last token run once per pass of rows
+    ([rows, width - 1], right-padded, its key/value cache kept), then the last tokens of every condition
+    at once over it ([conditions x rows, 1], each condition acting on its own block of rows; more passes
+    if that exceeds ROW_TOKENS or LOGIT_FLOATS). Any other condition (a weight edit, positions="all"),
+    and every condition of a masked LM, runs `batch_stats` inside it."""
     conditions = list(conditions)
     if not all(callable(c) and not isinstance(c, AbstractContextManager) for c in conditions):
         raise checks.ArgumentError("conditions must be context-manager factories (e.g. contextlib.nullcontext, "
                                    "lambda: kn.scaled(lm, neurons, 0)); pass callables, not entered contexts")
     pairs = list(pairs)
-    if not conditions:
-        return []
-    if lm.masked:
-        out = []
-        for c in conditions:
-            with c():
-                out.append(batch_stats(lm, pairs))
-        return out
+    shared = [c for c, f in enumerate(conditions) if is_stackable(f) and not lm.masked]
+    out = dict(zip(shared, _stats_stacked(lm, pairs, [conditions[c] for c in shared]))) if shared else {}
+    for c, f in enumerate(conditions):
+        if c not in out:
+            with f():
+                out[c] = batch_stats(lm, pairs)
+    return [out[c] for c in range(len(conditions))]
+
+
+def _stats_stacked(lm: LM, pairs: list, conditions: list[Condition]) -> list[list[tuple[float, int]]]:
+    """`batch_stats_under` of a causal LM's `pairs` under row-stackable `conditions` (`_batched_under`)."""
     rows, owner = _target_rows(lm, pairs)
     stats = [[(1.0, -1)] * len(pairs) for _ in conditions]
     for chunk, probs in _batched_under(lm, rows, conditions):
@@ -216,17 +225,18 @@ def batch_stats_under(lm: LM, pairs: Sequence[tuple[str, str]],
 
 def _batched_under(lm: LM, rows: list[tuple[list[int], int]], conditions: list[Condition]):
     """Yield (row indices, [distributions [n, vocab] per condition]) over a causal LM's `rows` (ids,
-    answer position = the last), a prefix pass and a last-token pass per condition per `_chunks`."""
+    answer position = the last), per `_chunks` a prefix pass, then the conditions' last-token passes
+    (`_last_token_probs`), as many conditions a pass as `_pass_rows` allows."""
     if any(pos != len(ids) - 1 for ids, pos in rows):
         raise ValueError("a causal LM's row must end at its answer-predicting position")
     pad = _pad_id(lm)
     for chunk in _chunks(lm, [len(ids) for ids, _ in rows]):
         seqs = [rows[r][0] for r in chunk]
         stored, keep = _prefix_cache(lm, seqs, pad)
+        size = max(1, _pass_rows(lm, max(map(len, seqs))) // len(seqs))
         probs = []
-        for c in conditions:
-            with c():
-                probs.append(_last_token_probs(lm, seqs, stored, keep))
+        for c in range(0, len(conditions), size):
+            probs += _last_token_probs(lm, seqs, stored, keep, conditions[c:c + size])
         yield chunk, probs
 
 
@@ -251,18 +261,28 @@ def _prefix_cache(lm: LM, seqs: list[list[int]], pad: int) -> tuple[list | None,
     return kvcache.right_aligned(kvcache.contents(cache), [len(s) - 1 for s in seqs])
 
 
-def _last_token_probs(lm: LM, seqs: list[list[int]], stored: list | None, keep: torch.Tensor) -> torch.Tensor:
+def _last_token_probs(lm: LM, seqs: list[list[int]], stored: list | None, keep: torch.Tensor,
+                      conditions: list[Condition]) -> list[torch.Tensor]:
     """Output distributions [n, vocab] of each row's last token run alone over the prefix cache `stored`
-    (at its own position, attending to its own row's tokens only); interventions act there."""
+    (at its own position, attending to its own row's tokens only) under each condition, in one pass
+    [len(conditions) x n, 1]: rows [c x n, (c + 1) x n) under condition c, entered inside `answer_rows`
+    of that block so that its interventions act there only."""
     n, dev = len(seqs), lm.device
-    ids = torch.tensor([[s[-1]] for s in seqs], device=dev)
+    size = n * len(conditions)
+    ids = torch.tensor([[s[-1]] for s in seqs], device=dev).repeat(len(conditions), 1)
     mask = torch.cat([keep.to(dev).long(), torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1)
-    at = torch.tensor([[len(s) - 1] for s in seqs], device=dev)
-    cache = kvcache.fresh(lm, stored, [n] * len(stored)) if stored is not None else None
-    with torch.no_grad(), answer_rows(torch.ones((n, 1), dtype=torch.bool, device=dev)):
-        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=cache is not None,
-                          **kvcache.keyword(lm.model, cache), **kvcache.positions(lm.model, at)).logits
-    return torch.softmax(logits[:, -1].float(), dim=-1)
+    at = torch.tensor([[len(s) - 1] for s in seqs], device=dev).repeat(len(conditions), 1)
+    cache = kvcache.fresh(lm, stored, [size] * len(stored or ()))
+    block = torch.arange(size, device=dev)[:, None] // n  # [size, 1]: each row's condition
+    with torch.no_grad(), ExitStack() as entered:
+        for c, condition in enumerate(conditions):
+            with answer_rows(block == c):
+                entered.enter_context(condition())
+        with answer_rows(torch.ones((size, 1), dtype=torch.bool, device=dev)):
+            logits = lm.model(input_ids=ids, attention_mask=mask.repeat(len(conditions), 1),
+                              use_cache=cache is not None, **kvcache.keyword(lm.model, cache),
+                              **kvcache.positions(lm.model, at)).logits
+    return list(torch.softmax(logits[:, -1].float(), dim=-1).split(n))
 
 
 def batch_probe(lm: LM, prompts: Sequence[str], k: int = 10) -> list[list[Prediction]]:

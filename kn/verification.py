@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from . import checks
-from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR, scaled
+from .interventions import AMPLIFY_FACTOR, SUPPRESS_FACTOR, scaled, stackable
 from .models import LM
 from .probing import batch_stats_under
 
@@ -64,7 +64,8 @@ def effects(lm: LM, groups: Sequence[tuple[Sequence[str], object]], neurons, fac
             suppress_factor: float = SUPPRESS_FACTOR) -> list[Effect]:
     """`effect` of each (prompts, answer) group (a fact and its controls) under the same neurons, every
     group's prompts in the same batched measurement (`kn.probing.batch_stats_under`: a causal LM runs
-    the prompts' tokens but each row's last once, then that last token per condition); an `Effect` per group."""
+    the prompts' tokens but each row's last once, then that last token under the three conditions
+    stacked in one pass); an `Effect` per group."""
     prompts, answers, sizes = [], [], []
     for ps, answer in groups:
         ps = list(ps)
@@ -76,7 +77,8 @@ def effects(lm: LM, groups: Sequence[tuple[Sequence[str], object]], neurons, fac
 
     neurons = checks.neurons(lm, neurons)  # read once: every condition of every pass sees them
     factor, suppress_factor = checks.number(factor, "factor"), checks.number(suppress_factor, "suppress_factor")
-    conditions = [nullcontext, lambda: scaled(lm, neurons, suppress_factor), lambda: scaled(lm, neurons, factor)]
+    conditions = [nullcontext, stackable(lambda: scaled(lm, neurons, suppress_factor)),
+                  stackable(lambda: scaled(lm, neurons, factor))]
     before, sup, amp = (np.array([p for p, _ in st], dtype=float)
                         for st in batch_stats_under(lm, list(zip(prompts, answers)), conditions))
     cut = np.cumsum([0] + sizes)

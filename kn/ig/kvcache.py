@@ -30,14 +30,22 @@ def prompt_part(cache: DynamicCache) -> list:
 
 
 def fresh(lm: LM, stored, sizes: list[int]) -> DynamicCache | None:
-    """A new cache holding the stored prompt keys/values, expanded to batch sizes[i] at layer i (a
-    cache's `update()` appends in place, so each pass needs its own)."""
+    """A new cache holding the stored prompt keys/values, batch sizes[i] at layer i (a cache's
+    `update()` appends in place, so each pass needs its own): a stored batch of 1 expanded, of b rows
+    repeated sizes[i] / b times (blocks of the b rows in order)."""
     if stored is None:
         return None
     cache = empty(lm)
     for i, (k, v) in enumerate(stored):
-        cache.update(k.expand(sizes[i], *k.shape[1:]), v.expand(sizes[i], *v.shape[1:]), i)
+        cache.update(_tiled(k, sizes[i]), _tiled(v, sizes[i]), i)
     return cache
+
+
+def _tiled(x: torch.Tensor, size: int) -> torch.Tensor:
+    """x [b, ...] as [size, ...]: expanded (a view) when b is 1 or size, else repeated size / b times."""
+    if x.shape[0] in (1, size):
+        return x.expand(size, *x.shape[1:])
+    return x.repeat(size // x.shape[0], *[1] * (x.dim() - 1))
 
 
 def keyword(model, cache) -> dict:

@@ -14,6 +14,7 @@ from kn.testing import TINY, tiny_lm
 from kn.verification import effect
 
 NEURONS = [(l, i) for l in range(3) for i in range(1, 48, 4)]  # a quarter of each tiny layer: large effects
+OTHER = [(l, i) for l in range(3) for i in range(3, 48, 4)]  # as many neurons, none of NEURONS
 # prompts of very different lengths and answers of 1-3 tokens (the tiny tokenizer is word-level)
 CAUSAL = [("Paris is the capital of", "France"),
           ("Berlin", "Germany Italy Spain"),
@@ -114,8 +115,8 @@ def count_passes(lm):
 def passes_of_effects(lm):
     """Forward passes of one `effects` call whose rows fit one pass: a masked LM one per condition
     (before, suppressed, amplified); a causal LM one over the rows' prompts but their last token,
-    then one of the last tokens alone per condition (`kn.probing.batch_stats_under`)."""
-    return 3 if lm.masked else 1 + 3
+    then one of the last tokens of all three conditions stacked (`kn.probing.batch_stats_under`)."""
+    return 3 if lm.masked else 1 + 1
 
 
 def loop(lm, prompts, answers, factor):

@@ -1,5 +1,6 @@
 """Suppress / amplify: what they change, that everything comes back exactly, and that attribution
 inside them works."""
+import contextlib
 import copy
 
 import pytest
@@ -8,7 +9,10 @@ import torch
 import kn
 from kn import arch, hooks
 from kn.testing import TINY, tiny_lm
+from kn.interventions import answer_rows, scaled
 from kn.tokens import query
+
+from test_batch import NEURONS as MANY, OTHER
 
 NEURONS = [(0, 3), (1, 7), (2, 11)]
 
@@ -179,3 +183,29 @@ def test_attribution_under_suppression_equals_a_model_with_zeroed_slots(family, 
     for l, i in NEURONS:
         ref[l, i] = 0  # its activation is not 0 in the copy, but its gradient is
     assert _rel(fast, ref) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama"])
+def test_scaled_keeps_the_answer_rows_it_was_entered_in(family):
+    """`scaled` entered inside `answer_rows(where)` acts at `where` even inside a later `answer_rows`;
+    one entered outside acts at the rows of the pass."""
+    lm = tiny_lm(family)
+    ids = torch.tensor([[5, 9, 10, 11], [5, 9, 10, 12]])
+    first = torch.tensor([[False] * 3 + [True], [False] * 4])
+    every = torch.zeros(2, 4, dtype=torch.bool)
+    every[:, -1] = True
+
+    def last(*contexts):
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            for c in contexts:
+                stack.enter_context(c)
+            return lm.model(input_ids=ids).logits[:, -1]
+
+    clean, amped = last(), last(scaled(lm, MANY, 3.0))
+    with answer_rows(first), scaled(lm, MANY, 3.0), answer_rows(every):
+        inside = last()
+    with scaled(lm, OTHER, 0.0), answer_rows(every):
+        outside = last()
+    torch.testing.assert_close(inside, torch.stack([amped[0], clean[1]]))
+    torch.testing.assert_close(outside, last(scaled(lm, OTHER, 0.0)))
+    assert not torch.allclose(outside, clean) and kn.hooks.count(lm.model) == 0
