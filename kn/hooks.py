@@ -82,10 +82,17 @@ class HeadReached(Exception):
     """Raised by the `stop_at_head` hook: the forward pass ends where the output layer would start."""
 
 
-def stop_at_head(lm, pos: int, store: dict) -> Hook:
-    """Record the output layer's input at position `pos` in store["h"] [B, d], then end the pass."""
+def at_rows(x: torch.Tensor, pos: int | torch.Tensor) -> torch.Tensor:
+    """x [B, T, ...] at position `pos` of every row (an int) or at pos[r] in row r (pos [B]): [B, ...]."""
+    if isinstance(pos, int):
+        return x[:, pos]
+    return x[torch.arange(len(x), device=x.device), pos.to(x.device)]
+
+
+def stop_at_head(lm, pos: int | torch.Tensor, store: dict) -> Hook:
+    """Record the output layer's input at position `pos` (`at_rows`) in store["h"] [B, d], then end the pass."""
     def fn(module, args, kwargs):
-        store["h"] = args[0][:, pos]
+        store["h"] = at_rows(args[0], pos)
         raise HeadReached
     return (lm.head, "pre", fn)
 

@@ -51,6 +51,14 @@ def is_stackable(factory) -> bool:
     return factory is nullcontext or getattr(factory, "row_stackable", False) is True
 
 
+def rows_at(width: int, at: torch.Tensor) -> torch.Tensor:
+    """[len(at), width] bool, True at position at[r] of row r: what `answer_rows` takes for a batch whose
+    rows each predict at one position of their own."""
+    where = torch.zeros((len(at), width), dtype=torch.bool, device=at.device)
+    where[torch.arange(len(at), device=at.device), at] = True
+    return where
+
+
 def check_neurons(lm: LM, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
     """Neurons grouped by layer {layer: [index, ...]}, read once, duplicates dropped, with a clear
     error for anything that is not an in-range (layer, index) pair (`kn.checks.by_layer`)."""

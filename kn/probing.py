@@ -7,12 +7,12 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 
 from . import checks
-from .hooks import head_at, head_from, hooked, stop_at_head
+from .hooks import at_rows, head_at, head_from, hooked, stop_at_head
 from .ig import kvcache
 from .ig.clean import run_to_head
-from .interventions import answer_rows, is_stackable
+from .interventions import answer_rows, is_stackable, rows_at
 from .models import LM
-from .tokens import query, targets
+from .tokens import pad_id, query, right_padded, targets
 
 ROW_TOKENS = 4096  # padded tokens per batched forward pass (memory and speed, not results)
 LOGIT_FLOATS = 2 ** 26  # and at most this many output logits (rows x vocabulary) per pass
@@ -90,52 +90,41 @@ def answer_rank(lm: LM, prompt: str, answer: str) -> int:
     return int((p > p[t.gold]).sum())
 
 
-def _pad_id(lm: LM) -> int:
-    tok = lm.tokenizer
-    for i in (tok.pad_token_id, tok.eos_token_id, 0):
-        if i is not None and not (lm.masked and i == tok.mask_token_id):
-            return int(i)
-    raise ValueError(f"{lm.name}: no token id to pad a batch with")
-
-
 def _rows_probs(lm: LM, rows: list, pad: int) -> torch.Tensor:
     """Output distributions [len(rows), vocab] of right-padded rows (ids list, answer position) in one pass,
     each read at its own position, with interventions acting there (`answer_rows`)."""
-    n, width = len(rows), max(len(ids) for ids, _ in rows)
     dev = lm.device
-    ids = torch.full((n, width), pad, dtype=torch.long, device=dev)
-    mask = torch.zeros((n, width), dtype=torch.long, device=dev)
-    where = torch.zeros((n, width), dtype=torch.bool, device=dev)
-    for r, (row, pos) in enumerate(rows):
-        ids[r, :len(row)] = torch.tensor(row, device=dev)
-        mask[r, :len(row)] = 1
-        where[r, pos] = True
+    ids, mask = right_padded([row for row, _ in rows], pad, dev)
     at = torch.tensor([pos for _, pos in rows], device=dev)
+    where = rows_at(ids.shape[1], at)
 
     def head(module, args, kwargs):  # only each row's answer position reaches the output layer
-        h = args[0][torch.arange(n, device=args[0].device), at.to(args[0].device)]
-        return (h[:, None].contiguous(), *args[1:]), kwargs
+        return (at_rows(args[0], at)[:, None].contiguous(), *args[1:]), kwargs
 
     with torch.no_grad(), hooked([(lm.head, "pre", head)]), answer_rows(where):
         logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     return torch.softmax(logits[:, -1].float(), dim=-1)
 
 
-def _pass_rows(lm: LM, width: int) -> int:
-    """How many rows of `width` padded tokens one pass holds (at least 1): at most ROW_TOKENS tokens and
-    LOGIT_FLOATS output logits (rows x vocabulary)."""
-    vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
-    return max(1, min(LOGIT_FLOATS // max(1, vocab), ROW_TOKENS // max(1, width)))
+def _pass_rows(lm: LM, width: int, tokens: int | None = None, most_rows: int | None = None) -> int:
+    """How many rows of `width` padded tokens one pass holds (at least 1): at most `tokens` tokens (default
+    ROW_TOKENS) and `most_rows` rows (default: LOGIT_FLOATS output logits, rows x vocabulary)."""
+    tokens = ROW_TOKENS if tokens is None else tokens
+    if most_rows is None:
+        vocab = lm.head.weight.shape[0] if hasattr(lm.head, "weight") else 1
+        most_rows = LOGIT_FLOATS // max(1, vocab)
+    return max(1, min(most_rows, tokens // max(1, width)))
 
 
-def _chunks(lm: LM, lengths: list[int]) -> list[list[int]]:
-    """Row indices sorted by length, cut into passes of at most ROW_TOKENS padded tokens (each pass's last
-    row is its longest) and LOGIT_FLOATS output logits (`_pass_rows`)."""
+def _chunks(lm: LM, lengths: list[int], tokens: int | None = None, most_rows: int | None = None) -> list[list[int]]:
+    """Row indices sorted by length, cut into passes of at most `tokens` padded tokens (default ROW_TOKENS;
+    each pass's last row is its longest) and `most_rows` rows (default: LOGIT_FLOATS output logits;
+    `_pass_rows`)."""
     order = sorted(range(len(lengths)), key=lambda r: lengths[r])
     out, start = [], 0
     while start < len(order):
         stop = start + 1
-        while stop < len(order) and stop + 1 - start <= _pass_rows(lm, lengths[order[stop]]):
+        while stop < len(order) and stop + 1 - start <= _pass_rows(lm, lengths[order[stop]], tokens, most_rows):
             stop += 1
         out.append(order[start:stop])
         start = stop
@@ -144,7 +133,7 @@ def _chunks(lm: LM, lengths: list[int]) -> list[list[int]]:
 
 def _batched(lm: LM, rows: list[tuple[list[int], int]]):
     """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position), a pass per `_chunks`."""
-    pad = _pad_id(lm)
+    pad = pad_id(lm)
     for chunk in _chunks(lm, [len(ids) for ids, _ in rows]):
         yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
 
@@ -229,7 +218,7 @@ def _batched_under(lm: LM, rows: list[tuple[list[int], int]], conditions: list[C
     (`_last_token_probs`), as many conditions a pass as `_pass_rows` allows."""
     if any(pos != len(ids) - 1 for ids, pos in rows):
         raise ValueError("a causal LM's row must end at its answer-predicting position")
-    pad = _pad_id(lm)
+    pad = pad_id(lm)
     for chunk in _chunks(lm, [len(ids) for ids, _ in rows]):
         seqs = [rows[r][0] for r in chunk]
         stored, keep = _prefix_cache(lm, seqs, pad)
@@ -249,11 +238,7 @@ def _prefix_cache(lm: LM, seqs: list[list[int]], pad: int) -> tuple[list | None,
     dev = lm.device
     if width == 0:
         return None, torch.zeros((n, 0), dtype=torch.bool, device=dev)
-    ids = torch.full((n, width), pad, dtype=torch.long, device=dev)
-    mask = torch.zeros((n, width), dtype=torch.long, device=dev)
-    for r, s in enumerate(seqs):
-        ids[r, :len(s) - 1] = torch.tensor(s[:-1], device=dev)
-        mask[r, :len(s) - 1] = 1
+    ids, mask = right_padded([s[:-1] for s in seqs], pad, dev)
     cache = kvcache.empty(lm)
     with torch.no_grad(), answer_rows(torch.zeros((n, width), dtype=torch.bool, device=dev)):
         run_to_head(lm.model, [stop_at_head(lm, -1, {})], input_ids=ids, attention_mask=mask, use_cache=True,

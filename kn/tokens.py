@@ -129,3 +129,34 @@ def query(lm: LM, prompt: str) -> tuple[torch.Tensor, int]:
         pos = len(ids) - 1
     _fits(lm, ids, prompt, "the prompt")
     return torch.tensor([ids], device=lm.device), pos
+
+
+def pad_id(lm: LM) -> int:
+    """The token id a right-padded batch fills its padding with (never a masked LM's [MASK])."""
+    tok = lm.tokenizer
+    for i in (tok.pad_token_id, tok.eos_token_id, 0):
+        if i is not None and not (lm.masked and i == tok.mask_token_id):
+            return int(i)
+    raise ValueError(f"{lm.name}: no token id to pad a batch with")
+
+
+def right_padded(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids in one batch, row r's in slots [0, len_r): ids [n, width] (padding: `pad`)
+    and the attention mask [n, width] (1 on a token, 0 on padding)."""
+    n, width = len(seqs), max(len(s) for s in seqs)
+    ids = torch.full((n, width), pad, dtype=torch.long, device=device)
+    mask = torch.zeros((n, width), dtype=torch.long, device=device)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.tensor(s, device=device)
+        mask[r, :len(s)] = 1
+    return ids, mask
+
+
+def batch_inputs(lm: LM, ts: list[Target]) -> dict:
+    """The model keywords of the targets' contexts as one batch: input_ids [n, width], right-padded
+    with an attention_mask [n, width] when their lengths differ (row r's tokens in slots [0, len_r))."""
+    seqs = [t.ids[0].tolist() for t in ts]
+    if len({len(s) for s in seqs}) == 1:
+        return dict(input_ids=torch.cat([t.ids for t in ts]))
+    ids, mask = right_padded(seqs, pad_id(lm), lm.device)
+    return dict(input_ids=ids, attention_mask=mask)

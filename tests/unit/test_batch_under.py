@@ -14,6 +14,7 @@ from kn.ig import kvcache
 from kn.interventions import scaled, stackable
 from kn.probing import answer_stats, batch_stats_under
 from kn.testing import TINY, tiny_lm
+from kn.tokens import pad_id
 
 from test_batch import CAUSAL, MASKED, NEURONS, OTHER
 
@@ -107,7 +108,7 @@ def test_one_token_rows(family):
     for chunk, probs in probing._batched_under(lm, rows, cond):
         for c, p in zip(cond, probs):
             with c():
-                want = torch.cat([probing._rows_probs(lm, [rows[r]], probing._pad_id(lm)) for r in chunk])
+                want = torch.cat([probing._rows_probs(lm, [rows[r]], pad_id(lm)) for r in chunk])
             np.testing.assert_allclose(p.numpy(), want.numpy(), rtol=1e-5, atol=1e-9)
         seen += chunk
     assert sorted(seen) == [0, 1, 2, 3]
