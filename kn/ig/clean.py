@@ -1,16 +1,17 @@
 """The fast path's clean run: one unmodified pass per answer token, recording what the path reuses.
 
-`Recording` holds the hooks and inputs that record a `Clean` from a pass over an answer token's
-prompt: `clean_run`'s own, or a screen's forward (`kn.gradxact`, zero probes: every value clean)."""
+`Recording` holds the hooks and inputs that record a `Clean` of each of several answer tokens from one
+pass over their prompts: `clean_run`'s own (one token), or a screen's batched forward (`kn.gradxact`,
+zero probes: every value clean)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
-from ..hooks import HeadReached, Hook, hooked, site_hooks, stop_at_head
+from ..hooks import HeadReached, Hook, at_rows, hooked, site_hooks, stop_at_head
 from ..models import LM
-from ..tokens import Target
+from ..tokens import Target, batch_inputs
 from . import kvcache
 from .norm import rsqrt
 
@@ -30,28 +31,29 @@ class Clean:
 
 
 class Recording:
-    """What records a `Clean` of `t` from one forward pass over t.ids (with grad or not; all detached):
-    `hooks` read the sites and post-FFN norms at the answer position, `inputs` are the pass's keywords
-    (input_ids, and a cache to fill when the path runs cached); `clean()` once the pass has run."""
+    """What records each target's `Clean` from one forward pass over the targets' contexts, right-padded
+    into one batch (`kn.tokens.batch_inputs`; with grad or not; all detached): `hooks` read the sites and
+    post-FFN norms at each row's answer position `at` [n], `inputs` are the pass's keywords (input_ids,
+    an attention mask if padded, a cache to fill when the path runs cached); `cleans()` once it has run."""
 
-    def __init__(self, lm: LM, t: Target):
-        self.lm, self.t = lm, t
-        self.cached = kvcache.usable(lm, t)
-        self.pos = -1 if self.cached else t.pos
-        self._acts: dict[int, torch.Tensor] = {}
-        self._rms: dict[int, torch.Tensor] = {}
+    def __init__(self, lm: LM, ts: list[Target]):
+        self.lm, self.ts = lm, ts
+        self.cached = all(kvcache.usable(lm, t) for t in ts)
+        self.at = torch.tensor([t.pos for t in ts], device=lm.device)
+        self._acts: dict[int, torch.Tensor] = {}  # layer -> [n, width]
+        self._rms: dict[int, torch.Tensor] = {}  # layer -> [n, 1]
         self._cache = kvcache.empty(lm) if self.cached else None
 
     @property
     def hooks(self) -> list[Hook]:
-        lm, pos, acts, rms = self.lm, self.pos, self._acts, self._rms
+        lm, at, acts, rms = self.lm, self.at, self._acts, self._rms
 
         def read(layer, act):
-            acts[layer] = act[0, pos].detach()
+            acts[layer] = at_rows(act, at).detach()
 
         def norm_reader(layer):
             def fn(module, args, output):
-                rms[layer] = rsqrt(module, args[0][0, pos]).detach()
+                rms[layer] = rsqrt(module, at_rows(args[0], at)).detach()
             return fn
 
         norms = [(n, "post", norm_reader(l)) for l in range(lm.n_layers) if (n := lm.post_ffn_norm(l)) is not None]
@@ -59,15 +61,19 @@ class Recording:
 
     @property
     def inputs(self) -> dict:
-        return dict(input_ids=self.t.ids, use_cache=self.cached, **kvcache.keyword(self.lm.model, self._cache))
+        return dict(batch_inputs(self.lm, self.ts), use_cache=self.cached, **kvcache.keyword(self.lm.model, self._cache))
 
-    def clean(self) -> Clean:
-        """The recorded `Clean` (acts stacked: no view of the pass's activations)."""
-        stored = None
-        if self.cached and self.t.ids.shape[1] > 1:  # the prompt's cache minus the last token
-            stored = [(k.detach(), v.detach()) for k, v in kvcache.prompt_part(self._cache)]
-        acts = torch.stack([self._acts[l] for l in range(self.lm.n_layers)])
-        return Clean(acts, dict(self._rms), self.cached, stored, self.pos)
+    def cleans(self) -> list[Clean]:
+        """Each target's recorded `Clean` (acts stacked: no view of the pass's activations)."""
+        return [self._clean(r, t) for r, t in enumerate(self.ts)]
+
+    def _clean(self, r: int, t: Target) -> Clean:
+        length, stored = t.ids.shape[1], None
+        if self.cached and length > 1:  # the prompt's cache minus the last token
+            stored = [(k.detach(), v.detach()) for k, v in kvcache.prompt_part(self._cache, r, length)]
+        acts = torch.stack([self._acts[l][r] for l in range(self.lm.n_layers)])
+        rms = {l: v[r] for l, v in self._rms.items()}
+        return Clean(acts, rms, self.cached, stored, -1 if self.cached else t.pos)
 
 
 def run_to_head(model, hooks, **inputs) -> None:
@@ -82,7 +88,7 @@ def run_to_head(model, hooks, **inputs) -> None:
 
 def clean_run(lm: LM, t: Target) -> Clean:
     """Run the unmodified model once (to the output layer's input only)."""
-    rec = Recording(lm, t)
+    rec = Recording(lm, [t])
     with torch.no_grad():  # cached: one pass over the whole prompt; the path reuses its cache minus the last token
-        run_to_head(lm.model, rec.hooks + [stop_at_head(lm, rec.pos, {})], **rec.inputs)
-    return rec.clean()
+        run_to_head(lm.model, rec.hooks + [stop_at_head(lm, rec.at, {})], **rec.inputs)
+    return rec.cleans()[0]

@@ -93,12 +93,12 @@ def gold_prob_grad(h: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, 
 @dataclass
 class AtHead:
     """A forward pass stopped at the output layer: its input h [B, d], holding the autograd graph back to
-    `leaves`; `gold` the token id of every row; the first `skip` rows need no gradient (their cotangent
-    is zero: the clean row of a growing batch)."""
+    `leaves`; `gold` the token id of every row, or one per row [B]; the first `skip` rows need no gradient
+    (their cotangent is zero: the clean row of a growing batch)."""
 
     h: torch.Tensor
     leaves: list[torch.Tensor]
-    gold: int
+    gold: int | torch.Tensor
     skip: int = 0
 
     @property
@@ -116,7 +116,7 @@ def cotangents(lm: LM, passes: list[AtHead]) -> list[torch.Tensor]:
     pass in ONE walk over the vocabulary."""
     W, bias, cap = params(lm)
     rows = [a.rows for a in passes]
-    gold = torch.cat([torch.full((len(r),), a.gold, dtype=torch.long) for a, r in zip(passes, rows)])
+    gold = torch.cat([torch.as_tensor(a.gold, dtype=torch.long).cpu().expand(len(a.h))[a.skip:] for a in passes])
     h = torch.cat([r.detach() for r in rows])
     grads = gold_prob_grad(h, W, bias, gold.to(W.device), cap).split([len(r) for r in rows])
     out = []

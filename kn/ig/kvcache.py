@@ -24,9 +24,11 @@ def empty(lm: LM) -> DynamicCache:
     return DynamicCache()
 
 
-def prompt_part(cache: DynamicCache) -> list:
-    """Per-layer (keys, values) of all but the last token, [1, heads, seq - 1, head_dim] each."""
-    return [(layer.keys[:, :, :-1], layer.values[:, :, :-1]) for layer in cache.layers]
+def prompt_part(cache: DynamicCache, row: int, length: int) -> list:
+    """Per-layer (keys, values) of row `row`'s first `length` - 1 tokens (its prompt but the last token,
+    right-padded: its tokens in slots [0, length)), [1, heads, length - 1, head_dim] each."""
+    return [(layer.keys[row:row + 1, :, :length - 1], layer.values[row:row + 1, :, :length - 1])
+            for layer in cache.layers]
 
 
 def fresh(lm: LM, stored, sizes: list[int]) -> DynamicCache | None:

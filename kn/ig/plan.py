@@ -65,18 +65,24 @@ BUDGET = 1.5e9  # bytes one pass may hold for the backward pass
 BYTES_PER_UNIT = 10
 
 
+def _hidden(lm: LM) -> int:
+    return getattr(lm.text_config, "hidden_size", None) or lm.model.get_input_embeddings().weight.shape[1]
+
+
+def token_bytes(lm: LM) -> float:
+    """Bytes a pass keeps for the backward pass per token it runs: its activations in every block."""
+    return lm.n_layers * BYTES_PER_UNIT * (_hidden(lm) + lm.width)
+
+
 def row_bytes(lm: LM, run_tokens: int, context_tokens: int) -> float:
     """Bytes one path row keeps for the backward pass: its activations for `run_tokens` tokens (1 over a
     key/value cache, the whole prompt otherwise) in every block, and over a cache its copy of the keys and
     values of `context_tokens` tokens."""
-    cfg = lm.text_config
-    hidden = getattr(cfg, "hidden_size", None) or lm.model.get_input_embeddings().weight.shape[1]
+    cfg, hidden = lm.text_config, _hidden(lm)
     heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", 1)
     head_dim = getattr(cfg, "head_dim", None) or hidden // max(getattr(cfg, "num_attention_heads", 1), 1)
-    per_block = BYTES_PER_UNIT * run_tokens * (hidden + lm.width)
-    if run_tokens == 1:
-        per_block += 2 * 4 * context_tokens * heads * head_dim  # keys and values, float32
-    return lm.n_layers * per_block
+    kv = 2 * 4 * context_tokens * heads * head_dim if run_tokens == 1 else 0  # keys and values, float32
+    return run_tokens * token_bytes(lm) + lm.n_layers * kv
 
 
 def auto_batch(lm: LM, steps: int, run_tokens: int, context_tokens: int) -> int:
