@@ -1,5 +1,5 @@
 """Gradient x activation (`kn.GradXAct`; successors.md section 7): s = x * dP(gold)/dx at the clean
-site activations x, every layer from one forward and one backward pass per answer token.
+site activations x, every layer from one forward and one backward pass (several answer tokens share one).
 
 It is the first-order estimate of what zeroing a neuron does, and IG with one right-endpoint point
 from a zero baseline where no post-FFN norm is frozen (GPT-2, Llama, Qwen...); here every norm runs

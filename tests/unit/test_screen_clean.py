@@ -78,7 +78,7 @@ def brute_force(lm, t, layers):
 
 
 def passes_counted(lm) -> list:
-    """The batch shape of each forward pass of `lm.model` until the returned list's hook is removed."""
+    """(shapes, handle): the [batch, seq] of each forward pass of `lm.model` until `handle` is removed."""
     shapes = []
     handle = lm.model.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
