@@ -347,8 +347,16 @@ def test_throughput_child_returns_each_facts_kn_set_for_the_bf16_comparison(monk
 
     lm = tiny_lm("GPT-2", initializer_range=0.2)
     monkeypatch.setattr(kn, "load", lambda *a, **k: lm)
+    import kn.data.select as select
+
     facts = tiny_facts()[:3]
-    monkeypatch.setattr(bt, "known_facts", lambda lm, data, rel, n: (facts[:n], 0.0, 3))
+
+    def known(lm, data, rel, n):  # as select_facts does: the pool counted (timed apart), then the facts
+        select.language_counts(kn.data.load("builtin"), lm, ["en"])
+        return facts[:n], 0.0, 3
+
+    monkeypatch.setattr(bt, "known_facts", known)
+    counting = select.language_counts
     args = types.SimpleNamespace(threads=1, model="tiny", data="builtin", relations=["capital"], facts=3,
                                  dtype="float32", child=json.dumps(kn.IG(steps=3).to_dict()))
     out = bt.child(args)
@@ -356,4 +364,5 @@ def test_throughput_child_returns_each_facts_kn_set_for_the_bf16_comparison(monk
     n = kn.load_run(tmp_path / "again").neurons
     want = {f: sorted([int(l), int(i)] for l, i in zip(g.layer, g["index"])) for f, g in n.groupby("fact_id")}
     assert out["facts"] == 3 and want and out["sets"] == want
+    assert out["pool_seconds"] > 0 and select.language_counts is counting  # timed, then put back
     assert bt.jaccard([[0, 1]], [[0, 1], [1, 2]]) == 0.5 and bt.jaccard([], []) == 1.0 and bt.jaccard([[0, 1]], []) == 0.0
