@@ -93,9 +93,9 @@ def specificity_figure(summaries: dict):
 
 
 def layer_map_figure(per_fact, effects=None, title: str = ""):
-    """A Figure: the heat map of knowledge neurons per fact [relation x layer] (`kn.layer_map.layer_map`),
-    and beside it, per relation, the effects of zeroing each fact's set (`kn.layer_map.effects`: change
-    of P(gold) for the fact, and for a fact of another relation)."""
+    """A Figure: the heat map of knowledge neurons per fact [relation x layer] (`kn.layer_map.layer_map`,
+    square-root colour scale), and beside it, per relation, the effects of zeroing each fact's set
+    (`kn.layer_map.effects`: change of P(gold) for the fact, and for a fact of another relation)."""
     n_rel, n_layers = per_fact.shape
     fig = NotebookFigure(figsize=(min(4 + 0.35 * n_layers, 14) + (3 if effects is not None else 0), 1.5 + 0.25 * n_rel),
                  dpi=90, layout="constrained")
@@ -103,7 +103,11 @@ def layer_map_figure(per_fact, effects=None, title: str = ""):
         heat, side = fig.subplots(1, 2, sharey=True, width_ratios=[3, 1])
     else:
         heat, side = fig.subplots(1, 1), None
-    im = heat.imshow(per_fact.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
+    from matplotlib.colors import PowerNorm
+
+    # square-root colour scale: one relation with many neurons in a layer would leave the rest dark
+    im = heat.imshow(per_fact.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest",
+                     norm=PowerNorm(0.5, vmin=0))
     heat.set_xticks(range(n_layers), [str(c) for c in per_fact.columns], fontsize=7)
     heat.set_yticks(range(n_rel), [str(r) for r in per_fact.index], fontsize=7)
     heat.set(xlabel="layer", ylabel="relation")
