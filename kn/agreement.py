@@ -37,8 +37,7 @@ def per_fact(reference, candidate):
     rf, cf = rf.set_index("fact_id"), cf.set_index("fact_id")
     rows = []
     for fid, a in rs.items():
-        if fid not in cf.index or not isinstance(cf.loc[fid, "n_neurons"], (int, float)) \
-                or math.isnan(float(cf.loc[fid, "n_neurons"])):
+        if fid not in cf.index or pd.isna(cf.loc[fid, "n_neurons"]):  # not located in the candidate
             continue
         b = cs.get(fid, set())
         rows.append({"fact_id": fid, "relation": rf.loc[fid, "relation"], "n_reference": len(a), "n": len(b),

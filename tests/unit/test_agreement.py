@@ -29,6 +29,11 @@ def test_per_fact_by_hand():
     assert list(d.index) == ["a", "b"]  # c has no reference neurons
     assert d.loc["a", "jaccard"] == pytest.approx(1 / 3) and d.loc["a", "recall"] == 0.5
     assert d.loc["b", "jaccard"] == 1.0 and d.loc["a", "suppression"] == -.5
+    # a recording read back from CSV has integer counts when no fact lacks them
+    ints = {k: v.astype({"n_neurons": "int64"}) if k == "facts" else v for k, v in cand.items()}
+    assert A.per_fact(REF, ints).fact_id.tolist() == ["a", "b"]
+    unlocated = {k: v.assign(n_neurons=[2.0, math.nan, 1.0]) if k == "facts" else v for k, v in cand.items()}
+    assert A.per_fact(REF, unlocated).fact_id.tolist() == ["a"]  # b not located in the candidate
 
 
 def test_summary_and_the_fast_default():
