@@ -103,8 +103,9 @@ def _selected(args, facts, lm, language, seed: int):
     import json
     from pathlib import Path
 
-    from .data import explain, select_facts
+    from .data import explain, select_facts, shared_selection
     from .runs.directory import SELECTION, check_out, replace, write_json
+    from .version import __version__
 
     relations = _relations(args)
     sentence = bool(getattr(args, "sentence", None))
@@ -112,6 +113,9 @@ def _selected(args, facts, lm, language, seed: int):
            "per_relation": args.facts_per_relation, "known": args.known, "seed": seed}
     if sentence:  # an older selection.json (no such key) stays valid for the default
         key["sentence"] = True
+    if args.known and getattr(args, "dtype", "float32") != "float32":  # the probe ranks with these weights
+        key["dtype"] = args.dtype
+    shared = {**key, "kn": __version__} if shared_selection.shareable(args.model) else None
     path = Path(args.out) / SELECTION
     if not args.fresh and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -120,16 +124,25 @@ def _selected(args, facts, lm, language, seed: int):
             if len(chosen) == len(saved["fact_ids"]):
                 print(f"reusing the fact selection in {path}", file=sys.stderr)
                 return chosen
-    chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
-                          language=language, lm=lm, known=args.known, seed=seed, sentence=sentence)
-    if not len(chosen):
-        raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
-                         f"language {language!r}): {explain(chosen.info['selection'])}")
+    kept = None if args.fresh or shared is None else shared_selection.lookup(shared)
+    if kept is not None and len(chosen := facts.filter(ids=kept["fact_ids"])) == len(kept["fact_ids"]) and len(chosen):
+        print(f"reusing the fact selection an earlier run made of the same facts ({shared_selection.path_of(shared)})",
+              file=sys.stderr)
+        selection = kept.get("selection")
+    else:
+        chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
+                              language=language, lm=lm, known=args.known, seed=seed, sentence=sentence)
+        if not len(chosen):
+            raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
+                             f"language {language!r}): {explain(chosen.info['selection'])}")
+        selection = chosen.info.get("selection")
+        if shared is not None:
+            shared_selection.keep(shared, [f.fact_id for f in chosen], selection)
     check_out(path.parent)  # again: it may have changed meanwhile
     if args.fresh:
         replace(path.parent)  # the old run, its selection too, moved aside whole (logged); None if no run there
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"key": key, "fact_ids": [f.fact_id for f in chosen]})
+    write_json(path, {"key": key, "fact_ids": [f.fact_id for f in chosen], "selection": selection})
     return chosen
 
 

@@ -229,8 +229,9 @@ def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str
     if kn_commit is None and sessions:
         kn_commit = sessions[0].get("commit")
     started = sessions[0]["started"] if sessions else res.config.get("created")
+    chosen = _selection_counts(Path(run_dir))
     prov = provenance(command, seconds=seconds, started=started, kn_commit=kn_commit, run_config=res.config,
-                      sessions=sessions)
+                      sessions=sessions, **({"selection": chosen} if chosen else {}))
     tables = {name: getattr(res, name) for name in RUN_TABLES}
     if isinstance(res, MultiRunResult):
         tables |= _multilingual_tables(res)
@@ -240,6 +241,18 @@ def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str
         tables |= {t: res.tables[t] for n in res.settings.phases for t in PHASES[n].table_names
                    if t not in tables and t in res.tables}
     return record(dest, tables, prov)
+
+
+def _selection_counts(run_dir: Path) -> dict | None:
+    """What the CLI's fact selection of a run says (`kn.data.select_facts`' ``info["selection"]``: per
+    language the facts with a version, usable, probed and known), from its selection.json; None without."""
+    from .runs.directory import SELECTION
+
+    try:
+        saved = json.loads((run_dir / SELECTION).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved.get("selection") if isinstance(saved, dict) else None
 
 
 def _multilingual_tables(res) -> dict:

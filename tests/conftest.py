@@ -14,6 +14,13 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+@pytest.fixture(autouse=True)
+def _own_selection_cache(tmp_path, monkeypatch):
+    """Each test its own cache of shared fact selections (`kn.data.shared_selection`): a selection kept
+    by an earlier test, or by a user's runs, must not stand in for the probing a test checks."""
+    monkeypatch.setenv("KN_SELECTION_CACHE", str(tmp_path / "shared-selections"))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository's root directory."""

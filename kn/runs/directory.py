@@ -216,7 +216,8 @@ def _stored_config(out: Path) -> dict | None:
 
 def _is_selection(path: Path) -> bool:
     sel = _json_or_none(path)
-    return isinstance(sel, dict) and set(sel) == {"key", "fact_ids"} and isinstance(sel["fact_ids"], list)
+    return (isinstance(sel, dict) and {"key", "fact_ids"} <= set(sel) <= {"key", "fact_ids", "selection"}
+            and isinstance(sel["fact_ids"], list))
 
 
 def _check_resumable(out: Path, config: dict, stored: dict) -> None:

@@ -641,6 +641,51 @@ def test_cli_resume_reuses_the_fact_selection(lm, tmp_path, monkeypatch, capsys)
     assert snapshot(aside) == old
 
 
+def test_cli_runs_of_the_same_facts_share_one_selection(lm, tmp_path, monkeypatch, capsys):
+    """A second run of the same facts under another setting, in another directory, takes the first's
+    selection (kept in the shared cache) instead of probing again, and writes it with its counts into
+    its own selection.json; other facts, or --fresh, probe anew. A corrupt or foreign cache file is
+    not a selection."""
+    import json
+
+    from kn import cli, data
+    from kn.data import shared_selection
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    argv = ["run", "--data", "builtin", "--relations", "P36", "--facts-per-relation", "2", "--steps", "2",
+            "--phases", "locate", "--out"]
+    assert cli.main(argv + [str(tmp_path / "a")]) == 0
+    first = json.loads((tmp_path / "a" / "selection.json").read_text())
+    assert first["selection"]["selected"] == 2 and first["selection"]["counts"]["en"]["usable"] >= 2
+
+    def no_probe(*a, **k):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(data, "select_facts", no_probe)
+    assert cli.main(argv + [str(tmp_path / "b"), "--rule", "gauss_legendre"]) == 0
+    assert "an earlier run made of the same facts" in capsys.readouterr().err
+    second = json.loads((tmp_path / "b" / "selection.json").read_text())
+    assert second["fact_ids"] == first["fact_ids"] and second["selection"] == first["selection"]
+    assert load_run(tmp_path / "b").facts.fact_id.tolist() == load_run(tmp_path / "a").facts.fact_id.tolist()
+    from kn import recording  # a recording says what the selection was
+
+    rec = recording.record_run(tmp_path / "b", tmp_path / "rec")
+    assert json.loads((rec / "provenance.json").read_text())["selection"] == first["selection"]
+    with pytest.raises(AssertionError, match="probed again"):  # other facts
+        cli.main(argv[:6] + ["1"] + argv[7:] + [str(tmp_path / "c")])
+    with pytest.raises(AssertionError, match="probed again"):  # a fresh start
+        cli.main(argv + [str(tmp_path / "b"), "--fresh"])
+    [kept] = (tmp_path / "shared-selections").glob("*.json")
+    kept.write_text("{not json")
+    with pytest.raises(AssertionError, match="probed again"):
+        cli.main(argv + [str(tmp_path / "d")])
+    key = {"model": "m"}
+    shared_selection.path_of(key).write_text(json.dumps({"key": {"model": "other"}, "fact_ids": []}))
+    assert shared_selection.lookup(key) is None
+    assert shared_selection.keep(key, ["x"], None) is not None and shared_selection.lookup(key)["fact_ids"] == ["x"]
+    assert not shared_selection.shareable(str(tmp_path)) and shared_selection.shareable("gemma-3-270m")
+
+
 def test_dkn_candidates_beyond_what_locate_keeps(lm, dkn_baseline, tmp_path):
     """locate keeps each prompt's top 20; 25 candidates are recomputed, run and recorded as 25."""
     from kn.runs.phases.locate import TOP
