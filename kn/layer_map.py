@@ -58,3 +58,19 @@ def readings(neurons, relations, n_layers: int) -> str:
                    + (f"; a fact of another relation changes by {e.control_other_suppression.median():+.0%} "
                       f"(median over relations)." if "control_other_suppression" in e else "."))
     return " ".join(out)
+
+
+RULE_NAMES = {"riemann_left": "the left Riemann sum", "riemann_trapezoid": "the trapezoid rule",
+              "gauss_legendre": "Gauss-Legendre"}
+
+
+def setting_words(attribution: dict) -> str:
+    """A run's attribution setting in words, from its recorded config (``settings["attribution"]``):
+    e.g. "IG with Gauss-Legendre, 6 points, over every layer", or "... on the 3 layers a gradient x
+    activation screen picks per prompt"; another method by its kind."""
+    if attribution.get("kind", "ig") != "ig":
+        return f"{attribution['kind']} scores over every layer"
+    rule = RULE_NAMES.get(attribution.get("rule"), attribution.get("rule"))
+    where = (f"on the {attribution['screen']} layers a gradient x activation screen picks per prompt"
+             if attribution.get("screen") else "over every layer")
+    return f"IG with {rule}, {attribution.get('steps')} points, {where}"

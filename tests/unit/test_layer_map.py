@@ -55,3 +55,13 @@ def test_readings_by_hand():
     assert "Lowest on average: r2 (mean layer 1.0); highest: r1 (1.5)" in text
     # r1 -90%, r2 -50%: both at least half; the weakest r2; controls -10% and -30%: median -20%
     assert "at least half in 2 of 2 relations (weakest: r2, -50%); a fact of another relation changes by -20%" in text
+
+
+def test_setting_words_say_the_rule_points_and_layers():
+    from kn.layer_map import setting_words
+
+    assert setting_words({"kind": "ig", "rule": "gauss_legendre", "steps": 3, "screen": None}) == \
+        "IG with Gauss-Legendre, 3 points, over every layer"
+    assert setting_words({"kind": "ig", "rule": "riemann_left", "steps": 20, "screen": 3}) == \
+        "IG with the left Riemann sum, 20 points, on the 3 layers a gradient x activation screen picks per prompt"
+    assert setting_words({"kind": "gradxact"}) == "gradxact scores over every layer"
