@@ -82,3 +82,36 @@ def fast_default(table):
     """The cheapest setting of a `summary` table that agrees (its row), or None."""
     ok = table[table.agrees]
     return None if ok.empty else ok.sort_values("seconds_per_fact").iloc[0]
+
+
+def layer_shares(runs: Mapping[str, object], n_layers: int):
+    """A DataFrame [setting x layer 0..n_layers-1]: the share of each run's knowledge neurons in each
+    layer (`kn.layer_map.layer_shares`), so that a setting's missed neurons show where they were."""
+    import pandas as pd
+
+    from .layer_map import layer_shares as shares
+
+    return pd.DataFrame({name: shares(_tables(run)[1], n_layers) for name, run in runs.items()}).T
+
+
+def readings(table, model: str) -> str:
+    """What a `summary` table says, in sentences: which cheaper settings agree and the fast default
+    (its speed-up, Jaccard and effects' distance), and the closest of those that do not agree."""
+    cheaper = table[table.setting != "paper"]
+    if cheaper.empty:
+        return f"On {model}, only the paper's setting is recorded so far."
+    ok, off = cheaper[cheaper.agrees], cheaper[~cheaper.agrees]
+    parts = [f"On {model}, {len(ok)} of {len(cheaper)} cheaper settings agree with the paper's"]
+    pick = fast_default(table)
+    if pick is not None and pick.setting != "paper":
+        parts[0] += (f"; the cheapest, `{pick.setting}`, is the fast default: {pick.speedup:.1f}x the paper "
+                     f"setting's speed, median Jaccard {pick.jaccard_median:.2f} (mean {pick.jaccard_mean:.2f}), "
+                     f"mean effects {pick.effect_distance:.0%} off.")
+    else:
+        parts[0] += "; the paper's setting stays the default."
+    if len(off):
+        best = off.sort_values("jaccard_median", ascending=False).iloc[0]
+        parts.append(f"Of the {len(off)} that do not, the closest is `{best.setting}` ({best.speedup:.1f}x): median "
+                     f"Jaccard {best.jaccard_median:.2f}, recall of the paper's neurons {best.recall_median:.2f}, "
+                     f"mean effects {best.effect_distance:.0%} off.")
+    return " ".join(parts)

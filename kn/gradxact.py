@@ -22,7 +22,7 @@ from .ig.plan import row_bytes, token_bytes
 from .ig.walks import Walks
 from .interventions import answer_rows, rows_at
 from .models import LM
-from .probing import _chunks
+from .probing import length_passes
 from .tokens import Target, batch_inputs
 
 
@@ -64,7 +64,7 @@ def products(lm: LM, x: dict[int, torch.Tensor], grads, layers: list[int]) -> li
 
 def _targets(lm: LM, ts: list[Target], layers: list[int], walks: Walks | None,
              record: bool) -> tuple[list[torch.Tensor], list[Clean | None]]:
-    """Scores (and, `record`, Cleans) of `ts`, in padded passes of several targets (`kn.probing._chunks`:
+    """Scores (and, `record`, Cleans) of `ts`, in padded passes of several targets (`kn.probing.length_passes`:
     sorted by length, at most what `walks` holds for the backward pass in tokens and rows)."""
     walks = Walks(lm) if walks is None else walks
     out: list[torch.Tensor | None] = [None] * len(ts)
@@ -92,7 +92,7 @@ def _targets(lm: LM, ts: list[Target], layers: list[int], walks: Walks | None,
     lengths = [t.ids.shape[1] for t in ts]
     tokens = max(1, int(walks.budget // token_bytes(lm)))
     with frozen_params(lm.model):
-        for rows in _chunks(lm, lengths, tokens, max(1, walks.max_rows)):
+        for rows in length_passes(lm, lengths, tokens, max(1, walks.max_rows)):
             queue(rows)
         walks.flush()
     return out, cleans

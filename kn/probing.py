@@ -116,7 +116,7 @@ def _pass_rows(lm: LM, width: int, tokens: int | None = None, most_rows: int | N
     return max(1, min(most_rows, tokens // max(1, width)))
 
 
-def _chunks(lm: LM, lengths: list[int], tokens: int | None = None, most_rows: int | None = None) -> list[list[int]]:
+def length_passes(lm: LM, lengths: list[int], tokens: int | None = None, most_rows: int | None = None) -> list[list[int]]:
     """Row indices sorted by length, cut into passes of at most `tokens` padded tokens (default ROW_TOKENS;
     each pass's last row is its longest) and `most_rows` rows (default: LOGIT_FLOATS output logits;
     `_pass_rows`)."""
@@ -132,9 +132,9 @@ def _chunks(lm: LM, lengths: list[int], tokens: int | None = None, most_rows: in
 
 
 def _batched(lm: LM, rows: list[tuple[list[int], int]]):
-    """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position), a pass per `_chunks`."""
+    """Yield (row indices, distributions [n, vocab]) over `rows` (ids, answer position), a pass per `length_passes`."""
     pad = pad_id(lm)
-    for chunk in _chunks(lm, [len(ids) for ids, _ in rows]):
+    for chunk in length_passes(lm, [len(ids) for ids, _ in rows]):
         yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
 
 
@@ -214,12 +214,12 @@ def _stats_stacked(lm: LM, pairs: list, conditions: list[Condition]) -> list[lis
 
 def _batched_under(lm: LM, rows: list[tuple[list[int], int]], conditions: list[Condition]):
     """Yield (row indices, [distributions [n, vocab] per condition]) over a causal LM's `rows` (ids,
-    answer position = the last), per `_chunks` a prefix pass, then the conditions' last-token passes
+    answer position = the last), per `length_passes` a prefix pass, then the conditions' last-token passes
     (`_last_token_probs`), as many conditions a pass as `_pass_rows` allows."""
     if any(pos != len(ids) - 1 for ids, pos in rows):
         raise ValueError("a causal LM's row must end at its answer-predicting position")
     pad = pad_id(lm)
-    for chunk in _chunks(lm, [len(ids) for ids, _ in rows]):
+    for chunk in length_passes(lm, [len(ids) for ids, _ in rows]):
         seqs = [rows[r][0] for r in chunk]
         stored, keep = _prefix_cache(lm, seqs, pad)
         size = max(1, _pass_rows(lm, max(map(len, seqs))) // len(seqs))

@@ -46,3 +46,20 @@ def test_summary_and_the_fast_default():
     assert not s.loc["cheap", "agrees"] and s.loc["cheap", "jaccard_median"] == pytest.approx(0.25)
     assert A.fast_default(s.reset_index()).setting == "close"
     assert A.fast_default(s.reset_index()[lambda t: t.setting == "cheap"]) is None
+
+
+def test_readings_and_layer_shares_by_hand():
+    same = _run({"a": {(1, 1), (1, 2)}, "b": {(2, 5)}}, {"a": -.8, "b": -.62}, {"a": .41, "b": .2}, 4.0)
+    off = _run({"a": {(1, 1)}, "b": {(3, 9)}}, {"a": -.2, "b": -.1}, {"a": .1, "b": .0}, 1.0)
+    s = A.summary(REF, {"paper": REF, "close": same, "cheap": off})
+    text = A.readings(s, "m")
+    # close: 10 s / 4 s = 2.5x, Jaccard 1 on both facts, amplification .305 against .3 (1.7%)
+    assert text.startswith("On m, 1 of 2 cheaper settings agree with the paper's; the cheapest, `close`, is the fast "
+                           "default: 2.5x the paper setting's speed, median Jaccard 1.00 (mean 1.00), mean effects 2% off.")
+    # cheap: a has 1 of the reference's 2 (J 1/2), b none of 1 (J 0): median 0.25; recall median 0.25
+    assert "Of the 1 that do not, the closest is `cheap` (10.0x): median Jaccard 0.25, recall of the paper's " \
+           "neurons 0.25" in text
+    assert "stays the default" in A.readings(s[s.setting != "close"], "m")
+    assert A.readings(s[s.setting == "paper"], "m") == "On m, only the paper's setting is recorded so far."
+    shares = A.layer_shares({"paper": REF, "cheap": off}, 4)
+    assert shares.loc["paper"].tolist() == [0.0, 2 / 3, 1 / 3, 0.0] and shares.loc["cheap"].tolist() == [0, .5, 0, .5]
