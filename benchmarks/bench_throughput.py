@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """`kn run` throughput over PARAREL with the known filter, locate and verify with controls (issue 31),
-at the paper's setting and at a fast one, measured in one run and each in a process of its own (so each
+at the paper's setting and at a fast one (the model's fast default, `kn.fast_setting`), measured in one run and each in a process of its own (so each
 has its own peak memory); then where the time goes and the FLOP count of a fact against this machine's
 measured matmul rate, which bounds the facts per hour any code could reach here.
 
     python benchmarks/bench_throughput.py --data pararel:../shared/data/pararel --facts 6
-    python benchmarks/bench_throughput.py --fast gauss_legendre:6 --screen 3 --facts 8
+    python benchmarks/bench_throughput.py --fast gauss_legendre:6 --screen 3 --facts 8  # another fast setting
 
 Per setting: the known filter on the sampled facts (probing until `--facts` known ones are found; its
 seconds count, as `kn run --known` pays them), then `kn.run(..., phases=("locate", "verify"))` on the
@@ -143,8 +143,10 @@ def main(argv=None) -> None:
     ap.add_argument("--relations", default="P30,P36,P1376,P407,P364,P27,P108,P279,P463",
                     help="comma-separated relations (default: the at-scale chapter's nine)")
     ap.add_argument("--facts", type=int, default=6, help="known facts per setting")
-    ap.add_argument("--fast", default="gauss_legendre:6", help="RULE:STEPS of the fast setting")
-    ap.add_argument("--screen", type=int, default=3, help="the fast setting's screened layers (0: all layers)")
+    ap.add_argument("--fast", default=None, help="RULE:STEPS of the fast setting (default: the model's fast "
+                    "default, kn.fast_setting, the agreement study's pick)")
+    ap.add_argument("--screen", type=int, default=None, help="the fast setting's screened layers (0: all layers; "
+                    "default: the fast default's)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--bf16", action="store_true", help="also the fast setting with bfloat16 weights (CPUs with "
                     "AVX512-BF16; scores stay float32), its KN sets compared with the float32 run's")
@@ -156,6 +158,11 @@ def main(argv=None) -> None:
 
     import kn
 
+    if args.fast is None:
+        default = kn.fast_setting(args.model)
+        args.fast = f"{default.rule}:{default.steps}"
+        args.screen = (default.screen or 0) if args.screen is None else args.screen
+    args.screen = args.screen or 0
     fast_rule, fast_steps = parse_setting(args.fast)
     settings = {"paper (riemann_left, 20)": kn.IG(),
                 f"fast ({fast_rule}, {fast_steps}" + (f", screen {args.screen})" if args.screen else ")"):

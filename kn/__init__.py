@@ -14,6 +14,7 @@ from .probing import answer_logprob, answer_logprobs, answer_prob, answer_rank, 
 from .interventions import amplify, scaled, suppress  # noqa: E402
 from .localization import Located, coarse, locate, locate_with_scores, refine, tune_share  # noqa: E402
 from .calibration import Calibration, calibrate  # noqa: E402
+from .fast_settings import fast_setting  # noqa: E402
 from .verification import Verification, ratio_of_means, verify  # noqa: E402
 from .degenerate import degenerate_pairs, degenerate_sets, suppressed_probs  # noqa: E402
 from . import allocator, editing, recording, widgets  # noqa: E402  (widgets imports ipywidgets only when used)
@@ -24,7 +25,7 @@ __all__ = [
     "RULES", "AMIG", "BASELINES", "settings", "IG", "Activation", "GradXAct", "LogProbIncrease", "activations", "attribute", "grad_x_act",
     "log_prob_increase", "scores",
     "answer_logprob", "answer_logprobs", "answer_prob", "answer_rank", "probe", "amplify", "scaled", "suppress",
-    "coarse", "locate", "locate_with_scores", "Located", "refine", "tune_share", "Calibration", "calibrate", "Verification", "ratio_of_means", "verify",
+    "coarse", "locate", "locate_with_scores", "Located", "refine", "tune_share", "Calibration", "calibrate", "fast_setting", "Verification", "ratio_of_means", "verify",
     "degenerate_pairs", "degenerate_sets", "suppressed_probs",
     "allocator", "editing", "recording", "widgets", "RunResult", "RunSettings", "load_run", "run",
 ]

@@ -160,6 +160,7 @@ def run_settings(args):
 def attribution(args):
     """The attribution settings of `--method` and the IG flags (`kn run`, `kn locate`); ValueError for an IG
     flag given with another method."""
+    from .fast_settings import fast_setting
     from .settings import resolve
 
     ig = dict(steps=args.steps, rule=args.rule, baseline=args.baseline, multiplier=args.multiplier,
@@ -167,6 +168,13 @@ def attribution(args):
     for flag, value in ig.items():
         if args.method != "ig" and value is not None:
             raise ValueError(f"--{flag} belongs to integrated gradients; it does not apply to --method {args.method}")
+    if getattr(args, "fast", False):
+        given = [f"--{f}" for f in ("steps", "rule", "screen") if ig[f] is not None]
+        if args.method != "ig" or given:
+            raise ValueError(f"--fast chooses IG's rule and points; leave out {', '.join(given) or '--method'} "
+                             "or --fast")
+        fast = fast_setting(args.model)
+        ig |= dict(rule=fast.rule, steps=fast.steps, screen=fast.screen)
     return resolve(method=args.method, **ig)
 
 
@@ -440,6 +448,10 @@ def _add_method(p, default: str = "ig") -> None:
     p.add_argument("--screen", type=positive_int, default=None, metavar="K",
                    help="two-stage IG: only on the K layers where gradient x activation (one forward and backward "
                         "per prompt) peaks (default: every layer)")
+    p.add_argument("--fast", action="store_true",
+                   help="IG at the model's fast default (kn.fast_settings: the cheapest rule and points whose "
+                        "knowledge neurons and effects agree with the paper setting's in the recorded agreement "
+                        "study; packaged models only)")
 
 
 def positive_int(text: str) -> int:

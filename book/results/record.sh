@@ -12,7 +12,7 @@
 #                                                  # (dai, scale, kn-opt also through LIKN and language-specific neurons)
 #   bash book/results/record.sh agreement PARAREL_DIR  # "How many steps": cheaper settings against the paper's
 #   bash book/results/record.sh verbfinal BMLAMA_DIR  # "Language-independent": LIKN in English and Japanese (verb-final)
-#   bash book/results/record.sh map PARAREL_DIR  # "Knowledge neurons at scale": every relation, the fast two-stage setting
+#   bash book/results/record.sh map PARAREL_DIR  # "Knowledge neurons at scale": every relation, the fast default
 # The runs live in runs/ (not in the repository). The quadrature: gemma-3-270m at gauss_legendre 6, what
 # `kn calibrate` picked for the AMIG baseline on facts outside these relations (book/results/calibration/
 # gemma-3-270m-amig); smollm2-135m at the paper's setting, which calibration keeps on that model (chapter
@@ -134,12 +134,11 @@ xedits() {  # xedits MODEL BMLAMA_DIR: the same edit methods, each edit made in 
 }
 
 map() {  # map MODEL PARAREL_DIR: every PARAREL relation (40 known facts each where it has them; one-template
-         # relations too; 30 each gave 926 on gemma-3-270m, short of issue 31's 1,000), at the two-stage fast
-         # setting: issue 31's whole map of a causal LM
+         # relations too; 30 each gave 926 on gemma-3-270m, short of issue 31's 1,000), at the model's fast
+         # default (--fast: the agreement study's pick, kn.fast_settings): issue 31's whole map of a causal LM
     local m=$1 data="pararel:$2"
-    kn run --model "$m" --data "$data" --facts-per-relation 40 --known --rule gauss_legendre --steps 6 --screen 3 \
-        --min-prompts 1 --out "runs/map/$m"
-    kn record "runs/map/$m" "book/results/map/$m"
+    kn run --model "$m" --data "$data" --facts-per-relation 40 --known --fast --min-prompts 1 --out "runs/map/$m-fast"
+    kn record "runs/map/$m-fast" "book/results/map/$m"
 }
 
 critique() {  # critique MODEL: the same locate and verify on built-in facts and on the agreement set

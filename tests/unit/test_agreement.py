@@ -63,3 +63,44 @@ def test_readings_and_layer_shares_by_hand():
     assert A.readings(s[s.setting == "paper"], "m") == "On m, only the paper's setting is recorded so far."
     shares = A.layer_shares({"paper": REF, "cheap": off}, 4)
     assert shares.loc["paper"].tolist() == [0.0, 2 / 3, 1 / 3, 0.0] and shares.loc["cheap"].tolist() == [0, .5, 0, .5]
+
+
+def test_the_fast_defaults_are_what_the_recorded_study_picks(repo_root):
+    """kn.fast_settings.FAST holds, per model, the cheapest float32 setting of the recorded agreement study
+    that agrees with the paper's (its recorded attribution); a model whose study picks none has no entry."""
+    from kn import recording
+    from kn.fast_settings import FAST
+
+    studied = {}
+    for d in sorted((repo_root / "book" / "results" / "agreement").glob("*")):
+        runs = {p.parent.name: recording.read(p.parent) for p in sorted(d.glob("*/provenance.json"))}
+        float32 = {n: r for n, r in runs.items() if r.provenance["run_config"]["model"]["dtype"] == "torch.float32"}
+        if "paper" in float32 and len(float32) > 1:
+            studied[d.name] = (A.fast_default(A.summary(float32["paper"], float32)), float32)
+    assert set(FAST) <= set(studied), "a fast default without a recorded study"
+    for model, (pick, runs) in studied.items():
+        if pick is None or pick.setting == "paper":
+            assert model not in FAST
+            continue
+        att = runs[pick.setting].provenance["run_config"]["settings"]["attribution"]
+        fast = FAST[model]
+        assert fast.setting == pick.setting and (att["rule"], att["steps"], att["screen"]) == (fast.rule, fast.steps, fast.screen)
+
+
+def test_kn_run_fast_takes_the_models_default_and_refuses_a_rule_beside_it():
+    import argparse
+
+    from kn import checks, cli
+    from kn.fast_settings import FAST
+
+    model, fast = next(iter(FAST.items()))
+    args = argparse.Namespace(model=model, method="ig", steps=None, rule=None, baseline=None, multiplier=None,
+                              screen=None, fast=True)
+    got = cli.attribution(args)
+    assert (got.rule, got.steps, got.screen) == (fast.rule, fast.steps, fast.screen) and got.baseline == "zero"
+    with pytest.raises(ValueError, match="leave out --steps"):
+        cli.attribution(argparse.Namespace(**{**vars(args), "steps": 4}))
+    with pytest.raises(ValueError, match="leave out --method"):
+        cli.attribution(argparse.Namespace(**{**vars(args), "method": "gradxact"}))
+    with pytest.raises(checks.ArgumentError, match="no fast default is measured for 'gpt2'"):
+        cli.attribution(argparse.Namespace(**{**vars(args), "model": "gpt2"}))
