@@ -28,7 +28,7 @@ class FastDefault:
 
 
 FAST: dict[str, FastDefault] = {
-    "gemma-3-270m": FastDefault("gl3", "gauss_legendre", 3),
+    "gemma-3-270m": FastDefault("gl2", "gauss_legendre", 2),
 }
 
 

@@ -87,6 +87,7 @@ setting_flags() {  # setting_flags NAME: the attribution of one setting of the a
         gl6) echo --rule gauss_legendre --steps 6 ;;
         gl3) echo --rule gauss_legendre --steps 3 ;;
         gl2) echo --rule gauss_legendre --steps 2 ;;
+        gl1) echo --rule gauss_legendre --steps 1 ;;
         gl3-bf16) echo --rule gauss_legendre --steps 3 --dtype bfloat16 ;;
         gradxact) echo --method gradxact ;;
         gl6-screen3) echo --rule gauss_legendre --steps 6 --screen 3 ;;
@@ -98,7 +99,7 @@ setting_flags() {  # setting_flags NAME: the attribution of one setting of the a
 agreement() {  # agreement MODEL PARAREL_DIR FACTS_PER_RELATION: the same known facts under each setting; the
                # candidates for the fast default first (a session cut short has the reference and them)
     local m=$1 data="pararel:$2" n=$3 name
-    for name in paper gl6-screen3 gl6-screen3-bf16 gl3-screen3 gradxact gl3 gl6 gl2 gl3-bf16; do
+    for name in paper gl6-screen3 gl6-screen3-bf16 gl3-screen3 gradxact gl3 gl6 gl2 gl3-bf16 gl1; do
         # shellcheck disable=SC2046
         kn run --model "$m" --data "$data" --relations "$PARAREL_RELATIONS" --facts-per-relation "$n" --known \
             $(setting_flags "$name") --out "runs/agreement/$m-$name"

@@ -84,6 +84,7 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         assert runs["runs/agreement/gemma-3-270m-gl3-screen3"].attribution.steps == 3
         gl2, gl3_bf16 = runs["runs/agreement/smollm2-135m-gl2"], runs["runs/agreement/smollm2-135m-gl3-bf16"]
         assert (gl2.attribution.steps, gl2.attribution.screen, gl3_bf16.attribution.steps) == (2, None, 3)
+        assert runs["runs/agreement/gemma-3-270m-gl1"].attribution.steps == 1
         assert [o for o in per if o.startswith("runs/agreement/gemma")][0].endswith("-paper")  # the reference first
     if mode == "verbfinal":
         v = runs["runs/ml/gemma-3-270m-en-ja-amig"]
