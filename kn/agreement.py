@@ -2,8 +2,9 @@
 one per setting, compared fact by fact with a reference run (IG, riemann_left, 20 steps, all layers).
 
 Per fact: the Jaccard of its knowledge-neuron set with the reference's, the recall of the reference's
-neurons, and both runs' suppression and amplification. Per setting: the median Jaccard and recall,
-the mean effects beside the reference's on the same facts, the seconds per fact (the locate phase's),
+neurons, and both runs' suppression and amplification. Per setting: the median Jaccard and recall
+over every fact with reference neurons that the candidate located (one where it found none counts at 0),
+the mean effects beside the reference's on the facts where both have them, the seconds per fact (the locate phase's),
 and whether it agrees (median Jaccard >= `JACCARD`, both mean effects within `EFFECT` of the
 reference's, relatively). The fast default is the cheapest setting that agrees.
 """
@@ -55,19 +56,20 @@ def _relative(x: float, ref: float) -> float:
 
 
 def summary(reference, candidates: Mapping[str, object]):
-    """A row per setting of `candidates` {name: run} (the reference may be among them): facts compared,
-    median / mean Jaccard, median recall, mean effects and the reference's on the same facts, their
+    """A row per setting of `candidates` {name: run} (the reference may be among them): facts compared
+    (and of them, with both runs' effects), median / mean Jaccard, median recall, mean effects and the reference's on the same facts, their
     relative distances, seconds per fact and the speed-up over the reference, and `agrees`."""
     import pandas as pd
 
     ref_seconds = float(_tables(reference)[0].seconds.mean())
     rows = []
     for name, run in candidates.items():
-        d = per_fact(reference, run).dropna(subset=["suppression", "amplification", "suppression_reference",
-                                                     "amplification_reference"])
+        every = per_fact(reference, run)  # a fact the candidate finds no neuron for counts, at Jaccard 0
+        d = every.dropna(subset=["suppression", "amplification", "suppression_reference", "amplification_reference"])
         sec = float(_tables(run)[0].seconds.mean())
-        row = {"setting": name, "facts": len(d), "jaccard_median": d.jaccard.median(), "jaccard_mean": d.jaccard.mean(),
-               "recall_median": d.recall.median(), "suppression": d.suppression.mean(),
+        row = {"setting": name, "facts": len(every), "facts_with_effects": len(d),
+               "jaccard_median": every.jaccard.median(), "jaccard_mean": every.jaccard.mean(),
+               "recall_median": every.recall.median(), "suppression": d.suppression.mean(),
                "suppression_reference": d.suppression_reference.mean(), "amplification": d.amplification.mean(),
                "amplification_reference": d.amplification_reference.mean(), "seconds_per_fact": sec,
                "speedup": ref_seconds / sec if sec else math.nan}

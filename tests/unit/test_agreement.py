@@ -48,6 +48,15 @@ def test_summary_and_the_fast_default():
     assert A.fast_default(s.reset_index()[lambda t: t.setting == "cheap"]) is None
 
 
+def test_a_fact_the_candidate_finds_no_neuron_for_counts_at_jaccard_zero():
+    # b: located, but no neuron found, so no effects; its Jaccard 0 still counts: median of (1, 0) = 0.5
+    empty_b = _run({"a": {(1, 1), (1, 2)}, "b": set()}, {"a": -.8, "b": math.nan}, {"a": .4, "b": math.nan}, 5.0)
+    row = A.summary(REF, {"x": empty_b}).iloc[0]
+    assert (row.facts, row.facts_with_effects) == (2, 1)
+    assert row.jaccard_median == 0.5 and row.recall_median == 0.5 and not row.agrees
+    assert row.suppression == -.8 and row.suppression_reference == -.8  # effects over a alone
+
+
 def test_readings_and_layer_shares_by_hand():
     same = _run({"a": {(1, 1), (1, 2)}, "b": {(2, 5)}}, {"a": -.8, "b": -.62}, {"a": .41, "b": .2}, 4.0)
     off = _run({"a": {(1, 1)}, "b": {(3, 9)}}, {"a": -.2, "b": -.1}, {"a": .1, "b": .0}, 1.0)
