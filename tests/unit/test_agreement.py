@@ -63,8 +63,8 @@ def test_readings_and_layer_shares_by_hand():
     s = A.summary(REF, {"paper": REF, "close": same, "cheap": off})
     text = A.readings(s, "m")
     # close: 10 s / 4 s = 2.5x, Jaccard 1 on both facts, amplification .305 against .3 (1.7%)
-    assert text.startswith("On m, 1 of 2 cheaper settings agree with the paper's; the cheapest, `close`, is the fast "
-                           "default: 2.5x the paper setting's speed, median Jaccard 1.00 (mean 1.00), mean effects 2% off.")
+    assert text.startswith("On m, 1 of 2 cheaper settings agree with the paper's; the cheapest with float32 weights, "
+                           "`close`, is the fast default: 2.5x the paper setting's speed, median Jaccard 1.00 (mean 1.00), mean effects 2% off.")
     # cheap: a has 1 of the reference's 2 (J 1/2), b none of 1 (J 0): median 0.25; recall median 0.25
     assert "Of the 1 that do not, the closest is `cheap` (10.0x): median Jaccard 0.25, recall of the paper's " \
            "neurons 0.25" in text
@@ -113,3 +113,17 @@ def test_kn_run_fast_takes_the_models_default_and_refuses_a_rule_beside_it():
         cli.attribution(argparse.Namespace(**{**vars(args), "method": "gradxact"}))
     with pytest.raises(checks.ArgumentError, match="no fast default is measured for 'gpt2'"):
         cli.attribution(argparse.Namespace(**{**vars(args), "model": "gpt2"}))
+
+
+def test_the_fast_default_is_the_cheapest_float32_setting_a_bfloat16_one_is_said_beside_it():
+    import types
+
+    same = _run({"a": {(1, 1), (1, 2)}, "b": {(2, 5)}}, {"a": -.8, "b": -.62}, {"a": .41, "b": .2}, 4.0)
+    bf16 = types.SimpleNamespace(**_run({"a": {(1, 1), (1, 2)}, "b": {(2, 5)}}, {"a": -.8, "b": -.6},
+                                        {"a": .4, "b": .2}, 2.0),
+                                 provenance={"run_config": {"model": {"dtype": "torch.bfloat16"}}})
+    s = A.summary(REF, {"paper": REF, "close": same, "close-bf16": bf16})
+    assert s.set_index("setting").dtype.to_dict() == {"paper": "float32", "close": "float32", "close-bf16": "bfloat16"}
+    assert A.fast_default(s).setting == "close" and A.fast_default(s, dtype=None).setting == "close-bf16"
+    assert "With bfloat16 weights (`--dtype`), `close-bf16` agrees too, at 5.0x (median Jaccard 1.00, effects 0% off)." \
+        in A.readings(s, "m")
