@@ -131,7 +131,8 @@ def _selected(args, facts, lm, language, seed: int):
         selection = kept.get("selection")
     else:
         chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
-                              language=language, lm=lm, known=args.known, seed=seed, sentence=sentence)
+                              language=language, lm=lm, known=args.known, seed=seed, sentence=sentence,
+                              progress=True)
         if not len(chosen):
             raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
                              f"language {language!r}): {explain(chosen.info['selection'])}")
@@ -271,7 +272,7 @@ def cmd_calibrate(args) -> None:
     lm = _load(args)
     chosen = select_facts(facts, relations=_relations(args), per_relation=args.facts_per_relation,
                           language=languages if len(languages) > 1 else languages[0], lm=lm, known=args.known,
-                          seed=args.seed)
+                          seed=args.seed, progress=True)
     queries = queries_of(lm, chosen, languages)
     if not queries:
         raise ValueError(f"no calibration prompt: none of the selected facts can be asked of {lm.name} in "

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from typing import TYPE_CHECKING, Iterable, Sequence
+
+from tqdm import tqdm
 
 from .prepare import filter_known, prepare_fact
 
@@ -32,7 +35,7 @@ def resolve_relations(facts, relations: Iterable[str]) -> list[str]:
 
 def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation: int | None = None,
                  language: str | Sequence[str] = "en", lm: LM | None = None, known: bool = False, k: int = 10,
-                 min_fraction: float = 0.5, seed: int = 0, sentence: bool = False):
+                 min_fraction: float = 0.5, seed: int = 0, sentence: bool = False, progress: bool = False):
     """A deterministic selection from a FactSet: the given relations, facts with a version in
     `language` (one code, or several: facts aligned across all of them), at most `per_relation` of
     each (seeded sample, original order kept); with `known`, only facts whose gold token `lm` ranks in
@@ -43,7 +46,8 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
     sentence: a causal LM also takes the prompts whose object is not last (`kn.data.prepare_fact`).
     With `lm`, the result's ``info["selection"]`` holds per language how many facts have a version,
     how many `lm` can be asked (and why not the others) and, with `known`, how many were probed and
-    known; `explain` turns it into the sentence to show when the selection is empty."""
+    known; `explain` turns it into the sentence to show when the selection is empty. progress: with
+    `known`, a bar over the relations probed (stderr), for a command line."""
     languages = [language] if isinstance(language, str) else list(language)
     if isinstance(relations, str):
         relations = [relations]
@@ -56,15 +60,19 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
         raise ValueError("known=True needs the model (lm=...)")
     counts = None if lm is None else language_counts(facts.filter(relation=rels), lm, languages, sentence=sentence)
     chosen: set[str] = set()
-    for r in rels:
-        ids = [f.fact_id for f in pool if f.relation == r]
-        random.Random(f"{seed}|{r}").shuffle(ids)
-        if not known:
-            chosen.update(ids if per_relation is None else ids[:per_relation])
-            continue
-        found = _known(pool, ids, lm, languages, per_relation, k, min_fraction, sentence, counts)
-        chosen.update(found)
-        log.info("relation %s: %d known facts selected", r, len(found))
+    with tqdm(total=len(rels), desc="known facts", unit="relation", disable=not (known and progress),
+              file=sys.stderr) as bar:
+        for r in rels:
+            bar.set_postfix_str(f"{r}, {len(chosen)} selected")
+            ids = [f.fact_id for f in pool if f.relation == r]
+            random.Random(f"{seed}|{r}").shuffle(ids)
+            if not known:
+                chosen.update(ids if per_relation is None else ids[:per_relation])
+                continue
+            found = _known(pool, ids, lm, languages, per_relation, k, min_fraction, sentence, counts)
+            chosen.update(found)
+            bar.update()
+            log.info("relation %s: %d known facts selected", r, len(found))
     out = pool.filter(ids=chosen)
     if counts is not None:
         out.info = {**out.info, "selection": {"languages": languages, "counts": counts, "known": known,

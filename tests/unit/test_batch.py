@@ -238,3 +238,20 @@ def test_known_selection_probes_facts_together(monkeypatch, per_relation):
     assert ids == one_ids and counts == one_counts
     assert counts["en"]["probed"] > counts["en"]["known"] > 0
     assert n_calls < one_calls
+
+
+def test_known_selection_shows_its_progress_only_when_asked(capsys):
+    """select_facts(known=True, progress=True) draws a bar over the relations on stderr, ending at
+    every relation; without progress (or without known) it prints nothing, and the choice is the same."""
+    from kn.data import builtin, select_facts
+
+    lm = tiny_lm("GPT-2")
+    facts = builtin()
+    quiet = [f.fact_id for f in select_facts(facts, lm=lm, known=True, k=10, per_relation=1)]
+    assert capsys.readouterr().err == ""
+    shown = [f.fact_id for f in select_facts(facts, lm=lm, known=True, k=10, per_relation=1, progress=True)]
+    err = capsys.readouterr().err
+    n = len(facts.relations)
+    assert shown == quiet and "known facts" in err and f"{n}/{n}" in err and "selected" in err
+    select_facts(facts, lm=lm, per_relation=1, progress=True)
+    assert capsys.readouterr().err == ""
