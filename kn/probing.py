@@ -93,6 +93,11 @@ def answer_rank(lm: LM, prompt: str, answer: str) -> int:
 def _rows_probs(lm: LM, rows: list, pad: int) -> torch.Tensor:
     """Output distributions [len(rows), vocab] of right-padded rows (ids list, answer position) in one pass,
     each read at its own position, with interventions acting there (`answer_rows`)."""
+    return torch.softmax(_rows_logits(lm, rows, pad), dim=-1)
+
+
+def _rows_logits(lm: LM, rows: list, pad: int) -> torch.Tensor:
+    """`_rows_probs`' output logits [len(rows), vocab] (float32)."""
     dev = lm.device
     ids, mask = right_padded([row for row, _ in rows], pad, dev)
     at = torch.tensor([pos for _, pos in rows], device=dev)
@@ -103,7 +108,7 @@ def _rows_probs(lm: LM, rows: list, pad: int) -> torch.Tensor:
 
     with torch.no_grad(), hooked([(lm.head, "pre", head)]), answer_rows(where):
         logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    return torch.softmax(logits[:, -1].float(), dim=-1)
+    return logits[:, -1].float()
 
 
 def _pass_rows(lm: LM, width: int, tokens: int | None = None, most_rows: int | None = None) -> int:
@@ -136,6 +141,18 @@ def _batched(lm: LM, rows: list[tuple[list[int], int]]):
     pad = pad_id(lm)
     for chunk in length_passes(lm, [len(ids) for ids, _ in rows]):
         yield chunk, _rows_probs(lm, [rows[r] for r in chunk], pad)
+
+
+def target_logits(lm: LM, pairs: Sequence[tuple[str, str]]):
+    """Yield (pair index, token index, gold id, output logits [vocab] float32) for every answer token of every
+    (prompt, answer) pair, read at the position that predicts it with the gold tokens before it fed
+    (`kn.tokens.targets`), in few batched passes (rows sorted by length, so in no fixed order);
+    interventions act at each row's own answer position, as in `batch_stats`."""
+    rows, owner = _target_rows(lm, pairs)
+    pad = pad_id(lm)
+    for chunk in length_passes(lm, [len(ids) for ids, _ in rows]):
+        for r, logits in zip(chunk, _rows_logits(lm, [rows[r] for r in chunk], pad)):
+            yield (*owner[r], logits)
 
 
 def _target_rows(lm: LM, pairs) -> tuple[list, list]:

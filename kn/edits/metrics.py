@@ -22,25 +22,25 @@ from typing import Sequence
 import torch
 
 from ..models import LM
-from ..tokens import targets
-
-
-def top_tokens(lm: LM, prompt: str, answer: str) -> list[int]:
-    """The argmax at each of the answer's positions, the gold tokens before it fed (teacher forced)."""
-    return readings(lm, prompt, answer)[0]
+from ..probing import target_logits
 
 
 def readings(lm: LM, prompt: str, answer: str) -> tuple[list[int], torch.Tensor]:
-    """(`top_tokens`, the log-probabilities [vocab] (float32, CPU) at the position that predicts the
-    answer's first token): what locality compares before and after an edit, from the same passes."""
-    tops, first = [], None
-    with torch.no_grad():
-        for t in targets(lm, prompt, answer):
-            logits = lm.model(input_ids=t.ids, use_cache=False).logits[0, t.pos]
-            tops.append(int(logits.argmax()))
-            if first is None:
-                first = torch.log_softmax(logits.float(), -1).cpu()
-    return tops, first
+    """(the argmax at each of the answer's positions, the gold tokens before it fed (teacher forced); the
+    log-probabilities [vocab] (float32, CPU) at the position that predicts the answer's first token):
+    what locality compares before and after an edit."""
+    return readings_of(lm, [(prompt, answer)])[0]
+
+
+def readings_of(lm: LM, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], torch.Tensor]]:
+    """`readings` of each (prompt, answer) pair, from a few batched passes (`kn.probing.target_logits`)."""
+    tops: list[dict[int, int]] = [{} for _ in pairs]
+    first: list = [None] * len(pairs)
+    for i, j, _, logits in target_logits(lm, pairs):
+        tops[i][j] = int(logits.argmax())
+        if j == 0:
+            first[i] = torch.log_softmax(logits, -1).cpu()
+    return [([t[j] for j in sorted(t)], f) for t, f in zip(tops, first)]
 
 
 def kl(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> float:
@@ -51,15 +51,23 @@ def kl(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> float:
     return sum(float((b.exp() * (b - a)).sum()) for b, a in zip(before, after)) / len(before)
 
 
+def token_accuracies(lm: LM, items: Sequence[tuple[str, str]]) -> list[float]:
+    """Per (prompt, answer) pair, the mean over the answer's tokens of [the model's argmax is that token],
+    teacher forced, from a few batched passes."""
+    hits: list[list[bool]] = [[] for _ in items]
+    for i, _, gold, logits in target_logits(lm, items):
+        hits[i].append(int(logits.argmax()) == gold)
+    return [sum(h) / len(h) for h in hits]
+
+
 def token_accuracy(lm: LM, prompt: str, answer: str) -> float:
-    """Mean over the answer's tokens of [the model's argmax is that token], teacher forced."""
-    gold = [t.gold for t in targets(lm, prompt, answer)]
-    return sum(a == g for a, g in zip(top_tokens(lm, prompt, answer), gold)) / len(gold)
+    """`token_accuracies` of one pair."""
+    return token_accuracies(lm, [(prompt, answer)])[0]
 
 
 def accuracy(lm: LM, items: Sequence[tuple[str, str]]) -> float:
     """Mean token accuracy over (prompt, answer) pairs; NaN for none."""
-    return sum(token_accuracy(lm, p, a) for p, a in items) / len(items) if items else math.nan
+    return sum(token_accuracies(lm, items)) / len(items) if items else math.nan
 
 
 def agreement(before: Sequence[Sequence[int]], after: Sequence[Sequence[int]]) -> float:

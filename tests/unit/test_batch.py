@@ -255,3 +255,44 @@ def test_known_selection_shows_its_progress_only_when_asked(capsys):
     assert shown == quiet and "known facts" in err and f"{n}/{n}" in err and "selected" in err
     select_facts(facts, lm=lm, per_relation=1, progress=True)
     assert capsys.readouterr().err == ""
+
+
+def readings_loop(lm, pairs):
+    """The edit metrics' readings by their definition: one unbatched pass per answer token (its
+    teacher-forced context), the argmax at the position that predicts it and, for the first token, the
+    log-probabilities there."""
+    out = []
+    with torch.no_grad():
+        for p, a in pairs:
+            ts = kn.tokens.targets(lm, p, a)
+            logits = [lm.model(input_ids=t.ids).logits[0, t.pos].float() for t in ts]
+            out.append(([int(x.argmax()) for x in logits], torch.log_softmax(logits[0], -1),
+                        sum(int(x.argmax()) == t.gold for x, t in zip(logits, ts)) / len(ts)))
+    return out
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BLOOM", "OPT", "BERT"])
+@pytest.mark.parametrize("factor", CONDITIONS)
+def test_edit_readings_batched_equal_the_pass_per_token(family, factor):
+    """`kn.edits.metrics.readings_of` and `token_accuracies` (batched, rows of different lengths, answers
+    of 1-3 tokens) equal one unbatched pass per answer token, with and without neurons scaled at the
+    answer (the `scale` edit), and `readings` of one pair the same; one pass each."""
+    from kn.edits.metrics import readings, readings_of, token_accuracies
+
+    lm = tiny_lm(family)
+    pairs = pairs_of(lm)
+    with condition(lm, factor):
+        want = readings_loop(lm, pairs)
+        n, handle = count_passes(lm)
+        try:
+            got = readings_of(lm, pairs)
+            acc = token_accuracies(lm, pairs)
+        finally:
+            handle.remove()
+        one = readings(lm, *pairs[1])
+    assert n["passes"] == 2 < sum(len(w[0]) for w in want)  # one pass each, where one per token was
+    assert [g[0] for g in got] == [w[0] for w in want] and one[0] == want[1][0]
+    for (_, g), (_, w, _) in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(one[1], want[1][1], rtol=1e-4, atol=1e-4)
+    assert acc == [w[2] for w in want]

@@ -307,6 +307,14 @@ CROSSLINGUAL_COLUMNS = ["fact_id", "relation", "method", "neurons_from", "measur
                         "reliability_before", "old_known", "old_kept"]
 
 
+def side_readings(lm, sides: dict[str, list]) -> dict[str, list]:
+    """{side: `kn.edits.metrics.readings` of each of its (prompt, answer) pairs}, every side in one batch."""
+    from ...edits.metrics import readings_of
+
+    got = iter(readings_of(lm, [pair for v in sides.values() for pair in v]))
+    return {k: [next(got) for _ in v] for k, v in sides.items()}
+
+
 def crosslingual_case(lm, fact_id: str, new_fact: str | None, items: dict) -> dict | None:
     """One other language's reading of an edit of `fact_id` towards `new_fact`'s object, before the edit:
     {items: the fact's (prompt, answer) pairs there, old, new: the objects there, before: the new object's
@@ -434,7 +442,7 @@ class Edit(_Edits):
         """One planned edit ready to measure: its request, edit prompts, held paraphrases, neighbours and
         their top tokens on the unedited model."""
         from ...edits import Request
-        from ...edits.metrics import accuracy, readings
+        from ...edits.metrics import accuracy
 
         n = self.settings.edit_prompts
         made, held = u.prompts[:n], u.prompts[n:]
@@ -445,7 +453,7 @@ class Edit(_Edits):
         new, old = (self.consequence_items(lm, u.fact_id, o, language) for o in (u.new, u.old))
         queries = {kind: {"new": new[kind], "old": old[kind]} for kind in new}  # kind -> object -> items
         return {"u": u, "request": req, "made": made, "held": held, "sides": sides, "queries": queries,
-                "before": {k: [readings(lm, p, a) for p, a in v] for k, v in sides.items()},
+                "before": side_readings(lm, sides),
                 "queries_before": {kind: {o: accuracy(lm, v) for o, v in q.items()} for kind, q in queries.items()},
                 "fluency_before": self.fluency(lm, u.fact_id, p0)}
 
@@ -462,7 +470,7 @@ class Edit(_Edits):
     def measure(self, lm, name: str, cases: Sequence[dict]) -> list[dict]:
         """Method `name` edits every case at once; each case's metrics, and the edit's seconds."""
         from ...edits import edit, method
-        from ...edits.metrics import accuracy, agreement, kl, readings
+        from ...edits.metrics import accuracy, agreement, kl
 
         m = method(name, **options(self.settings.edit_options).get(name, {}))
         rows = []
@@ -472,7 +480,7 @@ class Edit(_Edits):
             seconds = time.perf_counter() - t0
             for c in cases:
                 new = c["u"].new
-                after = {k: [readings(lm, p, a) for p, a in v] for k, v in c["sides"].items()}
+                after = side_readings(lm, c["sides"])
                 b, a = ({k: [r[0] for r in v] for k, v in x.items()} for x in (c["before"], after))
                 both = [r[1] for v in c["before"].values() for r in v], [r[1] for v in after.values() for r in v]
                 rows.append({"fact_id": c["u"].fact_id,
