@@ -238,7 +238,7 @@ def _batched_under(lm: LM, rows: list[tuple[list[int], int]], conditions: list[C
     pad = pad_id(lm)
     for chunk in length_passes(lm, [len(ids) for ids, _ in rows]):
         seqs = [rows[r][0] for r in chunk]
-        stored, keep = _prefix_cache(lm, seqs, pad)
+        stored, keep = prefix_cache(lm, seqs, pad)
         size = max(1, _pass_rows(lm, max(map(len, seqs))) // len(seqs))
         probs = []
         for c in range(0, len(conditions), size):
@@ -246,7 +246,7 @@ def _batched_under(lm: LM, rows: list[tuple[list[int], int]], conditions: list[C
         yield chunk, probs
 
 
-def _prefix_cache(lm: LM, seqs: list[list[int]], pad: int) -> tuple[list | None, torch.Tensor]:
+def prefix_cache(lm: LM, seqs: list[list[int]], pad: int) -> tuple[list | None, torch.Tensor]:
     """Run each row but its last token, right-padded, in one pass stopped before the output layer
     (answer-position interventions do not act: none of these is an answer position). Returns its per-layer (keys,
     values) [n, heads, width, head_dim] with each row's tokens in the last slots (`kvcache.right_aligned`)

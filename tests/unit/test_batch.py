@@ -296,3 +296,47 @@ def test_edit_readings_batched_equal_the_pass_per_token(family, factor):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(one[1], want[1][1], rtol=1e-4, atol=1e-4)
     assert acc == [w[2] for w in want]
+
+
+def sample_loop(lm, prompt, max_length, top_k, seed):
+    """ROME's sampled continuation by its definition, one row: the whole prompt, then one token at a
+    time over the key/value cache, each drawn from the top-k's softmax with a seeded generator."""
+    from transformers import DynamicCache
+
+    ids = lm.tokenizer(prompt, return_tensors="pt").input_ids
+    gen = torch.Generator().manual_seed(seed)
+    cache, step, out = DynamicCache(), ids, ids[0].tolist()
+    with torch.no_grad():
+        while len(out) < max_length:
+            logits = lm.model(input_ids=step, past_key_values=cache, use_cache=True).logits[0, -1]
+            top = logits.float().topk(top_k)
+            out.append(int(top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)]))
+            if out[-1] == lm.tokenizer.eos_token_id:
+                break
+            step = torch.tensor([[out[-1]]])
+    return lm.tokenizer.decode(out, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BLOOM", "OPT"])
+@pytest.mark.parametrize("factor", [None, 0.0])
+def test_samples_decoded_together_equal_one_row_at_a_time(family, factor):
+    """`kn.edits.metrics.samples` (prompts of 2 to 17 tokens, each its own seed, decoded in one batch;
+    one prompt already at the length limit) gives each prompt the text of the one-row loop, with and
+    without neurons scaled at the answer (the `scale` edit); masked LMs and a seed count that does not
+    match are refused."""
+    from kn.edits.metrics import sample, samples
+
+    lm = tiny_lm(family)
+    prompts = [p for p, _ in CAUSAL] + ["Paris"]
+    seeds = [11, 0, 5, 7, 3]
+    with condition(lm, factor):
+        want = [sample_loop(lm, p, 24, 3, s) for p, s in zip(prompts, seeds)]
+        got = samples(lm, prompts, 24, top_k=3, seeds=seeds)
+        assert sample(lm, prompts[0], 24, top_k=3, seed=11) == want[0]
+        assert samples(lm, [prompts[2]], 10, top_k=3, seeds=[1]) == [sample_loop(lm, prompts[2], 10, 3, 1)]
+    assert got == want and len(set(got)) == len(got)
+    assert all(len(lm.tokenizer(w).input_ids) <= 24 for w in want)
+    with pytest.raises(kn.checks.ArgumentError, match="seeds"):
+        samples(lm, prompts, 24, seeds=[1])
+    with pytest.raises(kn.checks.ArgumentError, match="masked"):
+        samples(tiny_lm("BERT"), ["Paris is [MASK] ."], 10, seeds=[0])

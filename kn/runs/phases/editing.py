@@ -446,7 +446,7 @@ class Edit(_Edits):
 
         n = self.settings.edit_prompts
         made, held = u.prompts[:n], u.prompts[n:]
-        p0, a0 = made[0]
+        a0 = made[0][1]
         req = Request(tuple(p for p, _ in made), a0, with_object(a0, u.new),
                       self._fact[u.fact_id].subject.get(language), tuple(u.neurons), self.keep_prompts(u, language))
         sides = {"relation": list(u.intra), "other": list(u.inter)}
@@ -455,17 +455,18 @@ class Edit(_Edits):
         return {"u": u, "request": req, "made": made, "held": held, "sides": sides, "queries": queries,
                 "before": side_readings(lm, sides),
                 "queries_before": {kind: {o: accuracy(lm, v) for o, v in q.items()} for kind, q in queries.items()},
-                "fluency_before": self.fluency(lm, u.fact_id, p0)}
+                "fluency_before": self.fluency(lm, [{"u": u, "made": made}])[0]}
 
-    def fluency(self, lm, fact_id: str, prompt: str) -> float:
-        """ROME's generation entropy of a text sampled from `prompt` (seeded by the run and the fact)."""
-        from ...edits.metrics import fluency, sample
+    def fluency(self, lm, cases: Sequence[dict]) -> list[float]:
+        """ROME's generation entropy of a text sampled from each case's first editing prompt (seeded by the
+        run and the fact), the texts decoded together."""
+        from ...edits.metrics import fluency, samples
 
         n = self.settings.edit_fluency
         if not n or lm.masked:
-            return math.nan
-        seed = int(digest({"seed": self.run.seed, "fluency": fact_id}), 16) % 2**31
-        return fluency(sample(lm, prompt, n, seed=seed))
+            return [math.nan] * len(cases)
+        seeds = [int(digest({"seed": self.run.seed, "fluency": c["u"].fact_id}), 16) % 2**31 for c in cases]
+        return [fluency(t) for t in samples(lm, [c["made"][0][0] for c in cases], n, seeds=seeds)]
 
     def measure(self, lm, name: str, cases: Sequence[dict]) -> list[dict]:
         """Method `name` edits every case at once; each case's metrics, and the edit's seconds."""
@@ -478,7 +479,7 @@ class Edit(_Edits):
             t0 = time.perf_counter()
             stack.enter_context(edit(lm, m, [c["request"] for c in cases]))
             seconds = time.perf_counter() - t0
-            for c in cases:
+            for c, text_fluency in zip(cases, self.fluency(lm, cases)):
                 new = c["u"].new
                 after = side_readings(lm, c["sides"])
                 b, a = ({k: [r[0] for r in v] for k, v in x.items()} for x in (c["before"], after))
@@ -492,7 +493,7 @@ class Edit(_Edits):
                              "locality": agreement(b["relation"] + b["other"], a["relation"] + a["other"]),
                              "locality_kl": kl(*both),
                              **self.consequences(lm, c),
-                             "fluency": self.fluency(lm, c["u"].fact_id, c["made"][0][0]),
+                             "fluency": text_fluency,
                              "fluency_before": c["fluency_before"]})
                 if "crosslingual" in c:
                     rows[-1]["crosslingual"] = crosslingual_rows(lm, c["crosslingual"])
