@@ -3,6 +3,7 @@ relation, optionally only the facts a model knows (the model is probed lazily; d
 from __future__ import annotations
 
 import logging
+import math
 import random
 import sys
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -171,7 +172,8 @@ def _known(pool, ids: list[str], lm, languages: Sequence[str], per_relation: int
             continue
         if not all(q in tops for p in prepared for q in _next_token(p)):
             need = len(ids) - n if per_relation is None else per_relation - len(out)
-            tops = _probe_ahead(pool, ids[n:n + min(PROBE_FACTS, max(2, 2 * need))], lm, languages, k, sentence)
+            tops = _probe_ahead(pool, ids[n:n + min(PROBE_FACTS, max(2, 2 * need))], lm, languages, k, sentence,
+                                min_fraction)
         for lang, p in zip(languages, prepared):
             hit = _knows(lm, p, k, min_fraction, tops)
             counts[lang]["probed"] += 1
@@ -187,17 +189,53 @@ def _next_token(p) -> list[str]:
     return [q for q, t in zip(p.prompts, p.targets) if t == "next_token"]
 
 
-def _probe_ahead(pool, ids: list[str], lm, languages: Sequence[str], k: int, sentence: bool) -> dict:
-    """{prompt: top-k predictions} of the next-token prompts of `ids`' usable facts, in one batched probe."""
+def _probe_ahead(pool, ids: list[str], lm, languages: Sequence[str], k: int, sentence: bool,
+                 min_fraction: float) -> dict:
+    """{prompt: top-k predictions} of the next-token prompts of `ids`' usable facts, in two batched probes:
+    first enough of each (fact, language)'s prompts to decide it when they all agree (`_first_round`),
+    then the rest of those still open. A prompt left out maps to no predictions (a miss): its fact is
+    decided either way, so `filter_known` keeps what it would keep with every prompt probed."""
     from ..probing import batch_probe
 
-    prompts = []
+    groups = []
     for fid in ids:
         prepared = [prepare_fact(pool[fid], lm, lang, sentence=sentence) for lang in languages]
         if all(p is not None and p.usable for p in prepared):
-            prompts += [q for p in prepared for q in _next_token(p)]
-    prompts = list(dict.fromkeys(prompts))
-    return dict(zip(prompts, batch_probe(lm, prompts, k=k))) if prompts else {}
+            groups += [(p, _next_token(p)) for p in prepared]
+    tops: dict = {}
+
+    def probe(prompts):
+        prompts = [q for q in dict.fromkeys(prompts) if q not in tops]
+        if prompts:
+            tops.update(zip(prompts, batch_probe(lm, prompts, k=k)))
+
+    probe([q for p, qs in groups for q in (qs[:_first_round(p, min_fraction)] if len(qs) == len(p.prompts) else qs)])
+    for p, qs in groups:
+        if len(qs) < len(p.prompts) or _open(p, qs, tops, min_fraction):
+            probe(qs)
+    for _, qs in groups:
+        for q in qs:
+            tops.setdefault(q, ())
+    return tops
+
+
+def _first_round(p, min_fraction: float) -> int:
+    """Prompts of `p` that decide it when they all agree: all hits reach the `min_fraction` share, all misses
+    leave too few prompts to reach it."""
+    n = len(p.prompts)
+    need = math.ceil(min_fraction * n)
+    return min(n, max(need, n - need + 1))
+
+
+def _open(p, qs: list[str], tops: dict, min_fraction: float) -> bool:
+    """Whether `p`'s probed prompts in `tops` leave it undecided: too few hits for `min_fraction` of its
+    prompts yet, and enough unprobed prompts left to get there."""
+    from .prepare import is_hit
+
+    probed = [q for q in qs if q in tops]
+    hits = sum(is_hit(tops[q], p) for q in probed)
+    need = min_fraction * len(p.prompts)
+    return hits < need <= hits + len(qs) - len(probed)
 
 
 def _knows(lm, p, k: int, min_fraction: float, tops: dict) -> bool:

@@ -340,3 +340,33 @@ def test_samples_decoded_together_equal_one_row_at_a_time(family, factor):
         samples(lm, prompts, 24, seeds=[1])
     with pytest.raises(kn.checks.ArgumentError, match="masked"):
         samples(tiny_lm("BERT"), ["Paris is [MASK] ."], 10, seeds=[0])
+
+
+@pytest.mark.parametrize("min_fraction", [0.3, 0.5, 1.0])
+def test_known_selection_stops_probing_a_decided_fact(monkeypatch, min_fraction):
+    """select_facts(known=True) probes only the prompts that can still change a fact's verdict: the same
+    facts and known count as `filter_known` over every prompt (counted here from the definition), in
+    fewer probed prompts than the facts have (all of them at min_fraction 1: one round, each must hit)."""
+    k = 10
+    from kn.data import builtin, select_facts
+    from kn.data.prepare import filter_known, prepare_fact
+
+    lm = tiny_lm("GPT-2")
+    facts = builtin()
+    seen = []
+    real = kn.probing.batch_probe
+
+    def counted(lm_, prompts, k):
+        seen.extend(prompts)
+        return real(lm_, prompts, k=k)
+
+    monkeypatch.setattr(kn.probing, "batch_probe", counted)
+    chosen = select_facts(facts, lm=lm, known=True, k=k, min_fraction=min_fraction)
+    monkeypatch.setattr(kn.probing, "batch_probe", real)
+    usable = [p for f in facts if f.has("en") and (p := prepare_fact(f, lm, "en")) is not None and p.usable]
+    want = {p.fact_id for p in usable
+            if filter_known([p], lambda q: kn.probe(lm, q, k=k), min_fraction=min_fraction).kept}
+    assert 0 < len(want) < len(usable) and {f.fact_id for f in chosen} == want
+    assert chosen.info["selection"]["counts"]["en"]["known"] == len(want)
+    total = sum(len(p.prompts) for p in usable)
+    assert len(seen) == len(set(seen)) <= total and (len(seen) < total) == (min_fraction < 1)
