@@ -130,15 +130,22 @@ def _selected(args, facts, lm, language, seed: int):
               file=sys.stderr)
         selection = kept.get("selection")
     else:
+        memo = None if shared is None or not args.known else shared_selection.Progress(shared)
+        if memo is not None and args.fresh:
+            memo.discard()
+        elif memo:
+            print(f"resuming the fact selection: {len(memo)} relations already probed ({memo.path})", file=sys.stderr)
         chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
                               language=language, lm=lm, known=args.known, seed=seed, sentence=sentence,
-                              progress=True)
+                              progress=True, memo=memo)
         if not len(chosen):
             raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
                              f"language {language!r}): {explain(chosen.info['selection'])}")
         selection = chosen.info.get("selection")
         if shared is not None:
             shared_selection.keep(shared, [f.fact_id for f in chosen], selection)
+        if memo is not None:
+            memo.discard()
     check_out(path.parent)  # again: it may have changed meanwhile
     if args.fresh:
         replace(path.parent)  # the old run, its selection too, moved aside whole (logged); None if no run there
@@ -477,6 +484,18 @@ def fraction(text: str) -> float:
     return value
 
 
+def _resume_hint(out: str) -> str:
+    """What an interrupted `kn run` kept: its finished facts once the run exists, else the relations
+    the fact selection finished (`kn.data.shared_selection.Progress`)."""
+    from pathlib import Path
+
+    from .runs.directory import CONFIG
+
+    kept = (f"every finished fact is in {out}'s journal" if (Path(out) / CONFIG).is_file() else
+            "the relations whose known facts were found are kept")
+    return f"; {kept}: run the same command again to resume"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kn", description="Knowledge neurons in transformer language models.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -581,8 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print("kn: interrupted" + (f"; every finished fact is in {args.out}'s journal: run the same command again "
-                                    "to resume" if args.command == "run" else ""), file=sys.stderr)
+        print("kn: interrupted" + (_resume_hint(args.out) if args.command == "run" else ""), file=sys.stderr)
         return 130
     except (ValueError, OSError) as err:  # bad input (kn.checks.ArgumentError), missing data or model: one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

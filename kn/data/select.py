@@ -6,7 +6,7 @@ import logging
 import math
 import random
 import sys
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, MutableMapping, Sequence
 
 from tqdm import tqdm
 
@@ -36,7 +36,8 @@ def resolve_relations(facts, relations: Iterable[str]) -> list[str]:
 
 def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation: int | None = None,
                  language: str | Sequence[str] = "en", lm: LM | None = None, known: bool = False, k: int = 10,
-                 min_fraction: float = 0.5, seed: int = 0, sentence: bool = False, progress: bool = False):
+                 min_fraction: float = 0.5, seed: int = 0, sentence: bool = False, progress: bool = False,
+                 memo: MutableMapping[str, dict] | None = None):
     """A deterministic selection from a FactSet: the given relations, facts with a version in
     `language` (one code, or several: facts aligned across all of them), at most `per_relation` of
     each (seeded sample, original order kept); with `known`, only facts whose gold token `lm` ranks in
@@ -48,7 +49,9 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
     With `lm`, the result's ``info["selection"]`` holds per language how many facts have a version,
     how many `lm` can be asked (and why not the others) and, with `known`, how many were probed and
     known; `explain` turns it into the sentence to show when the selection is empty. progress: with
-    `known`, a bar over the relations probed (stderr), for a command line."""
+    `known`, a bar over the relations probed (stderr), for a command line. memo: with `known`, each
+    relation's known facts and counts as it is done (relation -> {"ids", "counts"}), and a relation it
+    already holds is not probed again: a selection cut short resumes (`kn.data.shared_selection.Progress`)."""
     languages = [language] if isinstance(language, str) else list(language)
     if isinstance(relations, str):
         relations = [relations]
@@ -70,7 +73,17 @@ def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation:
             if not known:
                 chosen.update(ids if per_relation is None else ids[:per_relation])
                 continue
-            found = _known(pool, ids, lm, languages, per_relation, k, min_fraction, sentence, counts)
+            if memo is not None and r in memo:
+                found = memo[r]["ids"]
+                for lang in languages:
+                    for what, n in memo[r]["counts"][lang].items():
+                        counts[lang][what] = counts[lang].get(what, 0) + n
+            else:
+                before = {lang: dict(counts[lang]) for lang in languages}
+                found = _known(pool, ids, lm, languages, per_relation, k, min_fraction, sentence, counts)
+                if memo is not None:
+                    memo[r] = {"ids": found, "counts": {lang: {what: counts[lang][what] - before[lang].get(what, 0)
+                                                               for what in ("probed", "known")} for lang in languages}}
             chosen.update(found)
             bar.update()
             log.info("relation %s: %d known facts selected", r, len(found))

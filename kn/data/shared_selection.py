@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
 
 from ..cache import cache_dir
@@ -50,3 +51,45 @@ def keep(key: dict, fact_ids: list[str], selection: dict | None) -> Path | None:
 def shareable(model: str) -> bool:
     """A model named by the registry or the hub, not a local directory (its weights may change)."""
     return not os.path.exists(model)
+
+
+class Progress(MutableMapping):
+    """A selection's relations done so far (`kn.data.select_facts`' memo), kept beside the selection of
+    the same key, each relation written as it is done: a run killed while it probes resumes at the next
+    relation. Unwritable or unreadable, it is an empty memo (a saving, never a failure)."""
+
+    def __init__(self, key: dict):
+        self.path = path_of(key).with_suffix(".partial.json")
+        self.key = json.loads(json.dumps(key))
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            self.done = dict(saved["relations"]) if saved.get("key") == self.key else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.done = {}
+
+    def __getitem__(self, relation: str) -> dict:
+        return self.done[relation]
+
+    def __setitem__(self, relation: str, value: dict) -> None:
+        self.done[relation] = value
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"key": self.key, "relations": self.done}, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+    def __delitem__(self, relation: str) -> None:
+        del self.done[relation]
+
+    def __iter__(self):
+        return iter(self.done)
+
+    def __len__(self) -> int:
+        return len(self.done)
+
+    def discard(self) -> None:
+        """Forget the relations done (the whole selection is kept now, or a fresh one begins)."""
+        self.done = {}
+        self.path.unlink(missing_ok=True)

@@ -718,3 +718,46 @@ def test_a_phase_left_out_or_added_is_said_quietly(lm, dkn_baseline, tmp_path, c
         run(lm, tiny_facts(), out, steps=STEPS, phases=("locate", "verify", "degenerate"), dkn_candidates=5,
             progress=False)
     assert [r.levelno for r in caplog.records if "phases or their settings changed" in r.getMessage()] == [logging.WARNING]
+
+
+def test_cli_selection_cut_short_resumes_at_the_next_relation(lm, tmp_path, monkeypatch, capsys):
+    """A run killed while it probes which facts the model knows keeps the relations it finished: run
+    again, it probes only the others and selects what an uninterrupted run selects, with the same
+    counts; once the selection is whole, the partial file is gone; --fresh probes every relation."""
+    import json
+
+    from kn import cli
+    from kn.data import select
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    argv = ["run", "--data", "builtin", "--relations", "capital,currency,sport,birthplace", "--facts-per-relation", "2", "--known",
+            "--steps", "2", "--phases", "locate", "--out"]
+    monkeypatch.setenv("KN_SELECTION_CACHE", str(tmp_path / "whole-cache"))
+    assert cli.main(argv + [str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "selection.json").read_text())
+    monkeypatch.setenv("KN_SELECTION_CACHE", str(tmp_path / "cache"))
+    real, probed = select._known, []
+
+    def killed_at_the_third(pool, ids, *a, **k):
+        if len(probed) == 2:
+            raise KeyboardInterrupt  # what SIGINT does mid-probe
+        probed.append(pool[ids[0]].relation)
+        return real(pool, ids, *a, **k)
+
+    monkeypatch.setattr(select, "_known", killed_at_the_third)
+    assert cli.main(argv + [str(tmp_path / "cut")]) == 130
+    assert "the relations whose known facts were found are kept: run the same command again" in capsys.readouterr().err
+    [partial] = (tmp_path / "cache").glob("*.partial.json")
+    assert sorted(json.loads(partial.read_text())["relations"]) == sorted(probed)
+    first, probed[:] = list(probed), []
+    monkeypatch.setattr(select, "_known", lambda pool, ids, *a, **k: probed.append(pool[ids[0]].relation) or
+                        real(pool, ids, *a, **k))
+    capsys.readouterr()
+    assert cli.main(argv + [str(tmp_path / "cut")]) == 0
+    assert "resuming the fact selection: 2 relations already probed" in capsys.readouterr().err
+    assert sorted(probed) == sorted({"capital", "currency", "sport", "birthplace"} - set(first)) and len(probed) == 2
+    resumed = json.loads((tmp_path / "cut" / "selection.json").read_text())
+    assert resumed["fact_ids"] == whole["fact_ids"] and resumed["selection"] == whole["selection"]
+    assert whole["selection"]["counts"]["en"]["known"] > 0 and not list((tmp_path / "cache").glob("*.partial.json"))
+    probed[:] = []
+    assert cli.main(argv + [str(tmp_path / "cut"), "--fresh"]) == 0 and len(probed) == 4
