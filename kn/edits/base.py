@@ -53,6 +53,7 @@ class Method:
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()  # Request fields the method cannot do without ("neurons", "subject")
     causal_only: ClassVar[bool] = False
+    writes_slots: ClassVar[bool] = False  # the edit only writes value slots (`kn.edits.rows` can batch it)
 
     def apply(self, lm: LM, requests: Sequence[Request]) -> ContextManager[None]:
         raise NotImplementedError

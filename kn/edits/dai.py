@@ -15,6 +15,7 @@ class Dai(Method):
     """v_i <- v_i - lambda1 |v_i|/|e_old| e_old + lambda2 |v_i|/|e_new| e_new on each request's neurons."""
 
     name = "dai"
+    writes_slots = True
     needs = ("neurons",)
     lambda1: float = LAMBDA1
     lambda2: float = LAMBDA2

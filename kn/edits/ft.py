@@ -20,6 +20,7 @@ class FT(Method):
     eps: the bound on each weight's change; lr, steps: Adam's; stops when the mean loss < stop_loss."""
 
     name = "ft"
+    writes_slots = True
     layer: int | None = None
     eps: float = 5e-3
     lr: float = 5e-3

@@ -22,6 +22,7 @@ class KNOpt(Method):
     stop_prob: the stopping rule's bound on P(new) (first token) on every prompt."""
 
     name = "kn-opt"
+    writes_slots = True
     needs = ("neurons",)
     max_neurons: int = 10
     steps: int = 60

@@ -93,6 +93,7 @@ class ROME(Method):
     hyperparameters); covariance, cov_tokens, ridge, seed: C."""
 
     name = "rome"
+    writes_slots = True
     needs = ("subject",)
     causal_only = True
     layer: int | str | None = None

@@ -370,3 +370,39 @@ def test_known_selection_stops_probing_a_decided_fact(monkeypatch, min_fraction)
     assert chosen.info["selection"]["counts"]["en"]["known"] == len(want)
     total = sum(len(p.prompts) for p in usable)
     assert len(seen) == len(set(seen)) <= total and (len(seen) < total) == (min_fraction < 1)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "BLOOM", "OPT"])
+def test_edits_read_side_by_side_equal_each_edited_model(family):
+    """`kn.edits.rows`: value-slot changes of three edits (different layers and neurons, one edit none),
+    taken by `slot_deltas` inside each edit and read side by side (`per_row`), give row r the logits
+    and the sampled text of the model with edit r written into its weights."""
+    from kn.edits.metrics import sample, samples
+    from kn.edits.base import restored
+    from kn.edits.rows import per_row, slot_deltas, slots_of
+
+    lm = tiny_lm(family)
+    gen = torch.Generator().manual_seed(0)
+    changes = [{0: [1, 5]}, {}, {1: [2], 2: list(range(0, 40, 3))}]  # layer -> neurons whose slots change
+    prompt = CAUSAL[0][0]
+    ids = lm.tokenizer(prompt, return_tensors="pt").input_ids
+    unedited, deltas, want_logits, want_text = slots_of(lm), [], [], []
+    for change in changes:
+        with restored([lm.value_slots(l) for l in change]), torch.no_grad():
+            for l, neurons in change.items():
+                s = lm.value_slots(l)
+                s[neurons] += torch.randn(len(neurons), s.shape[1], generator=gen) * 5
+            d = slot_deltas(lm, unedited)
+            assert {l: sorted(i.tolist()) for l, (i, _) in d.items()} == {l: sorted(n) for l, n in change.items()}
+            deltas.append(d)
+            want_logits.append(lm.model(input_ids=ids).logits[0])
+            want_text.append(sample(lm, prompt, 20, top_k=3, seed=4))
+    with per_row(lm, deltas), torch.no_grad():
+        got = lm.model(input_ids=ids.expand(len(changes), -1)).logits
+        texts = samples(lm, [prompt] * len(changes), 20, top_k=3, seeds=[4] * len(changes))
+        with pytest.raises(RuntimeError, match="per_row holds 3 edits"):
+            lm.model(input_ids=ids)
+    for r, w in enumerate(want_logits):
+        torch.testing.assert_close(got[r], w, rtol=1e-4, atol=1e-4)
+    assert texts == want_text and len(set(want_text)) > 1
+    assert kn.hooks.count(lm.model) == 0 and all(torch.equal(lm.value_slots(l), s) for l, s in unedited.items())

@@ -455,7 +455,14 @@ class Edit(_Edits):
         return {"u": u, "request": req, "made": made, "held": held, "sides": sides, "queries": queries,
                 "before": side_readings(lm, sides),
                 "queries_before": {kind: {o: accuracy(lm, v) for o, v in q.items()} for kind, q in queries.items()},
-                "fluency_before": self.fluency(lm, [{"u": u, "made": made}])[0]}
+                "fluency_before": math.nan}  # `cases` or `fluency_together` fill it in
+
+    def cases(self, lm, us: Sequence, language: str) -> list[dict]:
+        """`case` of each planned edit, their fluency before the edit decoded together."""
+        out = [self.case(lm, u, language) for u in us]
+        for c, f in zip(out, self.fluency(lm, out)):
+            c["fluency_before"] = f
+        return out
 
     def fluency(self, lm, cases: Sequence[dict]) -> list[float]:
         """ROME's generation entropy of a text sampled from each case's first editing prompt (seeded by the
@@ -468,18 +475,26 @@ class Edit(_Edits):
         seeds = [int(digest({"seed": self.run.seed, "fluency": c["u"].fact_id}), 16) % 2**31 for c in cases]
         return [fluency(t) for t in samples(lm, [c["made"][0][0] for c in cases], n, seeds=seeds)]
 
-    def measure(self, lm, name: str, cases: Sequence[dict]) -> list[dict]:
-        """Method `name` edits every case at once; each case's metrics, and the edit's seconds."""
+    def measure(self, lm, name: str, cases: Sequence[dict], together: bool = False) -> list[dict]:
+        """Method `name` edits every case at once; each case's metrics, and the edit's seconds. together (one
+        case): an edit that only writes value slots leaves its fluency to `fluency_together`, its row holding
+        the change (``_slot_deltas``) instead."""
         from ...edits import edit, method
         from ...edits.metrics import accuracy, agreement, kl
+        from ...edits.rows import slot_deltas, slots_of
+        from ...hooks import count
 
         m = method(name, **options(self.settings.edit_options).get(name, {}))
+        unedited = slots_of(lm) if together and m.writes_slots and len(cases) == 1 else None
         rows = []
         with ExitStack() as stack:
+            hooks = count(lm.model)
             t0 = time.perf_counter()
             stack.enter_context(edit(lm, m, [c["request"] for c in cases]))
             seconds = time.perf_counter() - t0
-            for c, text_fluency in zip(cases, self.fluency(lm, cases)):
+            deltas = slot_deltas(lm, unedited) if unedited is not None and count(lm.model) == hooks else None
+            fluencies = [math.nan] if deltas is not None else self.fluency(lm, cases)
+            for c, text_fluency in zip(cases, fluencies):
                 new = c["u"].new
                 after = side_readings(lm, c["sides"])
                 b, a = ({k: [r[0] for r in v] for k, v in x.items()} for x in (c["before"], after))
@@ -497,11 +512,29 @@ class Edit(_Edits):
                              "fluency_before": c["fluency_before"]})
                 if "crosslingual" in c:
                     rows[-1]["crosslingual"] = crosslingual_rows(lm, c["crosslingual"])
+                if deltas is not None:
+                    rows[-1]["_slot_deltas"] = deltas
         n_neurons, n_params = m.touched(lm, [c["request"] for c in cases])
         for r, chosen in zip(rows, m.chosen(lm, [c["request"] for c in cases])):
             r.update(chosen)  # e.g. the edited layer (rome's traced one): column "layer" where a method has one
             r.update(n_neurons=n_neurons, n_params=n_params, edit_seconds=round(seconds, 3))
         return rows
+
+    def fluency_together(self, lm, c: dict, rows: list[dict]) -> None:
+        """Fill in the fluency of `rows` (one case's, by several methods) whose edits came as value-slot
+        changes, and every row's fluency before the edit, from one decode: row 0 the unedited model, row
+        k the k-th change (`kn.edits.rows.per_row`), all from the case's prompt and seed."""
+        from ...edits.rows import per_row
+
+        waiting = [r for r in rows if "_slot_deltas" in r]
+        deltas = [r.pop("_slot_deltas") for r in waiting]
+        with per_row(lm, [{}] + deltas):
+            before, *after = self.fluency(lm, [c] * (1 + len(deltas)))
+        for r in rows:
+            if "error" not in r:
+                r["fluency_before"] = before
+        for r, f in zip(waiting, after):
+            r["fluency"] = f
 
     # the consequence queries' columns: kind -> (after, before, the old object's before, ... after)
     CONSEQUENCES = {"reverse": ("portability", "portability_before", "reverse_known", "reverse_kept"),
@@ -556,7 +589,9 @@ class Edit(_Edits):
                  for s, ns in sets.items() if s != "own" and ns
                  for name in self.settings.edit_methods if uses_neurons(name)]
         rows = [self.attempt({"method": name} | ({"neurons_from": s} if s else {}),
-                             lambda name=name, x=x: self.measure(lm, name, [x])[0]) for name, s, x in made]
+                             lambda name=name, x=x: self.measure(lm, name, [x], together=True)[0])
+                for name, s, x in made]
+        self.fluency_together(lm, c, rows)
         extra = {"neuron_sets": {s: len(ns) for s, ns in sets.items()}} if set(sets) != {"own"} else {}
         return record(self.fact_record, fact_id=fact.fact_id, relation=fact.relation, **self.about(c), rows=rows,
                       **({"new_fact": u.new_fact} if several else {}), **extra)
@@ -576,7 +611,7 @@ class Edit(_Edits):
     def run_group(self, lm, group: str, facts, state: State) -> dict:
         """One batch: every method edits its facts at once; each fact measured."""
         members = self.batches(state)[group]
-        cases = [self.case(lm, u, state.language) for u in members]
+        cases = self.cases(lm, members, state.language)
         about = {c["u"].fact_id: {"relation": c["u"].relation, **self.about(c)} for c in cases}
         rows = []
         for name in self.settings.edit_methods:
