@@ -170,21 +170,31 @@ def slot_rows_hook(lm: LM, layer: int, index: torch.Tensor | None, delta: torch.
 
 
 def nll(lm: LM, prompt: str, answer: str, *, first_only: bool = False) -> torch.Tensor:
-    """-log P(answer | prompt), teacher forced, differentiable (a sum over the answer's tokens)."""
+    """-log P(answer | prompt), teacher forced, differentiable (a sum over the answer's tokens). A causal LM
+    reads every answer token from one pass over the prompt and the answer but its last token; only the
+    answer's positions reach the output layer."""
+    from ..hooks import head_at, head_from, hooked
     from ..tokens import targets
 
-    total = None
-    for t in targets(lm, prompt, answer)[: 1 if first_only else None]:
-        logits = lm.model(input_ids=t.ids, use_cache=False).logits[0, t.pos].float()
-        x = -torch.log_softmax(logits, -1)[t.gold]
-        total = x if total is None else total + x
-    return total
+    ts = targets(lm, prompt, answer)[: 1 if first_only else None]
+    if lm.masked:  # each token its own [MASK] context
+        rows = []
+        for t in ts:
+            with hooked([head_at(lm, t.pos)]):
+                rows.append(lm.model(input_ids=t.ids, use_cache=False).logits[0, 0])
+        logits = torch.stack(rows)
+    else:  # the last token's context holds every earlier one's; positions ts[0].pos .. ts[-1].pos
+        with hooked([head_from(lm, ts[0].pos)]):
+            logits = lm.model(input_ids=ts[-1].ids, use_cache=False).logits[0]
+    lp = torch.log_softmax(logits.float(), -1)
+    return -lp[torch.arange(len(ts), device=lp.device), torch.tensor([t.gold for t in ts], device=lp.device)].sum()
 
 
 def log_probs(lm: LM, prompt: str) -> torch.Tensor:
     """log P(next token | prompt) [vocab] at the answer position, differentiable."""
+    from ..hooks import head_at, hooked
     from ..tokens import query
 
     ids, pos = query(lm, prompt)
-    return torch.log_softmax(lm.model(input_ids=ids, use_cache=False).logits[0, pos].float(), -1)
-
+    with hooked([head_at(lm, pos)]):
+        return torch.log_softmax(lm.model(input_ids=ids, use_cache=False).logits[0, 0].float(), -1)

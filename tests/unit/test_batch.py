@@ -406,3 +406,37 @@ def test_edits_read_side_by_side_equal_each_edited_model(family):
         torch.testing.assert_close(got[r], w, rtol=1e-4, atol=1e-4)
     assert texts == want_text and len(set(want_text)) > 1
     assert kn.hooks.count(lm.model) == 0 and all(torch.equal(lm.value_slots(l), s) for l, s in unedited.items())
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "OPT", "BERT"])
+def test_edit_losses_read_only_the_answer_positions(family):
+    """`kn.edits.base.nll` (a causal LM: one pass for every answer token) and `log_probs` equal the loss
+    by its definition, a full-vocabulary pass per answer token, in value and in the gradient they send
+    to a layer's value slots (its FFN output weight)."""
+    from kn.edits.base import log_probs, nll
+
+    lm = tiny_lm(family)
+    slots = lm.down_proj(1).weight  # the value slots' parameter
+    for prompt, answer in pairs_of(lm):
+        ts = kn.tokens.targets(lm, prompt, answer)
+        for first_only in (False, True):
+            grads = []
+            for use_kn in (True, False):
+                slots.grad = None
+                with torch.enable_grad():
+                    slots.requires_grad_(True)
+                    if use_kn:
+                        loss = nll(lm, prompt, answer, first_only=first_only)
+                    else:
+                        loss = -sum(torch.log_softmax(lm.model(input_ids=t.ids).logits[0, t.pos].float(), -1)[t.gold]
+                                    for t in ts[: 1 if first_only else None])
+                    loss.backward()
+                grads.append((loss.detach(), slots.grad.clone()))
+            slots.grad = None
+            torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
+        ids, pos = kn.tokens.query(lm, prompt)
+        with torch.no_grad():
+            want = torch.log_softmax(lm.model(input_ids=ids).logits[0, pos].float(), -1)
+            torch.testing.assert_close(log_probs(lm, prompt), want, rtol=1e-5, atol=1e-5)
+    assert kn.hooks.count(lm.model) == 0
