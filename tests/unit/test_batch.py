@@ -361,9 +361,11 @@ def test_known_selection_stops_probing_a_decided_fact(monkeypatch, min_fraction)
         return real(lm_, prompts, k=k)
 
     monkeypatch.setattr(kn.probing, "batch_probe", counted)
-    chosen = select_facts(facts, lm=lm, known=True, k=k, min_fraction=min_fraction)
+    relations = ["capital", "currency", "sport", "birthplace"]
+    chosen = select_facts(facts, relations=relations, lm=lm, known=True, k=k, min_fraction=min_fraction)
     monkeypatch.setattr(kn.probing, "batch_probe", real)
-    usable = [p for f in facts if f.has("en") and (p := prepare_fact(f, lm, "en")) is not None and p.usable]
+    usable = [p for f in facts if f.relation in relations and f.has("en")
+              and (p := prepare_fact(f, lm, "en")) is not None and p.usable]
     want = {p.fact_id for p in usable
             if filter_known([p], lambda q: kn.probe(lm, q, k=k), min_fraction=min_fraction).kept}
     assert 0 < len(want) < len(usable) and {f.fact_id for f in chosen} == want
