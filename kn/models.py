@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import arch, cpu
+from . import arch, cpu, head_product
 from .cache import cache_dir
 from .version import __version__
 
@@ -215,6 +215,7 @@ def load(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device | None
         log.warning("dtype=torch.bfloat16 on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16): "
                     "its products are emulated, about 10x slower than float32; pass dtype=torch.float32")
     lm = wrap(model.to(device), tokenizer, name=name_or_path)
+    head_product.install(lm.head)
     lm._meta["source"] = {"name_or_path": name_or_path, "dtype": str(dtype).removeprefix("torch.")}
     return lm
 

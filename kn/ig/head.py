@@ -38,7 +38,7 @@ def softmax_sums(h: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, ca
     and acc = sum_v exp(z_v - m) z'_v W_v [B, d], for the rows of h [B, d] (float32)."""
     B, V = h.shape[0], W.shape[0]
     # logits are computed transposed, [chunk, B] = W_chunk h^T: faster than h W_chunk^T on CPU BLAS
-    hT = h.T.contiguous()
+    hT = h.T  # a strided view: MKL is up to 4x faster with it than with a contiguous copy for a few rows
     buf = torch.empty(min(chunk, V) * B, device=h.device)  # reused: fresh large tensors cost page faults
     m = torch.full((B,), float("-inf"), device=h.device)
     total = torch.zeros(B, device=h.device)
