@@ -34,6 +34,25 @@ def answer_rows(where: torch.Tensor) -> Iterator[None]:
         _ANSWER_ROWS.reset(token)
 
 
+def answer_where(shape: tuple[int, int]) -> torch.Tensor:
+    """[batch, seq] bool: a causal LM's answer positions in a pass of that shape, as `scaled` reads them
+    (the `answer_rows` in force, else the last position of every row)."""
+    rows = _ANSWER_ROWS.get()
+    if rows is not None:
+        return _fits(rows, shape)
+    where = torch.zeros(tuple(shape), dtype=torch.bool)
+    where[:, -1] = True
+    return where
+
+
+def _fits(rows: torch.Tensor, shape) -> torch.Tensor:
+    """`rows` (answer_rows' where), checked against the [batch, seq] shape of the pass it acts in."""
+    if tuple(rows.shape) != tuple(shape):
+        raise RuntimeError(f"answer_rows were set for a [batch, seq] = {list(rows.shape)} pass, but the "
+                           f"site has {list(shape)}")
+    return rows
+
+
 def stackable(factory: Callable[[], AbstractContextManager]) -> Callable[[], AbstractContextManager]:
     """`factory` declared row-stackable for `kn.probing.batch_stats_under`: every context it makes changes
     the model only at the answer positions in force when it is entered (`scaled`, positions="answer"),
@@ -90,10 +109,7 @@ def scaled(lm: LM, neurons: Iterable[Neuron], factor: float, positions: str = "a
         elif lm.masked:
             act[answer_positions(seen["ids"] == mask_id, act)] *= scale(ix, act)
         elif (rows := entered if entered is not None else _ANSWER_ROWS.get()) is not None:
-            if tuple(rows.shape) != tuple(act.shape[:2]):
-                raise RuntimeError(f"answer_rows were set for a [batch, seq] = {list(rows.shape)} pass, but the "
-                                   f"site has {list(act.shape[:2])}")
-            act[rows.to(act.device)] *= scale(ix, act)
+            act[_fits(rows, act.shape[:2]).to(act.device)] *= scale(ix, act)
         else:
             act[:, -1, ix] *= factor
         return act

@@ -62,6 +62,11 @@ class Method:
         """(neurons, parameters) the edit of `requests` writes or scales."""
         return 0, 0
 
+    def as_row(self, lm: LM, requests: Sequence[Request]):
+        """The edit of `requests` as a `kn.edits.rows.Row` (a change of value slots) when it is one that
+        `Method.writes_slots` does not cover (scale's activations), else None. Read inside the edit."""
+        return None
+
     def chosen(self, lm: LM, requests: Sequence[Request]) -> list[dict]:
         """Per request, what the method chose for it when it made the edit (recorded with the request's
         metrics; e.g. rome's traced layer); {} each by default."""

@@ -1,16 +1,30 @@
 """Several single edits read side by side in one batch: row r of a pass reads the model as edit r left
 it. An edit that only writes value slots (`Method.writes_slots`) is its change of each layer's slots
-(`slot_deltas`, taken inside the edit); `per_row` adds row r's change at the FFN output of its rows
-alone, so the unedited weights are read once for every row (what a CPU decode step mostly costs)."""
+(`slot_deltas`, taken inside the edit); one that scales neurons' activations is the same change of their
+slots, at the positions it scales (`Method.as_row`). `per_row` adds row r's change at the FFN output of
+its rows alone, so the unedited weights are read once for every row (what a CPU decode step mostly costs)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 
 from ..hooks import hooked
+from ..interventions import answer_where
 from ..models import LM
+
+
+@dataclass(frozen=True)
+class Row:
+    """One edit as a row of `per_row`. changes: {layer: (neurons [k], the change of their value slots
+    [k, hidden])}; answer_only: the change acts at the answer positions alone (those `scaled` acts at with
+    positions="answer": `kn.interventions.answer_rows` where in force, else each pass's last position),
+    else at every position."""
+
+    changes: dict
+    answer_only: bool = False
 
 
 def slots_of(lm: LM) -> dict[int, torch.Tensor]:
@@ -32,14 +46,15 @@ def slot_deltas(lm: LM, before: dict[int, torch.Tensor]) -> dict[int, tuple[torc
 
 
 @contextmanager
-def per_row(lm: LM, deltas: Sequence[dict[int, tuple[torch.Tensor, torch.Tensor]]]) -> Iterator[None]:
-    """Inside, every pass is a batch of len(deltas) rows, row r read with `deltas[r]` (`slot_deltas`;
-    {} for the unedited model) added to its value slots."""
+def per_row(lm: LM, deltas: Sequence[Row | dict[int, tuple[torch.Tensor, torch.Tensor]]]) -> Iterator[None]:
+    """Inside, every pass is a batch of len(deltas) rows, row r read with `deltas[r]` (a `Row`, or its
+    changes at every position: `slot_deltas`; {} for the unedited model) added to its value slots."""
+    deltas = [d if isinstance(d, Row) else Row(d) for d in deltas]
     n, flat = len(deltas), lm.family.flat_ffn
-    layers = sorted({l for d in deltas for l in d})
+    layers = sorted({l for d in deltas for l in d.changes})
 
     def make(layer: int):
-        rows = [(r, d[layer]) for r, d in enumerate(deltas) if layer in d]
+        rows = [(r, d.changes[layer], d.answer_only) for r, d in enumerate(deltas) if layer in d.changes]
 
         def fn(module, args, output):
             if seen["batch"] != n:
@@ -48,8 +63,10 @@ def per_row(lm: LM, deltas: Sequence[dict[int, tuple[torch.Tensor, torch.Tensor]
             if flat:  # [batch * seq, width], batch-major
                 act = act.reshape(n, -1, act.shape[-1])
             out = output.reshape(n, -1, output.shape[-1]).clone() if flat else output.clone()
-            for r, (index, delta) in rows:
-                out[r] += (act[r][..., index.to(act.device)] @ delta.to(act.dtype)).to(out.dtype)
+            where = answer_where(act.shape[:2]) if any(a for *_, a in rows) else None
+            for r, (index, delta), answer_only in rows:
+                at = where[r].to(act.device) if answer_only else slice(None)
+                out[r, at] += (act[r, at][..., index.to(act.device)] @ delta.to(act.dtype)).to(out.dtype)
             return out.reshape(output.shape)
         return fn
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .. import checks
-from ..interventions import SUPPRESS_FACTOR, scaled
+from ..interventions import SUPPRESS_FACTOR, check_neurons, scaled
 from .base import Method
+from .rows import Row
 
 
 @dataclass(frozen=True)
@@ -31,3 +34,15 @@ class Scale(Method):
     def apply(self, lm, requests):
         union = list(dict.fromkeys(n for r in requests for n in r.neurons))
         return scaled(lm, union, self.factor, self.positions)
+
+    def as_row(self, lm, requests):
+        """Activation a x factor at a neuron adds (factor - 1) a v to the FFN output (v its value slot): the
+        same change as its slot made factor x v, at the positions scaled (a causal LM's: None for a masked
+        LM, whose answer positions are its [MASK] tokens)."""
+        if lm.masked:
+            return None
+        union = list(dict.fromkeys(n for r in requests for n in r.neurons))
+        with torch.no_grad():
+            changes = {l: (torch.tensor(ix), (self.factor - 1) * lm.value_slots(l)[ix].clone())
+                       for l, ix in check_neurons(lm, union).items()}
+        return Row(changes, answer_only=self.positions == "answer")

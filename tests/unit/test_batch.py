@@ -410,6 +410,38 @@ def test_edits_read_side_by_side_equal_each_edited_model(family):
     assert kn.hooks.count(lm.model) == 0 and all(torch.equal(lm.value_slots(l), s) for l, s in unedited.items())
 
 
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-3", "OPT"])
+@pytest.mark.parametrize("positions", ["answer", "all"])
+def test_scale_read_side_by_side_equals_its_hooks(family, positions):
+    """`Scale.as_row` (the neurons' slots changed by (factor - 1) x v, at the positions it scales) read in
+    `per_row` beside the unedited model and another factor: each row's sampled text is the text sampled
+    one row at a time with the scale edit's own hooks in force (none for the unedited row)."""
+    from contextlib import nullcontext
+
+    from kn import edits
+    from kn.edits.metrics import sample, samples
+    from kn.edits.rows import per_row
+
+    lm = tiny_lm(family)
+    prompt = CAUSAL[0][0]
+    neurons = ((0, 3), (1, 7), (1, 11), (2, 5))
+    req = edits.Request((prompt,), " Paris", " Rome", neurons=neurons)
+    made = [None, 0.0, 2.0, 6.0]
+    want, rows = [], []
+    for factor in made:
+        ctx = nullcontext() if factor is None else edits.edit(lm, "scale", [req], factor=factor, positions=positions)
+        with ctx:
+            want.append(sample(lm, prompt, 24, top_k=3, seed=9))
+        rows.append({} if factor is None else
+                    edits.method("scale", factor=factor, positions=positions).as_row(lm, [req]))
+    assert [r.answer_only for r in rows[1:]] == [positions == "answer"] * 3
+    with per_row(lm, rows):
+        got = samples(lm, [prompt] * len(rows), 24, top_k=3, seeds=[9] * len(rows))
+    assert got == want and len(set(want)) > 1
+    assert edits.method("scale").as_row(tiny_lm("BERT"), [req]) is None  # its answer positions are [MASK]s
+    assert kn.hooks.count(lm.model) == 0
+
+
 @pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "OPT", "BERT"])
 def test_edit_losses_read_only_the_answer_positions(family):
     """`kn.edits.base.nll` (a causal LM: one pass for every answer token) and `log_probs` equal the loss

@@ -714,6 +714,10 @@ def test_fluency_rows_before_and_after_the_edit(edited):
     edited_lm.model = _hand_edited(lm, res.fact_neurons("a"), " Paris", " Japan", 1.0, 200.0)
     assert by.loc[("a", "dai"), "fluency"] == pytest.approx(fluency(sample(edited_lm, PROMPTS["a"], 100, seed=seed)))
     assert by.loc[("a", "dai"), "fluency_before"] == pytest.approx(fluency(sample(lm, PROMPTS["a"], 100, seed=seed)))
+    # scale's text, decoded beside the others as a change of slots, is the text under its own hooks
+    req = edits.Request((PROMPTS["a"],), " Paris", " Japan", neurons=tuple(res.fact_neurons("a")))
+    with edits.edit(lm, "scale", [req]):
+        assert by.loc[("a", "scale"), "fluency"] == pytest.approx(fluency(sample(lm, PROMPTS["a"], 100, seed=seed)))
 
 
 def test_rome_layer_trace_in_the_edit_phase_records_each_edits_traced_layer(planted, tmp_path):

@@ -477,11 +477,11 @@ class Edit(_Edits):
 
     def measure(self, lm, name: str, cases: Sequence[dict], together: bool = False) -> list[dict]:
         """Method `name` edits every case at once; each case's metrics, and the edit's seconds. together (one
-        case): an edit that only writes value slots leaves its fluency to `fluency_together`, its row holding
-        the change (``_slot_deltas``) instead."""
+        case): an edit that amounts to a change of value slots (it only writes them, or `Method.as_row`) leaves
+        its fluency to `fluency_together`, its row holding the change (``_slot_deltas``) instead."""
         from ...edits import edit, method
         from ...edits.metrics import accuracy, agreement, kl
-        from ...edits.rows import slot_deltas, slots_of
+        from ...edits.rows import Row, slot_deltas, slots_of
         from ...hooks import count
 
         m = method(name, **options(self.settings.edit_options).get(name, {}))
@@ -492,7 +492,10 @@ class Edit(_Edits):
             t0 = time.perf_counter()
             stack.enter_context(edit(lm, m, [c["request"] for c in cases]))
             seconds = time.perf_counter() - t0
-            deltas = slot_deltas(lm, unedited) if unedited is not None and count(lm.model) == hooks else None
+            if unedited is not None and count(lm.model) == hooks:
+                deltas = Row(slot_deltas(lm, unedited))
+            else:
+                deltas = m.as_row(lm, [c["request"] for c in cases]) if together and len(cases) == 1 else None
             fluencies = [math.nan] if deltas is not None else self.fluency(lm, cases)
             for c, text_fluency in zip(cases, fluencies):
                 new = c["u"].new
