@@ -203,3 +203,47 @@ def log_probs(lm: LM, prompt: str) -> torch.Tensor:
     ids, pos = query(lm, prompt)
     with hooked([head_at(lm, pos)]):
         return torch.log_softmax(lm.model(input_ids=ids, use_cache=False).logits[0, 0].float(), -1)
+
+
+def batch_losses(lm: LM, pairs: Sequence[tuple[str, str]], keep: Sequence[str] = ()
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(`nll` of each (prompt, answer) pair [len(pairs)], the nll of its first token alone [len(pairs)],
+    `log_probs` of each keep prompt [vocab] each), differentiable. A causal LM reads them from one
+    right-padded pass, row r the r-th pair's prompt and answer but its last token, then the keep prompts
+    (causal attention never reads the padding to a row's right), and only the read positions reach the
+    output layer; a masked LM reads them one by one."""
+    from ..hooks import hooked
+    from ..tokens import pad_id, query, right_padded, targets
+
+    if lm.masked:
+        return (torch.stack([nll(lm, p, a) for p, a in pairs]) if pairs else torch.zeros(0),
+                torch.stack([nll(lm, p, a, first_only=True) for p, a in pairs]) if pairs else torch.zeros(0),
+                [log_probs(lm, p) for p in keep])
+    rows, reads, gold, owner = [], [], [], []  # reads: (row, position) reaching the head
+    for i, (p, a) in enumerate(pairs):
+        ts = targets(lm, p, a)
+        rows.append(ts[-1].ids[0].tolist())
+        reads += [(i, t.pos) for t in ts]
+        gold += [t.gold for t in ts]
+        owner += [i] * len(ts)
+    for p in keep:
+        ids, pos = query(lm, p)
+        rows.append(ids[0].tolist())
+        reads.append((len(rows) - 1, pos))
+    dev = lm.device
+    if not rows:
+        return torch.zeros(0, device=dev), torch.zeros(0, device=dev), []
+    ids, mask = right_padded(rows, pad_id(lm), dev)
+    r_at, p_at = (torch.tensor(x, device=dev) for x in zip(*reads))
+
+    def head(module, args, kwargs):  # [rows, seq, d] -> [1, reads, d]
+        return (args[0][r_at, p_at][None].contiguous(), *args[1:]), kwargs
+
+    with hooked([(lm.head, "pre", head)]):
+        lp = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[0].float(), -1)
+    n = len(gold)
+    token = -lp[torch.arange(n, device=dev), torch.tensor(gold, dtype=torch.long, device=dev)]
+    owner_t = torch.tensor(owner, dtype=torch.long, device=dev)
+    sums = torch.zeros(len(pairs), device=dev).index_add(0, owner_t, token)
+    firsts = [owner.index(i) for i in range(len(pairs))]
+    return sums, token[torch.tensor(firsts, dtype=torch.long, device=dev)], list(lp[n:])

@@ -11,7 +11,7 @@ import torch
 
 from .. import checks
 from ..hooks import frozen_params, hooked
-from .base import Method, nll, restored, slot_rows_hook
+from .base import Method, batch_losses, restored, slot_rows_hook
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class FT(Method):
         pairs = [(p, r.new) for r in requests for p in r.prompts]
         with frozen_params(lm.model), torch.enable_grad(), hooked([slot_rows_hook(lm, layer, None, delta)]):
             for _ in range(self.steps):
-                loss = sum(nll(lm, p, a) for p, a in pairs) / len(pairs)
+                loss = batch_losses(lm, pairs)[0].mean()
                 if loss.item() < self.stop_loss:
                     break
                 opt.zero_grad()

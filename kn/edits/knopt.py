@@ -13,7 +13,7 @@ import torch
 
 from .. import checks
 from ..hooks import frozen_params, hooked
-from .base import Method, log_probs, nll, restored, slot_rows_hook
+from .base import Method, batch_losses, restored, slot_rows_hook
 
 
 @dataclass(frozen=True)
@@ -58,20 +58,16 @@ class KNOpt(Method):
         pairs = [(p, r.new) for r in requests for p in r.prompts]
         keep = list(dict.fromkeys(p for r in requests for p in r.keep))
         with torch.no_grad():
-            p0 = [log_probs(lm, p) for p in keep]
+            p0 = batch_losses(lm, [], keep)[2]
         hooks = [slot_rows_hook(lm, l, index[l], deltas[l]) for l in by_layer]
         with frozen_params(lm.model), torch.enable_grad(), hooked(hooks):
             for _ in range(self.steps):
-                losses = [nll(lm, p, a) for p, a in pairs]
-                first = [nll(lm, p, a, first_only=True) for p, a in pairs]
+                losses, first, qs = batch_losses(lm, pairs, keep if self.kl_weight else ())
                 if all(x.item() <= -torch.log(torch.tensor(self.stop_prob)).item() for x in first):
                     break
-                loss = sum(losses) / len(losses)
-                if keep and self.kl_weight:
-                    kls = []
-                    for p, q0 in zip(keep, p0):
-                        q = log_probs(lm, p)
-                        kls.append(torch.sum(q0.exp() * (q0 - q)))  # KL(P_0 || P_edit)
+                loss = losses.mean()
+                if qs:
+                    kls = [torch.sum(q0.exp() * (q0 - q)) for q, q0 in zip(qs, p0)]  # KL(P_0 || P_edit)
                     loss = loss + self.kl_weight * sum(kls) / len(kls)
                 opt.zero_grad()
                 loss.backward()

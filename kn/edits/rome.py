@@ -28,7 +28,7 @@ import torch
 from .. import checks
 from ..hooks import frozen_params, hooked
 from ..models import LM
-from .base import Method, Request, log_probs, nll, restored
+from .base import Method, Request, batch_losses, log_probs, restored
 
 COVARIANCES = ("identity", "generated")
 TRACE = "trace"  # layer="trace": the layer chosen per request by causal tracing (kn.edits.tracing)
@@ -45,8 +45,9 @@ def key_and_output(lm: LM, layer: int, prompt: str, pos: int) -> tuple[torch.Ten
     """(k [width], m [hidden]): the FFN site and the output matrix's output at `pos` of `prompt`."""
     seen = {}
 
-    def fn(module, args, output):
-        seen["k"], seen["m"] = args[0][0, pos].detach().clone(), output[0, pos].detach().clone()
+    def fn(module, args, output):  # a flat FFN (OPT) sees [seq, .]: reshaped to [1, seq, .]
+        k, out = args[0].reshape(1, -1, args[0].shape[-1]), output.reshape(1, -1, output.shape[-1])
+        seen["k"], seen["m"] = k[0, pos].detach().clone(), out[0, pos].detach().clone()
     ids = torch.tensor([lm.tokenizer(prompt.rstrip())["input_ids"]], device=lm.device)
     with torch.no_grad(), hooked([(lm.down_proj(layer), "post", fn)]):
         lm.model(input_ids=ids, use_cache=False)
@@ -156,29 +157,28 @@ class ROME(Method):
         return torch.linalg.solve(c, k.double().cpu()).to(k)
 
     def target(self, lm: LM, layer: int, r: Request, m: torch.Tensor) -> torch.Tensor:
-        """v* = m + delta for request `r` (m: the output at the editing prompt's subject-last token)."""
+        """v* = m + delta for request `r` (m: the output at the editing prompt's subject-last token). Each
+        step reads every prompt and the KL prompt in one pass (`batch_losses`), delta added at each row's
+        subject-last token."""
         delta = torch.zeros_like(m, dtype=torch.float32, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=self.lr)
-        where = {}
+        kl_prompt = f"{r.subject} is a"
+        pairs = [(p, r.new) for p in r.prompts]
+        at = torch.tensor([subject_last(lm, p, r.subject) for p in (*r.prompts, kl_prompt)], device=lm.device)
+        rows = torch.arange(len(at), device=lm.device)
+        flat = lm.family.flat_ffn
 
         def fn(module, args, output):
-            pos = where["pos"]
-            out = output.clone()
-            out[0, pos] = out[0, pos] + delta.to(out.dtype)
-            return out
-        kl_prompt = f"{r.subject} is a"
+            out = output.reshape(len(at), -1, output.shape[-1]) if flat else output
+            out = out.index_put((rows, at), out[rows, at] + delta.to(out.dtype))
+            return out.reshape(output.shape)
         with torch.no_grad():
             p0 = log_probs(lm, kl_prompt)
         with frozen_params(lm.model), torch.enable_grad(), hooked([(lm.down_proj(layer), "post", fn)]):
             for step in range(self.steps):
-                loss = 0.0
-                for p in r.prompts:
-                    where["pos"] = subject_last(lm, p, r.subject)
-                    loss = loss + nll(lm, p, r.new) / len(r.prompts)
-                where["pos"] = subject_last(lm, kl_prompt, r.subject)
-                q = log_probs(lm, kl_prompt)
+                sums, _, (q,) = batch_losses(lm, pairs, [kl_prompt])
                 kl = torch.sum(q.exp() * (q - p0))
-                loss = loss + self.kl_factor * kl + self.weight_decay * delta.norm() / m.norm() ** 2
+                loss = sums.mean() + self.kl_factor * kl + self.weight_decay * delta.norm() / m.norm() ** 2
                 if loss.item() < self.stop_loss or step == self.steps - 1:
                     break
                 opt.zero_grad()

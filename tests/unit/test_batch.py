@@ -474,3 +474,36 @@ def test_edit_losses_read_only_the_answer_positions(family):
             want = torch.log_softmax(lm.model(input_ids=ids).logits[0, pos].float(), -1)
             torch.testing.assert_close(log_probs(lm, prompt), want, rtol=1e-5, atol=1e-5)
     assert kn.hooks.count(lm.model) == 0
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Llama", "Gemma-3", "OPT", "BERT"])
+def test_batch_losses_equal_each_loss_by_its_definition(family):
+    """`kn.edits.base.batch_losses` (a causal LM: the pairs and the keep prompts in one right-padded pass)
+    gives each pair's nll and first-token nll and each keep prompt's log-probabilities of a full-vocabulary
+    pass per answer token on the prompt alone, in value and in the gradient sent to a layer's value slots."""
+    from kn.edits.base import batch_losses
+
+    lm = tiny_lm(family)
+    pairs = pairs_of(lm)
+    keep = [p for p, _ in pairs][::-1]
+    slots = lm.down_proj(1).weight
+    got = []
+    for use_kn in (True, False):
+        slots.grad = None
+        with torch.enable_grad():
+            slots.requires_grad_(True)
+            if use_kn:
+                sums, firsts, qs = batch_losses(lm, pairs, keep)
+            else:
+                per = [[-torch.log_softmax(lm.model(input_ids=t.ids).logits[0, t.pos].float(), -1)[t.gold]
+                        for t in kn.tokens.targets(lm, p, a)] for p, a in pairs]
+                sums, firsts = torch.stack([sum(x) for x in per]), torch.stack([x[0] for x in per])
+                qs = [torch.log_softmax(lm.model(input_ids=ids).logits[0, pos].float(), -1)
+                      for ids, pos in (kn.tokens.query(lm, p) for p in keep)]
+            (sums.sum() + 2 * firsts.sum() + sum(q[:50].exp().sum() for q in qs)).backward()
+        got.append((sums.detach(), firsts.detach(), torch.stack(qs).detach(), slots.grad.clone()))
+    slots.grad = None
+    assert len(pairs) > 1 and got[0][0].shape == (len(pairs),)
+    for a, b in zip(*got):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert kn.hooks.count(lm.model) == 0

@@ -1000,3 +1000,22 @@ def test_edit_neuron_sets_are_checked_at_the_boundary(monkeypatch, tmp_path, cap
     assert got["s"].of("edit").edit_neuron_sets == ("own", "likn", "specific")
     assert cli.main(["run", "--phases", "locate,edit", "--edit-neuron-sets", "lang", "--out", str(tmp_path / "run")])
     assert "edit_neuron_sets must name neuron sets of ['own', 'likn', 'specific']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-3", "OPT", "BLOOM", "Llama"])
+@pytest.mark.parametrize("name", ["ft", "rome", "kn-opt"])
+def test_optimising_methods_edit_every_causal_family(family, name):
+    """ft, rome and kn-opt (their losses read from one padded pass) move the editing prompt's next-token
+    logits of every causal family, a flat FFN (OPT's [batch x seq, width] site) too, and restore the model
+    bit-identically."""
+    from kn.testing import tiny_lm
+
+    lm = tiny_lm(family)
+    r = edits.Request(("The capital of France is", "Paris is the capital of France and"), " Paris", " Japan",
+                      subject="France", neurons=((1, 3), (1, 8), (0, 5)), keep=("The capital of Japan is",))
+    settings = {"ft": {"steps": 3, "lr": 0.05}, "rome": {"layer": 1, "steps": 3}, "kn-opt": {"steps": 3, "lr": 0.5}}
+    before = editing.fingerprint(lm.model)
+    clean = _logits(lm.model, lm.tokenizer, r.prompt)
+    with edits.edit(lm, name, [r], **settings[name]):
+        assert not torch.allclose(_logits(lm.model, lm.tokenizer, r.prompt), clean)
+    assert editing.fingerprint(lm.model) == before and hook_count(lm.model) == 0
