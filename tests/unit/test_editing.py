@@ -505,7 +505,7 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
 
 
 EDIT_CHANGED = {"edit_fluency": 0, "edit_batches": (2, 3), "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
-                "edit_prompts": 2, "edit_neuron_sets": ("own", "likn", "specific")}
+                "edit_prompts": 2, "edit_neuron_sets": ("own", "likn", "specific"), "edit_singles": False}
 
 
 @pytest.mark.parametrize("name", sorted(EDIT_CHANGED))
@@ -521,6 +521,9 @@ def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
         kw[name] = tuple(o for o in EDIT_OPTS if not o.startswith("dai.")) + EDIT_CHANGED[name]
     again = _edit_run(lm, out, **kw)
     table = again.edits
+    if name == "edit_singles":  # no single edit is made, and none made before is lost (a fresh run has none:
+        assert len(res.edits) > 0 and table.equals(res.edits)  # test_edit_singles_off_runs_the_batches_alone)
+        return
     if name == "edit_batches":  # the single edits stay; the two planned edits (c's relation has no other
         # object) also go at once, a batch of 2; none of 3 is filled
         assert res.edit_batches.empty and table.equals(res.edits)
@@ -1019,3 +1022,20 @@ def test_optimising_methods_edit_every_causal_family(family, name):
     with edits.edit(lm, name, [r], **settings[name]):
         assert not torch.allclose(_logits(lm.model, lm.tokenizer, r.prompt), clean)
     assert editing.fingerprint(lm.model) == before and hook_count(lm.model) == 0
+
+
+def test_edit_singles_off_runs_the_batches_alone(planted, tmp_path):
+    """edit_singles=False (a study in parts: the batches a run of their own): no single edit is made, the
+    batches are, on the edits a run with single edits plans, and config.json says so."""
+    import json
+
+    lm, _, _ = planted
+    kw = {"edit_methods": ("dai",), "edit_batches": (2,), "edit_fluency": 0, "edit_side_facts": 1}
+    both = _edit_run(lm, tmp_path / "both", **kw)
+    alone = _edit_run(lm, tmp_path / "alone", edit_singles=False, **kw)
+    assert len(both.edits) > 0 and (alone.edits is None or len(alone.edits) == 0)
+    assert len(alone.edit_batches) > 0 and set(alone.edit_batches.batch) == {2}
+    cols = ["group", "fact_id", "reliability", "locality"]
+    pd.testing.assert_frame_equal(alone.edit_batches[cols].sort_values(cols[:2]).reset_index(drop=True),
+                                  both.edit_batches[cols].sort_values(cols[:2]).reset_index(drop=True))
+    assert json.loads((tmp_path / "alone" / "config.json").read_text())["settings"]["edit"]["edit_singles"] is False

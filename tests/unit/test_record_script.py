@@ -43,7 +43,8 @@ def _validated_runs(commands, monkeypatch) -> dict[str, object]:
 
 @pytest.mark.parametrize("mode", ["pararel", "dkn", "ml", "amig-en", "critique", "edits", "xedits", "agreement", "verbfinal", "map"])
 def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch):
-    commands = _commands(tmp_path, *([mode, "/data/pararel"] if mode in ("pararel", "edits", "xedits", "agreement", "verbfinal", "map") else [mode]))
+    args = [mode, "/data/pararel"] if mode in ("pararel", "edits", "xedits", "agreement", "verbfinal", "map") else [mode]
+    commands = _commands(tmp_path, *args, *(["a"] if mode == "edits" else []))
     assert {c[0] for c in commands} == {"run", "record"}
     runs = _validated_runs(commands, monkeypatch)
     made = set()
@@ -63,10 +64,11 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         assert runs["runs/dkn/gemma-3-270m-zh"].languages == ("zh",)
         g = runs["runs/dkn/gemma-3-270m-en"].attribution
         assert (g.rule, g.steps, g.baseline) == ("gauss_legendre", 6, "amig")
-    if mode == "edits":
-        e = runs["runs/edits/gemma-3-270m"]
-        assert e.phases == ("locate", "edit") and e.of("edit").edit_batches == (10, 100) and e.of("edit").edit_facts == 20
-        assert {"P36", "P1376", "P47", "P530"} <= set(c for c in commands[0][commands[0].index("--relations") + 1].split(","))
+    if mode == "edits":  # part a here; every part below
+        e = runs["runs/edits/gemma-3-270m-a"]
+        assert e.phases == ("locate", "edit") and e.of("edit").edit_batches == () and e.of("edit").edit_facts == 20
+        assert e.of("edit").edit_singles and e.attribution.rule == "gauss_legendre"
+        assert {"P36", "P1376", "P47", "P530"} <= set(commands[0][commands[0].index("--relations") + 1].split(","))
     if mode == "xedits":
         x = runs["runs/edits/gemma-3-270m-en-zh"]
         assert x.languages == ("en", "zh") and x.phases == ("locate", "edit") and x.of("edit").edit_facts == 10
@@ -109,3 +111,24 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
 def test_a_mode_it_does_not_know_is_refused(tmp_path):
     r = subprocess.run(["bash", str(SCRIPT), "nope"], capture_output=True, text=True, env={**os.environ, "KN": "false"})
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_the_edit_study_parts_are_the_same_edits_singly_and_in_batches(tmp_path, monkeypatch):
+    """record.sh edits a, b and batches: the halves' relations are disjoint and together the batches run's; each
+    part the same selection, attribution and edit settings but for the batches and edit_singles."""
+    runs, relations = {}, {}
+    for part in ("a", "b", "batches", "bad"):
+        (tmp_path / part).mkdir()
+    for part in ("a", "b", "batches"):
+        commands = _commands(tmp_path / part, "edits", "/data/pararel", part)
+        runs |= _validated_runs(commands, monkeypatch)
+        relations[part] = set(commands[0][commands[0].index("--relations") + 1].split(","))
+        assert commands[1] == ["record", f"runs/edits/gemma-3-270m-{part}", f"book/results/edits/gemma-3-270m/{part}"]
+    assert not relations["a"] & relations["b"] and relations["a"] | relations["b"] == relations["batches"]
+    a, b, batches = (runs[f"runs/edits/gemma-3-270m-{p}"] for p in ("a", "b", "batches"))
+    assert a.attribution == b.attribution == batches.attribution and a.seed == b.seed == batches.seed
+    assert batches.of("edit").edit_batches == (10, 100) and not batches.of("edit").edit_singles
+    import dataclasses
+    assert dataclasses.replace(batches.of("edit"), edit_batches=(), edit_singles=True) == a.of("edit") == b.of("edit")
+    with pytest.raises(subprocess.CalledProcessError):
+        _commands(tmp_path / "bad", "edits", "/data/pararel", "c")

@@ -34,7 +34,7 @@ from ...probing import batch_stats
 from ..state import State
 from .base import Phase, mean, record
 from .locate import fact_queries, knowledge_neurons, located, located_facts, neurons_by_language
-from .setting import at_least, digest, fraction, non_negative, phase_settings, setting
+from .setting import at_least, boolean, digest, fraction, non_negative, phase_settings, setting
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ class _Edits(Phase):
         self._items: dict[str, tuple[dict, dict]] = {}
         self._clean: dict = {}
         self._plans: dict = {}
+
+    def wants(self, fact_id: str, state: State) -> bool:
+        """A located fact with knowledge neurons that `plan` (the phase's) picks."""
+        loc = located(state, fact_id)
+        return (loc is not None and knowledge_neurons(state, fact_id, loc["relation"]) is not None
+                and fact_id in self.plan(loc["relation"], state))
 
     def items(self, language: str) -> tuple[dict, dict]:
         """({fact_id: [(prompt, answer), ...]}, {fact_id: relation}) of the facts with usable prompts."""
@@ -129,11 +135,6 @@ class Update(_Edits):
         s = self.settings
         return self.planned(relation, state, s.edits_per_relation, s.update_side_facts,
                             lambda kns, counts, n: edit_neurons(kns, counts, n, s.update_max_share))
-
-    def wants(self, fact_id: str, state: State) -> bool:
-        loc = located(state, fact_id)
-        return (loc is not None and knowledge_neurons(state, fact_id, loc["relation"]) is not None
-                and fact_id in self.plan(loc["relation"], state))
 
     def run_fact(self, lm, fact, state: State) -> dict:
         rank, u = self.plan(fact.relation, state)[fact.fact_id]
@@ -287,6 +288,9 @@ class EditSettings:
     edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
                                       "and as many other facts whose prompts kn-opt's KL term keeps",
                                    check=at_least(0))
+    edit_singles: bool = setting(True, "edit each planned fact alone (table edits); off: only the batches of "
+                                       "edit_batches (a study in parts: the batches a run of their own)",
+                                 check=boolean, scope="table", added=True)
     edit_neuron_sets: tuple = setting(
         ("own",), "the neuron methods (dai, scale, kn-opt) edit each fact through each of these sets of its neurons: "
                   "own (its knowledge neurons in the edit's language), likn (those it has in every language of the "
@@ -426,9 +430,7 @@ class Edit(_Edits):
                             lambda kns, counts, n: kns)
 
     def wants(self, fact_id: str, state: State) -> bool:
-        loc = located(state, fact_id)
-        return (loc is not None and knowledge_neurons(state, fact_id, loc["relation"]) is not None
-                and fact_id in self.plan(loc["relation"], state))
+        return self.settings.edit_singles and super().wants(fact_id, state)
 
     def keep_prompts(self, u, language: str) -> tuple[str, ...]:
         """Prompts of other relations' facts that are not neighbours of the edit (kn-opt keeps them)."""
