@@ -293,6 +293,13 @@ class Recording:
             "versions": ", ".join(f"{k} {val}" for k, val in v.items()),
         }, name=self.path.name)
 
+    def summaries(self) -> pd.DataFrame:
+        """`summary` as columns: one per part of a study recorded in parts (`read_study`), else one."""
+        parts = self.provenance.get("parts")
+        if parts is None:
+            return self.summary().to_frame()
+        return pd.concat([Recording(self.path / n, {}, p).summary() for n, p in parts.items()], axis=1)
+
 
 def read(path: str | os.PathLike) -> Recording:
     """The recording in `path` (raises FileNotFoundError naming what is missing)."""
@@ -306,3 +313,27 @@ def read(path: str | os.PathLike) -> Recording:
     for name, cols in prov.get("json_columns", {}).items():
         tables[name] = tables[name].assign(**{c: tables[name][c].map(json.loads) for c in cols})
     return Recording(where, tables, prov)
+
+
+def read_study(path: str | os.PathLike) -> Recording:
+    """A recording (`read`), or a study recorded in parts: `path/PART/` each a recording (runs that each fit
+    a session, e.g. the edit study's), read as one whose tables are the parts' concatenated, each row with
+    its ``part``, and whose provenance is {"parts": {PART: the part's provenance}}; parts in name order."""
+    where = Path(path)
+    if (where / PROVENANCE).exists():
+        return read(where)
+    parts = {p.parent.name: read(p.parent) for p in sorted(where.glob(f"*/{PROVENANCE}"))}
+    if not parts:
+        raise FileNotFoundError(f"no recording in {where}: neither {PROVENANCE} nor PART/{PROVENANCE}")
+    names = list(dict.fromkeys(n for r in parts.values() for n in r.tables))
+    tables = {n: pd.concat([r.tables[n].assign(part=part) for part, r in parts.items() if n in r.tables],
+                           ignore_index=True) for n in names}
+    return Recording(where, tables, {"parts": {part: r.provenance for part, r in parts.items()}})
+
+
+def studies(root: str | os.PathLike) -> dict[str, Recording]:
+    """{NAME: `read_study`} of every folder under `root` that is a recording or holds recorded parts."""
+    root = Path(root)
+    found = sorted({p.parent for p in root.glob(f"*/{PROVENANCE}")} |
+                   {p.parent.parent for p in root.glob(f"*/*/{PROVENANCE}")})
+    return {p.name: read_study(p) for p in found}

@@ -505,7 +505,8 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
 
 
 EDIT_CHANGED = {"edit_fluency": 0, "edit_batches": (2, 3), "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
-                "edit_prompts": 2, "edit_neuron_sets": ("own", "likn", "specific"), "edit_singles": False}
+                "edit_prompts": 2, "edit_neuron_sets": ("own", "likn", "specific"), "edit_singles": False,
+                "edit_batch_limit": 1}
 
 
 @pytest.mark.parametrize("name", sorted(EDIT_CHANGED))
@@ -521,6 +522,9 @@ def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
         kw[name] = tuple(o for o in EDIT_OPTS if not o.startswith("dai.")) + EDIT_CHANGED[name]
     again = _edit_run(lm, out, **kw)
     table = again.edits
+    if name == "edit_batch_limit":  # no batch without edit_batches (test_edit_batch_limit_keeps_the_first_batches)
+        assert table.equals(res.edits) and again.edit_batches.empty
+        return
     if name == "edit_singles":  # no single edit is made, and none made before is lost (a fresh run has none:
         assert len(res.edits) > 0 and table.equals(res.edits)  # test_edit_singles_off_runs_the_batches_alone)
         return
@@ -1039,3 +1043,22 @@ def test_edit_singles_off_runs_the_batches_alone(planted, tmp_path):
     pd.testing.assert_frame_equal(alone.edit_batches[cols].sort_values(cols[:2]).reset_index(drop=True),
                                   both.edit_batches[cols].sort_values(cols[:2]).reset_index(drop=True))
     assert json.loads((tmp_path / "alone" / "config.json").read_text())["settings"]["edit"]["edit_singles"] is False
+
+
+def test_edit_batch_limit_keeps_the_first_batches():
+    """edit_batch_limit n: the first n batches of each size, the same batches as without a limit."""
+    from types import SimpleNamespace
+
+    def batches(**kw):
+        e = editing_phase.Edit.__new__(editing_phase.Edit)
+        e.settings, e.run = editing_phase.EditSettings(**kw), SimpleNamespace(seed=0)
+        e._facts = [SimpleNamespace(relation=r) for r in ("r1", "r2")]
+        e.plan = lambda relation, state: {f"{relation}/{i}": (i, f"{relation}/{i}") for i in range(7)}
+        return e.batches(None)
+
+    every, limited = batches(edit_batches=(2, 3)), batches(edit_batches=(2, 3), edit_batch_limit=2)
+    assert list(every) == [f"2:{i}" for i in range(7)] + [f"3:{i}" for i in range(4)]
+    assert limited == {g: every[g] for g in ("2:0", "2:1", "3:0", "3:1")}
+    assert len({u for b in every.values() for u in b if len(b) == 2}) == 14  # disjoint within a size
+    with pytest.raises(ValueError, match="edit_batch_limit"):
+        editing_phase.EditSettings(edit_batch_limit=-1)

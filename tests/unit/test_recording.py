@@ -49,6 +49,26 @@ def test_recorded_tables_read_back_equal_to_the_run(finished, tmp_path):
     assert rec.summary()["kn commit"] == "abc1234"
 
 
+def test_a_study_recorded_in_parts_reads_as_one(finished, tmp_path):
+    """read_study / studies: `NAME/PART/` recordings read as one, each table the parts' rows with their
+    part, the provenance per part; a recording in one piece reads as `read` does; nothing: a clear error."""
+    for part, c in (("b", "bbb2222"), ("a", "aaa1111")):
+        recording.record_run(finished, tmp_path / "root" / "study" / part, f"kn run {part}", kn_commit=c)
+    recording.record_run(finished, tmp_path / "root" / "whole", "kn run whole", kn_commit="ccc3333")
+    (tmp_path / "root" / "empty").mkdir()
+    found = recording.studies(tmp_path / "root")
+    assert list(found) == ["study", "whole"]
+    one, study = recording.read(tmp_path / "root" / "whole"), found["study"]
+    for name, table in one.tables.items():
+        got = study[name]
+        assert len(got) == 2 * len(table) and list(got.part) == ["a"] * len(table) + ["b"] * len(table)
+        pd.testing.assert_frame_equal(got[got.part == "b"].drop(columns="part").reset_index(drop=True), table)
+    assert list(study.summaries().loc["kn commit"]) == ["aaa1111", "bbb2222"]
+    assert list(found["whole"].summaries().loc["command"]) == ["kn run whole"]
+    with pytest.raises(FileNotFoundError, match="PART/provenance.json"):
+        recording.read_study(tmp_path / "root" / "empty")
+
+
 def test_an_unfinished_run_is_refused(finished, tmp_path):
     part = tmp_path / "part"
     part.mkdir()

@@ -288,6 +288,9 @@ class EditSettings:
     edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
                                       "and as many other facts whose prompts kn-opt's KL term keeps",
                                    check=at_least(0))
+    edit_batch_limit: int = setting(0, "at most this many batches of each size of edit_batches, the first of the "
+                                       "seeded order (0: every batch the planned edits fill)",
+                                    check=at_least(0), scope="table", added=True)
     edit_singles: bool = setting(True, "edit each planned fact alone (table edits); off: only the batches of "
                                        "edit_batches (a study in parts: the batches a run of their own)",
                                  check=boolean, scope="table", added=True)
@@ -603,12 +606,14 @@ class Edit(_Edits):
 
     def batches(self, state: State) -> dict[str, list]:
         """{group "n:i": [kn.editing.Update, ...]}: the planned edits of every relation, in an order seeded by
-        the run, cut into disjoint batches of each size of `edit_batches` (the rest left out)."""
+        the run, cut into disjoint batches of each size of `edit_batches` (the rest left out), at most
+        `edit_batch_limit` of a size (the first ones: a limit never changes a batch)."""
         planned = [u for relation in sorted({f.relation for f in self._facts})
                    for _, u in sorted(self.plan(relation, state).values(), key=lambda x: x[0])]
         random.Random(f"{self.run.seed}|edit batches").shuffle(planned)
+        limit = self.settings.edit_batch_limit or len(planned)
         return {f"{n}:{i}": planned[i * n:(i + 1) * n] for n in self.settings.edit_batches
-                for i in range(len(planned) // n)}
+                for i in range(min(limit, len(planned) // n))}
 
     def groups(self, facts, state: State) -> list[str]:
         return list(self.batches(state)) if self.settings.edit_batches else []
