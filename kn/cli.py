@@ -9,6 +9,7 @@ import sys
 import time
 
 from . import checks
+from .data.select import KNOWN_TOP
 from .models import DEFAULT_MODEL, PACKAGED
 
 
@@ -111,6 +112,11 @@ def _selected(args, facts, lm, language, seed: int):
     sentence = bool(getattr(args, "sentence", None))
     key = {"data": facts.fingerprint(), "model": lm.name, "relations": relations, "language": language,
            "per_relation": args.facts_per_relation, "known": args.known, "seed": seed}
+    top = getattr(args, "known_top", KNOWN_TOP)
+    if top != KNOWN_TOP and not args.known:
+        raise checks.ArgumentError(f"--known-top {top} ranks the known facts: add --known, or leave --known-top out")
+    if args.known and top != KNOWN_TOP:  # a selection.json of the default (no such key) stays valid
+        key["known_top"] = top
     if sentence:  # an older selection.json (no such key) stays valid for the default
         key["sentence"] = True
     if args.known and getattr(args, "dtype", "float32") != "float32":  # the probe ranks with these weights
@@ -136,7 +142,7 @@ def _selected(args, facts, lm, language, seed: int):
         elif memo:
             print(f"resuming the fact selection: {len(memo)} relations already probed ({memo.path})", file=sys.stderr)
         chosen = select_facts(facts, relations=relations, per_relation=args.facts_per_relation,
-                              language=language, lm=lm, known=args.known, seed=seed, sentence=sentence,
+                              language=language, lm=lm, known=args.known, k=top, seed=seed, sentence=sentence,
                               progress=True, memo=memo)
         if not len(chosen):
             raise ValueError(f"no facts selected from {args.data!r} (relations {relations}, "
@@ -379,6 +385,9 @@ def _add_run(p) -> None:
     p.add_argument("--facts-per-relation", type=positive_int, default=None, help="seeded sample per relation (default: all)")
     p.add_argument("--known", action="store_true",
                    help="only facts the model knows (gold in its top 10 on at least half the prompts)")
+    p.add_argument("--known-top", type=positive_int, default=KNOWN_TOP,
+                   help=f"with --known: the gold's rank that counts as known (default {KNOWN_TOP}; 1: the model's "
+                        "answer, as the edit study asks)")
     p.add_argument("--out", "-o", required=True,
                    help="run directory: absent, empty or a kn run's (an existing run there is resumed)")
     p.add_argument("--language", default=None, help=f"the facts' language (default {D.language})")

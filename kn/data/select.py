@@ -34,8 +34,11 @@ def resolve_relations(facts, relations: Iterable[str]) -> list[str]:
     return out
 
 
+KNOWN_TOP = 10  # `known`: the gold's rank within this top on at least min_fraction of the prompts
+
+
 def select_facts(facts, *, relations: Iterable[str] | None = None, per_relation: int | None = None,
-                 language: str | Sequence[str] = "en", lm: LM | None = None, known: bool = False, k: int = 10,
+                 language: str | Sequence[str] = "en", lm: LM | None = None, known: bool = False, k: int = KNOWN_TOP,
                  min_fraction: float = 0.5, seed: int = 0, sentence: bool = False, progress: bool = False,
                  memo: MutableMapping[str, dict] | None = None):
     """A deterministic selection from a FactSet: the given relations, facts with a version in

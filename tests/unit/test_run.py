@@ -761,3 +761,34 @@ def test_cli_selection_cut_short_resumes_at_the_next_relation(lm, tmp_path, monk
     assert whole["selection"]["counts"]["en"]["known"] > 0 and not list((tmp_path / "cache").glob("*.partial.json"))
     probed[:] = []
     assert cli.main(argv + [str(tmp_path / "cut"), "--fresh"]) == 0 and len(probed) == 4
+
+
+def test_cli_known_top_selects_the_facts_the_model_answers(lm, tmp_path, monkeypatch, capsys):
+    """--known --known-top K: the facts whose gold is among the model's top K (counted here with kn.probe) on
+    at least half their prompts, fewer than at the default top 10, each a selection of its own (key
+    known_top, absent at the default); --known-top without --known is refused naming the fix."""
+    import json
+
+    from kn import cli, probe
+    from kn.data import builtin
+    from kn.data.prepare import prepare_fact
+
+    monkeypatch.setattr(cli, "_load", lambda args: lm)
+    relations = "capital,currency,sport,birthplace"
+    argv = ["run", "--data", "builtin", "--relations", relations, "--known", "--steps", "2", "--phases", "locate",
+            "--out"]
+    assert cli.main(argv + [str(tmp_path / "top10")]) == 0
+    top = 5  # the tiny model's top answer is never a gold: rank 1 would select nothing
+    assert cli.main(argv + [str(tmp_path / "top"), "--known-top", str(top)]) == 0
+    sel = {n: json.loads((tmp_path / n / "selection.json").read_text()) for n in ("top10", "top")}
+    assert "known_top" not in sel["top10"]["key"] and sel["top"]["key"]["known_top"] == top
+    want = set()
+    for f in builtin():
+        if f.relation in relations.split(",") and f.has("en") and (p := prepare_fact(f, lm, "en")) is not None:
+            hits = [p.gold_id in {x.id for x in probe(lm, q, k=top)} for q in p.prompts]
+            if p.usable and sum(hits) >= 0.5 * len(hits):
+                want.add(p.fact_id)
+    assert set(sel["top"]["fact_ids"]) == want and 0 < len(want) < len(sel["top10"]["fact_ids"])
+    capsys.readouterr()
+    assert cli.main([a for a in argv if a != "--known"] + [str(tmp_path / "no"), "--known-top", "1"]) != 0
+    assert "add --known" in capsys.readouterr().err
