@@ -142,15 +142,18 @@ def _work(lm, selected: Sequence, phases: list[Phase], state: State, journal: Jo
                 for p in stage:
                     for lang in _languages(p, state):
                         view = state.lang(lang)
-                        bar.set_postfix_str(relation + ("" if p is root else f": {p.name}")
-                                            + (f" ({lang})" if len(state.languages) > 1 else ""))
+                        where = relation + ("" if p is root else f": {p.name}")
+                        tail = f" ({lang})" if len(state.languages) > 1 else ""
+                        bar.set_postfix_str(where + tail)
                         todo = _todo(p, rel_facts, view)
                         recs = ((p.run_fact(lm, f, view) for f in todo) if pool is None
                                 else pool.map(p.name, lang, todo, records))
-                        for rec in recs:
+                        for i, rec in enumerate(recs, 1):
                             writer.add(journal, {**rec, KEY: p.fact_key, LANGUAGE: lang})
                             if p is root:
                                 bar.update()
+                            else:  # a later phase's facts move no count: say how far it is
+                                bar.set_postfix_str(f"{where} {i}/{len(todo)}{tail}")
                         if p.relation_record and not view.has(p.relation_record, relation):
                             writer.add(journal, {**p.run_relation(lm, relation, rel_facts, view), KEY: p.relation_key,
                                                  LANGUAGE: lang})

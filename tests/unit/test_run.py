@@ -792,3 +792,12 @@ def test_cli_known_top_selects_the_facts_the_model_answers(lm, tmp_path, monkeyp
     capsys.readouterr()
     assert cli.main([a for a in argv if a != "--known"] + [str(tmp_path / "no"), "--known-top", "1"]) != 0
     assert "add --known" in capsys.readouterr().err
+
+
+def test_the_bar_says_how_far_a_later_phase_is(lm, tmp_path, capsys):
+    """The bar counts the first phase's facts; a later phase's facts of a relation, which move no count,
+    show in its text as done / to do (the edit phase's minutes per relation were silent)."""
+    facts = tiny_facts().filter(ids=["capital/France", "capital/Italy"])
+    run(lm, facts, tmp_path / "r", steps=2, phases=("locate", "verify"), progress=True)
+    err = capsys.readouterr().err
+    assert "capital: verify 1/2" in err and "capital: verify 2/2" in err
