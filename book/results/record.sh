@@ -127,7 +127,9 @@ verbfinal() {  # verbfinal MODEL BMLAMA_DIR: LIKN with a verb-final language, it
 edits() {  # edits MODEL PARAREL_DIR PART: the edit study in parts that each fit a session (runs do not outlive one):
            # a and b the single edits (20 per relation) of half the relations each, batches every relation's
            # planned edits 10 and 100 at once and no single edit; the same facts, neurons and planned edits in
-           # each (seeded), the neurons at the model's fast default (--fast, as the whole map)
+           # each (seeded), the neurons at the model's fast default (--fast, as the whole map); rome with the keys'
+           # covariance estimated from text the model writes (issue 30: with EasyEdit's C = I, an edit of
+           # Italy's capital to Prague made France's and Spain's capitals Prague too on gemma-3-270m)
     local m=$1 data="pararel:$2" part=$3 relations extra=()
     case $part in
         a) relations=$EDIT_RELATIONS_A ;;
@@ -136,7 +138,8 @@ edits() {  # edits MODEL PARAREL_DIR PART: the edit study in parts that each fit
         *) echo "edits: PART is a, b or batches, got '$part'" >&2; exit 2 ;;
     esac
     kn run --model "$m" --data "$data" --relations "$relations" --facts-per-relation 25 --known --known-top 1 \
-        --fast --phases locate,edit --edit-facts 20 "${extra[@]}" --out "runs/edits/$m-$part"
+        --fast --phases locate,edit --edit-facts 20 --edit-options rome.covariance=generated "${extra[@]}" \
+        --out "runs/edits/$m-$part"
     kn record "runs/edits/$m-$part" "book/results/edits/$m/$part"
 }
 

@@ -69,6 +69,7 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         assert e.phases == ("locate", "edit") and e.of("edit").edit_batches == () and e.of("edit").edit_facts == 20
         assert e.of("edit").edit_singles and e.attribution.rule == "gauss_legendre"
         assert commands[0][commands[0].index("--known-top") + 1] == "1"
+        assert "rome.covariance=generated" in e.of("edit").edit_options
         assert {"P36", "P1376", "P47", "P530"} <= set(commands[0][commands[0].index("--relations") + 1].split(","))
     if mode == "xedits":
         x = runs["runs/edits/gemma-3-270m-en-zh"]
