@@ -200,8 +200,9 @@ def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str
     multilingual run: those tables with a language column, its LIKN table and, where
     `kn.crosslingual` journaled them in the run's directory, its cross-lingual effects and edits.
 
-    The provenance comes from the run itself (`kn.runs.sessions`): the command that started it, the
-    kn commit at its start, its sessions and their wall-clock seconds. `command`, `seconds` and
+    The provenance comes from the run itself (`kn.runs.sessions`): the command of its last session (whose
+    settings its config and results hold), the kn commit at its start, its sessions and their wall-clock
+    seconds. `command`, `seconds` and
     `kn_commit` are for runs that did not record them (made by the Python API without `command=`, or
     by kn before sessions were kept); a `command` other than the one the run recorded is refused."""
     from .runs import MultiRunResult, load_run
@@ -215,7 +216,9 @@ def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str
                          f"{res.config['data']['n_facts']} facts); finish it (run it again) before recording")
     configs = [r.config for r in res.runs.values()] if isinstance(res, MultiRunResult) else [res.config]
     sessions = [s for c in configs for s in sessions_of(c)]
-    recorded = next((s["command"] for s in sessions if s.get("command")), None)
+    # the last session's command: a session that changed a setting recomputed what depends on it, so the
+    # run's config and results are that command's (every session's command stays in `sessions`)
+    recorded = next((s["command"] for s in reversed(sessions) if s.get("command")), None)
     if recorded and command and command != recorded:
         raise ValueError(f"the run in {run_dir} recorded the command that made it ({recorded!r}); kn record takes it "
                          f"from there: leave out command (CLI: --command)")

@@ -228,6 +228,11 @@ def test_the_run_writes_its_own_provenance(tmp_path, monkeypatch, capsys):
     assert prov["seconds"] == pytest.approx(sum(s["seconds"] for s in sessions), abs=0.2)
     assert prov["started"] == sessions[0]["started"] and len(prov["sessions"]) == 2
     assert {"facts", "relations", "neurons", "degenerate_pairs"} <= set(prov["tables"])  # the phases' own tables too
+    changed = argv[:-4] + ["--dkn-candidates", "5", "--out", str(out)]  # resumed with another setting
+    assert cli.main(changed) == 0 and cli.main(["record", str(out), str(tmp_path / "rec2")]) == 0
+    prov = recording.read(tmp_path / "rec2").provenance
+    assert prov["command"] == "kn " + " ".join(changed) and len(prov["sessions"]) == 3  # the settings it holds
+    assert prov["run_config"]["settings"]["degenerate"]["dkn_candidates"] == 5
     capsys.readouterr()
     assert cli.main(["record", str(out), str(tmp_path / "rec2"), "--command", "typed by hand"]) == 2
     assert "recorded the command that made it" in capsys.readouterr().err
