@@ -56,7 +56,10 @@ def key_and_output(lm: LM, layer: int, prompt: str, pos: int) -> tuple[torch.Ten
 
 def sample_keys(lm: LM, layer: int, n_tokens: int, seed: int = 0, length: int = 32) -> torch.Tensor:
     """C = mean k k^T (float64) over `n_tokens` FFN keys of text the model samples itself (temperature 1,
-    seeded, from BOS, `length` tokens a text; BOS's own key left out)."""
+    seeded, from BOS, `length` tokens a text; BOS's own key left out). Each text is sampled a token at a
+    time over a key/value cache (the draws, in order, of one generator), then read in one pass for its keys."""
+    from ..ig.kvcache import empty, keyword
+
     key = (id(lm.model), layer, n_tokens, seed)
     if key in _CACHE:
         return _CACHE[key]
@@ -71,13 +74,15 @@ def sample_keys(lm: LM, layer: int, n_tokens: int, seed: int = 0, length: int = 
         k = args[0].reshape(-1, args[0].shape[-1])[1:].double()  # the batch-1 sequence without BOS
         acc["sum"] = k.T @ k
         acc["n"] = k.shape[0]
-    with torch.no_grad(), hooked([(lm.down_proj(layer), "post", fn)]):
+    with torch.no_grad():
         while count < n_tokens:
-            ids = [bos]
+            ids, cache = [bos], empty(lm)
             for _ in range(min(length, n_tokens - count + 1)):
-                logits = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False).logits[0, -1]
+                step = torch.tensor([ids[-1:] if len(ids) > 1 else ids], device=lm.device)
+                logits = lm.model(input_ids=step, use_cache=True, **keyword(lm.model, cache)).logits[0, -1]
                 ids.append(int(torch.multinomial(torch.softmax(logits.float().cpu(), -1), 1, generator=g)))
-            lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False)
+            with hooked([(lm.down_proj(layer), "post", fn)]):
+                lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False)
             total += acc["sum"].cpu()
             count += acc["n"]
     _CACHE[key] = total / count

@@ -1062,3 +1062,33 @@ def test_edit_batch_limit_keeps_the_first_batches():
     assert len({u for b in every.values() for u in b if len(b) == 2}) == 14  # disjoint within a size
     with pytest.raises(ValueError, match="edit_batch_limit"):
         editing_phase.EditSettings(edit_batch_limit=-1)
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-3", "OPT", "BLOOM", "Llama"])
+def test_rome_key_covariance_is_the_mean_key_product_of_seeded_samples(family):
+    """kn.edits.rome.sample_keys (each text sampled over a key/value cache) equals C by its definition:
+    texts drawn token by token from BOS with one seeded generator, every token recomputed from the whole
+    text, then mean k k^T over the texts' keys but BOS's."""
+    from kn.edits import rome
+    from kn.testing import tiny_lm
+
+    lm = tiny_lm(family)
+    g = torch.Generator().manual_seed(3)
+    bos = lm.tokenizer.bos_token_id if lm.tokenizer.bos_token_id is not None else lm.tokenizer.eos_token_id
+    keys, n, length = [], 50, 8
+    seen = {}
+    hook = lm.down_proj(1).register_forward_hook(lambda m, a, o: seen.__setitem__("k", a[0]))
+    with torch.no_grad():
+        while sum(len(k) for k in keys) < n:
+            ids = [bos]
+            for _ in range(min(length, n - sum(len(k) for k in keys) + 1)):
+                logits = lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
+                ids.append(int(torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=g)))
+            lm.model(input_ids=torch.tensor([ids]))
+            keys.append(seen["k"].reshape(-1, seen["k"].shape[-1])[1:].double())
+    hook.remove()
+    k = torch.cat(keys)
+    rome._CACHE.clear()
+    got = rome.sample_keys(lm, 1, n, seed=3, length=length)
+    torch.testing.assert_close(got, k.T @ k / len(k), rtol=1e-6, atol=1e-9)
+    assert hook_count(lm.model) == 0
