@@ -506,7 +506,7 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
 
 EDIT_CHANGED = {"edit_fluency": 0, "edit_batches": (2, 3), "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
                 "edit_prompts": 2, "edit_neuron_sets": ("own", "likn", "specific"), "edit_singles": False,
-                "edit_batch_limit": 1}
+                "edit_batch_limit": 1, "edit_keep_relation": 1}
 
 
 @pytest.mark.parametrize("name", sorted(EDIT_CHANGED))
@@ -520,6 +520,14 @@ def test_each_edit_setting_changes_the_numbers(edited, tmp_path, name):
     kw = {name: EDIT_CHANGED[name]}
     if name == "edit_options":
         kw[name] = tuple(o for o in EDIT_OPTS if not o.startswith("dai.")) + EDIT_CHANGED[name]
+    if name == "edit_keep_relation":  # r1 has two facts: one is kept only where it is not the other's neighbour
+        base = _edit_run(lm, out, edit_side_facts=0).edits.set_index(["fact_id", "method"]).sort_index()
+        kept = _edit_run(lm, out, edit_side_facts=0, **kw).edits.set_index(["fact_id", "method"]).sort_index()
+        measured = [c for c in base.columns if c not in ("seconds", "edit_seconds")]
+        others = [m for m in edits.METHODS if m != "kn-opt"]
+        pd.testing.assert_frame_equal(base.loc[(slice(None), others), measured], kept.loc[(slice(None), others), measured])
+        assert not base.loc[(slice(None), ["kn-opt"]), measured].equals(kept.loc[(slice(None), ["kn-opt"]), measured])
+        return
     again = _edit_run(lm, out, **kw)
     table = again.edits
     if name == "edit_batch_limit":  # no batch without edit_batches (test_edit_batch_limit_keeps_the_first_batches)

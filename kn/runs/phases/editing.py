@@ -288,6 +288,9 @@ class EditSettings:
     edit_side_facts: int = setting(5, "neighbours per edit (facts of its relation and of others) for locality, "
                                       "and as many other facts whose prompts kn-opt's KL term keeps",
                                    check=at_least(0))
+    edit_keep_relation: int = setting(0, "kn-opt's KL term also keeps the first prompt of this many other facts of "
+                                         "the edit's relation that are not its neighbours (0: only other relations')",
+                                      check=at_least(0), added=True)
     edit_batch_limit: int = setting(0, "at most this many batches of each size of edit_batches, the first of the "
                                        "seeded order (0: every batch the planned edits fill)",
                                     check=at_least(0), scope="table", added=True)
@@ -436,12 +439,20 @@ class Edit(_Edits):
         return self.settings.edit_singles and super().wants(fact_id, state)
 
     def keep_prompts(self, u, language: str) -> tuple[str, ...]:
-        """Prompts of other relations' facts that are not neighbours of the edit (kn-opt keeps them)."""
+        """The first prompts of facts that are not neighbours of the edit (kn-opt keeps them): `edit_side_facts`
+        of other relations, then `edit_keep_relation` of its own (not the fact itself)."""
         items, relation_of = self.items(language)
-        measured = set(u.inter)
-        pool = sorted(f for f in items if relation_of[f] != u.relation and not measured & set(items[f]))
         rng = random.Random(f"{self.run.seed}|keep|{u.fact_id}")
-        return tuple(items[f][0][0] for f in rng.sample(pool, min(self.settings.edit_side_facts, len(pool))))
+
+        def draw(same: bool, n: int) -> list[str]:
+            measured = set(u.intra if same else u.inter)
+            pool = sorted(f for f in items if (relation_of[f] == u.relation) == same and f != u.fact_id
+                          and not measured & set(items[f]))
+            return rng.sample(pool, min(n, len(pool)))
+        chosen = draw(False, self.settings.edit_side_facts)
+        if self.settings.edit_keep_relation:
+            chosen += draw(True, self.settings.edit_keep_relation)
+        return tuple(items[f][0][0] for f in chosen)
 
     def case(self, lm, u, language: str) -> dict:
         """One planned edit ready to measure: its request, edit prompts, held paraphrases, neighbours and
