@@ -14,7 +14,7 @@ def _table():
                          "reliability": [1, 1, 1, 0.5, 1, 1], "generalization": [1, 0.5, 1, 1, 0, 0],
                          "locality": [1, 1, 0.8, 1, 0.5, 0.5], "portability": [math.nan, 1, 0, math.nan, 0, 0],
                          "fluency": [5.0, 5.2, 4.8, 5.0, 3.0, 3.2], "n_neurons": [3, 4, 5, 4, 0, 0],
-                         "n_params": [1, 1, 1, 1, 9, 9], "edit_seconds": [1.0, 2.0, 3.0, 2.0, 4.0, 6.0]})
+                         "n_params": [1, 1, 1, 1, 9, 9], "edit_seconds": [1.0, 2.0, 3.0, 300.0, 4.0, 6.0]})
 
 
 def test_means_intervals_and_order():
@@ -22,7 +22,7 @@ def test_means_intervals_and_order():
     assert list(s.method) == ["rome", "kn-opt"]
     k = s.set_index("method").loc["kn-opt"]
     assert k.edits == 4 and k.reliability == pytest.approx(0.875) and k.portability == pytest.approx(0.5)
-    assert k.reliability_low <= k.reliability <= k.reliability_high and k.edit_seconds == 2.0
+    assert k.reliability_low <= k.reliability <= k.reliability_high and k.edit_seconds == 2.5  # the median: one edit's one-time work left out
     assert s.set_index("method").loc["rome", "generalization"] == 0
 
 
