@@ -1,6 +1,7 @@
 """Batched probing (`kn.probing.batch_stats`) equals the pass per prompt (`answer_stats`), with and
 without neurons scaled at the answer position, on prompts of different lengths and multi-token answers."""
 import contextlib
+import inspect
 
 import numpy as np
 import pytest
@@ -306,9 +307,11 @@ def sample_loop(lm, prompt, max_length, top_k, seed):
     ids = lm.tokenizer(prompt, return_tensors="pt").input_ids
     gen = torch.Generator().manual_seed(seed)
     cache, step, out = DynamicCache(), ids, ids[0].tolist()
+    # the cache's keyword: `cache` where transformers has it (`past_key_values` is then deprecated)
+    name = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
     with torch.no_grad():
         while len(out) < max_length:
-            logits = lm.model(input_ids=step, past_key_values=cache, use_cache=True).logits[0, -1]
+            logits = lm.model(input_ids=step, use_cache=True, **{name: cache}).logits[0, -1]
             top = logits.float().topk(top_k)
             out.append(int(top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)]))
             if out[-1] == lm.tokenizer.eos_token_id:
