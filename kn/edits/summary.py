@@ -65,6 +65,20 @@ def by_batch(edit_batches, order=None) -> dict:
     return {int(n): by_method(g, order) for n, g in edit_batches.groupby("batch")}
 
 
+def panels(single, batches: dict) -> tuple[dict, dict]:
+    """({title: summary}, {title: the goal's bounds}) of single edits (`by_method`, left out when empty) and
+    `by_batch`'s batch sizes: what `kn.figures.edit_methods_figure` draws, each batch size's goal where
+    `GOAL` has one (batches of GOAL_BATCH)."""
+    shown, goals = {}, {}
+    if len(single):
+        title = f"single edits ({int(single.edits.max())})"
+        shown[title], goals[title] = single, GOAL["single"]
+    for n, b in batches.items():
+        title = f"batches of {n} ({int(b.edits.max())} edits)"
+        shown[title], goals[title] = b, GOAL["batch"] if n == GOAL_BATCH else {}
+    return shown, goals
+
+
 def crosslingual(edit_crosslingual, order=None):
     """A row per (method, measured language) of the `edit_crosslingual` table (single edits asked in
     another language of the run; edits made in any other language pooled), per (method, neurons_from,

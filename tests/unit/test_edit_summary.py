@@ -76,3 +76,31 @@ def test_a_table_with_neuron_sets_is_summarised_per_method_and_set():
     c = S.crosslingual(x, order=["dai"])
     assert list(zip(c.neurons_from, c.measured)) == [("own", "xx"), ("own", "yy"), ("likn", "xx"), ("specific", "xx")]
     assert list(c.reliability) == [1.0, 1.0, 0.5, 0.0] and list(S.crosslingual(x).neurons_from)[0] == "specific"
+
+
+def test_methods_figure_draws_each_mean_its_interval_and_the_goal():
+    from matplotlib.collections import LineCollection
+
+    from kn.figures import edit_methods_figure
+
+    single = S.by_method(_table(), order=["kn-opt", "rome"])
+    batches = S.by_batch(pd.concat([_table().assign(batch=10), _table().assign(batch=100, locality=0.25)]))
+    shown, goals = S.panels(single, {100: batches[100]})
+    assert list(shown) == ["single edits (4)", "batches of 100 (4 edits)"] and goals["batches of 100 (4 edits)"] == S.GOAL["batch"]
+    assert S.panels(single.iloc[:0], batches)[1] == {"batches of 10 (4 edits)": {}, "batches of 100 (4 edits)": S.GOAL["batch"]}
+    fig = edit_methods_figure(shown, {"single edits (4)": S.GOAL["single"]})
+    one, hundred = fig.axes[:2]
+    assert [one.get_title(), hundred.get_title()] == ["single edits (4)", "batches of 100 (4 edits)"]
+    # bars method by method, metrics reliability, generalization, locality: the raw table's means in %
+    assert [p.get_height() for p in one.patches] == pytest.approx([87.5, 87.5, 95, 100, 0, 50])
+    assert [p.get_height() for p in hundred.patches][2::3] == pytest.approx([25, 25])
+    assert one.get_legend_handles_labels()[1] == ["kn-opt", "rome"]
+    # kn-opt's locality interval: the error bar spans the summary's low to high
+    low, high = single.locality_low.iloc[0] * 100, single.locality_high.iloc[0] * 100
+    spans = [seg for c in one.collections if isinstance(c, LineCollection) and c.get_linestyle()[0][1] is None
+             for seg in c.get_segments()]
+    assert any(seg[0][1] == pytest.approx(low) and seg[1][1] == pytest.approx(high) for seg in spans)
+    # the goal: dashed at 95, 70 and 90 over the single panel's three metrics, none over the batch panel
+    dashed = [c for c in one.collections if isinstance(c, LineCollection) and c.get_linestyle()[0][1] is not None]
+    assert sorted(seg[0][1] for c in dashed for seg in c.get_segments()) == pytest.approx([70, 90, 95])
+    assert not [c for c in hundred.collections if isinstance(c, LineCollection) and c.get_linestyle()[0][1]]
