@@ -127,8 +127,9 @@ verbfinal() {  # verbfinal MODEL BMLAMA_DIR: LIKN with a verb-final language, it
 
 edits() {  # edits MODEL PARAREL_DIR PART: the edit study in parts that each fit a session (runs do not outlive one):
            # a and b the single edits (20 per relation) of half the relations each, batches every relation's
-           # planned edits 10 and 100 at once (the first 10 batches of each size: 100 and 200 of the 215 edits
-           # a and b planned, a limit that keeps the run inside a session) and no single edit; the same facts, neurons and planned edits in
+           # planned edits 10 and 100 at once (the first 10 batches of 10 and the first batch of 100: 100 edits each,
+           # of the 215 a and b planned; a batch's edits are measured on about 80 neighbour prompts each, so a batch
+           # of 100 takes over an hour) and no single edit; the same facts, neurons and planned edits in
            # each (seeded), the neurons at the model's fast default (--fast, as the whole map); rome with the keys'
            # covariance estimated from text the model writes (issue 30: with EasyEdit's C = I, an edit of
            # Italy's capital to Prague made France's and Spain's capitals Prague too on gemma-3-270m)
@@ -136,7 +137,7 @@ edits() {  # edits MODEL PARAREL_DIR PART: the edit study in parts that each fit
     case $part in
         a) relations=$EDIT_RELATIONS_A ;;
         b) relations=$EDIT_RELATIONS_B ;;
-        batches) relations=$EDIT_RELATIONS_A,$EDIT_RELATIONS_B; extra=(--edit-batches 10 100 --edit-batch-limit 10 --no-edit-singles) ;;
+        batches) relations=$EDIT_RELATIONS_A,$EDIT_RELATIONS_B; extra=(--edit-batches 10 100 --edit-batch-limit 10 1 --no-edit-singles) ;;
         *) echo "edits: PART is a, b or batches, got '$part'" >&2; exit 2 ;;
     esac
     kn run --model "$m" --data "$data" --relations "$relations" --facts-per-relation 25 --known --known-top 1 \

@@ -506,7 +506,7 @@ def test_edit_metrics_against_a_hand_edited_copy(edited):
 
 EDIT_CHANGED = {"edit_fluency": 0, "edit_batches": (2, 3), "edit_methods": ("dai",), "edit_options": ("dai.lambda1=0", "dai.lambda2=0.01"), "edit_facts": 1, "edit_side_facts": 0,
                 "edit_prompts": 2, "edit_neuron_sets": ("own", "likn", "specific"), "edit_singles": False,
-                "edit_batch_limit": 1, "edit_keep_relation": 1}
+                "edit_batch_limit": (1,), "edit_keep_relation": 1}
 
 
 @pytest.mark.parametrize("name", sorted(EDIT_CHANGED))
@@ -1068,8 +1068,13 @@ def test_edit_batch_limit_keeps_the_first_batches():
     assert list(every) == [f"2:{i}" for i in range(7)] + [f"3:{i}" for i in range(4)]
     assert limited == {g: every[g] for g in ("2:0", "2:1", "3:0", "3:1")}
     assert len({u for b in every.values() for u in b if len(b) == 2}) == 14  # disjoint within a size
-    with pytest.raises(ValueError, match="edit_batch_limit"):
-        editing_phase.EditSettings(edit_batch_limit=-1)
+    # one number per size, the smallest size first, the last number for the larger sizes
+    assert batches(edit_batches=(3, 2), edit_batch_limit=(3, 1)) == {g: every[g] for g in ("2:0", "2:1", "2:2", "3:0")}
+    assert batches(edit_batches=(2, 3), edit_batch_limit=(0, 1)) == {g: every[g] for g in [*(f"2:{i}" for i in range(7)), "3:0"]}
+    assert batches(edit_batches=(2, 3), edit_batch_limit=(1,)) == {g: every[g] for g in ("2:0", "3:0")}
+    for bad in (-1, (2, -1), ()):
+        with pytest.raises(ValueError, match="edit_batch_limit"):
+            editing_phase.EditSettings(edit_batch_limit=bad)
 
 
 @pytest.mark.parametrize("family", ["GPT-2", "Gemma-3", "OPT", "BLOOM", "Llama"])

@@ -130,8 +130,8 @@ def test_the_edit_study_parts_are_the_same_edits_singly_and_in_batches(tmp_path,
     a, b, batches = (runs[f"runs/edits/gemma-3-270m-{p}"] for p in ("a", "b", "batches"))
     assert a.attribution == b.attribution == batches.attribution and a.seed == b.seed == batches.seed
     assert batches.of("edit").edit_batches == (10, 100) and not batches.of("edit").edit_singles
-    assert batches.of("edit").edit_batch_limit == 10
+    assert batches.of("edit").edit_batch_limit == (10, 1)
     import dataclasses
-    assert dataclasses.replace(batches.of("edit"), edit_batches=(), edit_singles=True, edit_batch_limit=0) == a.of("edit") == b.of("edit")
+    assert dataclasses.replace(batches.of("edit"), edit_batches=(), edit_singles=True, edit_batch_limit=(0,)) == a.of("edit") == b.of("edit")
     with pytest.raises(subprocess.CalledProcessError):
         _commands(tmp_path / "bad", "edits", "/data/pararel", "c")

@@ -248,6 +248,16 @@ def sizes(name: str, v) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+def limits(name: str, v) -> tuple[int, ...]:
+    """Batch limits: integers >= 0 (one number or several), in the order given."""
+    out = (v,) if isinstance(v, int) else tuple(v)
+    bad = [x for x in out if isinstance(x, bool) or not isinstance(x, int) or x < 0]
+    if not out or bad:
+        raise checks.ArgumentError(f"{name} must be batch counts, integers >= 0 (e.g. 10, or 10 1: one per size of "
+                                   f"edit_batches); got {bad or list(out)}")
+    return out
+
+
 def neuron_sets(name: str, v) -> tuple[str, ...]:
     """Names of `kn.edits.NEURON_SETS`, each once, in that order (the same sets give the same record key)."""
     from ...edits import NEURON_SETS
@@ -291,9 +301,11 @@ class EditSettings:
     edit_keep_relation: int = setting(0, "kn-opt's KL term also keeps the first prompt of this many other facts of "
                                          "the edit's relation that are not its neighbours (0: only other relations')",
                                       check=at_least(0), added=True)
-    edit_batch_limit: int = setting(0, "at most this many batches of each size of edit_batches, the first of the "
-                                       "seeded order (0: every batch the planned edits fill)",
-                                    check=at_least(0), scope="table", added=True)
+    edit_batch_limit: tuple = setting((0,), "at most this many batches of each size of edit_batches, the first of "
+                                            "the seeded order: one number for every size, or one per size, the "
+                                            "smallest size first and the last number for the larger sizes (0: every "
+                                            "batch the planned edits fill)",
+                                      check=limits, scope="table", cli_type=int, nargs="*", added=True)
     edit_singles: bool = setting(True, "edit each planned fact alone (table edits); off: only the batches of "
                                        "edit_batches (a study in parts: the batches a run of their own)",
                                  check=boolean, scope="table", added=True)
@@ -618,13 +630,14 @@ class Edit(_Edits):
     def batches(self, state: State) -> dict[str, list]:
         """{group "n:i": [kn.editing.Update, ...]}: the planned edits of every relation, in an order seeded by
         the run, cut into disjoint batches of each size of `edit_batches` (the rest left out), at most
-        `edit_batch_limit` of a size (the first ones: a limit never changes a batch)."""
+        `edit_batch_limit` of a size (its number for that size; the first ones: a limit never changes a batch)."""
         planned = [u for relation in sorted({f.relation for f in self._facts})
                    for _, u in sorted(self.plan(relation, state).values(), key=lambda x: x[0])]
         random.Random(f"{self.run.seed}|edit batches").shuffle(planned)
-        limit = self.settings.edit_batch_limit or len(planned)
+        given = self.settings.edit_batch_limit
+        limit = {n: given[min(k, len(given) - 1)] or len(planned) for k, n in enumerate(self.settings.edit_batches)}
         return {f"{n}:{i}": planned[i * n:(i + 1) * n] for n in self.settings.edit_batches
-                for i in range(min(limit, len(planned) // n))}
+                for i in range(min(limit[n], len(planned) // n))}
 
     def groups(self, facts, state: State) -> list[str]:
         return list(self.batches(state)) if self.settings.edit_batches else []
