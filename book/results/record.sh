@@ -147,12 +147,13 @@ edits() {  # edits MODEL PARAREL_DIR PART: the edit study in parts that each fit
 }
 
 xedits() {  # xedits MODEL BMLAMA_DIR: the same edit methods, each edit made in one language and asked in the other;
-            # the neuron methods (dai, scale, kn-opt) also through the fact's LIKN and its language-specific neurons
+            # the neuron methods (dai, scale, kn-opt) also through the fact's LIKN and its language-specific neurons;
+            # rome's covariance as in `edits`
     local m=$1 data="bmlama:$2"
     # shellcheck disable=SC2046
     kn run --model "$m" --data "$data" --languages en,zh --relations P36,P1376,P30,P37,P103,P1412 \
         --facts-per-relation 10 --known $(quadrature "$m") --min-prompts 1 --phases locate,edit --edit-facts 10 \
-        --edit-neuron-sets own likn specific --out "runs/edits/$m-en-zh"
+        --edit-neuron-sets own likn specific --edit-options rome.covariance=generated --out "runs/edits/$m-en-zh"
     kn record "runs/edits/$m-en-zh" "book/results/edits/$m-en-zh"
 }
 

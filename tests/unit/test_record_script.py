@@ -75,6 +75,7 @@ def test_every_recording_is_of_a_run_made_before_it(mode, tmp_path, monkeypatch)
         x = runs["runs/edits/gemma-3-270m-en-zh"]
         assert x.languages == ("en", "zh") and x.phases == ("locate", "edit") and x.of("edit").edit_facts == 10
         assert x.of("edit").edit_neuron_sets == ("own", "likn", "specific")
+        assert "rome.covariance=generated" in x.of("edit").edit_options  # as the single edits of `edits`
     if mode == "agreement":
         paper, gx = runs["runs/agreement/gemma-3-270m-paper"].attribution, runs["runs/agreement/gemma-3-270m-gradxact"]
         assert (paper.kind, paper.rule, paper.steps, paper.baseline) == ("ig", "riemann_left", 20, "zero")
