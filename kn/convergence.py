@@ -135,6 +135,24 @@ def transfer(errors, sets, k: int = 3, splits: int = 50, seed: int = 0):
     return out
 
 
+def transfer_summary(moved):
+    """Per model, the `transfer` table's splits: how many, the mean points chosen, the median held-out
+    error and mean refined-set agreement beside the paper setting's, the mean share of held-out prompts
+    no worse, and the share of splits no worse on both."""
+    return moved.groupby("model").agg(
+        splits=("split", "size"), points=("steps", "mean"), held_error=("held_error", "median"),
+        paper_held_error=("paper_held_error", "median"), held_agreement=("held_agreement", "mean"),
+        paper_held_agreement=("paper_held_agreement", "mean"), prompts_no_worse=("prompts_no_worse", "mean"),
+        no_worse=("no_worse", "mean"))
+
+
+def transfer_choices(moved):
+    """Per model and setting chosen in the `transfer` table ("rule steps"): the number of splits that
+    chose it, fewest points first."""
+    counts = moved.assign(setting=moved.rule + " " + moved.steps.astype(str)).groupby(["model", "setting", "steps"]).size()
+    return counts.rename("splits").reset_index().sort_values(["model", "steps"])
+
+
 OWN_FILES = ("journal.jsonl", "errors.csv", "sets.csv")
 
 

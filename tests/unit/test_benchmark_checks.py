@@ -209,6 +209,26 @@ def test_calibration_transfer_on_planted_tables():
     assert (two.prompts_no_worse < 1.0).all()
 
 
+def test_transfer_summary_and_choices_per_model():
+    """The chapter's view of a `transfer` table, on splits built here: counts, means, medians, shares."""
+    import pandas as pd
+
+    from kn import convergence as conv
+
+    moved = pd.DataFrame({"model": ["a", "a", "a", "b"], "split": [0, 1, 2, 0], "rule": ["gauss_legendre"] * 3 + ["riemann_left"],
+                          "steps": [2, 4, 4, 20], "held_error": [1.0, 2.0, 9.0, 5.0], "paper_held_error": [3.0] * 4,
+                          "held_agreement": [1.0, 0.5, 0.0, 1.0], "paper_held_agreement": [0.9] * 4,
+                          "prompts_no_worse": [1.0, 0.5, 0.0, 1.0], "no_worse": [True, False, False, True]})
+    s = conv.transfer_summary(moved)
+    assert list(s.index) == ["a", "b"] and list(s.splits) == [3, 1]
+    a = s.loc["a"]
+    assert a.points == pytest.approx(10 / 3) and a.held_error == 2.0 and a.held_agreement == 0.5
+    assert a.prompts_no_worse == 0.5 and a.no_worse == pytest.approx(1 / 3) and s.loc["b", "no_worse"] == 1.0
+    c = conv.transfer_choices(moved)
+    assert list(zip(c.model, c.setting, c.splits)) == [("a", "gauss_legendre 2", 1), ("a", "gauss_legendre 4", 2),
+                                                      ("b", "riemann_left 20", 1)]
+
+
 def test_speed_benchmark_keeps_every_part_and_touches_the_readme_only_when_all_ran(tmp_path, monkeypatch):
     """benchmarks/bench_speed.py with stand-in parts: a part that fails leaves the others' tables in the
     results file and the README as it was; when every part runs, the README's section is replaced."""
