@@ -100,14 +100,15 @@ def crosslingual(edit_crosslingual, order=None):
 
 def goal(summary, kind: str = "single", method: str = "kn-opt") -> tuple[bool | None, str]:
     """(met, words): whether `method`'s means in `summary` (`by_method`; its own neurons' row where it
-    has neuron sets) reach `GOAL[kind]`; None when it was not measured."""
+    has neuron sets) reach `GOAL[kind]` (a metric not measured does not); None when the method was not
+    measured."""
     row = summary[(summary.method == method) & (summary.neurons_from == "own" if "neurons_from" in summary else True)]
     if row.empty:
         return None, f"{method} was not measured ({kind} edits)"
     r = row.iloc[0]
     parts, met = [], True
     for k, target in GOAL[kind].items():
-        ok = r[k] >= target
+        ok = r[k] >= target  # an unmeasured metric (NaN, e.g. no held paraphrase) does not meet it
         met &= bool(ok)
-        parts.append(f"{k} {r[k]:.0%} ({'>=' if ok else '<'} {target:.0%})")
+        parts.append(f"{k} not measured" if math.isnan(r[k]) else f"{k} {r[k]:.0%} ({'>=' if ok else '<'} {target:.0%})")
     return met, f"{method}, {kind} edits ({int(r.edits)}): " + ", ".join(parts)

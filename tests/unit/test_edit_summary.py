@@ -33,6 +33,8 @@ def test_goal_verdict_names_each_metric():
     met, _ = S.goal(s, "batch")
     assert met is True
     assert S.goal(s, method="ft")[0] is None
+    met, words = S.goal(S.by_method(_table().assign(generalization=math.nan)))  # e.g. no held paraphrase
+    assert met is False and "generalization not measured" in words and "locality 95% (>= 90%)" in words
 
 
 def test_by_batch_summarises_each_batch_size_apart():
