@@ -271,14 +271,14 @@ def pair_effects_figure(effects, single: float, pair: float):
     """A Figure of a run's pair_effects: boxes of P / P0 with one neuron of a pair off (each) and both
     (`kn.dkn_tables.relative_effects`), against the single-neuron rule's line (1 - single) and the
     pair rule's (1 - pair)."""
-    import seaborn as sns
     from .dkn_tables import relative_effects
 
     rel = relative_effects(effects)
     fig = NotebookFigure(figsize=(7, 3.6))
     ax = fig.subplots()
     if len(rel):
-        sns.boxplot(rel, ax=ax)
+        ax.boxplot([rel[c].dropna() for c in rel], tick_labels=list(rel.columns), patch_artist=True,
+                   boxprops={"facecolor": "lightsteelblue"}, medianprops={"color": "black"})
     ax.axhline(1 - single, ls=":", c="gray")
     ax.axhline(1 - pair, ls="--", c="firebrick", label=f"pair rule: below {1 - pair:.2f}")
     ax.set(ylabel="P / P0", title=f"{len(effects)} (prompt, pair) measurements, {effects.fact_id.nunique()} facts")

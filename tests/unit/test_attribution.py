@@ -63,7 +63,7 @@ def captum_scores(lm, layer, steps, method, freeze=False):
 
 
 def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
+    return float(((a - b).abs().max() / b.abs().max()).detach())
 
 
 @pytest.mark.parametrize("family", list(TINY))

@@ -24,7 +24,7 @@ def test_agrees_with_captum_input_x_gradient(family):
     t = targets(lm, prompt_of(lm), "France")[0]
     x = kn.activations(lm, prompt_of(lm), "France")
     for layer in range(lm.n_layers):
-        theirs = InputXGradient(site_function(lm, t, layer)).attribute(x[layer][None])[0]
+        theirs = InputXGradient(site_function(lm, t, layer)).attribute(x[layer][None].requires_grad_())[0]
         assert rel(ours[layer], theirs) < 1e-5, (family, layer)
     assert torch.equal(kn.scores(lm, prompt_of(lm), "France", kn.GradXAct()), ours)
 
