@@ -146,6 +146,10 @@ def _decoded(lm: LM, seqs: list[list[int]], limit: int, top_k: int, seeds: Seque
             mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1)
             logits = lm.model(input_ids=step, attention_mask=mask, use_cache=True, **keyword(lm.model, cache),
                               **positions(lm.model, at)).logits[:, -1].float().cpu()
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError(f"{lm.name}'s next-token logits are not finite (NaN or inf) on "
+                                         f"{int((~torch.isfinite(logits).all(-1)).sum())} of {n} prompts: its "
+                                         "weights (an edit's?) leave nothing to sample from")
             top = logits.topk(min(top_k, logits.shape[-1]))
             nxt = [int(top.indices[r, torch.multinomial(torch.softmax(top.values[r], -1), 1, generator=gens[r])])
                    for r in range(n)]

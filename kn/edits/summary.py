@@ -1,5 +1,5 @@
-"""An edit study's tables summarised per method (the `edit` phase's `edits`, `edit_batches` and
-`edit_crosslingual`), and issue 30's goal for kn-opt read against them. A table with the column
+"""An edit study's tables summarised per method (the `edit` phase's `edits`, `edit_batches`,
+`edit_crosslingual` and `edit_failures`), and issue 30's goal for kn-opt read against them. A table with the column
 ``neurons_from`` (the neuron set a neuron method edited through, `kn.edits.NEURON_SETS`; empty for ft and
 rome) is summarised per (method, neurons_from), the sets in that order within a method."""
 from __future__ import annotations
@@ -95,6 +95,20 @@ def crosslingual(edit_crosslingual, order=None):
         rows.append({**key, "edits": len(g), "reliability": mean, "reliability_low": low, "reliability_high": high,
                      **{k: float(g[k].mean()) for k in means}})
     cols = [*keys, "edits", "reliability", "reliability_low", "reliability_high", *means]
+    return _ordered(pd.DataFrame(rows, columns=cols), order)
+
+
+def failures(edit_failures, order=None):
+    """A row per (method, neurons_from, batch size, error) of the `edit_failures` table (edits a method
+    could not make or measure, so no row of theirs is in the other tables): how many (single edits, or
+    batches), the facts they held, and the first message."""
+    import pandas as pd
+
+    rows = []
+    for key, g in _groups(edit_failures, _keys(edit_failures, "batch", "error")):
+        facts = len(g) if key["batch"] == 1 else int(g.batch.sum())
+        rows.append({**key, "failed": len(g), "facts": facts, "message": g.message.iloc[0]})
+    cols = [*_keys(edit_failures, "batch", "error"), "failed", "facts", "message"]
     return _ordered(pd.DataFrame(rows, columns=cols), order)
 
 

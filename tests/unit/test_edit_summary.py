@@ -106,3 +106,15 @@ def test_methods_figure_draws_each_mean_its_interval_and_the_goal():
     dashed = [c for c in one.collections if isinstance(c, LineCollection) and c.get_linestyle()[0][1] is not None]
     assert sorted(seg[0][1] for c in dashed for seg in c.get_segments()) == pytest.approx([70, 90, 95])
     assert not [c for c in hundred.collections if isinstance(c, LineCollection) and c.get_linestyle()[0][1]]
+
+
+def test_failures_count_single_edits_and_batches_apart():
+    t = pd.DataFrame({"method": ["dai", "dai", "dai", "rome"], "neurons_from": ["own", "own", "own", None],
+                      "fact_id": ["a", "b", None, "c"], "relation": ["r", "r", None, "r"], "batch": [1, 1, 100, 1],
+                      "group": [None, None, "100:0", None], "error": ["FloatingPointError", "FloatingPointError",
+                                                                      "FloatingPointError", "ValueError"],
+                      "message": ["first", "second", "in a batch", "rome's"]})
+    f = S.failures(t, order=["rome", "dai"])
+    assert list(zip(f.method, f.batch, f.failed, f.facts)) == [("rome", 1, 1, 1), ("dai", 1, 2, 2), ("dai", 100, 1, 100)]
+    assert f.message.tolist() == ["rome's", "first", "in a batch"]
+    assert S.failures(t.iloc[:0]).empty

@@ -1105,3 +1105,45 @@ def test_rome_key_covariance_is_the_mean_key_product_of_seeded_samples(family):
     got = rome.sample_keys(lm, 1, n, seed=3, length=length)
     torch.testing.assert_close(got, k.T @ k / len(k), rtol=1e-6, atol=1e-9)
     assert hook_count(lm.model) == 0
+
+
+def test_a_method_that_breaks_the_model_is_a_recorded_failure(planted, monkeypatch, tmp_path):
+    """A method whose edit leaves the model's logits NaN: its single edits and its batch are rows of
+    edit_failures (method, fact or group, the sampler's error), none of its rows in edits or edit_batches;
+    the other method's rows are all there and the model is restored."""
+    import contextlib
+    import dataclasses
+
+    from kn.edits import base as edits_base
+
+    @dataclasses.dataclass(frozen=True)
+    class Breaks(edits_base.Method):
+        name = "breaks"
+
+        @contextlib.contextmanager
+        def apply(self, lm, requests):
+            w = lm.model.get_input_embeddings().weight
+            kept = w.detach().clone()
+            with torch.no_grad():
+                w.fill_(math.nan)
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    w.copy_(kept)
+
+    monkeypatch.setitem(edits_base.METHODS, "breaks", Breaks)
+    lm, _, weights = planted
+    res = _edit_run(lm, tmp_path / "run", edit_methods=("dai", "breaks"), edit_batches=(2,), edit_fluency=30,
+                    edit_side_facts=1)
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    f = res.edit_failures
+    assert set(f.method) == {"breaks"} and set(f.error) == {"FloatingPointError"}
+    assert f.message.str.contains("logits are not finite").all()
+    single, batch = f[f.batch == 1], f[f.batch == 2]
+    assert sorted(single.fact_id) == sorted(res.edits.fact_id.unique()) and len(single) > 0
+    assert sorted(batch.group) == sorted(res.edit_batches.group.unique()) and batch.fact_id.isna().all()
+    assert set(res.edits.method) == {"dai"} and set(res.edit_batches.method) == {"dai"}
+    s = edit_summary.failures(f)
+    assert s.set_index("batch").loc[2, "facts"] == 2 * len(batch)

@@ -145,7 +145,8 @@ class Phase:
         try:
             out = {**out, **work()}
         except Exception as err:  # recorded in the record; the run goes on
-            log.warning("%s of %s failed: %s: %s", self.name, out.get("fact_id"), type(err).__name__, err)
+            what = out.get("fact_id") or ", ".join(f"{k} {v}" for k, v in out.items() if k != "type")
+            log.warning("%s of %s failed: %s: %s", self.name, what, type(err).__name__, err)
             out = {**out, "error": error_of(err)}
         return out | {"seconds": round(time.perf_counter() - t0, 3)}
 

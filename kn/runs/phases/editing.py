@@ -325,6 +325,8 @@ EDIT_COLUMNS = ["relation", "fact_id", "method", "neurons_from", "layer", "old",
                 "n_synonym", "synonymy", "synonymy_before", "synonym_known", "synonym_kept",
                 "fluency", "fluency_before", "edit_seconds", "seconds"]
 # a single edit asked in each other language of the run (`Edit.crosslingual`); "language" (the edit's) follows fact_id
+# an edit (single: fact_id, batch 1; a batch: its group) a method could not make or measure (its error)
+FAILURE_COLUMNS = ["method", "neurons_from", "fact_id", "relation", "batch", "group", "error", "message"]
 CROSSLINGUAL_COLUMNS = ["fact_id", "relation", "method", "neurons_from", "measured", "n_prompts", "old", "new", "reliability",
                         "reliability_before", "old_known", "old_kept"]
 
@@ -375,7 +377,9 @@ class Edit(_Edits):
     the edit, seconds: making and measuring it). For each size n of `edit_batches`, the run's planned edits
     in a seeded order are cut into batches of n (the rest left out), each a group "n:i"; record
     ``edit_group`` = {group, batch, facts, rows}: every method edits the batch's facts at once and each fact
-    is measured (table ``edit_batches``, with the batch size and group).
+    is measured (table ``edit_batches``, with the batch size and group). A method that could not make or
+    measure an edit (it raised: e.g. its edited model's logits are NaN) has a row {method, error} (with
+    batch and group in a batch's record) instead, in table ``edit_failures`` (`FAILURE_COLUMNS`).
 
     Cross-lingual reliability (a run in several languages): each single edit, made with prompts of the
     record's language, is also asked in every other language of the run where the fact and the new
@@ -412,7 +416,7 @@ class Edit(_Edits):
         return dataclasses.replace(settings, edit_options=full)
     fact_record = record_type = "edit"
     group_record = "edit_group"
-    table_names = ("edits", "edit_batches", "edit_crosslingual")
+    table_names = ("edits", "edit_batches", "edit_crosslingual", "edit_failures")
 
     def measures(self) -> dict:
         """In several languages the records hold the cross-lingual rows, which came after such runs were
@@ -649,7 +653,8 @@ class Edit(_Edits):
         about = {c["u"].fact_id: {"relation": c["u"].relation, **self.about(c)} for c in cases}
         rows = []
         for name in self.settings.edit_methods:
-            got = self.attempt({"method": name}, lambda name=name: {"facts": self.measure(lm, name, cases)})
+            got = self.attempt({"method": name, "batch": len(cases), "group": group},
+                               lambda name=name: {"facts": self.measure(lm, name, cases)})
             if "error" in got:
                 rows.append(got)
             else:
@@ -687,7 +692,13 @@ class Edit(_Edits):
         crosslingual = [row({"method": m["method"], "neurons_from": m.get("neurons_from"), **x}, fact_id=r["fact_id"],
                             relation=r["relation"]) for r in state.all(self.fact_record).values() if "error" not in r
                         for m in r["rows"] if "error" not in m for x in m.get("crosslingual", ())]
+        failures = [{"method": m["method"], "neurons_from": m.get("neurons_from"), "fact_id": r.get("fact_id"),
+                     "relation": r.get("relation"), "batch": m.get("batch", 1), "group": m.get("group"),
+                     "error": m["error"]["type"], "message": m["error"]["message"]}
+                    for kind in (self.fact_record, self.group_record) for r in state.all(kind).values()
+                    if "error" not in r for m in r["rows"] if "error" in m]
         self.sets_counted(state)
         return {"edits": pd.DataFrame(rows_of(self.fact_record, EDIT_COLUMNS), columns=EDIT_COLUMNS),
                 "edit_batches": pd.DataFrame(rows_of(self.group_record, batch_columns), columns=batch_columns),
-                "edit_crosslingual": pd.DataFrame(crosslingual, columns=CROSSLINGUAL_COLUMNS)}
+                "edit_crosslingual": pd.DataFrame(crosslingual, columns=CROSSLINGUAL_COLUMNS),
+                "edit_failures": pd.DataFrame(failures, columns=FAILURE_COLUMNS)}
