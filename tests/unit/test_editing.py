@@ -1107,10 +1107,12 @@ def test_rome_key_covariance_is_the_mean_key_product_of_seeded_samples(family):
     assert hook_count(lm.model) == 0
 
 
-def test_a_method_that_breaks_the_model_is_a_recorded_failure(planted, monkeypatch, tmp_path):
-    """A method whose edit leaves the model's logits NaN: its single edits and its batch are rows of
-    edit_failures (method, fact or group, the sampler's error), none of its rows in edits or edit_batches;
-    the other method's rows are all there and the model is restored."""
+@pytest.mark.parametrize("slots", [False, True], ids=["weights", "value-slot"])
+def test_a_method_that_breaks_the_model_is_a_recorded_failure(planted, monkeypatch, tmp_path, slots):
+    """A method whose edit leaves the model's logits NaN (its embeddings, or one value slot: a change of
+    slots, whose single edits' fluency is decoded with the other methods' in one batch): its single edits
+    and its batch are rows of edit_failures (method, fact or group, the sampler's error), none of its rows
+    in edits or edit_batches; the other method's rows are all there and the model is restored."""
     import contextlib
     import dataclasses
 
@@ -1119,19 +1121,19 @@ def test_a_method_that_breaks_the_model_is_a_recorded_failure(planted, monkeypat
     @dataclasses.dataclass(frozen=True)
     class Breaks(edits_base.Method):
         name = "breaks"
+        writes_slots = slots
 
         @contextlib.contextmanager
         def apply(self, lm, requests):
-            w = lm.model.get_input_embeddings().weight
+            w = lm.value_slots(1) if slots else lm.model.get_input_embeddings().weight
             kept = w.detach().clone()
             with torch.no_grad():
-                w.fill_(math.nan)
+                (w[0] if slots else w).fill_(math.nan)
             try:
                 yield
             finally:
                 with torch.no_grad():
                     w.copy_(kept)
-
     monkeypatch.setitem(edits_base.METHODS, "breaks", Breaks)
     lm, _, weights = planted
     res = _edit_run(lm, tmp_path / "run", edit_methods=("dai", "breaks"), edit_batches=(2,), edit_fluency=30,

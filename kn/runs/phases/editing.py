@@ -32,7 +32,7 @@ from ...likn import fact_likn
 from ...localization import shared_counts
 from ...probing import batch_stats
 from ..state import State
-from .base import Phase, mean, record
+from .base import Phase, error_of, mean, record
 from .locate import fact_queries, knowledge_neurons, located, located_facts, neurons_by_language
 from .setting import at_least, boolean, digest, fraction, non_negative, phase_settings, setting
 
@@ -563,8 +563,21 @@ class Edit(_Edits):
 
         waiting = [r for r in rows if "_slot_deltas" in r]
         deltas = [r.pop("_slot_deltas") for r in waiting]
-        with per_row(lm, [{}] + deltas):
-            before, *after = self.fluency(lm, [c] * (1 + len(deltas)))
+        try:
+            with per_row(lm, [{}] + deltas):
+                before, *after = self.fluency(lm, [c] * (1 + len(deltas)))
+        except FloatingPointError:  # a change leaves nothing to sample from: each decoded alone, that row failed
+            with per_row(lm, [{}]):
+                before, = self.fluency(lm, [c])
+            after = []
+            for r, d in zip(waiting, deltas):
+                try:
+                    with per_row(lm, [d]):
+                        after.append(self.fluency(lm, [c])[0])
+                except FloatingPointError as err:
+                    log.warning("edit of %s, method %s: %s", c["u"].fact_id, r["method"], err)
+                    r["error"] = error_of(err)
+                    after.append(math.nan)
         for r in rows:
             if "error" not in r:
                 r["fluency_before"] = before
