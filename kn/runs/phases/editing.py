@@ -706,7 +706,8 @@ class Edit(_Edits):
                             relation=r["relation"]) for r in state.all(self.fact_record).values() if "error" not in r
                         for m in r["rows"] if "error" not in m for x in m.get("crosslingual", ())]
         failures = [{"method": m["method"], "neurons_from": m.get("neurons_from"), "fact_id": r.get("fact_id"),
-                     "relation": r.get("relation"), "batch": m.get("batch", 1), "group": m.get("group"),
+                     "relation": r.get("relation"), "batch": m.get("batch", r.get("batch", 1)),
+                     "group": m.get("group", r.get("group")),
                      "error": m["error"]["type"], "message": m["error"]["message"]}
                     for kind in (self.fact_record, self.group_record) for r in state.all(kind).values()
                     if "error" not in r for m in r["rows"] if "error" in m]
