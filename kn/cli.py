@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
+import signal
 import sys
+import threading
 import time
 
 from . import checks
@@ -505,6 +508,24 @@ def _resume_hint(out: str) -> str:
     return f"; {kept}: run the same command again to resume"
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Inside, SIGTERM (`kill`, a job scheduler's stop) is a KeyboardInterrupt, so a run stops as on Ctrl-C:
+    the journal closed and the session's seconds kept. Outside the main thread (a test's), nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kn", description="Knowledge neurons in transformer language models.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -607,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "locate" and len(args.prompts) < args.min_prompts:
         parser.error(f"locate needs at least --min-prompts={args.min_prompts} paraphrases, got {len(args.prompts)}")
     try:
-        args.func(args)
+        with _sigterm_interrupts():
+            args.func(args)
     except KeyboardInterrupt:
         print("kn: interrupted" + (_resume_hint(args.out) if args.command == "run" else ""), file=sys.stderr)
         return 130

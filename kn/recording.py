@@ -226,15 +226,18 @@ def record_run(run_dir: str | os.PathLike, dest: str | os.PathLike, command: str
     if not command:
         raise ValueError(f"the run in {run_dir} recorded no command (made with the Python API without command=, or "
                          "by an older kn): pass the command that made it (CLI: --command)")
-    if seconds is None:
+    untimed = 0
+    if seconds is None:  # a session killed outright (SIGKILL) has no seconds: counted apart, not guessed
         timed = [s["seconds"] for s in sessions if s.get("seconds") is not None]
-        seconds = float(sum(timed)) if timed and len(timed) == len(sessions) else float(res.facts["seconds"].sum())
+        untimed = len(sessions) - len(timed)
+        seconds = float(sum(timed)) if timed else float(res.facts["seconds"].sum())
     if kn_commit is None and sessions:
         kn_commit = sessions[0].get("commit")
     started = sessions[0]["started"] if sessions else res.config.get("created")
     chosen = _selection_counts(Path(run_dir))
     prov = provenance(command, seconds=seconds, started=started, kn_commit=kn_commit, run_config=res.config,
-                      sessions=sessions, **({"selection": chosen} if chosen else {}))
+                      sessions=sessions, **({"selection": chosen} if chosen else {}),
+                      **({"untimed_sessions": untimed} if untimed and timed else {}))
     tables = {name: getattr(res, name) for name in RUN_TABLES}
     if isinstance(res, MultiRunResult):
         tables |= _multilingual_tables(res)
@@ -291,7 +294,9 @@ class Recording:
         v = p.get("versions", {})
         return pd.Series({
             "command": p.get("command"), "kn commit": p.get("commit"), "started": p.get("started"),
-            "recorded": p.get("recorded"), "seconds": p.get("seconds"),
+            "recorded": p.get("recorded"),
+            "seconds": p.get("seconds") if not p.get("untimed_sessions") else
+            f"{p.get('seconds')} and {p['untimed_sessions']} session(s) stopped untimed",
             "machine": f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB",
             "versions": ", ".join(f"{k} {val}" for k, val in v.items()),
         }, name=self.path.name)

@@ -65,6 +65,9 @@ def run_one(lm, facts, out_dir, settings: RunSettings, *, progress: bool = True,
                 with cluster.Pool(ray, lm, settings, selected) as pool:
                     _work(lm, selected, phases, new_state(phases, records, langs), journal, out, progress, records,
                           pool)
+        except BaseException:  # Ctrl-C, SIGTERM (the CLI's), an error: the session's seconds are kept
+            sessions.end(out, t0, interrupted=True)
+            raise
         finally:
             journal.close()
         # the final tables come from the journal as it stands on disk

@@ -25,11 +25,13 @@ def begin(out: Path, command: str | None) -> float:
     return time.perf_counter()
 
 
-def end(out: Path, t0: float) -> None:
-    """Record the last session's end."""
+def end(out: Path, t0: float, interrupted: bool = False) -> None:
+    """Record the last session's end (`interrupted`: stopped before its work was done, e.g. Ctrl-C or
+    SIGTERM; a session killed outright keeps seconds None)."""
     cfg = _read(out)
     if cfg.get(KEY):
-        cfg[KEY][-1] |= {"finished": now(), "seconds": round(time.perf_counter() - t0, 1)}
+        cfg[KEY][-1] |= {"finished": now(), "seconds": round(time.perf_counter() - t0, 1),
+                         **({"interrupted": True} if interrupted else {})}
         write_json(out / CONFIG, cfg)
 
 

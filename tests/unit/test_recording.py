@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -257,3 +259,74 @@ def test_list_and_text_cells_read_back_as_written(tmp_path):
     assert back.kind.tolist() == ["true", "false"] and back.code.tolist() == ["1", "007"]
     assert back.neurons.tolist() == [[[3, 4]], []] and back.plan.tolist() == [[1.5, 2.0], [0.0]]
     assert back.p.iloc[0] == 0.25 and back.p.isna().iloc[1]
+
+
+TERM_CHILD = """
+import sys, time, torch
+torch.set_num_threads(1)
+from kn import cli
+from kn.runs.phases import locate as L
+from kn.testing import tiny_lm
+
+def slow(f):
+    def g(*a, **k):
+        time.sleep(0.3)
+        return f(*a, **k)
+    return g
+
+L.batch_scores = slow(L.batch_scores)
+cli._load = lambda args: tiny_lm("GPT-2")
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_stopped_session_keeps_its_seconds_and_a_killed_one_is_counted_apart(tmp_path):
+    """kn run stopped by SIGTERM exits as on Ctrl-C (130, 'interrupted'), its session's seconds kept and
+    marked interrupted; a session killed with SIGKILL keeps none. The resumed run's recording sums the
+    timed sessions and says how many stopped untimed (no number guessed for them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from kn.runs.sessions import of as sessions_of
+    from kn.testing import kill_when
+
+    out = tmp_path / "run"
+    argv = ["run", "--data", "builtin", "--relations", "P36,official_language", "--facts-per-relation", "3",
+            "--steps", "2", "--phases", "locate", "--out", str(out)]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+    def child():
+        return subprocess.Popen([sys.executable, "-c", TERM_CHILD, *argv], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+    def journaled(n):
+        return lambda: (out / "journal.jsonl").exists() and len((out / "journal.jsonl").read_bytes().splitlines()) >= n
+
+    p = child()
+    deadline = time.time() + 120
+    while not journaled(1)() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and b"interrupted" in err, err
+    (first,) = sessions_of(json.loads((out / "config.json").read_text()))
+    assert first["interrupted"] and first["seconds"] > 0 and first["finished"]
+    kill_when(child(), journaled(2))
+    killed = sessions_of(json.loads((out / "config.json").read_text()))[-1]
+    assert killed["seconds"] is None and "interrupted" not in killed
+    from kn import cli
+
+    lm = tiny_lm("GPT-2")
+    cli._load, load = (lambda args: lm), cli._load
+    try:
+        assert cli.main(argv) == 0 and cli.main(["record", str(out), str(tmp_path / "rec")]) == 0
+    finally:
+        cli._load = load
+    prov = recording.read(tmp_path / "rec").provenance
+    s = prov["sessions"]
+    assert len(s) == 3 and prov["untimed_sessions"] == 1
+    assert prov["seconds"] == pytest.approx(s[0]["seconds"] + s[2]["seconds"], abs=0.2)
+    assert "1 session(s) stopped untimed" in recording.read(tmp_path / "rec").summary()["seconds"]
