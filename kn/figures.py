@@ -335,27 +335,33 @@ def edit_methods_figure(panels: dict, goals: dict | None = None,
     batches of 100): per metric a bar per method (its rows in order; a method and neuron set where the
     table has them), the mean in % with its 95% interval; {title: {metric: goal}} in `goals` drawn dashed
     across that metric's bars (`goal_label` says whose in the legend)."""
+    from matplotlib.patches import Patch
+
+    def names_of(table) -> list[str]:
+        return [m if not isinstance(n, str) or not n or n == "own" else f"{m} ({n})"
+                for m, n in zip(table.method, table.get("neurons_from", [""] * len(table)))]
+
     goals = goals or {}
+    # one colour per method (and set) in every panel, though a panel may lack some (a method that failed)
+    colour = {n: f"C{i}" for i, n in enumerate(dict.fromkeys(n for t in panels.values() for n in names_of(t)))}
     fig = NotebookFigure(figsize=(4.2 * len(panels) + 1.6, 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
     for ax, (title, table) in zip(axes, panels.items()):
-        names = [m if not isinstance(n, str) or not n or n == "own" else f"{m} ({n})"
-                 for m, n in zip(table.method, table.get("neurons_from", [""] * len(table)))]
         width = 0.8 / max(len(table), 1)
-        for i, (name, (_, row)) in enumerate(zip(names, table.iterrows())):
+        for i, (name, (_, row)) in enumerate(zip(names_of(table), table.iterrows())):
             x = np.arange(len(metrics)) + (i - (len(table) - 1) / 2) * width
             y = np.array([row[k] for k in metrics], dtype=float) * 100
             err = np.array([[y[j] - row[f"{k}_low"] * 100, row[f"{k}_high"] * 100 - y[j]]
                             for j, k in enumerate(metrics)]).T
-            ax.bar(x, y, width, yerr=err, capsize=2, label=name, color=f"C{i}")
+            ax.bar(x, y, width, yerr=err, capsize=2, label=name, color=colour[name])
         for j, k in enumerate(metrics):
             if k in goals.get(title, {}):
                 ax.hlines(goals[title][k] * 100, j - 0.45, j + 0.45, colors="black", linestyles="--", lw=1.2)
         ax.set_xticks(range(len(metrics)), list(metrics))
         ax.set(title=title, ylim=(0, 105))
     axes[0].set_ylabel("% (mean over edits, 95% CI)")
-    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title=f"dashed: {goal_label}",
-                    title_fontsize=8)
+    axes[-1].legend(handles=[Patch(color=c, label=n) for n, c in colour.items()], loc="upper left",
+                    bbox_to_anchor=(1.01, 1), fontsize=8, title=f"dashed: {goal_label}", title_fontsize=8)
     fig.tight_layout()
     return fig
 

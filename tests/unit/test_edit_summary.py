@@ -108,6 +108,24 @@ def test_methods_figure_draws_each_mean_its_interval_and_the_goal():
     assert not [c for c in hundred.collections if isinstance(c, LineCollection) and c.get_linestyle()[0][1]]
 
 
+def test_methods_figure_keeps_a_method_s_colour_where_a_panel_lacks_another():
+    """A method missing from one panel (it failed there) shifts no other method's colour; the legend
+    names every method of every panel."""
+    from matplotlib.colors import to_hex
+
+    from kn.figures import edit_methods_figure
+
+    both = S.by_method(_table(), order=["rome", "kn-opt"])
+    fig = edit_methods_figure({"single": both, "batch": both[both.method == "kn-opt"]})
+    single, batch = fig.axes[:2]
+    colours = {to_hex(p.get_facecolor()) for p in batch.patches}
+    assert len(colours) == 1 and colours == {to_hex(p.get_facecolor()) for p in single.patches[3:]}
+    assert {to_hex(p.get_facecolor()) for p in single.patches[:3]} != colours
+    legend = batch.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["rome", "kn-opt"]
+    assert [to_hex(h.get_facecolor()) for h in legend.legend_handles] == [to_hex(p.get_facecolor()) for p in single.patches[::3]]
+
+
 def test_failures_count_single_edits_and_batches_apart():
     t = pd.DataFrame({"method": ["dai", "dai", "dai", "rome"], "neurons_from": ["own", "own", "own", None],
                       "fact_id": ["a", "b", None, "c"], "relation": ["r", "r", None, "r"], "batch": [1, 1, 100, 1],

@@ -705,7 +705,7 @@ class Edit(_Edits):
         crosslingual = [row({"method": m["method"], "neurons_from": m.get("neurons_from"), **x}, fact_id=r["fact_id"],
                             relation=r["relation"]) for r in state.all(self.fact_record).values() if "error" not in r
                         for m in r["rows"] if "error" not in m for x in m.get("crosslingual", ())]
-        failures = [{"method": m["method"], "neurons_from": m.get("neurons_from"), "fact_id": r.get("fact_id"),
+        failures = [{**row({"method": m["method"], "neurons_from": m.get("neurons_from")}), "fact_id": r.get("fact_id"),
                      "relation": r.get("relation"), "batch": m.get("batch", r.get("batch", 1)),
                      "group": m.get("group", r.get("group")),
                      "error": m["error"]["type"], "message": m["error"]["message"]}
