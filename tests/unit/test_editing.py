@@ -1047,6 +1047,7 @@ def test_edit_singles_off_runs_the_batches_alone(planted, tmp_path):
     alone = _edit_run(lm, tmp_path / "alone", edit_singles=False, **kw)
     assert len(both.edits) > 0 and (alone.edits is None or len(alone.edits) == 0)
     assert len(alone.edit_batches) > 0 and set(alone.edit_batches.batch) == {2}
+    assert (alone.edit_batches.seconds >= alone.edit_batches.edit_seconds).all()  # the batch's, measuring included
     cols = ["group", "fact_id", "reliability", "locality"]
     pd.testing.assert_frame_equal(alone.edit_batches[cols].sort_values(cols[:2]).reset_index(drop=True),
                                   both.edit_batches[cols].sort_values(cols[:2]).reset_index(drop=True))

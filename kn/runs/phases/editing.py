@@ -377,7 +377,8 @@ class Edit(_Edits):
     the edit, seconds: making and measuring it). For each size n of `edit_batches`, the run's planned edits
     in a seeded order are cut into batches of n (the rest left out), each a group "n:i"; record
     ``edit_group`` = {group, batch, facts, rows}: every method edits the batch's facts at once and each fact
-    is measured (table ``edit_batches``, with the batch size and group). A method that could not make or
+    is measured (table ``edit_batches``, with the batch size and group; edit_seconds and seconds the whole
+    batch's). A method that could not make or
     measure an edit (it raised: e.g. its edited model's logits are NaN) has a row {method, error} (with
     batch and group in a batch's record) instead, in table ``edit_failures`` (`FAILURE_COLUMNS`).
 
@@ -671,8 +672,8 @@ class Edit(_Edits):
             if "error" in got:
                 rows.append(got)
             else:
-                rows += [{"method": name, "batch": len(cases), "group": group, **about[r["fact_id"]], **r}
-                         for r in got["facts"]]
+                rows += [{"method": name, "batch": len(cases), "group": group, **about[r["fact_id"]], **r,
+                          "seconds": got["seconds"]} for r in got["facts"]]
         return record(self.group_record, group=group, batch=len(cases), facts=[u.fact_id for u in members], rows=rows)
 
     def sets_counted(self, state: State) -> dict:
