@@ -324,9 +324,9 @@ EDIT_COLUMNS = ["relation", "fact_id", "method", "neurons_from", "layer", "old",
                 "n_reverse", "portability", "portability_before", "reverse_known", "reverse_kept",
                 "n_synonym", "synonymy", "synonymy_before", "synonym_known", "synonym_kept",
                 "fluency", "fluency_before", "edit_seconds", "seconds"]
-# a single edit asked in each other language of the run (`Edit.crosslingual`); "language" (the edit's) follows fact_id
 # an edit (single: fact_id, batch 1; a batch: its group) a method could not make or measure (its error)
 FAILURE_COLUMNS = ["method", "neurons_from", "fact_id", "relation", "batch", "group", "error", "message"]
+# a single edit asked in each other language of the run (`Edit.crosslingual`); "language" (the edit's) follows fact_id
 CROSSLINGUAL_COLUMNS = ["fact_id", "relation", "method", "neurons_from", "measured", "n_prompts", "old", "new", "reliability",
                         "reliability_before", "old_known", "old_kept"]
 
