@@ -177,7 +177,8 @@ def _erase(recs: Recordings, paper: float) -> list[Finding]:
 
 def _amig(recs: Recordings, paper: float) -> list[Finding]:
     """Per model and language: AMIG's Succ against zero-baseline IG's, and their suppression intervals."""
-    from .quality import compare, localization_quality, recorded_runs
+    from .amig_recorded import recorded_runs
+    from .quality import compare, localization_quality
 
     out = []
     runs, found = recorded_runs(recs.root / "amig")

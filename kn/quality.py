@@ -62,31 +62,6 @@ def localization_quality(results: Mapping[str, object], *, seed: int = 0, level:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def recorded_runs(root) -> tuple[dict, dict]:
-    """The recordings under `root` (a path) as ({name: {method: facts table}}, {name: [Recording, ...]}):
-    `root/NAME/METHOD/` each a recorded run (`kn record`; the method from its config), or, as the amig
-    chapter recorded them before, `root/NAME/` with every method's facts in one table (a ``method``
-    column). Where NAME has both, its METHOD recordings are the ones read."""
-    from pathlib import Path
-
-    from . import recording
-
-    runs: dict = {}
-    found: dict = {}
-    for prov in sorted(Path(root).glob("*/*/provenance.json")):
-        rec = recording.read(prov.parent)
-        method = method_label(rec.provenance["run_config"]["settings"]["attribution"])
-        runs.setdefault(prov.parent.parent.name, {})[method] = rec["facts"]
-        found.setdefault(prov.parent.parent.name, []).append(rec)
-    for prov in sorted(Path(root).glob("*/provenance.json")):
-        name = prov.parent.name
-        if name not in runs:
-            rec = recording.read(prov.parent)
-            runs[name] = {m: g.drop(columns="method") for m, g in rec["facts"].groupby("method", sort=False)}
-            found[name] = [rec]
-    return dict(sorted(runs.items())), dict(sorted(found.items()))
-
-
 def compare(quality, method: str = "AMIG", against: str = "IG (zero)"):
     """Per language of a `localization_quality` table: `method` against `against` (Chen et al.'s claim:
     AMIG localizes better than zero-baseline IG): each one's Succ, suppression difference related -

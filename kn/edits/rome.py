@@ -29,16 +29,11 @@ from .. import checks
 from ..hooks import frozen_params, hooked
 from ..models import LM
 from .base import Method, Request, batch_losses, log_probs, restored
+from .tracing import causal_trace, subject_last
 
 COVARIANCES = ("identity", "generated")
 TRACE = "trace"  # layer="trace": the layer chosen per request by causal tracing (kn.edits.tracing)
 _CACHE: dict = {}  # (id(model), layer, cov_tokens, seed) -> C: the sample is costly, the model the same
-
-
-def subject_last(lm: LM, prompt: str, subject: str) -> int:
-    """Position of the subject's last token in the prompt's ids (the subject's last occurrence)."""
-    end = prompt.rindex(subject) + len(subject)
-    return len(lm.tokenizer(prompt[:end])["input_ids"]) - 1
 
 
 def key_and_output(lm: LM, layer: int, prompt: str, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,8 +134,6 @@ class ROME(Method):
         with `fresh`) traced on the model as it is now."""
         if self.layer != TRACE:
             return [self.layer_of(lm)] * len(requests)
-        from .tracing import causal_trace
-
         key = (id(lm.model), tuple((r.prompt, r.subject, str(r.old)) for r in requests))
         last = self.__dict__.get("_traced")
         if not fresh and last is not None and last[0] == key:

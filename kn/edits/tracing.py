@@ -34,7 +34,6 @@ from .. import checks
 from ..hooks import hooked
 from ..models import LM
 from ..tokens import targets
-from .rome import subject_last
 
 NOISE = 3.0  # ROME: 3 x the embeddings' std
 SAMPLES = 10  # ROME: 10 noise samples
@@ -55,9 +54,15 @@ class Trace:
     sigma: float
 
 
+def subject_last(lm: LM, prompt: str, subject: str) -> int:
+    """Position of the subject's last token in the prompt's ids (the subject's last occurrence)."""
+    end = prompt.rindex(subject) + len(subject)
+    return len(lm.tokenizer(prompt[:end])["input_ids"]) - 1
+
+
 def subject_range(lm: LM, prompt: str, subject: str) -> tuple[int, int]:
     """Token positions [start, end) of the subject's last occurrence in the prompt's ids (end - 1 is
-    `kn.edits.rome.subject_last`)."""
+    `subject_last`)."""
     begin = prompt.rindex(subject)
     end = subject_last(lm, prompt, subject) + 1
     start = len(lm.tokenizer(prompt[:begin].rstrip())["input_ids"])

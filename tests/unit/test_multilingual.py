@@ -371,11 +371,11 @@ def test_localization_quality_side_by_side(lm, whole, tmp_path):
                                         r.amplification_unrelated))
     assert succ(1.0, 0.0, 1.0, 1.0) == float("inf")
     # recorded by kn record, one run per method under a name: the same quality read back
-    from kn import quality, recording
+    from kn import amig_recorded, quality, recording
 
     for res, method in ((whole, "ig-zero"), (amig, "amig")):
         recording.record_run(res.out_dir, tmp_path / "rec" / "tiny" / method, "kn run (test)")
-    runs, recs = quality.recorded_runs(tmp_path / "rec")
+    runs, recs = amig_recorded.recorded_runs(tmp_path / "rec")
     assert list(runs) == ["tiny"] and set(runs["tiny"]) == {"IG (zero)", "AMIG"} and len(recs["tiny"]) == 2
     back = localization_quality({"ig": runs["tiny"]["IG (zero)"], "amig": runs["tiny"]["AMIG"]})
     pd.testing.assert_frame_equal(back, q, check_dtype=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kn import quality
+from kn import amig_recorded, quality
 
 AMIG = Path(__file__).resolve().parents[2] / "book" / "results" / "amig"
 
@@ -16,7 +16,7 @@ def test_the_chapters_recorded_quality_recomputes_from_its_facts():
     """Every recorded model has the three methods' facts. Each recording the amig chapter made itself
     (papermill, before `kn record`: all methods in one) holds its quality table beside the facts it came
     from: the quality recomputed from the facts is the recorded one."""
-    runs, recs = quality.recorded_runs(AMIG)
+    runs, recs = amig_recorded.recorded_runs(AMIG)
     assert runs, f"no recording under {AMIG}"
     for name, methods in runs.items():
         assert set(methods) == {"AMIG", "IG (zero)", "activation"}, name
