@@ -100,8 +100,6 @@ class Recordings:
 def _model_language(rec, name: str) -> tuple[str, str]:
     """(model, language) of a recording, from its run's config where it has one."""
     cfg = rec.provenance.get("run_config") or {}
-    if "model" not in cfg and cfg:  # the AMIG chapter's own recordings: {method: config}
-        cfg = next(iter(cfg.values()))
     model = (cfg.get("model") or {}).get("model", name)
     try:
         from .runs.config import languages_of
