@@ -8,8 +8,8 @@ rule with 4x as many points on the first prompt of the first `cross_facts` facts
 is only as exact as that). Then every rule of kn.RULES at each of `steps`: its error (max |score -
 exact| / max |exact|), the Jaccard agreement of its coarse set (threshold 0.2) with the exact one's and
 with the paper's (riemann_left, 20 steps); per fact, the same for the refined sets (share 0.7,
-min_prompts 2). Journaled one record per (model, fact) in the study's directory (run it again to
-resume).
+min_prompts 2). Journaled one record per (model, fact) in the study's directory, with the settings
+it was made with (run it again to resume; a record of other settings is made again, never reused).
 
 The recommended fast setting (`recommend`): the cheapest (rule, steps), fewest steps first, whose
 median error is at most the paper setting's and whose refined sets agree with the exact integral's at
@@ -190,9 +190,17 @@ def study(models: Sequence[str], out, *, facts: int = 30, prompts: int = 3, step
     check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "journal.jsonl"
-    done = {(r["model"], r["fact_id"]): r for r in map(json.loads, journal.read_text().splitlines())} \
-        if journal.exists() else {}
     rules = list(RULES)
+
+    def key(model: str, fact_id: str, depends) -> tuple:
+        return model, fact_id, json.dumps(depends, sort_keys=True)
+
+    def depends_on(check: bool) -> dict:  # what a fact's record is computed from, beside its model and fact
+        return {"rules": rules, "steps": steps, "exact": exact, "prompts": prompts, "cross_check": check}
+
+    # a record made with other settings (or before records named theirs) is not reused: it is made again
+    done = {key(r["model"], r["fact_id"], r.get("settings")): r
+            for r in map(json.loads, journal.read_text().splitlines())} if journal.exists() else {}
     chosen_by_model = {}
     for model in models:
         lm = load(model, device="cpu")
@@ -208,20 +216,22 @@ def study(models: Sequence[str], out, *, facts: int = 30, prompts: int = 3, step
             chosen += [(name, f) for f in round_robin(picked)[:per_pool]]
         chosen_by_model[model] = chosen
         for i, (name, f) in enumerate(tqdm(chosen, desc=model, unit="fact", disable=not progress)):
-            if (model, f.fact_id) in done:
+            depends = depends_on(i < cross_facts)
+            if key(model, f.fact_id, depends) in done:
                 continue
             prep = prepare_fact(f, lm, "en")
             queries = list(zip(prep.prompts, prep.answers))[:prompts]
             t0 = time.perf_counter()
             rec = {"model": model, "data": name, **fact_record(lm, f.fact_id, queries, rules, steps, exact,
                                                                check=i < cross_facts),
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": time.perf_counter() - t0, "settings": depends}
             with open(journal, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            done[(model, f.fact_id)] = rec
-    recs = [done[(model, f.fact_id)] for model in models for _, f in chosen_by_model[model]]
+            done[key(model, f.fact_id, depends)] = rec
+    recs = [done[key(model, f.fact_id, depends_on(i < cross_facts))]
+            for model in models for i, (_, f) in enumerate(chosen_by_model[model])]
     errors = pd.DataFrame([{"model": r["model"], "data": r["data"], "fact_id": r["fact_id"], **e}
                            for r in recs for e in r["errors"]])
     sets = pd.DataFrame([{"model": r["model"], "data": r["data"], "fact_id": r["fact_id"], **s}

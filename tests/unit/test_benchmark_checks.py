@@ -256,8 +256,8 @@ def test_speed_benchmark_keeps_every_part_and_touches_the_readme_only_when_all_r
 
 def test_kn_convergence_command_end_to_end(tmp_path, capsys):
     """`kn convergence` on a saved tiny model: the study's tables, the recommendation and a recording
-    with the command as given; run again it resumes (no fact twice); a folder with a user's file is
-    refused untouched."""
+    with the command as given; run again it resumes (no fact twice), run with other steps it makes its
+    facts again; a folder with a user's file is refused untouched."""
     from kn import cli, recording
     from kn.testing import tiny_lm
 
@@ -274,6 +274,12 @@ def test_kn_convergence_command_end_to_end(tmp_path, capsys):
     assert rec["errors"].fact_id.nunique() == 2 and set(rec["errors"].steps) == {2, 8, 20}
     lines = (tmp_path / "study" / "journal.jsonl").read_text().splitlines()
     assert cli.main(argv) == 0 and (tmp_path / "study" / "journal.jsonl").read_text().splitlines() == lines
+    # other steps into the same study: its facts are made again with them, never read from the old records
+    other = argv[:argv.index("--steps") + 1] + ["2,4"] + argv[argv.index("--steps") + 2:]
+    assert cli.main(other + ["--record", str(tmp_path / "rec4")]) == 0
+    again = recording.read(tmp_path / "rec4")["errors"]
+    assert set(again.steps) == {2, 4, 20} and again.fact_id.nunique() == 2
+    assert len((tmp_path / "study" / "journal.jsonl").read_text().splitlines()) == len(lines) + 2
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
