@@ -15,11 +15,14 @@
 #   bash book/results/record.sh agreement PARAREL_DIR  # "How many steps": cheaper settings against the paper's
 #   bash book/results/record.sh verbfinal BMLAMA_DIR  # "Language-independent": LIKN in English and Japanese (verb-final)
 #   bash book/results/record.sh map PARAREL_DIR  # "Knowledge neurons at scale": every relation, the fast default
+# and the studies that are kn commands of their own, each recording itself (--record):
+#   bash book/results/record.sh convergence PARAREL_DIR  # "How many steps": every rule against an exact integral
+#   bash book/results/record.sh calibration  # the quadrature AMIG runs on gemma-3-270m use (facts outside them)
+#   bash book/results/record.sh coverage BMLAMA_DIR  # "Language-independent": what each language can ask
 # The runs live in runs/ (not in the repository). The quadrature: gemma-3-270m at gauss_legendre 6, what
 # `kn calibrate` picked for the AMIG baseline on facts outside these relations (book/results/calibration/
 # gemma-3-270m-amig); smollm2-135m at the paper's setting, which calibration keeps on that model (chapter
-# "How many steps do you need?"). The studies that are kn commands of their own: `kn calibrate --record`,
-# `kn coverage --record` and `kn convergence --record` (see book/results/README.md).
+# "How many steps do you need?").
 set -eu -o pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
@@ -175,6 +178,19 @@ critique() {  # critique MODEL: the same locate and verify on built-in facts and
     done
 }
 
+studies() {  # studies convergence PARAREL_DIR | calibration | coverage BMLAMA_DIR: the kn commands that record
+             # themselves; convergence keeps its journal in runs/convergence (run it again to resume)
+    case $1 in
+        convergence) kn convergence --out runs/convergence --facts 36 --prompts 2 --steps 2,4,8,16,32 --exact 64 \
+                         --cross-facts 2 --pararel "$2" --record book/results/convergence ;;
+        calibration) kn calibrate -m gemma-3-270m --relations birthplace,sport,element_symbol --languages en,zh --known \
+                         --baseline amig --record book/results/calibration/gemma-3-270m-amig ;;
+        coverage) kn coverage --data "bmlama:$2" --model gemma-3-270m --record book/results/coverage/gemma-3-270m-bmlama17
+                  kn coverage --data "bmlama:$2" --model gemma-3-270m --sentence \
+                      --record book/results/coverage/gemma-3-270m-bmlama17-sentence ;;
+    esac
+}
+
 case "${1:-}" in
     pararel) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh pararel PARAREL_DIR" >&2; exit 2; }
              pararel "$2" ;;
@@ -192,5 +208,10 @@ case "${1:-}" in
            edits gemma-3-270m "$2" "$3" ;;
     xedits) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh xedits BMLAMA_DIR" >&2; exit 2; }
             xedits gemma-3-270m "$2" ;;
-    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR a|b|batches|xedits BMLAMA_DIR|agreement PARAREL_DIR|verbfinal BMLAMA_DIR|map PARAREL_DIR" >&2; exit 2 ;;
+    convergence) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh convergence PARAREL_DIR" >&2; exit 2; }
+                 studies convergence "$2" ;;
+    coverage) [ -n "${2:-}" ] || { echo "usage: bash book/results/record.sh coverage BMLAMA_DIR" >&2; exit 2; }
+              studies coverage "$2" ;;
+    calibration) studies calibration ;;
+    *) echo "usage: bash book/results/record.sh pararel PARAREL_DIR|dkn|ml|amig-en|critique|edits PARAREL_DIR a|b|batches|xedits BMLAMA_DIR|agreement PARAREL_DIR|verbfinal BMLAMA_DIR|map PARAREL_DIR|convergence PARAREL_DIR|calibration|coverage BMLAMA_DIR" >&2; exit 2 ;;
 esac

@@ -136,3 +136,26 @@ def test_the_edit_study_parts_are_the_same_edits_singly_and_in_batches(tmp_path,
     assert dataclasses.replace(batches.of("edit"), edit_batches=(), edit_singles=True, edit_batch_limit=(0,)) == a.of("edit") == b.of("edit")
     with pytest.raises(subprocess.CalledProcessError):
         _commands(tmp_path / "bad", "edits", "/data/pararel", "c")
+
+
+@pytest.mark.parametrize("mode", ["convergence", "calibration", "coverage"])
+def test_the_studies_are_kn_commands_that_record_into_book_results(mode, tmp_path, monkeypatch):
+    """record.sh's studies: each one kn command that parses with kn's CLI (its work replaced by a check)
+    and records itself under book/results; the convergence study as recorded (36 facts, 2 prompts, an
+    exact integral of 64 nodes, half the facts from PARAREL)."""
+    commands = _commands(tmp_path, mode, *(["/data/dir"] if mode != "calibration" else []))
+    assert commands and {c[0] for c in commands} == {mode.replace("calibration", "calibrate")}
+    seen = []
+    for name in ("cmd_convergence", "cmd_calibrate", "cmd_coverage"):
+        monkeypatch.setattr(cli, name, seen.append)
+    for c in commands:
+        assert cli.main(c) == 0, c
+    assert len(seen) == len(commands)
+    for args in seen:
+        assert args.record.startswith("book/results/") and ".." not in args.record
+    if mode == "convergence":
+        a = seen[0]
+        assert (a.facts, a.prompts, a.steps, a.exact, a.pararel, a.out) == (36, 2, "2,4,8,16,32", 64, "/data/dir",
+                                                                          "runs/convergence")
+    if mode == "coverage":
+        assert [a.sentence for a in seen] == [False, True] and {a.data for a in seen} == {"bmlama:/data/dir"}
