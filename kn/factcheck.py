@@ -225,13 +225,8 @@ def evaluate(decided):
 
 
 def recorded_summary(rec, *, fixed: float = 1e-6):
-    """`evaluate` of a recording's statements (`kn record` of a run with the "statements" phase), or the
-    summary table the recording holds (the fact-checking chapter's own recordings, made before its
-    statements' attributions were recorded: their "dkn" and "random" columns are absent)."""
-    st = rec["statements"]
-    if "dkn" in st.columns:
-        return evaluate(decisions(st, fixed=fixed))
-    return rec["summary"]
+    """`evaluate` of a recording's statements (`kn record` of a run with the "statements" phase)."""
+    return evaluate(decisions(rec["statements"], fixed=fixed))
 
 
 def roc_curve(positive: Sequence[bool], score: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
