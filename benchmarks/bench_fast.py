@@ -145,13 +145,14 @@ def uncounted_flops(events) -> float:
     return total
 
 
-def matmul_rate(rows: int, inner: int, width: int, threads: int, seconds: float = 0.5, repeats: int = 5) -> float:
-    """fp32 GFLOP/s of a [rows, inner] @ [inner, width] product at `threads` threads: the best of
+def matmul_rate(rows: int, inner: int, width: int, threads: int, seconds: float = 0.5, repeats: int = 5,
+                dtype: str = "float32") -> float:
+    """GFLOP/s of a [rows, inner] @ [inner, width] product in `dtype` at `threads` threads: the best of
     `repeats` timings of `seconds` each (a peak; one timing can land on a slow moment of a shared machine)."""
     import torch
 
     torch.set_num_threads(threads)
-    a, w = torch.randn(rows, inner), torch.randn(inner, width)
+    a, w = torch.randn(rows, inner, dtype=getattr(torch, dtype)), torch.randn(inner, width, dtype=getattr(torch, dtype))
     for _ in range(3):
         a @ w
     best = 0.0

@@ -86,14 +86,14 @@ def child(args) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def ceiling_rate(lm, threads: int) -> float:
-    """GFLOP/s of the model's products as IG runs them (float32): a batch of path rows through one FFN's up
+def ceiling_rate(lm, threads: int, dtype: str = "float32") -> float:
+    """GFLOP/s of the model's products as IG runs them, in `dtype`: a batch of path rows through one FFN's up
     projection and through the output layer (`bench_fast.matmul_rate`), the better of the two."""
     from bench_fast import matmul_rate
 
     d, v = lm.model.config.hidden_size, lm.model.get_output_embeddings().weight.shape[0]
-    return max(matmul_rate(64, d, lm.width, threads, seconds=0.3, repeats=3),
-               matmul_rate(16, d, min(v, 8192), threads, seconds=0.3, repeats=3))
+    return max(matmul_rate(64, d, lm.width, threads, seconds=0.3, repeats=3, dtype=dtype),
+               matmul_rate(16, d, min(v, 8192), threads, seconds=0.3, repeats=3, dtype=dtype))
 
 
 def profile(args, settings: dict) -> dict:
@@ -125,6 +125,14 @@ def profile(args, settings: dict) -> dict:
             run(lm, facts, Path(tmp) / "sampled", progress=False, phases=("locate", "verify"),
                 attribution=list(settings.values())[-1])
     out["profile"], out["profile_wall"], out["profile_facts"] = sampled.shares(), sampled.seconds, len(facts)
+    if args.bf16:  # the same facts with bfloat16 weights: its own product rate and where its time goes
+        lm = kn.load(args.model, device="cpu", dtype=torch.bfloat16)
+        out["rate_gflops_bf16"] = ceiling_rate(lm, args.threads, "bfloat16")
+        with tempfile.TemporaryDirectory() as tmp, Sampler() as sampled:
+            facts, _, _ = known_facts(lm, args.data, args.relations, args.facts)
+            run(lm, facts, Path(tmp) / "sampled", progress=False, phases=("locate", "verify"),
+                attribution=list(settings.values())[-1])
+        out["profile_bf16"], out["profile_wall_bf16"] = sampled.shares(), sampled.seconds
     return out
 
 
@@ -185,7 +193,7 @@ def main(argv=None) -> None:
     fast_label = list(settings)[1]
     if args.bf16:
         rows[fast_label + ", bfloat16"] = spawn("--child", json.dumps(settings[fast_label].to_dict()), "--dtype", "bfloat16")
-    prof = spawn("--profile-child")
+    prof = spawn("--profile-child", *(["--bf16"] if args.bf16 else []))
     print(f"\n`kn run` throughput: {args.model}, known facts of `{args.data}` ({len(args.relations)} relations, en), "
           f"known filter + locate + verify with controls, {args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
     print("| setting | known facts (probed) | filter s (pool counts) | run s | s/fact | facts/hour | at scale | "
@@ -216,15 +224,23 @@ def main(argv=None) -> None:
           f"(this machine's rate on the model's product shapes), {per_prompt:.1f} prompts per fact:\n")
     print("| setting | GFLOP per prompt | ceiling facts/hour | measured / ceiling |")
     print("|---|---:|---:|---:|")
-    for label, f in prof["flops"].items():
-        ceiling = 3600 * prof["rate_gflops"] * 1e9 / (f * per_prompt)
+    flops = dict(prof["flops"])
+    if args.bf16:  # the same products, counted at float32, against the bfloat16 rate
+        flops[fast_label + ", bfloat16"] = flops[fast_label]
+    for label, f in flops.items():
+        rate = prof["rate_gflops_bf16"] if label.endswith("bfloat16") else prof["rate_gflops"]
+        ceiling = 3600 * rate * 1e9 / (f * per_prompt)
         print(f"| {label} | {f / 1e9:.1f} | {ceiling:.0f} | {rates[label] / ceiling:.0%} |")
-    print(f"\nWhere the fast setting's time goes (known filter + run over {prof['profile_facts']} known facts, "
-          f"{prof['profile_wall']:.1f} s wall, sampled every 5 ms; `sampling.CATEGORIES`):\n")
-    print("| what | seconds | share |")
-    print("|---|---:|---:|")
-    for what, share in prof["profile"].items():
-        print(f"| {what} | {share * prof['profile_wall']:.2f} | {share:.0%} |")
+    if args.bf16:
+        print(f"\nbfloat16 products: {prof['rate_gflops_bf16']:.0f} GFLOP/s on the same shapes "
+              f"(x{prof['rate_gflops_bf16'] / prof['rate_gflops']:.2f} float32's)")
+    for suffix, label in [("", fast_label)] + ([("_bf16", fast_label + ", bfloat16")] if args.bf16 else []):
+        print(f"\nWhere the time of {label} goes (known filter + run over {prof['profile_facts']} known facts, "
+              f"{prof['profile_wall' + suffix]:.1f} s wall, sampled every 5 ms; `sampling.CATEGORIES`):\n")
+        print("| what | seconds | share |")
+        print("|---|---:|---:|")
+        for what, share in prof["profile" + suffix].items():
+            print(f"| {what} | {share * prof['profile_wall' + suffix]:.2f} | {share:.0%} |")
 
 
 if __name__ == "__main__":
