@@ -159,3 +159,14 @@ def test_the_studies_are_kn_commands_that_record_into_book_results(mode, tmp_pat
                                                                           "runs/convergence")
     if mode == "coverage":
         assert [a.sentence for a in seen] == [False, True] and {a.data for a in seen} == {"bmlama:/data/dir"}
+
+
+def test_every_recording_in_the_book_was_made_by_a_kn_command():
+    """Each provenance.json under book/results names the kn command that made it (a subcommand kn's CLI
+    has), none a script or a chapter."""
+    subcommands = {"run", "calibrate", "coverage", "convergence"}
+    provenances = sorted((ROOT / "book" / "results").rglob("provenance.json"))
+    assert len(provenances) > 40
+    for p in provenances:
+        words = json.loads(p.read_text())["command"].split()
+        assert words[0] == "kn" and words[1] in subcommands, (p.relative_to(ROOT), " ".join(words[:3]))
