@@ -310,10 +310,14 @@ def test_bench_run_measures_a_screened_setting_beside_the_paper_one(tmp_path, on
     assert runs[2].settings.attribution.screen == 1 and runs[0].settings.attribution.screen is None
 
 
-def test_throughput_benchmark_counts_flops_that_grow_with_the_path_on_a_tiny_model(monkeypatch):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_throughput_benchmark_counts_flops_that_grow_with_the_path_on_a_tiny_model(monkeypatch, bf16):
     """bench_throughput's profile child on a tiny model: more path points, more FLOPs per prompt (IG's
-    products grow with the steps); the sampled shares of the time add up to one; the ceiling rate is positive."""
+    products grow with the steps); the sampled shares of the time add up to one; the ceiling rate is positive;
+    with --bf16, the bfloat16 model (asked for by dtype) gets its own rate and sampled profile too."""
     import types
+
+    import torch
 
     import kn
     import kn.data
@@ -322,14 +326,27 @@ def test_throughput_benchmark_counts_flops_that_grow_with_the_path_on_a_tiny_mod
     sys.path.insert(0, str(REPO / "benchmarks"))
     import bench_throughput as bt
 
-    lm = tiny_lm("Llama")
-    monkeypatch.setattr(kn, "load", lambda *a, **k: lm)
+    loaded = []
+
+    def load(*a, dtype=torch.float32, **k):
+        lm = tiny_lm("Llama")
+        lm.model.to(dtype)
+        loaded.append(dtype)
+        return lm
+
+    monkeypatch.setattr(kn, "load", load)
     facts = list(kn.data.load("builtin"))[:1]
     monkeypatch.setattr(bt, "known_facts", lambda lm, data, rel, n: (facts[:n], 0.0, 1))
-    args = types.SimpleNamespace(threads=1, model="tiny", data="builtin", relations=["capital"], facts=1)
+    args = types.SimpleNamespace(threads=1, model="tiny", data="builtin", relations=["capital"], facts=1, bf16=bf16)
     out = bt.profile(args, {"2": kn.IG(steps=2), "8": kn.IG(steps=8)})
     assert out["flops"]["8"] > 1.2 * out["flops"]["2"] > 0 and out["rate_gflops"] > 0
     assert sum(out["profile"].values()) == pytest.approx(1) and out["profile_wall"] > 0 and out["profile_facts"] == 1
+    assert loaded == [torch.float32] + [torch.bfloat16] * bf16
+    if bf16:
+        assert out["rate_gflops_bf16"] > 0 and out["profile_wall_bf16"] > 0
+        assert sum(out["profile_bf16"].values()) == pytest.approx(1)
+    else:
+        assert "profile_bf16" not in out
 
 
 def test_sampled_time_is_filed_by_what_kn_is_doing():
