@@ -19,7 +19,7 @@ CATEGORIES = [
     ("IG path: backward", [("kn/ig/head.py", "backward")]),
     ("IG path: forward", [("kn/ig/fast.py", "pass_forward")]),
     ("verify: last-token passes", [("kn/probing.py", "_last_token_probs")]),
-    ("verify: prefix pass", [("kn/probing.py", "_prefix_cache")]),
+    ("verify: prefix pass", [("kn/probing.py", "prefix_cache")]),
     ("known filter: model passes", [("kn/probing.py", "_rows_probs"), ("kn/probing.py", "answer_logprobs")]),
     ("tokenization", [("tokenizers", "*"), ("tokenization_utils", "*"), ("kn/tokens.py", "*"),
                       ("kn/data/prepare.py", "*")]),

@@ -349,6 +349,22 @@ def test_throughput_benchmark_counts_flops_that_grow_with_the_path_on_a_tiny_mod
         assert "profile_bf16" not in out
 
 
+def test_every_function_the_sampler_files_by_exists_in_kn():
+    """Each (kn file, function) a sampling category names is defined there: a renamed function would drop its
+    time into "other" unseen (probing's `_prefix_cache` became `prefix_cache`, and verify's prefix pass left
+    the profile)."""
+    import ast
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from sampling import CATEGORIES
+
+    named = [(frag, fn) for _, marks in CATEGORIES for frag, fn in marks if frag.startswith("kn/") and fn != "*"]
+    assert len(named) >= 8
+    for frag, fn in named:
+        tree = ast.parse((REPO / frag).read_text())
+        assert fn in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}, (frag, fn)
+
+
 def test_sampled_time_is_filed_by_what_kn_is_doing():
     """sampling.category on hand-made stacks (innermost first): a walk inside the screen is a walk, the
     screen's backward is the screen's, IG's backward alone is IG's; Sampler's shares sum to one."""
