@@ -14,12 +14,15 @@ set (`ru_maxrss`), the model included. Profile: the fast setting's filter and ru
 its wall time sampled by what kn is doing (`sampling.py`: walks, screen, IG passes, verify, tokenization...;
 `torch.profiler`'s per-operator overhead had inflated the time outside operators to 58%). FLOPs: over the same fact at both settings (torch.profiler's
 count plus the output layer's in-place products it misses, `bench_fast.uncounted_flops`); the ceiling is
-the measured rate of the model's own product shapes.
+the measured rate of the model's own product shapes. `--bf16` adds the fast setting with bfloat16 weights,
+once with IG's float32 head (exact logits) and once with its bfloat16 head (`kn.IG(head_dtype="bfloat16")`),
+each with its KN sets against float32's, the bfloat16 product rate, and the bfloat16 head's profile.
 Nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -34,6 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 DAI_GPU = 13.3  # s per PARAREL fact, the Dai et al. code on a GPU (as reported for their runs)
 GOAL = 2700  # facts per hour (issue 31: 10x the Dai code on a GPU)
+BF16, BF16_HEAD = ", bfloat16", ", bfloat16 weights and head"  # the --bf16 rows' labels: after the fast one's
 
 
 def known_facts(lm, data: str, relations: list[str], n: int):
@@ -125,13 +129,13 @@ def profile(args, settings: dict) -> dict:
             run(lm, facts, Path(tmp) / "sampled", progress=False, phases=("locate", "verify"),
                 attribution=list(settings.values())[-1])
     out["profile"], out["profile_wall"], out["profile_facts"] = sampled.shares(), sampled.seconds, len(facts)
-    if args.bf16:  # the same facts with bfloat16 weights: its own product rate and where its time goes
+    if args.bf16:  # the same facts with bfloat16 weights and head: its own product rate and where its time goes
         lm = kn.load(args.model, device="cpu", dtype=torch.bfloat16)
         out["rate_gflops_bf16"] = ceiling_rate(lm, args.threads, "bfloat16")
         with tempfile.TemporaryDirectory() as tmp, Sampler() as sampled:
             facts, _, _ = known_facts(lm, args.data, args.relations, args.facts)
             run(lm, facts, Path(tmp) / "sampled", progress=False, phases=("locate", "verify"),
-                attribution=list(settings.values())[-1])
+                attribution=dataclasses.replace(list(settings.values())[-1], head_dtype="bfloat16"))
         out["profile_bf16"], out["profile_wall_bf16"] = sampled.shares(), sampled.seconds
     return out
 
@@ -157,7 +161,8 @@ def main(argv=None) -> None:
                     "default: the fast default's)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--bf16", action="store_true", help="also the fast setting with bfloat16 weights (CPUs with "
-                    "AVX512-BF16; scores stay float32), its KN sets compared with the float32 run's")
+                    "AVX512-BF16; scores stay float32), with the float32 head and with the bfloat16 one "
+                    "(kn.IG's head_dtype), their KN sets compared with the float32 run's")
     ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
@@ -192,7 +197,9 @@ def main(argv=None) -> None:
     rows = {label: spawn("--child", json.dumps(ig.to_dict())) for label, ig in settings.items()}
     fast_label = list(settings)[1]
     if args.bf16:
-        rows[fast_label + ", bfloat16"] = spawn("--child", json.dumps(settings[fast_label].to_dict()), "--dtype", "bfloat16")
+        rows[fast_label + BF16] = spawn("--child", json.dumps(settings[fast_label].to_dict()), "--dtype", "bfloat16")
+        bf16_head = dataclasses.replace(settings[fast_label], head_dtype="bfloat16")
+        rows[fast_label + BF16_HEAD] = spawn("--child", json.dumps(bf16_head.to_dict()), "--dtype", "bfloat16")
     prof = spawn("--profile-child", *(["--bf16"] if args.bf16 else []))
     print(f"\n`kn run` throughput: {args.model}, known facts of `{args.data}` ({len(args.relations)} relations, en), "
           f"known filter + locate + verify with controls, {args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
@@ -212,29 +219,30 @@ def main(argv=None) -> None:
     paper, fast = rates[list(settings)[0]], rates[fast_label]
     print(f"\nfast / paper: x{fast / paper:.2f}; goal {GOAL} facts/hour (the Dai code on a GPU: {3600 / DAI_GPU:.0f}); "
           f"fast reaches {fast / GOAL:.0%} of it, {at_scale[fast_label] / GOAL:.0%} at scale")
-    if args.bf16:
-        label = fast_label + ", bfloat16"
+    for suffix in [BF16, BF16_HEAD] if args.bf16 else []:
+        label = fast_label + suffix
         a, b = rows[fast_label]["sets"], rows[label]["sets"]
         jac = sorted(jaccard(a.get(f, []), b.get(f, [])) for f in sorted(set(a) | set(b)))
-        print(f"bfloat16 / float32 (fast): x{rates[label] / fast:.2f}, {rates[label]:.0f} facts/hour ({rates[label] / GOAL:.0%} "
-              f"of the goal; {at_scale[label]:.0f} at scale, {at_scale[label] / GOAL:.0%}); KN sets against float32's, Jaccard per fact: median {jac[len(jac) // 2]:.2f}, "
-              f"min {jac[0]:.2f} over {len(jac)} facts")
+        print(f"{suffix[2:]} / float32 (fast): x{rates[label] / fast:.2f}, {rates[label]:.0f} facts/hour "
+              f"({rates[label] / GOAL:.0%} of the goal; {at_scale[label]:.0f} at scale, {at_scale[label] / GOAL:.0%}); "
+              f"KN sets against float32's, Jaccard per fact: median {jac[len(jac) // 2]:.2f}, min {jac[0]:.2f} over "
+              f"{len(jac)} facts")
     per_prompt = rows[next(iter(rows))]["prompts"] / rows[next(iter(rows))]["facts"]
     print(f"\nFLOPs per prompt (one fact, locate + verify) and the ceiling at {prof['rate_gflops']:.0f} GFLOP/s "
           f"(this machine's rate on the model's product shapes), {per_prompt:.1f} prompts per fact:\n")
     print("| setting | GFLOP per prompt | ceiling facts/hour | measured / ceiling |")
     print("|---|---:|---:|---:|")
     flops = dict(prof["flops"])
-    if args.bf16:  # the same products, counted at float32, against the bfloat16 rate
-        flops[fast_label + ", bfloat16"] = flops[fast_label]
+    for suffix in [BF16, BF16_HEAD] if args.bf16 else []:  # the same products, counted at float32, at the bfloat16 rate
+        flops[fast_label + suffix] = flops[fast_label]
     for label, f in flops.items():
-        rate = prof["rate_gflops_bf16"] if label.endswith("bfloat16") else prof["rate_gflops"]
+        rate = prof["rate_gflops_bf16"] if "bfloat16" in label else prof["rate_gflops"]
         ceiling = 3600 * rate * 1e9 / (f * per_prompt)
         print(f"| {label} | {f / 1e9:.1f} | {ceiling:.0f} | {rates[label] / ceiling:.0%} |")
     if args.bf16:
         print(f"\nbfloat16 products: {prof['rate_gflops_bf16']:.0f} GFLOP/s on the same shapes "
               f"(x{prof['rate_gflops_bf16'] / prof['rate_gflops']:.2f} float32's)")
-    for suffix, label in [("", fast_label)] + ([("_bf16", fast_label + ", bfloat16")] if args.bf16 else []):
+    for suffix, label in [("", fast_label)] + ([("_bf16", fast_label + BF16_HEAD)] if args.bf16 else []):
         print(f"\nWhere the time of {label} goes (known filter + run over {prof['profile_facts']} known facts, "
               f"{prof['profile_wall' + suffix]:.1f} s wall, sampled every 5 ms; `sampling.CATEGORIES`):\n")
         print("| what | seconds | share |")

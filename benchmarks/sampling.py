@@ -14,7 +14,8 @@ from collections import Counter
 
 # (category, [(path fragment, function name or "*")]): a sample is the first category any frame matches
 CATEGORIES = [
-    ("output-layer walks (vocabulary)", [("kn/ig/head.py", "softmax_sums"), ("kn/ig/head.py", "gold_logits")]),
+    ("output-layer walks (vocabulary)", [("kn/ig/head.py", "softmax_sums"), ("kn/ig/head.py", "gold_logits"),
+                                         ("kn/ig/head.py", "gold_prob_grad_bf16")]),
     ("screen: forward and backward", [("kn/gradxact.py", "*")]),
     ("IG path: backward", [("kn/ig/head.py", "backward")]),
     ("IG path: forward", [("kn/ig/fast.py", "pass_forward")]),

@@ -7,8 +7,8 @@ P is the softmax probability of the gold token. Only the attributed layer's site
 layer and position runs normally. A multi-token answer is teacher-forced: each answer token is
 attributed at the position that predicts it, and the per-token score matrices are summed.
 
-The settings are one value, `kn.IG(steps=, rule=, baseline=, multiplier=, freeze_norm=, batch_size=, screen=)`;
-the keywords of `attribute` override its fields. The kernels live in `kn.ig`: the fast path (default)
+The settings are one value, `kn.IG(steps=, rule=, baseline=, multiplier=, freeze_norm=, batch_size=, screen=,
+head_dtype=)`; the keywords of `attribute` override its fields. The kernels live in `kn.ig`: the fast path (default)
 and `reference=True`, the plain definition kept as the tests' oracle.
 
 Post-FFN norms (Gemma-2/3): an RMSNorm on the FFN output cancels the path's scaling and makes the
@@ -43,18 +43,19 @@ from .tokens import Target, targets
 
 def attribute(lm: LM, prompt: str, answer: str, settings: IG | None = None, *, steps: int | None = None,
               rule: str | None = None, baseline=None, multiplier: str | None = None, freeze_norm: bool | None = None,
-              batch_size: int | None = None, screen: int | None = None, layers=None,
+              batch_size: int | None = None, screen: int | None = None, head_dtype: str | None = None, layers=None,
               reference: bool = False) -> torch.Tensor:
     """IG attribution scores [n_layers, width] (float32, CPU) of `answer` after / in `prompt`.
 
     settings: a `kn.IG` (default `IG()`: steps 20, rule "riemann_left", zero baseline, frozen
     post-FFN norms); steps, rule, baseline ("zero", "amig", `kn.AMIG(...)`, a tensor), multiplier,
-    freeze_norm, batch_size, screen: override its fields (see `kn.IG`);
+    freeze_norm, batch_size, screen, head_dtype: override its fields (see `kn.IG`);
     layers: layers to attribute (None = all; the others are zero rows; `screen` picks among them);
-    reference: run the plain definition (`kn.ig.reference`) instead of the fast path.
+    reference: run the plain definition (`kn.ig.reference`: autograd over the full softmax in the model's
+    dtype, whatever `head_dtype`) instead of the fast path.
     """
     ig = resolve(settings, steps=steps, rule=rule, baseline=baseline, multiplier=multiplier, freeze_norm=freeze_norm,
-                 batch_size=batch_size, screen=screen)
+                 batch_size=batch_size, screen=screen, head_dtype=head_dtype)
     if not isinstance(ig, IG):
         raise TypeError("kn.attribute computes integrated gradients (kn.IG); for kn.Activation() "
                         "call kn.activations or kn.scores")

@@ -85,9 +85,9 @@ def _queue(lm: LM, t: Target, ig: IG, layers: list[int], walks: Walks, clean: Cl
 def attribute_targets(lm: LM, jobs: Sequence[tuple[Target, list[int]]], ig: IG, walks: Walks | None = None,
                       cleans: Sequence[Clean] | None = None) -> list[torch.Tensor]:
     """IG scores [n_layers, width] of each (answer token, layers: checked, ascending); the passes of all
-    share output-layer walks through `walks` (default: a fresh `Walks(lm)`); `cleans`: each job's `Clean`
-    recorded already (`kn.gradxact.screen_targets`), else each starts with a `clean_run`."""
-    walks = Walks(lm) if walks is None else walks
+    share output-layer walks through `walks` (default: a fresh `Walks` in `ig.head_dtype`); `cleans`: each
+    job's `Clean` recorded already (`kn.gradxact.screen_targets`), else each starts with a `clean_run`."""
+    walks = Walks(lm, dtype=ig.head_dtype) if walks is None else walks
     cleans = [None] * len(jobs) if cleans is None else cleans
     with frozen_params(lm.model):
         results = [_queue(lm, t, ig, layers, walks, c) for (t, layers), c in zip(jobs, cleans, strict=True)]
@@ -97,4 +97,4 @@ def attribute_targets(lm: LM, jobs: Sequence[tuple[Target, list[int]]], ig: IG, 
 
 def attribute_target(lm: LM, t: Target, ig: IG, layers: list[int]) -> torch.Tensor:
     """IG scores [n_layers, width] of one answer token (layers: checked, ascending), each pass walked alone."""
-    return attribute_targets(lm, [(t, layers)], ig, Walks(lm, max_rows=0))[0]
+    return attribute_targets(lm, [(t, layers)], ig, Walks(lm, max_rows=0, dtype=ig.head_dtype))[0]

@@ -5,6 +5,11 @@ Then dP_g/dh = P_g (z'_g W_g - sum_v p_v z'_v W_v): the vocabulary is walked in 
 running max, so the [rows, vocab] logits are never stored. The walk costs about as much for one
 row as for dozens (it streams the whole output matrix), so `cotangents` walks once for the rows of
 several passes (`AtHead`: a pass stopped at the output layer; `kn.ig.walks` queues them).
+
+The walk's products come in two dtypes (`GRADS`, IG's `head_dtype`): float32, exact logits; and
+bfloat16, whose products round once to bfloat16. The bfloat16 walk computes each chunk's u - s inside the
+product (s: the row's running max, so the logits that carry the softmax's mass round at their small
+distance from it) and sums the gold token apart in float32 (so that 1 - P(gold) does not cancel).
 """
 from __future__ import annotations
 
@@ -90,6 +95,50 @@ def gold_prob_grad(h: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, 
     return pg[:, None] * (Wg * dzg - acc / total[:, None])
 
 
+@torch.no_grad()
+def gold_prob_grad_bf16(h: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, gold: int | torch.Tensor,
+                        cap: float | None = None, chunk: int = 2 * CHUNK) -> torch.Tensor:
+    """`gold_prob_grad` [B, d] (float32) with bfloat16 products: about 2e-3 of the rows' largest gradient
+    (a bfloat16 rounding's size; tests/unit/test_shared_walk.py), twice as fast on CPUs with AVX512-BF16."""
+    B, V = h.shape[0], W.shape[0]
+    gold = torch.as_tensor(gold, device=W.device).expand(B)
+    Wg = W[gold].float()
+    shift = gold_logits(h.float(), W, gold)  # the running max of h W_v^T: the next chunk's products start there
+    ug = shift if bias is None else shift + bias[gold].float()
+    zg, dzg = _logit(ug, cap)
+    hT = h.bfloat16().T
+    m = zg.clone()  # z's running max
+    rest = torch.zeros(B, device=h.device)  # sum over v != gold of exp(z_v - m)
+    accT = torch.zeros(h.shape[1], B, device=h.device)  # the same sum of exp(z_v - m) z'_v W_v
+    cols = torch.arange(B, device=h.device)
+    for c in range(0, V, chunk):
+        w = W[c:c + chunk].bfloat16()
+        s = shift.bfloat16()
+        u = torch.addmm((-s).expand(w.shape[0], B), w, hT).float().add_(s.float())  # one rounding, near s
+        shift = torch.maximum(shift, u.amax(0))
+        if bias is not None:
+            u += bias[c:c + chunk, None].float()
+        z, dz = _logit(u, cap)
+        m_new = torch.maximum(m, z.amax(0))
+        rescale = torch.exp(m - m_new)
+        e = z.sub_(m_new).exp_()
+        here = (gold >= c) & (gold < c + w.shape[0])
+        e[gold[here] - c, cols[here]] = 0
+        rest = rest * rescale + e.sum(0)
+        if cap is not None:
+            e = e.mul_(dz)
+        accT.mul_(rescale).add_(torch.mm(w.T, e.bfloat16()))
+        m = m_new
+    eg = torch.exp(zg - m)
+    total = rest + eg
+    pg = eg / total
+    dzg = dzg if cap is None else dzg[:, None]
+    return pg[:, None] * ((rest / total)[:, None] * Wg * dzg - accT.T / total[:, None])
+
+
+GRADS = {"float32": gold_prob_grad, "bfloat16": gold_prob_grad_bf16}  # IG's head_dtype: the walk's products
+
+
 @dataclass
 class AtHead:
     """A forward pass stopped at the output layer: its input h [B, d], holding the autograd graph back to
@@ -111,14 +160,14 @@ class AtHead:
         return torch.autograd.grad(self.h, self.leaves, grad_outputs=cot)
 
 
-def cotangents(lm: LM, passes: list[AtHead]) -> list[torch.Tensor]:
+def cotangents(lm: LM, passes: list[AtHead], dtype: str = "float32") -> list[torch.Tensor]:
     """dP(gold)/dh [B, d] of each pass (in its h's dtype, zero on its skipped rows), the rows of every
-    pass in ONE walk over the vocabulary."""
+    pass in ONE walk over the vocabulary, its products in `dtype` (`GRADS`)."""
     W, bias, cap = params(lm)
     rows = [a.rows for a in passes]
     gold = torch.cat([torch.as_tensor(a.gold, dtype=torch.long).cpu().expand(len(a.h))[a.skip:] for a in passes])
     h = torch.cat([r.detach() for r in rows])
-    grads = gold_prob_grad(h, W, bias, gold.to(W.device), cap).split([len(r) for r in rows])
+    grads = GRADS[dtype](h, W, bias, gold.to(W.device), cap).split([len(r) for r in rows])
     out = []
     for a, g in zip(passes, grads):
         c = torch.zeros(a.h.shape, dtype=torch.float32, device=a.h.device)

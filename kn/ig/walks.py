@@ -4,7 +4,8 @@ backward pass. Walking the vocabulary costs about as much for a few rows as for 
 several answer tokens and prompts share it.
 
 The queue holds each waiting pass's autograd graph, so it is walked before a pass would take it over
-`max_rows` rows or `budget` bytes (`plan.row_bytes` estimates); `max_rows=0` walks every pass alone.
+`max_rows` rows or `budget` bytes (`plan.row_bytes` estimates); `max_rows=0` walks every pass alone; `dtype`:
+the walk's products (`head.GRADS`).
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ MAX_ROWS = 128  # rows per shared walk: past a few dozen rows a walk costs about
 class Walks:
     """A queue of passes stopped at the output layer (`AtHead`), walked together."""
 
-    def __init__(self, lm: LM, max_rows: int = MAX_ROWS, budget: float = BUDGET):
-        self.lm, self.max_rows, self.budget = lm, max_rows, budget
+    def __init__(self, lm: LM, max_rows: int = MAX_ROWS, budget: float = BUDGET, dtype: str = "float32"):
+        self.lm, self.max_rows, self.budget, self.dtype = lm, max_rows, budget, dtype
         self._queue: list[tuple[AtHead, Callable]] = []
         self._rows, self._bytes = 0, 0.0
 
@@ -39,5 +40,5 @@ class Walks:
         queue, self._queue, self._rows, self._bytes = self._queue, [], 0, 0.0
         if not queue:
             return
-        for (at, done), cot in zip(queue, cotangents(self.lm, [at for at, _ in queue])):
+        for (at, done), cot in zip(queue, cotangents(self.lm, [at for at, _ in queue], self.dtype)):
             done(at.backward(cot))

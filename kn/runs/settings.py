@@ -18,7 +18,7 @@ from .phases.setting import to_json
 DEFAULT_PHASES = ("locate", "verify")
 # keywords of `RunSettings.make` / `kn.run` that set the attribution value (the older call forms)
 ATTRIBUTION_KEYWORDS = ("method", "steps", "rule", "baseline", "multiplier", "freeze_norm", "batch_size",
-                        "screen")
+                        "screen", "head_dtype")
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class RunSettings:
         """`settings` (default: the defaults) with `changes`, checked once. A change is a common
         setting, a phase's setting by its field name (`share=0.5`, `dkn_candidates=40`), or one of
         the attribution keywords: `method` ("ig" | "activation"), `steps`, `rule`, `baseline`,
-        `multiplier`, `freeze_norm`, `batch_size` (`kn.locate`'s too), `screen` (`kn.IG`'s fields)."""
+        `multiplier`, `freeze_norm`, `batch_size` (`kn.locate`'s too), `screen`, `head_dtype` (`kn.IG`'s fields)."""
         if settings is not None and not isinstance(settings, cls):
             raise TypeError(f"settings must be a kn.RunSettings, got {type(settings).__name__}")
         base = settings or cls()

@@ -425,3 +425,42 @@ def test_throughput_child_returns_each_facts_kn_set_for_the_bf16_comparison(monk
     assert out["facts"] == 3 and want and out["sets"] == want
     assert out["pool_seconds"] > 0 and select.language_counts is counting  # timed, then put back
     assert bt.jaccard([[0, 1]], [[0, 1], [1, 2]]) == 0.5 and bt.jaccard([], []) == 1.0 and bt.jaccard([[0, 1]], []) == 0.0
+
+
+def test_throughput_main_with_bf16_spawns_both_bfloat16_heads_and_prints_each_against_float32(monkeypatch, capsys):
+    """bench_throughput's parent with --bf16, its children replaced by canned answers: the bfloat16 rows run
+    with bfloat16 weights, one with IG's float32 head and one with its bfloat16 head; each row's rate and
+    Jaccard against the float32 sets are printed from those answers."""
+    import json
+    import subprocess
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_throughput as bt
+
+    spawned = []
+    sets = {"float32": {"f1": [[0, 1], [2, 3]], "f2": [[1, 1]]}, "bfloat16": {"f1": [[0, 1]], "f2": [[1, 1]]}}
+
+    def fake(cmd, **kw):
+        spawned.append(cmd)
+        if "--profile-child" in cmd:
+            out = {"rate_gflops": 100.0, "rate_gflops_bf16": 250.0, "profile_facts": 2,
+                   "flops": {"paper (riemann_left, 20)": 3e11, "fast (gauss_legendre, 2)": 4e10},
+                   "profile": {"a": 1.0}, "profile_wall": 5.0, "profile_bf16": {"a": 1.0}, "profile_wall_bf16": 4.0}
+        else:
+            dtype = cmd[cmd.index("--dtype") + 1] if "--dtype" in cmd else "float32"
+            head = json.loads(cmd[cmd.index("--child") + 1]).get("head_dtype", "float32")
+            secs = {"float32": 20.0, "bfloat16": 10.0}[dtype] / (2 if head == "bfloat16" else 1)
+            out = {"facts": 2, "prompts": 10, "with_kns": 2, "sets": sets[dtype], "filter_seconds": 1.0,
+                   "pool_seconds": 0.5, "probed": 4, "run_seconds": secs, "peak_mb": 100.0}
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(out) + "\n", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake)
+    bt.main(["--fast", "gauss_legendre:2", "--bf16", "--facts", "2"])
+    children = [json.loads(c[c.index("--child") + 1]) for c in spawned if "--child" in c]
+    dtypes = [c[c.index("--dtype") + 1] if "--dtype" in c else "float32" for c in spawned if "--child" in c]
+    assert [c.get("head_dtype", "float32") for c in children] == ["float32", "float32", "float32", "bfloat16"]
+    assert dtypes == ["float32", "float32", "bfloat16", "bfloat16"]
+    out = capsys.readouterr().out
+    assert "| fast (gauss_legendre, 2), bfloat16 weights and head | 2 (4) | 1 (0.5) | 5 | 3.0 | 1200 | 1309 |" in out
+    assert "bfloat16 weights and head / float32 (fast): x3.50" in out  # 2 facts in 21 s against 6 s
+    assert out.count("Jaccard per fact: median 1.00, min 0.50 over 2 facts") == 2

@@ -521,6 +521,10 @@ def test_a_screened_run_records_its_screen_and_refuses_another(lm, baseline, tmp
     assert cli.main(["locate", "a", "b", "c", "-a", "x", "--screen", "3"]) == 0 and seen[-1] == IG(screen=3)
     assert cli.main(["locate", "a", "b", "c", "-a", "x", "--method", "gradxact", "--screen", "3"]) == 2
     assert "--screen belongs to integrated gradients" in capsys.readouterr().err and len(seen) == 1
+    assert cli.main(["locate", "a", "b", "c", "-a", "x", "--head-dtype", "bfloat16"]) == 0
+    assert seen[-1] == IG(head_dtype="bfloat16")
+    assert cli.main(["locate", "a", "b", "c", "-a", "x", "--method", "gradxact", "--head-dtype", "bfloat16"]) == 2
+    assert "--head-dtype belongs to integrated gradients" in capsys.readouterr().err and len(seen) == 2
 
 def test_select_facts_is_seeded_and_capped(lm):
     from kn.data import builtin, select_facts

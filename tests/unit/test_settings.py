@@ -22,14 +22,16 @@ def test_defaults_and_thresholds():
 
 
 @pytest.mark.parametrize("value", [kn.IG(), kn.IG(steps=8, rule="gauss_legendre", freeze_norm=False, batch_size=3),
-                                   kn.IG(baseline=torch.randn(3, 48)), kn.IG(screen=3), kn.Activation()])
+                                   kn.IG(baseline=torch.randn(3, 48)), kn.IG(screen=3), kn.IG(head_dtype="bfloat16"),
+                                   kn.Activation()])
 def test_recorded_by_value_and_rebuilt(value):
     d = json.loads(json.dumps(value.to_dict()))  # JSON-safe
     again = kn.settings.from_dict(d)
     assert again == value and hash(again) == hash(value) and type(again) is type(value)
     if not isinstance(getattr(value, "baseline", None), torch.Tensor):
         assert kn.settings.from_dict(dataclasses.asdict(value)) == value
-        unset = {"screen": None} if getattr(value, "screen", 0) is None else {}  # to_dict leaves an unset screen out
+        later = {"screen": None, "head_dtype": "float32"}  # to_dict leaves these out at their defaults
+        unset = {k: v for k, v in later.items() if isinstance(value, kn.IG) and getattr(value, k) == v}
         assert dataclasses.asdict(value) == d | unset
 
 
@@ -42,6 +44,9 @@ def test_an_unset_screen_keeps_the_recorded_form_of_before():
     assert kn.IG(screen=3).to_dict() == before | {"screen": 3}
     assert kn.settings.from_dict(kn.IG(screen=3).to_dict()) == kn.IG(screen=3)
     assert len({kn.IG(), kn.IG(screen=3), kn.IG(screen=2), kn.IG(screen=3)}) == 3
+    # and of before `head_dtype`
+    assert kn.IG().head_dtype == "float32" and kn.IG(head_dtype="bfloat16").to_dict() == before | {"head_dtype": "bfloat16"}
+    assert kn.IG(head_dtype="bfloat16") != kn.IG() and len({kn.IG(), kn.IG(head_dtype="bfloat16")}) == 2
 
 
 def test_frozen_and_compared_by_value():
@@ -63,6 +68,7 @@ def test_frozen_and_compared_by_value():
     (dict(screen=0), ValueError, r"screen must be None \(every layer\) or an int >= 1.*got 0"),
     (dict(screen=2.0), ValueError, "screen"), (dict(screen=True), ValueError, "screen"),
     (dict(screen="3"), ValueError, "screen"),
+    (dict(head_dtype="float16"), ValueError, r"head_dtype must be one of \('float32', 'bfloat16'\), got 'float16'"),
 ])
 def test_validated_once_with_a_clear_error(kw, err, match):
     with pytest.raises(err, match=match):

@@ -43,6 +43,32 @@ def test_per_row_gold_gradient_equals_autograd(cap, bias):
     assert torch.equal(one, head.gold_prob_grad(h, W, b, torch.full((7,), 3), cap, chunk=5))
 
 
+@pytest.mark.parametrize("cap", [None, 30.0])
+@pytest.mark.parametrize("bias", [False, True])
+def test_bfloat16_walk_is_within_a_bfloat16_rounding_of_float64_autograd(cap, bias):
+    # top logits from 24 to 40 (where a bfloat16 logit is off by up to 0.06, so a plain bfloat16 product misses this
+    # bound 10x) and rows whose gold holds from under 1% to over 90% of the mass (where 1 - P(gold) cancels);
+    # the oracle: autograd over the full softmax in float64
+    g = torch.Generator().manual_seed(2)
+    V, d, B = 3001, 64, 12
+    W = torch.randn(V, d, generator=g, dtype=torch.float64) / d ** 0.5
+    gold = torch.tensor([5, 5, 17, 3000, 2048, 7, 7, 7, 100, 2047, 1, 0])
+    h = torch.randn(B, d, generator=g, dtype=torch.float64) * 7
+    h += W[gold] * torch.linspace(14, 34, B, dtype=torch.float64)[:, None]  # the gold nearer the top, by degrees
+    b = torch.randn(V, generator=g, dtype=torch.float64) * 0.5 if bias else None
+    Wb = W.bfloat16()  # the weights as a bfloat16 model holds them
+    hh = h.bfloat16().double().requires_grad_(True)
+    u = hh @ Wb.double().T + (b if bias else 0)
+    z = u if cap is None else cap * torch.tanh(u / cap)
+    p = torch.softmax(z, -1).gather(1, gold[:, None])
+    p.sum().backward()
+    assert p.min() < 0.01 and p.max() > 0.9
+    got = head.gold_prob_grad_bf16(h.float(), Wb, None if b is None else b.float(), gold, cap, chunk=512)
+    err = (got.double() - hh.grad).norm(dim=1).max() / hh.grad.norm(dim=1).max()
+    assert err < 5e-3, err
+    assert head.GRADS["bfloat16"] is head.gold_prob_grad_bf16
+
+
 def queries(lm):
     return MASKED if lm.masked else CAUSAL
 
@@ -136,3 +162,22 @@ def test_arguments():
     assert batch_scores(lm, [], [], kn.IG(steps=2)) == []
     with pytest.raises(ArgumentError, match="2 prompts but 1 answers"):
         batch_scores(lm, prompts[:2], ["France"])
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-2"])  # Gemma-2: a final logit softcap
+def test_bfloat16_head_scores_match_float32_head_scores(family, monkeypatch):
+    # IG with head_dtype="bfloat16" through kn.attribute and the shared walks of batch_scores: the same
+    # scores as the float32 head's up to a bfloat16 rounding of the gradient, from the bfloat16 kernel
+    lm = tiny_lm(family, num_hidden_layers=LAYERS)
+    prompts, answers = queries(lm)
+    ig = kn.IG(steps=4, rule="gauss_legendre")
+    exact = batch_scores(lm, prompts, answers, ig)
+    calls = []
+    real = head.gold_prob_grad_bf16
+    monkeypatch.setitem(head.GRADS, "bfloat16", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast_ = batch_scores(lm, prompts, answers, kn.IG(steps=4, rule="gauss_legendre", head_dtype="bfloat16"))
+    for a, b in zip(exact, fast_):
+        assert (a - b).abs().max() <= 5e-3 * a.abs().max() and not torch.equal(a, b)
+    one = kn.attribute(lm, prompts[0], answers[0], ig, head_dtype="bfloat16")
+    assert (one - exact[0]).abs().max() <= 5e-3 * exact[0].abs().max()
+    assert len(calls) >= 2
