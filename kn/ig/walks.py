@@ -15,7 +15,8 @@ from ..models import LM
 from .head import AtHead, cotangents
 from .plan import BUDGET
 
-MAX_ROWS = 128  # rows per shared walk: past a few dozen rows a walk costs about linearly more
+MAX_ROWS = 256  # rows per shared walk (and per stacked pass, `kn.ig.stacked`): past a few dozen rows a walk costs
+# about linearly more, but a stack of more path rows runs its products faster
 
 
 class Walks:

@@ -190,7 +190,8 @@ def test_screened_batch_runs_no_clean_run(family, monkeypatch):
     for p, g, w in zip(prompts, got, want):
         scale = float(w.abs().max())
         assert scale > 0
-        torch.testing.assert_close(g, w, rtol=0, atol=1e-6 * scale, msg=f"{family} {p!r}")
+        # stacked passes (kn.ig.stacked) sum in another order than the pair-by-pair ones: float32 rounding
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-5 * scale, msg=f"{family} {p!r}")
         assert torch.equal(g.abs().sum(1) > 0, w.abs().sum(1) > 0), p  # the same screened layers
     calls.clear()
     batch_scores(lm, prompts, answers, kn.IG(steps=2, screen=LAYERS))  # no screen: clean runs
