@@ -86,6 +86,31 @@ def run_to_head(model, hooks, **inputs) -> None:
     raise RuntimeError("the forward pass ended without reaching the output layer")
 
 
+CLEAN_TOKENS = 4096  # padded tokens per batched clean pass (`clean_runs`; memory, not results)
+
+
+def clean_runs(lm: LM, ts: list[Target]) -> list[Clean]:
+    """`clean_run` of each target, several a pass: sorted by length, right-padded, at most CLEAN_TOKENS
+    padded tokens a pass (a masked LM's one at a time: its passes run the whole prompt anyway)."""
+    if lm.masked:
+        return [clean_run(lm, t) for t in ts]
+    out: list[Clean | None] = [None] * len(ts)
+    order = sorted(range(len(ts)), key=lambda r: ts[r].ids.shape[1])
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop + 1 - start) * ts[order[stop]].ids.shape[1] <= CLEAN_TOKENS:
+            stop += 1
+        rows = order[start:stop]
+        rec = Recording(lm, [ts[r] for r in rows])
+        with torch.no_grad():
+            run_to_head(lm.model, rec.hooks + [stop_at_head(lm, rec.at, {})], **rec.inputs)
+        for r, c in zip(rows, rec.cleans()):
+            out[r] = c
+        start = stop
+    return out
+
+
 def clean_run(lm: LM, t: Target) -> Clean:
     """Run the unmodified model once (to the output layer's input only)."""
     rec = Recording(lm, [t])

@@ -20,7 +20,7 @@ from ..models import LM
 from ..settings import IG
 from ..tokens import Target
 from . import joins, kvcache, stacked
-from .clean import Clean, clean_run, run_to_head
+from .clean import Clean, clean_run, clean_runs, run_to_head
 from .head import AtHead
 from .plan import Pass, auto_batch, path_points, plan, row_bytes
 from .walks import Walks
@@ -140,10 +140,12 @@ def attribute_targets(lm: LM, jobs: Sequence[tuple[Target, list[int]]], ig: IG, 
     """IG scores [n_layers, width] of each (answer token, layers: checked, ascending); the passes of all
     share output-layer walks through `walks` (default: a fresh `Walks` in `ig.head_dtype`), and a causal
     LM's run stacked several tokens a pass (`kn.ig.stacked`); `cleans`: each job's `Clean` recorded already
-    (`kn.gradxact.screen_targets`), else each starts with a `clean_run`."""
+    (`kn.gradxact.screen_targets`), else they are recorded several a pass (`clean_runs`; one by one when
+    `walks` walks every pass alone)."""
     walks = Walks(lm, dtype=ig.head_dtype) if walks is None else walks
-    cleans = [None] * len(jobs) if cleans is None else cleans
     with frozen_params(lm.model):
+        if cleans is None:
+            cleans = clean_runs(lm, [t for t, _ in jobs]) if walks.max_rows else [None] * len(jobs)
         tokens = [_Token(lm, t, ig, layers, c) for (t, layers), c in zip(jobs, cleans, strict=True)]
         if walks.max_rows:
             _queue_all(lm, tokens, walks, ig.freeze_norm)

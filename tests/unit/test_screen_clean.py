@@ -165,15 +165,20 @@ def test_ig_from_the_screens_cleans_equals_ig_from_clean_runs(family):
 
 
 def counted_clean_runs(monkeypatch) -> list:
-    """The targets of each clean run the fast path starts from here on."""
+    """The targets of each clean run the fast path starts from here on (alone or several a pass)."""
     calls = []
-    real = fast.clean_run
+    real, several = fast.clean_run, fast.clean_runs
 
     def counted(lm, t):
         calls.append(t)
         return real(lm, t)
 
+    def counted_several(lm, ts):
+        calls.extend(ts)
+        return several(lm, ts)
+
     monkeypatch.setattr(fast, "clean_run", counted)
+    monkeypatch.setattr(fast, "clean_runs", counted_several)
     return calls
 
 

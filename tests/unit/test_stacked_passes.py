@@ -92,3 +92,24 @@ def test_owners_list_the_rows_present_at_each_block():
         items.append(stacked.Stacked(None, None, None, p))
     rows = stacked.owners(items, 3)
     assert [r.tolist() for r in rows] == [[0, 1], [0, 1, 0, 0], [0, 1, 0, 0, 1, 1], [0, 1, 0, 0, 1, 1, 0, 0]]
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "Gemma-3", "BERT"])
+def test_clean_runs_record_what_clean_run_records(family, monkeypatch):
+    lm = tiny_lm(family, num_hidden_layers=3, **FAMILIES.get(family, {}))
+    if lm.masked:
+        ts = [t for p, a in zip(["Paris is in [MASK] .", "the city of Paris is in [MASK] ."], ["France"] * 2)
+              for t in targets(lm, p, a)]
+    else:
+        ts = [t for t, _ in jobs(lm)]
+    monkeypatch.setattr(kn.ig.clean, "CLEAN_TOKENS", 2 * max(t.ids.shape[1] for t in ts))  # passes of two
+    for t, c in zip(ts, kn.ig.clean.clean_runs(lm, ts)):
+        want = kn.ig.clean.clean_run(lm, t)
+        torch.testing.assert_close(c.acts, want.acts, rtol=1e-5, atol=1e-6)
+        assert c.rms.keys() == want.rms.keys() and (c.cached, c.pos) == (want.cached, want.pos)
+        for l in want.rms:
+            torch.testing.assert_close(c.rms[l], want.rms[l], rtol=1e-5, atol=1e-6)
+        assert (c.cache is None) == (want.cache is None)
+        for (k, v), (wk, wv) in zip(c.cache or [], want.cache or []):
+            torch.testing.assert_close(k, wk, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(v, wv, rtol=1e-5, atol=1e-6)
