@@ -104,7 +104,7 @@ def test_kn_run_fast_takes_the_models_default_and_refuses_a_rule_beside_it():
 
     model, fast = next(iter(FAST.items()))
     args = argparse.Namespace(model=model, method="ig", steps=None, rule=None, baseline=None, multiplier=None,
-                              screen=None, fast=True)
+                              screen=None, head_dtype=None, fast=True)
     got = cli.attribution(args)
     assert (got.rule, got.steps, got.screen) == (fast.rule, fast.steps, fast.screen) and got.baseline == "zero"
     with pytest.raises(ValueError, match="leave out --steps"):
