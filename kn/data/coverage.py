@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from .prepare import filter_known, prepare_fact
+from .prepare import filter_known, prepare_facts
 
 COLUMNS = ["language", "facts", "no_prompt", "unrepresentable", "usable", "usable_share", "sentence_target",
            "single_token", "multi_token", "probed", "known", "known_share"]
@@ -32,7 +32,8 @@ def coverage(facts, lm, languages: Sequence[str] | None = None, *, known: bool =
 
     rows = []
     for lang in languages or facts.languages:
-        prepared = [(f, prepare_fact(f, lm, lang, sentence=sentence)) for f in facts if f.has(lang)]
+        having = [f for f in facts if f.has(lang)]
+        prepared = list(zip(having, prepare_facts(having, lm, lang, sentence=sentence)))
         ok = [p for _, p in prepared if p is not None and p.usable]
         row = {"language": lang, "facts": len(prepared), "no_prompt": sum(p is None or not p.prompts for _, p in prepared),
                "unrepresentable": sum(p is not None and bool(p.prompts) and not p.representable for _, p in prepared),

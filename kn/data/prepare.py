@@ -65,7 +65,10 @@ def continuation_ids(tokenizer: Any, left: str, answer: str) -> tuple[list[int],
 
 def unknown_tokens(tokenizer: Any, ids: Sequence[int]) -> bool:
     """True if `ids` is empty or holds the tokenizer's unknown token (the answer cannot be written)."""
-    unk = getattr(tokenizer, "unk_token_id", None)
+    return _unknown(getattr(tokenizer, "unk_token_id", None), ids)
+
+
+def _unknown(unk: int | None, ids: Sequence[int]) -> bool:
     return not ids or (unk is not None and unk in ids)
 
 
@@ -225,6 +228,7 @@ def prepare_fact(fact: Fact, model: Any, language: str = "en", *, mask: str = T.
     if not answer_ids:
         raise ValueError(f"fact {fact.fact_id!r} ({language}): the answer {pairs[0][2]!r} has no tokens")
     dis = fact.distractors.get(language, ())
+    unk = getattr(tok, "unk_token_id", None)  # once: an HF tokenizer's attribute lookup is slow
     sep = pairs[0][2][: len(pairs[0][2]) - len(pairs[0][2].lstrip())]
     dis_ids = tuple(tuple(continuation_ids(tok, pairs[0][1], sep + d)[0]) for d in dis)
     return PreparedFact(
@@ -232,9 +236,68 @@ def prepare_fact(fact: Fact, model: Any, language: str = "en", *, mask: str = T.
         prompts=tuple(p for p, _, _ in pairs), answers=tuple(a for _, _, a in pairs),
         answer_ids=answer_ids, gold_token=decode_token(tok, answer_ids[0]),
         consistent=all(i == answer_ids for i in tok_ids), clean_split=clean,
-        representable=not any(unknown_tokens(tok, i) for i in tok_ids + full_ids),
+        representable=not any(_unknown(unk, i) for i in tok_ids + full_ids),
         distractors=tuple(dis), distractor_ids=dis_ids,
     )
+
+
+class _Texts:
+    """A tokenizer stand-in that records the texts asked of it (ids: a zero per character and one more, so that
+    a continuation always splits cleanly and is never empty); other attributes are the real one's."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer, self.texts = tokenizer, {}
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        self.texts[text] = None
+        return {"input_ids": [0] * (len(text) + 1)}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+class _Encoded(_Texts):
+    """A tokenizer stand-in that answers from `ids` {text: ids} and asks the real one for any other text."""
+
+    def __init__(self, tokenizer: Any, ids: dict):
+        super().__init__(tokenizer)
+        self.ids = ids
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        ids = self.ids.get(text)
+        return {"input_ids": ids if ids is not None else encode(self.tokenizer, text)}
+
+
+@dataclass(frozen=True)
+class _Asked:
+    masked: bool
+    tokenizer: Any
+
+
+BATCH_TEXTS = 2048  # texts per batched tokenizer call (`prepare_facts`)
+
+
+def prepare_facts(facts: Sequence[Fact], model: Any, language: str = "en", *,
+                  sentence: bool = False) -> list[PreparedFact | None]:
+    """`prepare_fact` of each fact, the same values, with the texts tokenized in a few batched calls when
+    the tokenizer takes a list (HF's: one call per text costs it far more): a first pass with a stand-in
+    collects the texts, one batch encodes them, and the real pass reads them (any text it did not ask
+    for first, tokenized on its own)."""
+    tok = model.tokenizer
+    ids: dict = {}
+    if callable(tok):
+        asked = _Texts(tok)
+        for f in facts:
+            prepare_fact(f, _Asked(model.masked, asked), language, sentence=sentence)
+        texts = list(asked.texts)
+        try:
+            for i in range(0, len(texts), BATCH_TEXTS):
+                part = texts[i:i + BATCH_TEXTS]
+                ids.update(zip(part, map(list, tok(part, add_special_tokens=False)["input_ids"])))
+        except (TypeError, KeyError):  # not a batch tokenizer: one call per text
+            ids = {}
+    read = _Asked(model.masked, _Encoded(tok, ids)) if ids else model
+    return [prepare_fact(f, read, language, sentence=sentence) for f in facts]
 
 
 def usable(model: Any, fact: Fact, language: str = "en", *, sentence: bool = False) -> bool:

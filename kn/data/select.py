@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable, MutableMapping, Sequence
 
 from tqdm import tqdm
 
-from .prepare import filter_known, prepare_fact
+from .prepare import filter_known, prepare_fact, prepare_facts
 
 if TYPE_CHECKING:
     from ..models import LM
@@ -123,7 +123,7 @@ def language_counts(facts, lm, languages: Sequence[str], *, sentence: bool = Fal
     (tokenization only, no model pass)."""
     out = {}
     for lang in languages:
-        prepared = [prepare_fact(f, lm, lang, sentence=sentence) for f in facts if f.has(lang)]
+        prepared = prepare_facts([f for f in facts if f.has(lang)], lm, lang, sentence=sentence)
         out[lang] = {"facts": len(prepared), "usable": sum(p is not None and p.usable for p in prepared),
                      "no_prompt": sum(p is None or not p.prompts for p in prepared),
                      "unrepresentable": sum(p is not None and bool(p.prompts) and not p.representable

@@ -143,3 +143,41 @@ def test_every_script_tokenizes_and_attributes(packaged_lm, name):
             assert lm.tokenizer.unk_token_id not in gold
         s = kn.attribute(lm, prompts[0], answers[0], steps=2, layers=[lm.n_layers - 1])
         assert torch.isfinite(s).all() and s[-1].abs().max() > 0, fact.fact_id
+
+
+@pytest.mark.parametrize("family", ["GPT-2", "BERT"])
+@pytest.mark.parametrize("sentence", [False, True])
+def test_prepare_facts_batched_equals_prepare_fact_one_by_one(family, sentence):
+    """`prepare_facts` tokenizes in batched calls and returns what `prepare_fact` returns fact by fact: on the
+    builtin facts (an answer the tiny tokenizer cannot write among them), for a masked and a causal LM, and
+    with a tokenizer that takes no list (one call per text)."""
+    from kn.data.prepare import prepare_facts
+    from kn.testing import tiny_lm
+
+    lm = tiny_lm(family)
+    facts = [f for f in builtin() if f.has("en")]
+    want = [prepare_fact(f, lm, "en", sentence=sentence) for f in facts]
+    assert any(p is not None and not p.representable for p in want)  # the premise: an unwritable answer
+    calls = []
+    real = lm.tokenizer
+
+    class Counted:  # the real tokenizer, its calls counted
+        def __call__(self, text, **kw):
+            calls.append(text)
+            return real(text, **kw)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    class OneAtATime(Counted):  # takes no list
+        def __call__(self, text, **kw):
+            if not isinstance(text, str):
+                raise TypeError("one text")
+            return super().__call__(text, **kw)
+
+    for tok, batched in ((Counted(), True), (OneAtATime(), False)):
+        calls.clear()
+        got = prepare_facts(facts, type("M", (), {"masked": lm.masked, "tokenizer": tok})(), "en", sentence=sentence)
+        assert got == want
+        lists = [c for c in calls if not isinstance(c, str)]
+        assert (len(lists) >= 1 and len(calls) - len(lists) < len(facts)) if batched else not lists
