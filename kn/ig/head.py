@@ -114,14 +114,21 @@ def gold_prob_grad_bf16(h: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | N
     for c in range(0, V, chunk):
         w = W[c:c + chunk].bfloat16()
         s = shift.bfloat16()
-        u = torch.addmm((-s).expand(w.shape[0], B), w, hT).float().add_(s.float())  # one rounding, near s
-        shift = torch.maximum(shift, u.amax(0))
-        if bias is not None:
-            u += bias[c:c + chunk, None].float()
-        z, dz = _logit(u, cap)
-        m_new = torch.maximum(m, z.amax(0))
+        us = torch.addmm((-s).expand(w.shape[0], B), w, hT)  # u - s, rounded once near s
+        top = us.amax(0).float() + s.float()  # each row's largest u here
+        shift = torch.maximum(shift, top)
+        if bias is None and cap is None:  # z = u: exp(z - m_new) straight from u - s
+            m_new = torch.maximum(m, top)
+            e = us.float().add_(s.float() - m_new).exp_()
+            dz = None
+        else:
+            u = us.float().add_(s.float())
+            if bias is not None:
+                u += bias[c:c + chunk, None].float()
+            z, dz = _logit(u, cap)
+            m_new = torch.maximum(m, z.amax(0))
+            e = z.sub_(m_new).exp_()
         rescale = torch.exp(m - m_new)
-        e = z.sub_(m_new).exp_()
         here = (gold >= c) & (gold < c + w.shape[0])
         e[gold[here] - c, cols[here]] = 0
         rest = rest * rescale + e.sum(0)
