@@ -112,7 +112,7 @@ def _queue_stack(lm: LM, tokens: list[_Token], walks: Walks, freeze: bool) -> No
             start += n
 
     rows = sum(k.passes[0].n_rows for k in tokens)
-    walks.add(lambda: stacked.pass_forward(lm, items, freeze)[0], done, rows,
+    walks.add(lambda: stacked.pass_forward(lm, items, freeze), done, rows,
               sum(k.passes[0].n_rows * k.row_bytes for k in tokens))
 
 

@@ -64,6 +64,20 @@ def contents(cache: DynamicCache) -> list:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def padded(stored: list[list], lengths: list[int]) -> list:
+    """Per-layer (keys, values) of several prompts' caches (each prompt's: per layer [1, heads, length,
+    head_dim]) as one right-padded batch [n, heads, max length, head_dim], row r's tokens in slots [0, lengths[r])."""
+    width, out = max(lengths), []
+    for layer in zip(*stored):  # this layer of every prompt
+        k0 = layer[0][0]
+        k = k0.new_zeros((len(layer), k0.shape[1], width, k0.shape[3]))
+        v = torch.zeros_like(k)
+        for r, (kr, vr) in enumerate(layer):
+            k[r, :, :lengths[r]], v[r, :, :lengths[r]] = kr[0], vr[0]
+        out.append((k, v))
+    return out
+
+
 def right_aligned(stored: list, lengths) -> tuple[list, torch.Tensor]:
     """Per-layer (keys, values) of a right-padded batch (row r's tokens in slots [0, lengths[r])) with
     each row's tokens moved to the last slots and the padding slots before them zeroed; and which

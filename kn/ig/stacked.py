@@ -119,23 +119,14 @@ def _joins(lm: LM, items: list[Stacked], leaves: list[dict[int, torch.Tensor]], 
     return hooks
 
 
-def pass_forward(lm: LM, items: list[Stacked], freeze: bool) -> tuple[AtHead, list[dict[int, torch.Tensor]]]:
-    """The stack's forward, stopped at the output layer, and each token's leaves {layer: path points
-    [count, W]}; the AtHead's leaves are theirs in token order, layers ascending."""
+def pass_forward(lm: LM, items: list[Stacked], freeze: bool) -> AtHead:
+    """The stack's forward, stopped at the output layer; its leaves: each token's path points [count, W] of
+    each of its pass's layers, in token order, layers ascending."""
     J, dev = len(items), lm.device
     leaves = [path_points(s.p, s.clean.acts, s.base) for s in items]
     rows = owners(items, lm.n_layers)
     lengths = [s.t.ids.shape[1] - 1 for s in items]  # each prompt's cached tokens
-    width = max(lengths)
-    padded = []
-    for i in range(len(items[0].clean.cache)):
-        k = torch.zeros((J, *items[0].clean.cache[i][0].shape[1:2], width, items[0].clean.cache[i][0].shape[3]),
-                        dtype=items[0].clean.cache[i][0].dtype, device=items[0].clean.cache[i][0].device)
-        v = torch.zeros_like(k)
-        for j, s in enumerate(items):
-            k[j, :, :lengths[j]], v[j, :, :lengths[j]] = s.clean.cache[i][0][0], s.clean.cache[i][1][0]
-        padded.append((k, v))
-    stored, keep = kvcache.right_aligned(padded, lengths)
+    stored, keep = kvcache.right_aligned(kvcache.padded([s.clean.cache for s in items], lengths), lengths)
     cache = kvcache.empty(lm)
     for i, (k, v) in enumerate(stored):
         cache.update(k[rows[i].to(k.device)], v[rows[i].to(v.device)], i)
@@ -148,4 +139,4 @@ def pass_forward(lm: LM, items: list[Stacked], freeze: bool) -> tuple[AtHead, li
         run_to_head(lm.model, hooks, input_ids=ids, attention_mask=mask, use_cache=True,
                     **kvcache.keyword(lm.model, cache), **kvcache.positions(lm.model, at))
     gold = torch.tensor([items[int(j)].t.gold for j in rows[-1]])
-    return AtHead(store["h"], [x for lv in leaves for x in lv.values()], gold, skip=J), leaves
+    return AtHead(store["h"], [x for lv in leaves for x in lv.values()], gold, skip=J)
